@@ -1,0 +1,371 @@
+//! The on-disk configuration model: what `authgate.toml` may contain, with its defaults.
+//!
+//! Every table denies unknown keys so a typo is an error, never a silently ignored setting.
+//! Cross-field rules live in `validate`; this file only states shapes and defaults.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use super::Secret;
+use super::units::{ByteSize, Duration};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listeners, public origin, proxy trust and limits.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// The OpenID Provider; required by `browser`, `api` and `any` routes.
+    pub provider: Option<ProviderConfig>,
+    /// Session storage and cookie.
+    #[serde(default)]
+    pub session: SessionConfig,
+    /// Names of the identity headers sent upstream.
+    #[serde(default)]
+    pub headers: HeaderNames,
+    /// The route table, matched by host then longest path prefix.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Plain-HTTP listen addresses (`ip:port`).
+    pub listen: Vec<String>,
+    /// Accept prior-knowledge HTTP/2 on the plain listeners.
+    pub h2c: bool,
+    /// TLS listeners; HTTP/2 is offered through ALPN.
+    pub tls: Option<TlsConfig>,
+    /// External origins of the gateway (`https://app.example.com`), used to build redirect URIs.
+    #[serde(deserialize_with = "one_or_many")]
+    pub public_url: Vec<String>,
+    /// Peers whose `X-Forwarded-*` headers are believed (CIDRs).
+    pub trusted_proxies: Vec<IpNet>,
+    /// Listener for `/healthz` and `/readyz`.
+    pub admin_listen: String,
+    /// Worker threads of the proxy (0 = one per core).
+    pub threads: usize,
+    /// Request limits and upstream timeouts.
+    pub limits: LimitsConfig,
+    /// Time to let in-flight requests finish on SIGTERM.
+    pub grace_period: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec!["127.0.0.1:8080".into()],
+            h2c: false,
+            tls: None,
+            public_url: Vec::new(),
+            trusted_proxies: Vec::new(),
+            admin_listen: "127.0.0.1:9090".into(),
+            threads: 0,
+            limits: LimitsConfig::default(),
+            grace_period: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[server.tls]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// TLS listen addresses (`ip:port`).
+    pub listen: Vec<String>,
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// `[server.limits]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest total size of request headers; above it the answer is 431.
+    pub max_header_size: ByteSize,
+    /// Largest request body accepted by the gateway's own endpoints; above it the answer is 413.
+    pub max_body_size: ByteSize,
+    /// Time to open a TCP (and TLS) connection to an upstream.
+    pub connect_timeout: Duration,
+    /// Longest wait for an upstream to send the next bytes of its response.
+    pub read_timeout: Duration,
+    /// Longest wait for an upstream to accept the next bytes of the request.
+    pub write_timeout: Duration,
+    /// How long an idle pooled upstream connection is kept.
+    pub idle_timeout: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_header_size: ByteSize(64 * 1024),
+            max_body_size: ByteSize(256 * 1024),
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// `[provider]`: the OpenID Provider and this gateway's client registration at it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Issuer URL; discovery is read from `<issuer>/.well-known/openid-configuration`.
+    pub issuer: String,
+    /// The gateway's client id.
+    pub client_id: String,
+    /// The gateway's client secret.
+    pub client_secret: Option<Secret>,
+    /// File holding the client secret (instead of `client_secret`).
+    pub client_secret_file: Option<PathBuf>,
+    /// Scopes requested at login.
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// Audience that access tokens must carry.
+    pub audience: Option<String>,
+    /// Extra query parameters for the authorization request (e.g. `kc_idp_hint`).
+    #[serde(default)]
+    pub extra_authorize_params: BTreeMap<String, String>,
+}
+
+fn default_scopes() -> Vec<String> {
+    ["openid", "profile", "email"].map(String::from).to_vec()
+}
+
+/// Where sessions are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// In this process (lost on restart, not shared).
+    Memory,
+    /// In Redis (shared by instances, survives restarts).
+    Redis,
+}
+
+/// `[session]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// `memory` or `redis`.
+    pub store: StoreKind,
+    /// Redis URL (`redis://` or `rediss://`) when `store = "redis"`.
+    pub redis_url: Option<Secret>,
+    /// Key material for session encryption, at least 32 bytes.
+    pub secret: Option<Secret>,
+    /// File holding the session secret (instead of `secret`).
+    pub secret_file: Option<PathBuf>,
+    /// Name of the session cookie.
+    pub cookie_name: String,
+    /// A session unused for this long ends.
+    pub idle_lifetime: Duration,
+    /// A session ends this long after sign-in, however active.
+    pub absolute_lifetime: Duration,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            store: StoreKind::Memory,
+            redis_url: None,
+            secret: None,
+            secret_file: None,
+            cookie_name: "authgate_session".into(),
+            idle_lifetime: Duration::from_secs(60 * 60),
+            absolute_lifetime: Duration::from_secs(12 * 60 * 60),
+        }
+    }
+}
+
+/// `[headers]`: the names of the identity headers the upstream app reads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeaderNames {
+    /// The user's `sub` (or the client id of an M2M token).
+    pub user_id: String,
+    /// The user's e-mail address.
+    pub email: String,
+    /// The user's display name.
+    pub name: String,
+    /// The user's licenses, comma-separated.
+    pub licenses: String,
+    /// The user's primary organization id.
+    pub organization: String,
+    /// The user's platform permissions, comma-separated.
+    pub permissions: String,
+    /// The user's type (e.g. `customer_admin`).
+    pub user_type: String,
+    /// The access token, on routes with `pass_access_token`.
+    pub access_token: String,
+}
+
+impl Default for HeaderNames {
+    fn default() -> Self {
+        Self {
+            user_id: "X-User-Id".into(),
+            email: "X-User-Email".into(),
+            name: "X-User-Name".into(),
+            licenses: "X-User-Licenses".into(),
+            organization: "X-User-Organization".into(),
+            permissions: "X-User-Permissions".into(),
+            user_type: "X-User-Type".into(),
+            access_token: "X-Forwarded-Access-Token".into(),
+        }
+    }
+}
+
+impl HeaderNames {
+    /// Every configured name with its config key, in a fixed order.
+    pub fn entries(&self) -> [(&'static str, &str); 8] {
+        [
+            ("user_id", &self.user_id),
+            ("email", &self.email),
+            ("name", &self.name),
+            ("licenses", &self.licenses),
+            ("organization", &self.organization),
+            ("permissions", &self.permissions),
+            ("user_type", &self.user_type),
+            ("access_token", &self.access_token),
+        ]
+    }
+}
+
+/// How a route authenticates its callers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// No authentication; identity headers are still stripped.
+    Public,
+    /// A browser session; anonymous navigations are sent to sign in.
+    Browser,
+    /// A bearer token on every request.
+    Api,
+    /// A browser session or a bearer token.
+    Any,
+}
+
+impl AuthMode {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::Public => "public",
+            AuthMode::Browser => "browser",
+            AuthMode::Api => "api",
+            AuthMode::Any => "any",
+        }
+    }
+}
+
+/// One `[[routes]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Name used in logs and metrics (default: host + path).
+    pub name: Option<String>,
+    /// `app.example.com`, `*.example.com` or `*` (any host).
+    #[serde(default = "any_host")]
+    pub host: String,
+    /// Path prefix, matched on whole segments.
+    #[serde(default = "root_path")]
+    pub path: String,
+    /// One upstream URL or a list (balanced round-robin).
+    #[serde(deserialize_with = "one_or_many")]
+    pub upstream: Vec<String>,
+    /// `public`, `browser`, `api` or `any`.
+    pub auth: AuthMode,
+    /// The caller needs at least one of these licenses.
+    #[serde(default)]
+    pub licenses: Vec<String>,
+    /// The caller needs every one of these licenses.
+    #[serde(default)]
+    pub licenses_all: Vec<String>,
+    /// The caller needs every one of these permissions.
+    #[serde(default)]
+    pub permissions: Vec<String>,
+    /// The caller's `user_type` must be one of these.
+    #[serde(default)]
+    pub user_types: Vec<String>,
+    /// The caller's organization must be one of these.
+    #[serde(default)]
+    pub organizations: Vec<String>,
+    /// Client-credentials tokens of these clients are accepted.
+    #[serde(default)]
+    pub clients: Vec<String>,
+    /// Send the access token upstream in the `access_token` header.
+    #[serde(default)]
+    pub pass_access_token: bool,
+    /// Send the client's `Host` upstream instead of the upstream's own.
+    #[serde(default)]
+    pub preserve_host: bool,
+    /// Overrides `[server.limits] connect_timeout` for this route.
+    pub connect_timeout: Option<Duration>,
+    /// Overrides `[server.limits] read_timeout` for this route.
+    pub read_timeout: Option<Duration>,
+    /// Overrides `[server.limits] write_timeout` for this route.
+    pub write_timeout: Option<Duration>,
+}
+
+impl RouteConfig {
+    /// The policy keys that are set, by config name.
+    pub fn policy_keys_set(&self) -> Vec<&'static str> {
+        let lists: [(&'static str, &Vec<String>); 6] = [
+            ("licenses", &self.licenses),
+            ("licenses_all", &self.licenses_all),
+            ("permissions", &self.permissions),
+            ("user_types", &self.user_types),
+            ("organizations", &self.organizations),
+            ("clients", &self.clients),
+        ];
+        let mut set: Vec<&'static str> = lists
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, _)| *k)
+            .collect();
+        if self.pass_access_token {
+            set.push("pass_access_token");
+        }
+        set
+    }
+}
+
+fn any_host() -> String {
+    "*".into()
+}
+
+fn root_path() -> String {
+    "/".into()
+}
+
+/// Accepts `"x"` as well as `["x", "y"]`.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    struct OneOrMany;
+    impl<'de> serde::de::Visitor<'de> for OneOrMany {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a string or an array of strings")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(vec![v.to_owned()])
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(s) = seq.next_element::<String>()? {
+                out.push(s);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(OneOrMany)
+}

@@ -1,0 +1,468 @@
+//! Cross-field rules of the configuration. Every rule adds a `Problem` and carries on, so one
+//! `authgate check` run lists everything that is wrong.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use super::{AuthMode, Config, Duration, Problem, Secret, StoreKind, resolve_path};
+use crate::routing::{HostPattern, normalize_route_path};
+
+/// The shortest accepted session secret, in bytes.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Longest accepted request/upstream timeout: anything longer is a typo, not a plan.
+const MAX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+
+/// Authorization-request parameters the gateway sets itself and config must not override.
+const RESERVED_AUTHORIZE_PARAMS: &[&str] = &[
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "scope",
+    "state",
+    "nonce",
+    "code_challenge",
+    "code_challenge_method",
+    "response_mode",
+    "request",
+    "request_uri",
+];
+
+/// Headers that an identity header name must never shadow.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "authorization",
+    "cookie",
+    "set-cookie",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+];
+
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn at(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            path: path.into(),
+            location: None,
+            message: message.into(),
+        });
+    }
+}
+
+/// Checks `config`, reads `*_file` secrets into it, and returns every problem found.
+pub fn validate(config: &mut Config, base_dir: &Path) -> Vec<Problem> {
+    let mut p = Problems(Vec::new());
+    server(config, base_dir, &mut p);
+    provider(config, base_dir, &mut p);
+    session(config, base_dir, &mut p);
+    headers(config, &mut p);
+    routes(config, &mut p);
+    p.0
+}
+
+fn server(config: &Config, base_dir: &Path, p: &mut Problems) {
+    let s = &config.server;
+    let mut seen: HashMap<SocketAddr, String> = HashMap::new();
+    let mut listener = |key: String, addr: &str, p: &mut Problems| match addr.parse::<SocketAddr>()
+    {
+        Ok(a) => {
+            if let Some(first) = seen.insert(a, key.clone()) {
+                p.at(key, format!("address {addr} is already used by `{first}`"));
+            }
+        }
+        Err(_) => p.at(key, format!("{addr:?} is not an `ip:port` address")),
+    };
+    for (i, a) in s.listen.iter().enumerate() {
+        listener(format!("server.listen[{i}]"), a, p);
+    }
+    if let Some(tls) = &s.tls {
+        for (i, a) in tls.listen.iter().enumerate() {
+            listener(format!("server.tls.listen[{i}]"), a, p);
+        }
+        if tls.listen.is_empty() {
+            p.at(
+                "server.tls.listen",
+                "TLS is configured but has no listen address",
+            );
+        }
+        for (key, file) in [("server.tls.cert", &tls.cert), ("server.tls.key", &tls.key)] {
+            readable(key, &resolve_path(base_dir, file), p);
+        }
+    }
+    listener("server.admin_listen".into(), &s.admin_listen, p);
+    if s.listen.is_empty() && s.tls.is_none() {
+        p.at(
+            "server.listen",
+            "no listener: give at least one `listen` address",
+        );
+    }
+
+    for (i, u) in s.public_url.iter().enumerate() {
+        if let Err(e) = origin_url(u) {
+            p.at(format!("server.public_url[{i}]"), e);
+        }
+    }
+
+    let l = &s.limits;
+    for (key, d) in [
+        ("server.limits.connect_timeout", l.connect_timeout),
+        ("server.limits.read_timeout", l.read_timeout),
+        ("server.limits.write_timeout", l.write_timeout),
+        ("server.limits.idle_timeout", l.idle_timeout),
+    ] {
+        timeout(key, d, p);
+    }
+    if !(1024..=1024 * 1024).contains(&l.max_header_size.0) {
+        p.at(
+            "server.limits.max_header_size",
+            "must be between 1KiB and 1MiB",
+        );
+    }
+    if !(1024..=1024 * 1024 * 1024).contains(&l.max_body_size.0) {
+        p.at(
+            "server.limits.max_body_size",
+            "must be between 1KiB and 1GiB",
+        );
+    }
+    if s.grace_period.get() > std::time::Duration::from_secs(3600) {
+        p.at("server.grace_period", "must be at most 1h");
+    }
+}
+
+fn provider(config: &mut Config, base_dir: &Path, p: &mut Problems) {
+    let Some(pr) = config.provider.as_mut() else {
+        return;
+    };
+    match url::Url::parse(&pr.issuer) {
+        Ok(u) => {
+            let loopback = matches!(u.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+            if u.scheme() != "https" && !(u.scheme() == "http" && loopback) {
+                p.at(
+                    "provider.issuer",
+                    "must be an https URL (http is allowed only on loopback)",
+                );
+            } else if u.query().is_some() || u.fragment().is_some() || !u.username().is_empty() {
+                p.at(
+                    "provider.issuer",
+                    "must not have a query, fragment or user info",
+                );
+            }
+        }
+        Err(e) => p.at(
+            "provider.issuer",
+            format!("{:?} is not a URL: {e}", pr.issuer),
+        ),
+    }
+    if pr.client_id.trim().is_empty() {
+        p.at("provider.client_id", "must not be empty");
+    }
+    // `client_secret = "${SECRET:-}"` with the variable unset means "no secret" (a public client)
+    if pr.client_secret.as_ref().is_some_and(|s| s.expose().is_empty()) {
+        pr.client_secret = None;
+    }
+    secret_from_file(
+        "provider.client_secret",
+        &mut pr.client_secret,
+        pr.client_secret_file.as_deref(),
+        base_dir,
+        p,
+    );
+    if !pr.scopes.iter().any(|s| s == "openid") {
+        p.at("provider.scopes", "must include \"openid\"");
+    }
+    if let Some(s) = pr
+        .scopes
+        .iter()
+        .find(|s| s.is_empty() || s.contains(char::is_whitespace))
+    {
+        p.at("provider.scopes", format!("{s:?} is not a single scope"));
+    }
+    if pr.audience.as_deref().is_some_and(|a| a.trim().is_empty()) {
+        p.at("provider.audience", "must not be empty when given");
+    }
+    for key in pr.extra_authorize_params.keys() {
+        if RESERVED_AUTHORIZE_PARAMS.contains(&key.as_str()) {
+            p.at(
+                format!("provider.extra_authorize_params.{key}"),
+                "is set by the gateway itself and cannot be overridden",
+            );
+        }
+    }
+}
+
+fn session(config: &mut Config, base_dir: &Path, p: &mut Problems) {
+    let needs_sessions = config
+        .routes
+        .iter()
+        .any(|r| matches!(r.auth, AuthMode::Browser | AuthMode::Any));
+    let s = &mut config.session;
+    secret_from_file(
+        "session.secret",
+        &mut s.secret,
+        s.secret_file.as_deref(),
+        base_dir,
+        p,
+    );
+    match &s.secret {
+        Some(secret) if secret.expose().len() < MIN_SECRET_BYTES => p.at(
+            "session.secret",
+            format!(
+                "is {} bytes; use at least {MIN_SECRET_BYTES} random bytes (e.g. `openssl rand -base64 48`)",
+                secret.expose().len()
+            ),
+        ),
+        Some(secret) if distinct_bytes(secret.expose()) < 8 => {
+            p.at("session.secret", "is not random: it repeats too few distinct characters")
+        }
+        None if needs_sessions => p.at(
+            "session.secret",
+            "is required by `browser` and `any` routes (or give `secret_file`)",
+        ),
+        _ => {}
+    }
+    match (s.store, &s.redis_url) {
+        (StoreKind::Redis, None) => p.at("session.redis_url", "is required when store = \"redis\""),
+        (StoreKind::Redis, Some(u)) => {
+            if !(u.expose().starts_with("redis://") || u.expose().starts_with("rediss://")) {
+                p.at("session.redis_url", "must start with redis:// or rediss://");
+            }
+        }
+        (StoreKind::Memory, Some(_)) => p.at(
+            "session.redis_url",
+            "is set but store is \"memory\": set store = \"redis\" or remove it",
+        ),
+        (StoreKind::Memory, None) => {}
+    }
+    if s.cookie_name.is_empty()
+        || !s
+            .cookie_name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    {
+        p.at(
+            "session.cookie_name",
+            format!("{:?} is not a valid cookie name", s.cookie_name),
+        );
+    }
+    if s.cookie_name.starts_with("__Host-") || s.cookie_name.starts_with("__Secure-") {
+        let all_https = !config.server.public_url.is_empty()
+            && config
+                .server
+                .public_url
+                .iter()
+                .all(|u| u.starts_with("https://"));
+        if !all_https {
+            p.at(
+                "session.cookie_name",
+                "a __Host-/__Secure- cookie needs every public_url to be https",
+            );
+        }
+    }
+    let day = std::time::Duration::from_secs(24 * 3600);
+    if s.idle_lifetime.get().is_zero() {
+        p.at("session.idle_lifetime", "must be longer than 0s");
+    }
+    if s.absolute_lifetime.get().is_zero() || s.absolute_lifetime.get() > 90 * day {
+        p.at("session.absolute_lifetime", "must be between 1s and 90d");
+    }
+    if s.idle_lifetime > s.absolute_lifetime {
+        p.at(
+            "session.idle_lifetime",
+            format!(
+                "({}) is longer than absolute_lifetime ({})",
+                s.idle_lifetime, s.absolute_lifetime
+            ),
+        );
+    }
+}
+
+fn headers(config: &Config, p: &mut Problems) {
+    let mut seen: HashMap<String, &str> = HashMap::new();
+    for (key, name) in config.headers.entries() {
+        let path = format!("headers.{key}");
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            p.at(path, format!("{name:?} is not a valid header name"));
+            continue;
+        }
+        let lower = name.to_ascii_lowercase();
+        if RESERVED_HEADERS.contains(&lower.as_str()) {
+            p.at(
+                path,
+                format!("{name:?} is a standard header and cannot carry identity"),
+            );
+        } else if let Some(other) = seen.insert(crate::proxy::canonical_header(&lower), key) {
+            p.at(
+                path,
+                format!("{name:?} is the same header as `headers.{other}`"),
+            );
+        }
+    }
+}
+
+fn routes(config: &Config, p: &mut Problems) {
+    if config.routes.is_empty() {
+        p.at("routes", "no routes: add at least one [[routes]] table");
+    }
+    let mut keys: HashMap<(String, String), usize> = HashMap::new();
+    let mut names: HashMap<String, usize> = HashMap::new();
+    for (i, r) in config.routes.iter().enumerate() {
+        let at = |k: &str| format!("routes[{i}].{k}");
+        let host = match HostPattern::parse(&r.host) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                p.at(at("host"), e);
+                None
+            }
+        };
+        let path = match normalize_route_path(&r.path) {
+            Ok(path) => Some(path),
+            Err(e) => {
+                p.at(at("path"), e);
+                None
+            }
+        };
+        if let (Some(h), Some(path)) = (host, path) {
+            if let Some(first) = keys.insert((h.to_string(), path.clone()), i) {
+                p.at(
+                    at("path"),
+                    format!(
+                        "host {} path {path} is already routed by routes[{first}]",
+                        h
+                    ),
+                );
+            }
+        }
+        if let Some(name) = &r.name {
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            {
+                p.at(at("name"), "use letters, digits, '-', '_' and '.' only");
+            } else if let Some(first) = names.insert(name.clone(), i) {
+                p.at(
+                    at("name"),
+                    format!("{name:?} is already the name of routes[{first}]"),
+                );
+            }
+        }
+        if r.upstream.is_empty() {
+            p.at(at("upstream"), "needs at least one upstream URL");
+        }
+        for (j, u) in r.upstream.iter().enumerate() {
+            if let Err(e) = origin_url(u) {
+                p.at(format!("routes[{i}].upstream[{j}]"), e);
+            }
+        }
+        match r.auth {
+            AuthMode::Public => {
+                for key in r.policy_keys_set() {
+                    p.at(
+                        at(key),
+                        "has no effect on a `public` route: nobody is authenticated there",
+                    );
+                }
+            }
+            mode => {
+                if config.provider.is_none() {
+                    p.at(
+                        at("auth"),
+                        format!("`{}` routes need a [provider] section", mode.as_str()),
+                    );
+                }
+                if mode == AuthMode::Browser && !r.clients.is_empty() {
+                    p.at(at("clients"), "client-credentials tokens are bearer tokens: use auth = \"api\" or \"any\"");
+                }
+                if mode != AuthMode::Api && config.server.public_url.is_empty() {
+                    p.at(
+                        at("auth"),
+                        "browser sign-in needs `server.public_url` to build the redirect URI",
+                    );
+                }
+            }
+        }
+        for (key, d) in [
+            ("connect_timeout", r.connect_timeout),
+            ("read_timeout", r.read_timeout),
+            ("write_timeout", r.write_timeout),
+        ] {
+            if let Some(d) = d {
+                timeout(&at(key), d, p);
+            }
+        }
+    }
+}
+
+/// An `http(s)://host[:port]` origin with nothing after it.
+fn origin_url(u: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(u).map_err(|e| format!("{u:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("{u:?} must be an http:// or https:// URL"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{u:?} has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!("{u:?} must not contain credentials"));
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "{u:?} must be an origin only (no path, query or fragment)"
+        ));
+    }
+    Ok(url)
+}
+
+fn timeout(key: &str, d: Duration, p: &mut Problems) {
+    if d.get().is_zero() {
+        p.at(key, "must be longer than 0s");
+    } else if d.get() > MAX_TIMEOUT {
+        p.at(key, format!("{d} is longer than the 24h maximum"));
+    }
+}
+
+fn readable(key: &str, path: &Path, p: &mut Problems) {
+    if let Err(e) = std::fs::metadata(path) {
+        p.at(key, format!("cannot read {}: {e}", path.display()));
+    }
+}
+
+/// Fills `value` from `<key>_file` (trailing newline trimmed); giving both is an error.
+fn secret_from_file(
+    key: &str,
+    value: &mut Option<Secret>,
+    file: Option<&Path>,
+    base_dir: &Path,
+    p: &mut Problems,
+) {
+    let Some(file) = file else { return };
+    if value.is_some() {
+        p.at(
+            format!("{key}_file"),
+            format!("give either `{key}` or `{key}_file`, not both"),
+        );
+        return;
+    }
+    let path: PathBuf = resolve_path(base_dir, file);
+    match std::fs::read_to_string(&path) {
+        Ok(s) => *value = Some(Secret::new(s.trim_end_matches(['\r', '\n']))),
+        Err(e) => p.at(
+            format!("{key}_file"),
+            format!("cannot read {}: {e}", path.display()),
+        ),
+    }
+}
+
+fn distinct_bytes(s: &str) -> usize {
+    s.bytes().collect::<HashSet<u8>>().len()
+}

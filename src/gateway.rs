@@ -1,0 +1,99 @@
+//! The runtime gateway: everything a request needs, built once from a validated `Config` and
+//! shared read-only by all requests (a reload builds a new one and swaps it in whole).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+
+use crate::config::{Config, RouteConfig};
+use crate::policy::RoutePolicy;
+use crate::proxy::canonical_header;
+use crate::routing::{HostPattern, Route, RouteTable, Timeouts, normalize_route_path};
+use crate::upstream::{UpstreamError, UpstreamPool};
+
+/// Why a validated config still cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A route's upstream cannot be used.
+    #[error("routes[{index}].upstream: {source}")]
+    Upstream {
+        /// Index of the route in the config.
+        index: usize,
+        /// What went wrong.
+        source: UpstreamError,
+    },
+    /// A route key that validation should have refused.
+    #[error("routes[{index}]: {message}")]
+    Route {
+        /// Index of the route in the config.
+        index: usize,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Everything the request pipeline reads.
+#[derive(Debug)]
+pub struct Gateway {
+    /// The validated configuration it was built from.
+    pub config: Arc<Config>,
+    /// Routes by host and path.
+    pub routes: RouteTable<Route>,
+    /// Peers whose `X-Forwarded-*` headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Configured identity header names in canonical form, stripped from every client request.
+    pub identity_headers: Vec<String>,
+}
+
+impl Gateway {
+    /// Builds the runtime state, resolving upstream host names.
+    pub fn build(config: Arc<Config>) -> Result<Self, BuildError> {
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for (index, rc) in config.routes.iter().enumerate() {
+            routes.push(Arc::new(build_route(&config, index, rc)?));
+        }
+        let identity_headers = config
+            .headers
+            .entries()
+            .iter()
+            .map(|(_, name)| canonical_header(name))
+            .collect();
+        Ok(Self {
+            trusted_proxies: config.server.trusted_proxies.clone(),
+            routes: RouteTable::new(routes, |r| &r.host, |r| &r.path),
+            identity_headers,
+            config,
+        })
+    }
+
+    /// Is `peer` a proxy whose `X-Forwarded-*` headers we believe?
+    pub fn trusts(&self, peer: Option<IpAddr>) -> bool {
+        peer.is_some_and(|ip| self.trusted_proxies.iter().any(|net| net.contains(&ip)))
+    }
+}
+
+fn build_route(config: &Config, index: usize, rc: &RouteConfig) -> Result<Route, BuildError> {
+    let bad = |message: String| BuildError::Route { index, message };
+    let host = HostPattern::parse(&rc.host).map_err(bad)?;
+    let path = normalize_route_path(&rc.path).map_err(bad)?;
+    let upstream = UpstreamPool::resolve(&rc.upstream)
+        .map_err(|source| BuildError::Upstream { index, source })?;
+    let limits = &config.server.limits;
+    Ok(Route {
+        name: rc.name.clone().unwrap_or_else(|| format!("{host}{path}")),
+        host,
+        path,
+        auth: rc.auth,
+        policy: RoutePolicy::from_route(rc),
+        upstream,
+        pass_access_token: rc.pass_access_token,
+        preserve_host: rc.preserve_host,
+        timeouts: Timeouts {
+            connect: rc.connect_timeout.unwrap_or(limits.connect_timeout).get(),
+            read: rc.read_timeout.unwrap_or(limits.read_timeout).get(),
+            write: rc.write_timeout.unwrap_or(limits.write_timeout).get(),
+            idle: limits.idle_timeout.get(),
+        },
+    })
+}

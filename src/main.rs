@@ -1,0 +1,81 @@
+//! The `authgate` command line: `run`, `check`, `--version`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "authgate",
+    version,
+    about = "An OpenID Connect authentication gateway"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve traffic with the given configuration.
+    Run {
+        /// Configuration file.
+        #[arg(long, short, env = "AUTHGATE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate a configuration and print its route table.
+    Check {
+        /// Configuration file.
+        #[arg(long, short, env = "AUTHGATE_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    // one process-wide TLS provider, before anything builds a rustls config
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Run { config } => run(&config),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("authgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = authgate::config::load_file(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    print!("{}", authgate::config::route_table(&config));
+    println!("{}: OK", path.display());
+    Ok(())
+}
+
+fn run(path: &std::path::Path) -> anyhow::Result<()> {
+    init_logging();
+    let config = authgate::config::load_file(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let base = path.parent().map(PathBuf::from).unwrap_or_default();
+    let listen = config.server.listen.clone();
+    let server = authgate::server::build(config, &base).context("cannot start")?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        ?listen,
+        "authgate starting"
+    );
+    server.run_forever()
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,278 @@
+//! Shaping the request headers sent upstream: drop everything a client could use to
+//! impersonate a user or to redirect the app's routing, then add `X-Forwarded-*` we vouch for.
+//!
+//! Names are compared in canonical form (lower case, `_` read as `-`) because CGI-style apps
+//! (PHP, WSGI, Rack) map `X-User-Id`, `x_user_id` and `X-USER_ID` to the same variable.
+
+use std::net::IpAddr;
+
+use http::HeaderName;
+use pingora::http::RequestHeader;
+
+/// Headers removed from every client request, trusted peer or not.
+const ALWAYS_STRIPPED: &[&str] = &[
+    // path-override headers honoured by IIS, Symfony, Zend, Spring and others
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-uri",
+    "x-forwarded-uri",
+    "x-forwarded-prefix",
+    "x-forwarded-path",
+    // identity headers of other gateways that legacy apps may already trust
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-groups",
+    "x-forwarded-preferred-username",
+    "x-forwarded-access-token",
+    "remote-user",
+    "x-remote-user",
+    // RFC 7239 is not produced by authgate, so a client's copy can only lie
+    "forwarded",
+    // httpoxy (CVE-2016-5385): CGI apps read it as HTTP_PROXY
+    "proxy",
+];
+
+/// Header-name prefixes removed from every client request.
+const STRIPPED_PREFIXES: &[&str] = &["x-user-", "x-authgate-", "x-auth-request-"];
+
+/// Client-address headers that only a trusted proxy may set.
+const CLIENT_ADDRESS_HEADERS: &[&str] = &[
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "x-cluster-client-ip",
+];
+
+/// The `X-Forwarded-*` headers a trusted proxy may pass in, spelled exactly so.
+const TRUSTED_FORWARDED: &[&str] = &[
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+];
+
+/// Lower case, `_` as `-`: the form under which two header names are the same to an app.
+pub fn canonical_header(name: &str) -> String {
+    name.bytes()
+        .map(|b| char::from(canonical_byte(b)))
+        .collect()
+}
+
+fn canonical_byte(b: u8) -> u8 {
+    if b == b'_' {
+        b'-'
+    } else {
+        b.to_ascii_lowercase()
+    }
+}
+
+/// Does `name` equal `canonical` (already in canonical form) up to case and `_`/`-`?
+fn same_header(name: &str, canonical: &str) -> bool {
+    name.len() == canonical.len()
+        && name
+            .bytes()
+            .zip(canonical.bytes())
+            .all(|(a, b)| canonical_byte(a) == b)
+}
+
+fn has_prefix(name: &str, canonical_prefix: &str) -> bool {
+    name.len() > canonical_prefix.len()
+        && same_header(&name[..canonical_prefix.len()], canonical_prefix)
+}
+
+/// What the gateway knows about the connection the request came in on.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientConnection<'a> {
+    /// The peer's address.
+    pub peer_ip: Option<IpAddr>,
+    /// Whether the peer is a trusted proxy.
+    pub trusted: bool,
+    /// `https` on TLS listeners.
+    pub proto: &'static str,
+    /// The `Host` the client asked for, as sent (with port).
+    pub host: &'a str,
+}
+
+/// Removes spoofable headers and sets `X-Forwarded-For/-Proto/-Host`.
+///
+/// `identity_headers` are the configured identity header names in canonical form.
+pub fn shape_request_headers(
+    req: &mut RequestHeader,
+    identity_headers: &[String],
+    conn: &ClientConnection<'_>,
+) -> pingora::Result<()> {
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for name in req.headers.keys() {
+        let n = name.as_str();
+        let keep_trusted = conn.trusted && TRUSTED_FORWARDED.contains(&n);
+        let strip = ALWAYS_STRIPPED.iter().any(|s| same_header(n, s))
+            || STRIPPED_PREFIXES.iter().any(|p| has_prefix(n, p))
+            || identity_headers.iter().any(|h| same_header(n, h))
+            || (!keep_trusted && has_prefix(n, "x-forwarded-"))
+            || (!conn.trusted && CLIENT_ADDRESS_HEADERS.iter().any(|s| same_header(n, s)));
+        if strip && !doomed.contains(name) {
+            doomed.push(name.clone());
+        }
+    }
+    for name in &doomed {
+        req.remove_header(name);
+    }
+
+    let client = conn.peer_ip.map(|ip| ip.to_string()).unwrap_or_default();
+    let xff = match (conn.trusted, joined(req, "x-forwarded-for")) {
+        (true, Some(prior)) if !client.is_empty() => format!("{prior}, {client}"),
+        (true, Some(prior)) => prior,
+        _ => client,
+    };
+    if !xff.is_empty() {
+        req.insert_header("x-forwarded-for", xff)?;
+    }
+    if !(conn.trusted && req.headers.contains_key("x-forwarded-proto")) {
+        req.insert_header("x-forwarded-proto", conn.proto)?;
+    }
+    if !(conn.trusted && req.headers.contains_key("x-forwarded-host")) {
+        req.insert_header("x-forwarded-host", conn.host)?;
+    }
+    Ok(())
+}
+
+/// All values of a header joined with `, `, if it is present.
+fn joined(req: &RequestHeader, name: &str) -> Option<String> {
+    let values: Vec<&str> = req
+        .headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        for (k, v) in headers {
+            req.append_header(k.to_string(), *v).unwrap();
+        }
+        req
+    }
+
+    fn names(req: &RequestHeader) -> Vec<String> {
+        let mut v: Vec<String> = req.headers.keys().map(|k| k.as_str().to_owned()).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    fn conn(trusted: bool) -> ClientConnection<'static> {
+        ClientConnection {
+            peer_ip: Some("10.0.0.7".parse().unwrap()),
+            trusted,
+            proto: "http",
+            host: "app.example.com:8080",
+        }
+    }
+
+    const IDENTITY: &[&str] = &[
+        "x-user-id",
+        "x-user-email",
+        "x-forwarded-access-token",
+        "x-tenant",
+    ];
+
+    fn identity() -> Vec<String> {
+        IDENTITY.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn spoofed_identity_and_override_headers_are_removed_in_every_spelling() {
+        let mut req = request(&[
+            ("X-User-Id", "admin"),
+            ("x_user_id", "admin"),
+            ("X-USER_EMAIL", "boss@example.com"),
+            ("X-User-Anything", "x"),
+            ("X-Tenant", "other"),
+            ("x_tenant", "other"),
+            ("X-Authgate-Assertion", "forged"),
+            ("X-Auth-Request-User", "admin"),
+            ("X-Forwarded-User", "admin"),
+            ("Remote-User", "admin"),
+            ("X-Original-URL", "/admin"),
+            ("X-Rewrite-URL", "/admin"),
+            ("X-Forwarded-Uri", "/admin"),
+            ("X-Forwarded-Prefix", "/admin"),
+            ("Forwarded", "for=1.2.3.4;host=evil"),
+            ("Proxy", "http://evil:8080"),
+            ("Accept", "text/html"),
+            ("X-Userland", "kept: not the x-user- prefix"),
+            ("Cookie", "a=b"),
+        ]);
+        shape_request_headers(&mut req, &identity(), &conn(false)).unwrap();
+        assert_eq!(
+            names(&req),
+            [
+                "accept",
+                "cookie",
+                "x-forwarded-for",
+                "x-forwarded-host",
+                "x-forwarded-proto",
+                "x-userland"
+            ]
+        );
+    }
+
+    #[test]
+    fn untrusted_peers_cannot_set_forwarding_headers() {
+        let mut req = request(&[
+            ("X-Forwarded-For", "1.2.3.4"),
+            ("X_Forwarded_For", "5.6.7.8"),
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-Host", "evil.com"),
+            ("X-Forwarded-Port", "443"),
+            ("X-Real-IP", "1.2.3.4"),
+            ("True-Client-IP", "1.2.3.4"),
+        ]);
+        shape_request_headers(&mut req, &identity(), &conn(false)).unwrap();
+        assert_eq!(
+            names(&req),
+            ["x-forwarded-for", "x-forwarded-host", "x-forwarded-proto"]
+        );
+        assert_eq!(req.headers["x-forwarded-for"], "10.0.0.7");
+        assert_eq!(req.headers["x-forwarded-proto"], "http");
+        assert_eq!(req.headers["x-forwarded-host"], "app.example.com:8080");
+    }
+
+    #[test]
+    fn trusted_proxies_extend_the_chain_and_keep_proto_and_host() {
+        let mut req = request(&[
+            ("X-Forwarded-For", "1.2.3.4"),
+            ("X-Forwarded-For", "192.168.1.1"),
+            ("X_Forwarded_For", "6.6.6.6"),
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-Host", "app.example.com"),
+            ("X-Real-IP", "1.2.3.4"),
+            ("X-Forwarded-Prefix", "/admin"),
+        ]);
+        shape_request_headers(&mut req, &identity(), &conn(true)).unwrap();
+        assert_eq!(
+            req.headers["x-forwarded-for"],
+            "1.2.3.4, 192.168.1.1, 10.0.0.7"
+        );
+        assert_eq!(req.headers["x-forwarded-proto"], "https");
+        assert_eq!(req.headers["x-forwarded-host"], "app.example.com");
+        assert_eq!(req.headers["x-real-ip"], "1.2.3.4");
+        assert!(!req.headers.contains_key("x-forwarded-prefix"));
+        assert_eq!(req.headers.get_all("x-forwarded-for").iter().count(), 1);
+    }
+
+    #[test]
+    fn canonical_form_folds_case_and_underscores() {
+        assert_eq!(canonical_header("X_User-ID"), "x-user-id");
+        assert!(same_header("x_user_id", "x-user-id"));
+        assert!(!same_header("x-user-idx", "x-user-id"));
+        assert!(has_prefix("x_user_name", "x-user-"));
+        assert!(!has_prefix("x-user-", "x-user-"));
+    }
+}

@@ -1,0 +1,254 @@
+//! The Pingora `ProxyHttp` implementation. Each phase only wires the plain functions of
+//! `pipeline` and `headers` to Pingora: request_filter (target → route → authenticate),
+//! upstream_peer (pick a backend), upstream_request_filter (shape headers, set path),
+//! fail_to_connect / fail_to_proxy (retry, 502/504), logging (access log).
+
+mod headers;
+mod pipeline;
+mod respond;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+
+pub use headers::{ClientConnection, canonical_header, shape_request_headers};
+pub use pipeline::{Caller, Rejection, RequestTarget, authenticate, match_route, read_target};
+pub use respond::{escape_html, prefers_html, render};
+
+use crate::gateway::Gateway;
+use crate::routing::Route;
+
+/// The gateway's proxy: holds the current `Gateway`, swapped whole on reload.
+pub struct AuthGate {
+    gateway: Arc<ArcSwap<Gateway>>,
+}
+
+impl AuthGate {
+    /// A proxy serving whatever `gateway` currently holds.
+    pub fn new(gateway: Arc<ArcSwap<Gateway>>) -> Self {
+        Self { gateway }
+    }
+}
+
+/// Per-request state.
+pub struct RequestCtx {
+    started: Instant,
+    /// The gateway snapshot this request uses from start to end, even across a reload.
+    gateway: Arc<Gateway>,
+    target: Option<RequestTarget>,
+    route: Option<Arc<Route>>,
+    /// Backends already tried (for retries on connect failure).
+    tried: Vec<usize>,
+}
+
+impl RequestCtx {
+    fn current_backend(&self) -> Option<usize> {
+        self.tried.last().copied()
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for AuthGate {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            started: Instant::now(),
+            gateway: self.gateway.load_full(),
+            target: None,
+            route: None,
+            tried: Vec::new(),
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let limits = &ctx.gateway.config.server.limits;
+        let outcome =
+            read_target(session.req_header(), limits.max_header_size.bytes()).and_then(|target| {
+                let route = match_route(&ctx.gateway, &target)?;
+                ctx.target = Some(target);
+                ctx.route = Some(route.clone());
+                authenticate(&route)
+            });
+        match outcome {
+            Ok(Caller::Anonymous) => Ok(false),
+            Err(rejection) => {
+                respond::send_rejection(session, &rejection).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let route = ctx
+            .route
+            .as_ref()
+            .ok_or_else(|| Error::explain(InternalError, "no route"))?;
+        let index = route
+            .upstream
+            .select(&ctx.tried)
+            .ok_or_else(|| Error::explain(ConnectNoRoute, "every upstream backend failed"))?;
+        let backend = route
+            .upstream
+            .get(index)
+            .ok_or_else(|| Error::explain(InternalError, "backend index"))?;
+        ctx.tried.push(index);
+        let mut peer = HttpPeer::new(backend.addr, backend.tls, backend.sni.clone());
+        let t = route.timeouts;
+        peer.options.connection_timeout = Some(t.connect);
+        peer.options.total_connection_timeout = Some(t.connect);
+        peer.options.read_timeout = Some(t.read);
+        peer.options.write_timeout = Some(t.write);
+        peer.options.idle_timeout = Some(t.idle);
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let (Some(route), Some(index)) = (&ctx.route, ctx.current_backend()) {
+            route.upstream.mark_down(index);
+            // another backend may be up: connecting sent nothing, so retrying is always safe
+            e.set_retry(ctx.tried.len() < route.upstream.len());
+        }
+        e
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let (Some(route), Some(index)) = (&ctx.route, ctx.current_backend()) {
+            route.upstream.mark_up(index);
+        }
+        Ok(())
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let (Some(route), Some(target)) = (&ctx.route, &ctx.target) else {
+            return Err(Error::explain(
+                InternalError,
+                "request reached upstream without a route",
+            ));
+        };
+        let peer_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        let conn = ClientConnection {
+            peer_ip,
+            trusted: ctx.gateway.trusts(peer_ip),
+            proto: if tls { "https" } else { "http" },
+            host: &target.raw_host,
+        };
+        shape_request_headers(upstream, &ctx.gateway.identity_headers, &conn)?;
+        upstream.set_raw_path(target.path_and_query.as_bytes())?;
+        // absolute-form and HTTP/2 requests carry the authority in the URI: forward origin-form
+        let host = match (
+            route.preserve_host,
+            ctx.current_backend().and_then(|i| route.upstream.get(i)),
+        ) {
+            (false, Some(backend)) => backend.authority.as_str(),
+            _ => target.raw_host.as_str(),
+        };
+        upstream.insert_header(http::header::HOST, host)?;
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let rejection = match (e.esource(), e.etype()) {
+            (_, HTTPStatus(code)) if *code >= 400 => Some(Rejection {
+                status: *code,
+                code: "error",
+                message: "The request failed.".into(),
+            }),
+            (ErrorSource::Upstream, ConnectTimedout | ReadTimedout | WriteTimedout) => {
+                Some(Rejection {
+                    status: 504,
+                    code: "upstream_timeout",
+                    message: "The application did not answer in time.".into(),
+                })
+            }
+            (ErrorSource::Upstream, _) | (_, ConnectNoRoute) => Some(Rejection {
+                status: 502,
+                code: "upstream_unavailable",
+                message: "The application is not reachable right now.".into(),
+            }),
+            (ErrorSource::Downstream, ReadError | WriteError | ConnectionClosed) => None,
+            (ErrorSource::Downstream, _) => Some(Rejection {
+                status: 400,
+                code: "bad_request",
+                message: "The request could not be read.".into(),
+            }),
+            _ => Some(Rejection {
+                status: 500,
+                code: "internal_error",
+                message: "The gateway failed to handle the request.".into(),
+            }),
+        };
+        let status = match &rejection {
+            Some(r) => {
+                if let Err(err) = respond::send_rejection(session, r).await {
+                    tracing::debug!(error = %err, "could not send the error response");
+                }
+                r.status
+            }
+            None => 0,
+        };
+        if let Some(route) = &ctx.route {
+            tracing::warn!(route = %route.name, status, error = e.etype().as_str(), "request failed");
+        }
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {
+        // fail_to_proxy logs a redacted line of its own; pingora's would include the full URI
+        true
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let req = session.req_header();
+        tracing::info!(
+            target: "authgate::access",
+            route = ctx.route.as_ref().map_or("-", |r| r.name.as_str()),
+            method = %req.method,
+            path = ctx.target.as_ref().map_or("-", |t| t.path.as_str()),
+            status,
+            duration_us = u64::try_from(ctx.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        );
+    }
+}

@@ -1,0 +1,290 @@
+//! The route table: host (exact, `*.suffix` or `*`), then the longest path prefix on the
+//! normalised path. Built once per config and shared read-only by every request.
+
+mod path;
+mod route;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+pub use path::{PathRejection, normalize_path, normalize_route_path, path_has_prefix};
+pub use route::{Route, Timeouts};
+
+/// The host part of a route.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HostPattern {
+    /// `*`: any host.
+    Any,
+    /// `*.example.com`: any host under the suffix (stored with its leading dot), not the apex.
+    Suffix(String),
+    /// `app.example.com`.
+    Exact(String),
+}
+
+impl HostPattern {
+    /// Parses a route's `host` key.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let lower = s.to_ascii_lowercase();
+        let lower = match lower.strip_suffix('.') {
+            Some(l) if l != "*" => l.to_owned(),
+            _ => lower,
+        };
+        if lower == "*" {
+            return Ok(HostPattern::Any);
+        }
+        let (pattern, name) = match lower.strip_prefix("*.") {
+            Some(rest) => (HostPattern::Suffix(format!(".{rest}")), rest),
+            None => (HostPattern::Exact(lower.clone()), lower.as_str()),
+        };
+        let valid_ip = name.parse::<std::net::IpAddr>().is_ok()
+            || name
+                .strip_prefix('[')
+                .and_then(|n| n.strip_suffix(']'))
+                .is_some_and(|n| n.parse::<std::net::Ipv6Addr>().is_ok());
+        let valid_name = !name.is_empty()
+            && name.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            });
+        if !(valid_name || matches!(pattern, HostPattern::Exact(_)) && valid_ip) {
+            return Err(format!(
+                "{s:?} is not a host name, `*.domain` or `*` (no scheme, port or path)"
+            ));
+        }
+        Ok(pattern)
+    }
+
+    fn specificity(&self) -> usize {
+        match self {
+            HostPattern::Any => 0,
+            HostPattern::Suffix(s) => s.len(),
+            HostPattern::Exact(_) => usize::MAX,
+        }
+    }
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostPattern::Any => f.write_str("*"),
+            HostPattern::Suffix(s) => write!(f, "*{s}"),
+            HostPattern::Exact(h) => f.write_str(h),
+        }
+    }
+}
+
+/// The host a request names, without port or trailing dot, in lower case; `None` if malformed.
+pub fn normalize_host(raw: &str) -> Option<String> {
+    let host = if let Some(rest) = raw.strip_prefix('[') {
+        // IPv6 literal, optionally followed by :port
+        let end = rest.find(']')?;
+        let after = &rest[end + 1..];
+        if !(after.is_empty() || after.strip_prefix(':').is_some_and(is_port)) {
+            return None;
+        }
+        &raw[..end + 2]
+    } else {
+        match raw.rsplit_once(':') {
+            Some((h, port)) if is_port(port) => h,
+            Some(_) => return None,
+            None => raw,
+        }
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let ok = !host.is_empty()
+        && host.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'[' | b']' | b':')
+        });
+    ok.then(|| host.to_ascii_lowercase())
+}
+
+fn is_port(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 5 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A lookup structure over routes of any type `R` that has a host and a path prefix.
+#[derive(Debug)]
+pub struct RouteTable<R> {
+    exact: HashMap<String, Vec<Arc<R>>>,
+    /// Wildcard buckets, most specific (longest suffix) first.
+    suffixes: Vec<(String, Vec<Arc<R>>)>,
+    any: Vec<Arc<R>>,
+    prefix_of: fn(&R) -> &str,
+}
+
+impl<R> RouteTable<R> {
+    /// Builds the table; `host_of` and `prefix_of` read a route's pattern and normalised prefix.
+    pub fn new(
+        routes: impl IntoIterator<Item = Arc<R>>,
+        host_of: impl Fn(&R) -> &HostPattern,
+        prefix_of: fn(&R) -> &str,
+    ) -> Self {
+        let mut exact: HashMap<String, Vec<Arc<R>>> = HashMap::new();
+        let mut suffixes: HashMap<String, Vec<Arc<R>>> = HashMap::new();
+        let mut any = Vec::new();
+        for r in routes {
+            match host_of(&r) {
+                HostPattern::Any => any.push(r),
+                HostPattern::Suffix(s) => suffixes.entry(s.clone()).or_default().push(r),
+                HostPattern::Exact(h) => exact.entry(h.clone()).or_default().push(r),
+            }
+        }
+        // Longest prefix first, so the first match is the most specific one.
+        let by_len = |v: &mut Vec<Arc<R>>| v.sort_by_key(|r| std::cmp::Reverse(prefix_of(r).len()));
+        exact.values_mut().for_each(by_len);
+        suffixes.values_mut().for_each(by_len);
+        by_len(&mut any);
+        let mut suffixes: Vec<_> = suffixes.into_iter().collect();
+        suffixes
+            .sort_by_key(|(s, _)| std::cmp::Reverse(HostPattern::Suffix(s.clone()).specificity()));
+        Self {
+            exact,
+            suffixes,
+            any,
+            prefix_of,
+        }
+    }
+
+    /// The route for a normalised host and path. The most specific host pattern that matches
+    /// decides alone (like a server block): its routes are searched, never a less specific host's.
+    pub fn find(&self, host: &str, path: &str) -> Option<&Arc<R>> {
+        let bucket = self
+            .exact
+            .get(host)
+            .or_else(|| {
+                self.suffixes
+                    .iter()
+                    .find(|(suffix, _)| {
+                        host.ends_with(suffix.as_str()) && host.len() > suffix.len()
+                    })
+                    .map(|(_, routes)| routes)
+            })
+            .unwrap_or(&self.any);
+        bucket
+            .iter()
+            .find(|r| path_has_prefix(path, (self.prefix_of)(r)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct R {
+        name: &'static str,
+        host: HostPattern,
+        path: String,
+    }
+
+    fn table(spec: &[(&'static str, &str, &str)]) -> RouteTable<R> {
+        let routes = spec.iter().map(|(name, host, path)| {
+            Arc::new(R {
+                name,
+                host: HostPattern::parse(host).unwrap(),
+                path: normalize_route_path(path).unwrap(),
+            })
+        });
+        RouteTable::new(routes, |r| &r.host, |r| &r.path)
+    }
+
+    #[test]
+    fn most_specific_host_then_longest_prefix() {
+        let t = table(&[
+            ("app-root", "app.example.com", "/"),
+            ("app-admin", "app.example.com", "/admin"),
+            ("app-admin-api", "app.example.com", "/admin/api"),
+            ("wild", "*.example.com", "/"),
+            ("deep-wild", "*.eu.example.com", "/"),
+            ("fallback", "*", "/"),
+            ("fallback-pub", "*", "/pub"),
+        ]);
+        let cases = [
+            ("app.example.com", "/", Some("app-root")),
+            ("app.example.com", "/admin", Some("app-admin")),
+            ("app.example.com", "/admin/", Some("app-admin")),
+            ("app.example.com", "/admin/api/v1", Some("app-admin-api")),
+            ("app.example.com", "/administrator", Some("app-root")),
+            (
+                "app.example.com",
+                "/admin;jsessionid=1/x",
+                Some("app-admin"),
+            ),
+            ("other.example.com", "/admin", Some("wild")),
+            ("a.b.example.com", "/", Some("wild")),
+            ("x.eu.example.com", "/", Some("deep-wild")),
+            ("example.com", "/", Some("fallback")),
+            ("evil.com", "/pub/x", Some("fallback-pub")),
+            ("example.com.evil.com", "/", Some("fallback")),
+            ("notexample.com", "/", Some("fallback")),
+        ];
+        for (host, path, want) in cases {
+            assert_eq!(t.find(host, path).map(|r| r.name), want, "{host}{path}");
+        }
+    }
+
+    #[test]
+    fn a_matching_host_without_a_matching_path_is_not_found() {
+        let t = table(&[("app", "app.example.com", "/app"), ("fallback", "*", "/")]);
+        assert!(t.find("app.example.com", "/other").is_none());
+        assert_eq!(
+            t.find("else.example.com", "/other").map(|r| r.name),
+            Some("fallback")
+        );
+    }
+
+    #[test]
+    fn request_hosts_are_normalised() {
+        let cases = [
+            ("App.Example.COM", Some("app.example.com")),
+            ("app.example.com:8443", Some("app.example.com")),
+            ("app.example.com.", Some("app.example.com")),
+            ("app.example.com.:80", Some("app.example.com")),
+            ("127.0.0.1:8080", Some("127.0.0.1")),
+            ("[::1]:8080", Some("[::1]")),
+            ("[::1]", Some("[::1]")),
+            ("", None),
+            ("app.example.com:", None),
+            ("app.example.com:http", None),
+            ("a b", None),
+            ("evil.com/x", None),
+            ("user@evil.com", None),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(normalize_host(raw).as_deref(), want, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn host_patterns_parse_or_explain() {
+        assert_eq!(HostPattern::parse("*").unwrap(), HostPattern::Any);
+        assert_eq!(
+            HostPattern::parse("*.Example.com").unwrap(),
+            HostPattern::Suffix(".example.com".into())
+        );
+        assert_eq!(
+            HostPattern::parse("App.example.com.").unwrap(),
+            HostPattern::Exact("app.example.com".into())
+        );
+        assert_eq!(
+            HostPattern::parse("127.0.0.1").unwrap(),
+            HostPattern::Exact("127.0.0.1".into())
+        );
+        for bad in [
+            "",
+            "https://app",
+            "app:8080",
+            "app/x",
+            "a..b",
+            "*.",
+            "**.x",
+            "a.*.com",
+            "*.127.0.0.1x:",
+        ] {
+            assert!(HostPattern::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

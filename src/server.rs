@@ -1,0 +1,79 @@
+//! Assembling the Pingora server from a validated config: proxy listeners (plain, h2c, TLS
+//! with HTTP/2), the admin listener, and process settings (threads, graceful shutdown).
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use pingora::apps::HttpServerOptions;
+use pingora::listeners::tls::TlsSettings;
+use pingora::server::Server;
+use pingora::server::configuration::ServerConf;
+use pingora::services::listening::Service;
+
+use crate::admin::AdminApp;
+use crate::config::{Config, resolve_path};
+use crate::gateway::{BuildError, Gateway};
+use crate::proxy::AuthGate;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The config is valid but cannot be served (e.g. an upstream does not resolve).
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// TLS certificate or key could not be loaded.
+    #[error("server.tls: cannot load the certificate or key: {0}")]
+    Tls(String),
+}
+
+/// Builds the server for `config`. `base_dir` resolves relative paths (the config file's dir).
+pub fn build(config: Config, base_dir: &std::path::Path) -> Result<Server, StartError> {
+    let config = Arc::new(config);
+    let gateway = Arc::new(ArcSwap::from_pointee(Gateway::build(config.clone())?));
+    let s = &config.server;
+    let threads = match s.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let conf = ServerConf {
+        threads,
+        grace_period_seconds: Some(s.grace_period.get().as_secs()),
+        graceful_shutdown_timeout_seconds: Some(5),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        AuthGate::new(gateway.clone()),
+        "authgate",
+    );
+    if s.h2c {
+        if let Some(app) = proxy.app_logic_mut() {
+            let mut opts = HttpServerOptions::default();
+            opts.h2c = true;
+            app.server_options = Some(opts);
+        }
+    }
+    for addr in &s.listen {
+        proxy.add_tcp(addr);
+    }
+    if let Some(tls) = &s.tls {
+        let cert = resolve_path(base_dir, &tls.cert);
+        let key = resolve_path(base_dir, &tls.key);
+        for addr in &tls.listen {
+            let mut settings =
+                TlsSettings::intermediate(&cert.to_string_lossy(), &key.to_string_lossy())
+                    .map_err(|e| StartError::Tls(e.to_string()))?;
+            settings.enable_h2();
+            proxy.add_tls_with_settings(addr, None, settings);
+        }
+    }
+    server.add_service(proxy);
+
+    let mut admin = Service::new("authgate admin".into(), AdminApp::new(gateway));
+    admin.add_tcp(&s.admin_listen);
+    server.add_service(admin);
+    Ok(server)
+}
