@@ -167,7 +167,11 @@ fn provider(config: &mut Config, base_dir: &Path, p: &mut Problems) {
         p.at("provider.client_id", "must not be empty");
     }
     // `client_secret = "${SECRET:-}"` with the variable unset means "no secret" (a public client)
-    if pr.client_secret.as_ref().is_some_and(|s| s.expose().is_empty()) {
+    if pr
+        .client_secret
+        .as_ref()
+        .is_some_and(|s| s.expose().is_empty())
+    {
         pr.client_secret = None;
     }
     secret_from_file(

@@ -1,0 +1,215 @@
+//! The command line: `--version`, and `check` on good and bad configs.
+
+mod common;
+
+use common::{authgate, repo};
+
+#[test]
+fn version_prints_the_package_version() {
+    let (code, out, _) = authgate(&["--version"], &[], &repo());
+    assert_eq!(code, 0);
+    assert_eq!(
+        out.trim(),
+        format!("authgate {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn check_accepts_the_reference_config_and_prints_the_route_table() {
+    let (code, out, err) = authgate(&["check", "--config", "config/authgate.toml"], &[], &repo());
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("ROUTE") && lines[0].contains("UPSTREAM"),
+        "{out}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("wiki ")
+            && l.contains("browser")
+            && l.contains("licenses any [wiki]")),
+        "{out}"
+    );
+    assert!(
+        out.trim_end().ends_with("config/authgate.toml: OK"),
+        "{out}"
+    );
+}
+
+#[test]
+fn check_reads_the_config_path_from_the_environment() {
+    let (code, out, err) = authgate(
+        &["check"],
+        &[("AUTHGATE_CONFIG", "config/authgate.toml")],
+        &repo(),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("public-assets"));
+}
+
+#[test]
+fn every_example_passes_check() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(repo().join("examples")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let (code, _, err) =
+                authgate(&["check", "--config", path.to_str().unwrap()], &[], &repo());
+            assert_eq!(code, 0, "{}: {err}", path.display());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 1, "no examples found");
+}
+
+const BASE: &str = r#"
+[server]
+public_url = "http://127.0.0.1:8080"
+
+[provider]
+issuer = "https://auth.example.com"
+client_id = "authgate"
+
+[session]
+secret = "0123456789abcdefghijklmnopqrstuvwxyzABCDEF"
+
+[[routes]]
+path = "/"
+upstream = "http://127.0.0.1:3000"
+auth = "browser"
+"#;
+
+/// Writes `text` to a temp file, runs `check` on it, and returns (exit code, stderr).
+fn check(text: &str, env: &[(&str, &str)]) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("gate.toml"), text).unwrap();
+    let (code, _, err) = authgate(&["check", "--config", "gate.toml"], env, dir.path());
+    (code, err)
+}
+
+#[test]
+fn the_base_config_is_valid() {
+    assert_eq!(check(BASE, &[]), (0, String::new()));
+}
+
+/// Each bad config must fail, naming the key and its `line:column`.
+#[test]
+fn bad_configs_name_the_key_and_the_line() {
+    let cases: &[(&str, String, &str)] = &[
+        (
+            "unknown key",
+            BASE.replace(
+                "client_id = \"authgate\"",
+                "client_id = \"authgate\"\nclient_secert = \"x\"",
+            ),
+            "gate.toml:8:1: `provider.client_secert`: unknown field `client_secert`",
+        ),
+        (
+            "missing environment variable",
+            BASE.replace("https://auth.example.com", "${AUTHGATE_TEST_UNSET_ISSUER}"),
+            "gate.toml:6:10: `provider.issuer`: environment variable ${AUTHGATE_TEST_UNSET_ISSUER} is not set",
+        ),
+        (
+            "bad duration",
+            format!("{BASE}read_timeout = \"10 fortnights\"\n"),
+            "gate.toml:16:16: `routes[0].read_timeout`: invalid duration \"10 fortnights\"",
+        ),
+        (
+            "weak secret",
+            BASE.replace("0123456789abcdefghijklmnopqrstuvwxyzABCDEF", "changeme"),
+            "gate.toml:10:1: `session.secret`: is 8 bytes; use at least 32",
+        ),
+        (
+            "duplicate route",
+            format!(
+                "{BASE}\n[[routes]]\npath = \"/\"\nupstream = \"http://127.0.0.1:3001\"\nauth = \"public\"\n"
+            ),
+            "gate.toml:18:1: `routes[1].path`: host * path / is already routed by routes[0]",
+        ),
+        (
+            "malformed upstream",
+            BASE.replace("http://127.0.0.1:3000", "http://127.0.0.1:3000/app"),
+            "gate.toml:14:1: `routes[0].upstream[0]`: \"http://127.0.0.1:3000/app\" must be an origin only",
+        ),
+        (
+            "policy on a public route",
+            BASE.replace(
+                "auth = \"browser\"",
+                "auth = \"public\"\nlicenses = [\"wiki\"]",
+            ),
+            "gate.toml:16:1: `routes[0].licenses`: has no effect on a `public` route",
+        ),
+        (
+            "browser route without provider",
+            BASE.replace(
+                "[provider]\nissuer = \"https://auth.example.com\"\nclient_id = \"authgate\"\n",
+                "",
+            ),
+            "`routes[0].auth`: `browser` routes need a [provider] section",
+        ),
+        (
+            "impossible timeout",
+            format!("{BASE}connect_timeout = \"0s\"\n"),
+            "gate.toml:16:1: `routes[0].connect_timeout`: must be longer than 0s",
+        ),
+        (
+            "syntax error",
+            BASE.replace("auth = \"browser\"", "auth = browser"),
+            "gate.toml:15:8:",
+        ),
+    ];
+    for (what, text, want) in cases {
+        let (code, err) = check(text, &[]);
+        assert_ne!(code, 0, "{what}: accepted");
+        assert!(err.contains(want), "{what}: expected {want:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let text = BASE
+        .replace("0123456789abcdefghijklmnopqrstuvwxyzABCDEF", "short")
+        .replace("http://127.0.0.1:3000", "ftp://x")
+        .replace("client_id = \"authgate\"", "client_id = \"\"");
+    let (code, err) = check(&text, &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("3 problems"), "{err}");
+    for key in [
+        "`provider.client_id`",
+        "`session.secret`",
+        "`routes[0].upstream[0]`",
+    ] {
+        assert!(err.contains(key), "{key} not reported:\n{err}");
+    }
+}
+
+#[test]
+fn secrets_come_from_files_and_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("secret.txt"),
+        "from-a-file-0123456789abcdefghijklmnop\n",
+    )
+    .unwrap();
+    let text = BASE.replace(
+        "secret = \"0123456789abcdefghijklmnopqrstuvwxyzABCDEF\"",
+        "secret_file = \"secret.txt\"",
+    );
+    std::fs::write(dir.path().join("gate.toml"), &text).unwrap();
+    let (code, _, err) = authgate(&["check", "--config", "gate.toml"], &[], dir.path());
+    assert_eq!(code, 0, "{err}");
+
+    std::fs::write(dir.path().join("secret.txt"), "too-short\n").unwrap();
+    let (code, _, err) = authgate(&["check", "--config", "gate.toml"], &[], dir.path());
+    assert_eq!(code, 1);
+    assert!(err.contains("`session.secret`: is 9 bytes"), "{err}");
+
+    let text = BASE.replace(
+        "0123456789abcdefghijklmnopqrstuvwxyzABCDEF",
+        "${SESSION_KEY}",
+    );
+    let (code, err) = check(
+        &text,
+        &[("SESSION_KEY", "an-environment-secret-of-enough-length-42")],
+    );
+    assert_eq!(code, 0, "{err}");
+}
