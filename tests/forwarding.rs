@@ -401,3 +401,76 @@ async fn http2_clients_are_served_over_h2c() {
         [format!("127.0.0.1:{}", gate.port)]
     );
 }
+
+#[tokio::test]
+async fn tls_listeners_offer_http2_and_report_https_upstream() {
+    let echo = Echo::start("tls");
+    let certs = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ])
+        .args([
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .current_dir(certs.path())
+        .output()
+        .expect("openssl is installed by scripts/setup");
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let tls_port = common::free_port();
+    let server_extra = format!(
+        "[server.tls]\nlisten = [\"127.0.0.1:{tls_port}\"]\ncert = \"{}\"\nkey = \"{}\"",
+        certs.path().join("cert.pem").display(),
+        certs.path().join("key.pem").display()
+    );
+    let gate = Gate::start(&config(
+        &route("tls", "*", "/", &format!("\"{}\"", echo.url()), "public"),
+        &server_extra,
+    ));
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(certs.path().join("cert.pem")).unwrap())
+        .unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
+    let resp = client
+        .get(format!("https://localhost:{tls_port}/secure?a=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.version(),
+        reqwest::Version::HTTP_2,
+        "ALPN should pick h2"
+    );
+    let echo: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(echo["path"], "/secure");
+    assert_eq!(echoed(&echo, "x-forwarded-proto"), ["https"]);
+    assert_eq!(
+        echoed(&echo, "x-forwarded-host"),
+        [format!("localhost:{tls_port}")]
+    );
+    // the plain listener still reports http
+    let plain = gate.get("localhost", "/", &[]).json();
+    assert_eq!(echoed(&plain, "x-forwarded-proto"), ["http"]);
+}
