@@ -25,36 +25,21 @@ fn table() -> RouteTable<BenchRoute> {
             }));
         }
     }
-    routes.push(Arc::new(BenchRoute {
-        host: HostPattern::parse("*.example.com").unwrap(),
-        path: "/".into(),
-    }));
-    routes.push(Arc::new(BenchRoute {
-        host: HostPattern::Any,
-        path: "/".into(),
-    }));
+    routes
+        .push(Arc::new(BenchRoute { host: HostPattern::parse("*.example.com").unwrap(), path: "/".into() }));
+    routes.push(Arc::new(BenchRoute { host: HostPattern::Any, path: "/".into() }));
     RouteTable::new(routes, |r| &r.host, |r| &r.path)
 }
 
 fn browser_request() -> RequestHeader {
-    let mut req =
-        RequestHeader::build("GET", b"/admin/reports/2026/q3.html?sort=desc&page=2", None).unwrap();
+    let mut req = RequestHeader::build("GET", b"/admin/reports/2026/q3.html?sort=desc&page=2", None).unwrap();
     for (k, v) in [
         ("Host", "app7.example.com"),
-        (
-            "User-Agent",
-            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0",
-        ),
-        (
-            "Accept",
-            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
-        ),
+        ("User-Agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0"),
+        ("Accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
         ("Accept-Language", "en-US,en;q=0.9"),
         ("Accept-Encoding", "gzip, deflate, br"),
-        (
-            "Cookie",
-            "authgate_session=0123456789abcdef0123456789abcdef.0123456789abcdef",
-        ),
+        ("Cookie", "authgate_session=0123456789abcdef0123456789abcdef.0123456789abcdef"),
         ("Sec-Fetch-Mode", "navigate"),
         ("Referer", "https://app7.example.com/admin/"),
     ] {
@@ -68,45 +53,25 @@ fn bench(c: &mut Criterion) {
         b.iter(|| normalize_path(black_box(b"/admin/reports/2026/q3.html")))
     });
     c.bench_function("normalize_path/encoded_dots", |b| {
-        b.iter(|| {
-            normalize_path(black_box(
-                b"/pub/%2e%2e/admin//reports/./%7euser/q3%20final.html",
-            ))
-        })
+        b.iter(|| normalize_path(black_box(b"/pub/%2e%2e/admin//reports/./%7euser/q3%20final.html")))
     });
 
     let t = table();
     c.bench_function("route_table/find_exact_host", |b| {
-        b.iter(|| {
-            t.find(
-                black_box("app7.example.com"),
-                black_box("/admin/reports/q3"),
-            )
-            .is_some()
-        })
+        b.iter(|| t.find(black_box("app7.example.com"), black_box("/admin/reports/q3")).is_some())
     });
     c.bench_function("route_table/find_wildcard_host", |b| {
-        b.iter(|| {
-            t.find(black_box("zzz.example.com"), black_box("/x"))
-                .is_some()
-        })
+        b.iter(|| t.find(black_box("zzz.example.com"), black_box("/x")).is_some())
     });
 
     let req = browser_request();
-    c.bench_function("read_target/browser_request", |b| {
-        b.iter(|| read_target(black_box(&req), 65536))
-    });
+    c.bench_function("read_target/browser_request", |b| b.iter(|| read_target(black_box(&req), 65536)));
 
-    let identity: Vec<String> = [
-        "X-User-Id",
-        "X-User-Email",
-        "X-User-Name",
-        "X-User-Licenses",
-        "X-Forwarded-Access-Token",
-    ]
-    .iter()
-    .map(|h| canonical_header(h))
-    .collect();
+    let identity: Vec<String> =
+        ["X-User-Id", "X-User-Email", "X-User-Name", "X-User-Licenses", "X-Forwarded-Access-Token"]
+            .iter()
+            .map(|h| canonical_header(h))
+            .collect();
     let conn = ClientConnection {
         peer_ip: Some("192.0.2.10".parse().unwrap()),
         trusted: false,

@@ -38,30 +38,16 @@ impl ServeHttp for AdminApp {
             "/healthz" => (StatusCode::OK, b"ok\n".to_vec()),
             "/readyz" => {
                 let (ready, report) = readiness(&self.gateway.load());
-                let status = if ready {
-                    StatusCode::OK
-                } else {
-                    StatusCode::SERVICE_UNAVAILABLE
-                };
+                let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
                 (status, format!("{report}\n").into_bytes())
             }
             _ => (StatusCode::NOT_FOUND, b"not found\n".to_vec()),
         };
-        let content_type = if path == "/readyz" {
-            "application/json"
-        } else {
-            "text/plain"
-        };
+        let content_type = if path == "/readyz" { "application/json" } else { "text/plain" };
         let mut resp = Response::new(body);
         *resp.status_mut() = status;
-        resp.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static(content_type),
-        );
-        resp.headers_mut().insert(
-            http::header::CACHE_CONTROL,
-            http::HeaderValue::from_static("no-store"),
-        );
+        resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+        resp.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
         resp
     }
 }

@@ -40,6 +40,8 @@ pub struct Gateway {
     pub config: Arc<Config>,
     /// Routes by host and path.
     pub routes: RouteTable<Route>,
+    /// Route keys are lower-cased before matching (`[server] case_insensitive_paths`).
+    pub case_insensitive_paths: bool,
     /// Peers whose `X-Forwarded-*` headers are believed.
     pub trusted_proxies: Vec<IpNet>,
     /// Configured identity header names in canonical form, stripped from every client request.
@@ -53,15 +55,12 @@ impl Gateway {
         for (index, rc) in config.routes.iter().enumerate() {
             routes.push(Arc::new(build_route(&config, index, rc)?));
         }
-        let identity_headers = config
-            .headers
-            .entries()
-            .iter()
-            .map(|(_, name)| canonical_header(name))
-            .collect();
+        let identity_headers =
+            config.headers.entries().iter().map(|(_, name)| canonical_header(name)).collect();
         Ok(Self {
             trusted_proxies: config.server.trusted_proxies.clone(),
             routes: RouteTable::new(routes, |r| &r.host, |r| &r.path),
+            case_insensitive_paths: config.server.case_insensitive_paths,
             identity_headers,
             config,
         })
@@ -76,9 +75,12 @@ impl Gateway {
 fn build_route(config: &Config, index: usize, rc: &RouteConfig) -> Result<Route, BuildError> {
     let bad = |message: String| BuildError::Route { index, message };
     let host = HostPattern::parse(&rc.host).map_err(bad)?;
-    let path = normalize_route_path(&rc.path).map_err(bad)?;
-    let upstream = UpstreamPool::resolve(&rc.upstream)
-        .map_err(|source| BuildError::Upstream { index, source })?;
+    let mut path = normalize_route_path(&rc.path).map_err(bad)?;
+    if config.server.case_insensitive_paths {
+        path.make_ascii_lowercase();
+    }
+    let upstream =
+        UpstreamPool::resolve(&rc.upstream).map_err(|source| BuildError::Upstream { index, source })?;
     let limits = &config.server.limits;
     Ok(Route {
         name: rc.name.clone().unwrap_or_else(|| format!("{host}{path}")),

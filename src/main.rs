@@ -7,11 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "authgate",
-    version,
-    about = "An OpenID Connect authentication gateway"
-)]
+#[command(name = "authgate", version, about = "An OpenID Connect authentication gateway")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -63,19 +59,12 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
     let base = path.parent().map(PathBuf::from).unwrap_or_default();
     let listen = config.server.listen.clone();
     let server = authgate::server::build(config, &base).context("cannot start")?;
-    tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
-        ?listen,
-        "authgate starting"
-    );
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), ?listen, "authgate starting");
     server.run_forever()
 }
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }

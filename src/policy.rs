@@ -47,10 +47,6 @@ impl RoutePolicy {
         .filter(|(_, v)| !v.is_empty())
         .map(|(k, v)| format!("{k} [{}]", v.join(", ")))
         .collect();
-        if parts.is_empty() {
-            "-".into()
-        } else {
-            parts.join("; ")
-        }
+        if parts.is_empty() { "-".into() } else { parts.join("; ") }
     }
 }

@@ -63,9 +63,8 @@ pub fn build(config: Config, base_dir: &std::path::Path) -> Result<Server, Start
         let cert = resolve_path(base_dir, &tls.cert);
         let key = resolve_path(base_dir, &tls.key);
         for addr in &tls.listen {
-            let mut settings =
-                TlsSettings::intermediate(&cert.to_string_lossy(), &key.to_string_lossy())
-                    .map_err(|e| StartError::Tls(e.to_string()))?;
+            let mut settings = TlsSettings::intermediate(&cert.to_string_lossy(), &key.to_string_lossy())
+                .map_err(|e| StartError::Tls(e.to_string()))?;
             settings.enable_h2();
             proxy.add_tls_with_settings(addr, None, settings);
         }

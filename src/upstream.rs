@@ -63,30 +63,19 @@ impl UpstreamPool {
         let mut backends = Vec::new();
         for raw in urls {
             let url = url::Url::parse(raw).map_err(|_| UpstreamError::BadUrl(raw.clone()))?;
-            let host = url
-                .host_str()
-                .ok_or_else(|| UpstreamError::BadUrl(raw.clone()))?;
+            let host = url.host_str().ok_or_else(|| UpstreamError::BadUrl(raw.clone()))?;
             let tls = url.scheme() == "https";
-            let port = url
-                .port_or_known_default()
-                .ok_or_else(|| UpstreamError::BadUrl(raw.clone()))?;
+            let port = url.port_or_known_default().ok_or_else(|| UpstreamError::BadUrl(raw.clone()))?;
             let authority = match url.port() {
                 Some(p) => format!("{host}:{p}"),
                 None => host.to_owned(),
             };
             let bare_host = host.trim_start_matches('[').trim_end_matches(']');
-            let addrs =
-                (bare_host, port)
-                    .to_socket_addrs()
-                    .map_err(|source| UpstreamError::Resolve {
-                        url: raw.clone(),
-                        source,
-                    })?;
+            let addrs = (bare_host, port)
+                .to_socket_addrs()
+                .map_err(|source| UpstreamError::Resolve { url: raw.clone(), source })?;
             for addr in addrs {
-                if backends
-                    .iter()
-                    .any(|b: &Backend| b.addr == addr && b.tls == tls)
-                {
+                if backends.iter().any(|b: &Backend| b.addr == addr && b.tls == tls) {
                     continue;
                 }
                 backends.push(Backend {
@@ -101,10 +90,7 @@ impl UpstreamPool {
         if backends.is_empty() {
             return Err(UpstreamError::BadUrl(urls.join(", ")));
         }
-        Ok(Self {
-            backends,
-            next: AtomicUsize::new(0),
-        })
+        Ok(Self { backends, next: AtomicUsize::new(0) })
     }
 
     /// Number of backends.
@@ -129,9 +115,7 @@ impl UpstreamPool {
         let n = self.backends.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let now = now_ms();
-        let candidates = (0..n)
-            .map(|k| (start + k) % n)
-            .filter(|i| !tried.contains(i));
+        let candidates = (0..n).map(|k| (start + k) % n).filter(|i| !tried.contains(i));
         let mut fallback: Option<(u64, usize)> = None;
         for i in candidates {
             let b = &self.backends[i];
@@ -168,9 +152,7 @@ impl UpstreamPool {
 fn now_ms() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
     let start = *START.get_or_init(Instant::now);
-    u64::try_from(start.elapsed().as_millis())
-        .unwrap_or(u64::MAX)
-        .saturating_add(1)
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX).saturating_add(1)
 }
 
 #[cfg(test)]
@@ -178,9 +160,7 @@ mod tests {
     use super::*;
 
     fn pool(n: u16) -> UpstreamPool {
-        let urls: Vec<String> = (0..n)
-            .map(|i| format!("http://127.0.0.1:{}", 9000 + i))
-            .collect();
+        let urls: Vec<String> = (0..n).map(|i| format!("http://127.0.0.1:{}", 9000 + i)).collect();
         UpstreamPool::resolve(&urls).unwrap()
     }
 
@@ -216,25 +196,15 @@ mod tests {
 
     #[test]
     fn urls_keep_their_authority_and_tls() {
-        let p =
-            UpstreamPool::resolve(&["https://localhost:8443".into(), "http://127.0.0.1".into()])
-                .unwrap();
-        let tls: Vec<_> = (0..p.len())
-            .map(|i| p.get(i).unwrap())
-            .filter(|b| b.tls)
-            .collect();
+        let p = UpstreamPool::resolve(&["https://localhost:8443".into(), "http://127.0.0.1".into()]).unwrap();
+        let tls: Vec<_> = (0..p.len()).map(|i| p.get(i).unwrap()).filter(|b| b.tls).collect();
         assert!(!tls.is_empty());
-        assert!(tls.iter().all(|b| b.authority == "localhost:8443"
-            && b.sni == "localhost"
-            && b.addr.port() == 8443));
-        let plain = (0..p.len())
-            .map(|i| p.get(i).unwrap())
-            .find(|b| !b.tls)
-            .unwrap();
-        assert_eq!(
-            (plain.authority.as_str(), plain.addr.port()),
-            ("127.0.0.1", 80)
+        assert!(
+            tls.iter()
+                .all(|b| b.authority == "localhost:8443" && b.sni == "localhost" && b.addr.port() == 8443)
         );
+        let plain = (0..p.len()).map(|i| p.get(i).unwrap()).find(|b| !b.tls).unwrap();
+        assert_eq!((plain.authority.as_str(), plain.addr.port()), ("127.0.0.1", 80));
         assert!(UpstreamPool::resolve(&["http://no-such-host.invalid".into()]).is_err());
     }
 }

@@ -8,10 +8,7 @@ use common::{authgate, repo};
 fn version_prints_the_package_version() {
     let (code, out, _) = authgate(&["--version"], &[], &repo());
     assert_eq!(code, 0);
-    assert_eq!(
-        out.trim(),
-        format!("authgate {}", env!("CARGO_PKG_VERSION"))
-    );
+    assert_eq!(out.trim(), format!("authgate {}", env!("CARGO_PKG_VERSION")));
 }
 
 #[test]
@@ -19,29 +16,19 @@ fn check_accepts_the_reference_config_and_prints_the_route_table() {
     let (code, out, err) = authgate(&["check", "--config", "config/authgate.toml"], &[], &repo());
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("ROUTE") && lines[0].contains("UPSTREAM"), "{out}");
     assert!(
-        lines[0].starts_with("ROUTE") && lines[0].contains("UPSTREAM"),
+        lines
+            .iter()
+            .any(|l| l.starts_with("wiki ") && l.contains("browser") && l.contains("licenses any [wiki]")),
         "{out}"
     );
-    assert!(
-        lines.iter().any(|l| l.starts_with("wiki ")
-            && l.contains("browser")
-            && l.contains("licenses any [wiki]")),
-        "{out}"
-    );
-    assert!(
-        out.trim_end().ends_with("config/authgate.toml: OK"),
-        "{out}"
-    );
+    assert!(out.trim_end().ends_with("config/authgate.toml: OK"), "{out}");
 }
 
 #[test]
 fn check_reads_the_config_path_from_the_environment() {
-    let (code, out, err) = authgate(
-        &["check"],
-        &[("AUTHGATE_CONFIG", "config/authgate.toml")],
-        &repo(),
-    );
+    let (code, out, err) = authgate(&["check"], &[("AUTHGATE_CONFIG", "config/authgate.toml")], &repo());
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("public-assets"));
 }
@@ -52,8 +39,7 @@ fn every_example_passes_check() {
     for entry in std::fs::read_dir(repo().join("examples")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
-            let (code, _, err) =
-                authgate(&["check", "--config", path.to_str().unwrap()], &[], &repo());
+            let (code, _, err) = authgate(&["check", "--config", path.to_str().unwrap()], &[], &repo());
             assert_eq!(code, 0, "{}: {err}", path.display());
             checked += 1;
         }
@@ -97,10 +83,7 @@ fn bad_configs_name_the_key_and_the_line() {
     let cases: &[(&str, String, &str)] = &[
         (
             "unknown key",
-            BASE.replace(
-                "client_id = \"authgate\"",
-                "client_id = \"authgate\"\nclient_secert = \"x\"",
-            ),
+            BASE.replace("client_id = \"authgate\"", "client_id = \"authgate\"\nclient_secert = \"x\""),
             "gate.toml:8:1: `provider.client_secert`: unknown field `client_secert`",
         ),
         (
@@ -132,30 +115,37 @@ fn bad_configs_name_the_key_and_the_line() {
         ),
         (
             "policy on a public route",
-            BASE.replace(
-                "auth = \"browser\"",
-                "auth = \"public\"\nlicenses = [\"wiki\"]",
-            ),
+            BASE.replace("auth = \"browser\"", "auth = \"public\"\nlicenses = [\"wiki\"]"),
             "gate.toml:16:1: `routes[0].licenses`: has no effect on a `public` route",
         ),
         (
             "browser route without provider",
-            BASE.replace(
-                "[provider]\nissuer = \"https://auth.example.com\"\nclient_id = \"authgate\"\n",
-                "",
+            BASE.replace("[provider]\nissuer = \"https://auth.example.com\"\nclient_id = \"authgate\"\n", ""),
+            "gate.toml:12:1: `routes[0].auth`: `browser` routes need a [provider] section",
+        ),
+        (
+            "guessable secret",
+            BASE.replace("0123456789abcdefghijklmnopqrstuvwxyzABCDEF", "changeme-changeme-changeme-changeme"),
+            "gate.toml:10:1: `session.secret`: looks guessable",
+        ),
+        (
+            "duplicate route spelled differently",
+            format!(
+                "{BASE}\n[[routes]]\nhost = \"*\"\npath = \"/app/\"\nupstream = \"http://127.0.0.1:3001\"\nauth = \"public\"\n\n[[routes]]\npath = \"/app\"\nupstream = \"http://127.0.0.1:3001\"\nauth = \"public\"\n"
             ),
-            "`routes[0].auth`: `browser` routes need a [provider] section",
+            "gate.toml:24:1: `routes[2].path`: host * path /app is already routed by routes[1]",
+        ),
+        (
+            "timeout beyond a day",
+            format!("{BASE}read_timeout = \"2d\"\n"),
+            "gate.toml:16:1: `routes[0].read_timeout`: 2days is longer than the 24h maximum",
         ),
         (
             "impossible timeout",
             format!("{BASE}connect_timeout = \"0s\"\n"),
             "gate.toml:16:1: `routes[0].connect_timeout`: must be longer than 0s",
         ),
-        (
-            "syntax error",
-            BASE.replace("auth = \"browser\"", "auth = browser"),
-            "gate.toml:15:8:",
-        ),
+        ("syntax error", BASE.replace("auth = \"browser\"", "auth = browser"), "gate.toml:15:8:"),
     ];
     for (what, text, want) in cases {
         let (code, err) = check(text, &[]);
@@ -173,11 +163,7 @@ fn every_problem_is_reported_at_once() {
     let (code, err) = check(&text, &[]);
     assert_eq!(code, 1);
     assert!(err.contains("3 problems"), "{err}");
-    for key in [
-        "`provider.client_id`",
-        "`session.secret`",
-        "`routes[0].upstream[0]`",
-    ] {
+    for key in ["`provider.client_id`", "`session.secret`", "`routes[0].upstream[0]`"] {
         assert!(err.contains(key), "{key} not reported:\n{err}");
     }
 }
@@ -185,15 +171,9 @@ fn every_problem_is_reported_at_once() {
 #[test]
 fn secrets_come_from_files_and_environment() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("secret.txt"),
-        "from-a-file-0123456789abcdefghijklmnop\n",
-    )
-    .unwrap();
-    let text = BASE.replace(
-        "secret = \"0123456789abcdefghijklmnopqrstuvwxyzABCDEF\"",
-        "secret_file = \"secret.txt\"",
-    );
+    std::fs::write(dir.path().join("secret.txt"), "from-a-file-0123456789abcdefghijklmnop\n").unwrap();
+    let text = BASE
+        .replace("secret = \"0123456789abcdefghijklmnopqrstuvwxyzABCDEF\"", "secret_file = \"secret.txt\"");
     std::fs::write(dir.path().join("gate.toml"), &text).unwrap();
     let (code, _, err) = authgate(&["check", "--config", "gate.toml"], &[], dir.path());
     assert_eq!(code, 0, "{err}");
@@ -203,13 +183,7 @@ fn secrets_come_from_files_and_environment() {
     assert_eq!(code, 1);
     assert!(err.contains("`session.secret`: is 9 bytes"), "{err}");
 
-    let text = BASE.replace(
-        "0123456789abcdefghijklmnopqrstuvwxyzABCDEF",
-        "${SESSION_KEY}",
-    );
-    let (code, err) = check(
-        &text,
-        &[("SESSION_KEY", "an-environment-secret-of-enough-length-42")],
-    );
+    let text = BASE.replace("0123456789abcdefghijklmnopqrstuvwxyzABCDEF", "${SESSION_KEY}");
+    let (code, err) = check(&text, &[("SESSION_KEY", "an-environment-secret-of-enough-length-42")]);
     assert_eq!(code, 0, "{err}");
 }

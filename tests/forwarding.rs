@@ -37,10 +37,7 @@ fn route(name: &str, host: &str, path: &str, upstream: &str, auth: &str) -> Stri
 #[test]
 fn public_routes_forward_with_clean_headers() {
     let echo = Echo::start("app");
-    let gate = Gate::start(&config(
-        &route("app", "*", "/", &format!("\"{}\"", echo.url()), "public"),
-        "",
-    ));
+    let gate = Gate::start(&config(&route("app", "*", "/", &format!("\"{}\"", echo.url()), "public"), ""));
     let resp = gate.raw(
         "GET /pub/page?q=1&x=%2F HTTP/1.1\r\n\
          Host: App.Example.com:8080\r\n\
@@ -70,7 +67,7 @@ fn public_routes_forward_with_clean_headers() {
     assert_eq!(echo["query"], "q=1&x=%2F");
     assert_eq!(echoed(&echo, "x-forwarded-for"), ["127.0.0.1"]);
     assert_eq!(echoed(&echo, "x-forwarded-proto"), ["http"]);
-    assert_eq!(echoed(&echo, "x-forwarded-host"), ["App.Example.com:8080"]);
+    assert_eq!(echoed(&echo, "x-forwarded-host"), ["app.example.com:8080"]);
     assert_eq!(echoed(&echo, "x-custom"), ["kept"]);
     for gone in [
         "x-hop-secret",
@@ -87,11 +84,7 @@ fn public_routes_forward_with_clean_headers() {
         "x-user-licenses",
         "x-authgate-assertion",
     ] {
-        assert!(
-            echoed(&echo, gone).is_empty(),
-            "{gone} reached the upstream: {:?}",
-            echoed_headers(&echo)
-        );
+        assert!(echoed(&echo, gone).is_empty(), "{gone} reached the upstream: {:?}", echoed_headers(&echo));
     }
 }
 
@@ -101,13 +94,7 @@ fn the_upstream_sees_its_own_host_unless_preserve_host() {
     let routes = format!(
         "{}{}preserve_host = true\n",
         route("own", "*", "/own", &format!("\"{}\"", echo.url()), "public"),
-        route(
-            "kept",
-            "*",
-            "/kept",
-            &format!("\"{}\"", echo.url()),
-            "public"
-        ),
+        route("kept", "*", "/kept", &format!("\"{}\"", echo.url()), "public"),
     );
     let gate = Gate::start(&config(&routes, ""));
     let own = gate.get("app.example.com", "/own", &[]).json();
@@ -146,21 +133,9 @@ fn paths_are_normalised_before_routing_and_forwarded_as_matched() {
     let admin = Echo::start("admin");
     let routes = format!(
         "{}{}{}",
-        route(
-            "pub",
-            "*",
-            "/pub",
-            &format!("\"{}\"", public.url()),
-            "public"
-        ),
+        route("pub", "*", "/pub", &format!("\"{}\"", public.url()), "public"),
         route("root", "*", "/", &format!("\"{}\"", public.url()), "public"),
-        route(
-            "admin",
-            "*",
-            "/admin",
-            &format!("\"{}\"", admin.url()),
-            "browser"
-        ),
+        route("admin", "*", "/admin", &format!("\"{}\"", admin.url()), "browser"),
     );
     let gate = Gate::start(&config(&routes, ""));
     type Case<'a> = (&'a str, u16, Option<(&'a str, &'a str)>);
@@ -171,6 +146,11 @@ fn paths_are_normalised_before_routing_and_forwarded_as_matched() {
         ("//admin", 401, None),
         ("/%61dmin", 401, None),
         ("/admin;jsessionid=x/secret", 401, None),
+        ("/pub;x/../admin", 401, None),
+        ("/;/admin", 400, None),
+        ("/;x=1/admin", 400, None),
+        ("/admin%3bx/secret", 400, None),
+        ("/pub/%25%32%65%25%32%65/admin", 400, None),
         ("/ADMIN", 200, Some(("public", "/ADMIN"))),
         ("/administrator", 200, Some(("public", "/administrator"))),
         ("/pub/./a//b", 200, Some(("public", "/pub/a/b"))),
@@ -184,12 +164,7 @@ fn paths_are_normalised_before_routing_and_forwarded_as_matched() {
     ];
     for (path, status, forwarded) in cases {
         let resp = gate.get("app.example.com", path, &[("Accept", "application/json")]);
-        assert_eq!(
-            resp.status,
-            *status,
-            "{path}: {}",
-            String::from_utf8_lossy(&resp.body)
-        );
+        assert_eq!(resp.status, *status, "{path}: {}", String::from_utf8_lossy(&resp.body));
         match forwarded {
             Some((backend, upstream_path)) => {
                 let echo = resp.json();
@@ -211,72 +186,64 @@ fn hosts_pick_routes_and_unknown_places_get_404() {
     let b = Echo::start("wildcard");
     let routes = format!(
         "{}{}",
-        route(
-            "exact",
-            "app.example.com",
-            "/",
-            &format!("\"{}\"", a.url()),
-            "public"
-        ),
-        route(
-            "wild",
-            "*.example.com",
-            "/",
-            &format!("\"{}\"", b.url()),
-            "public"
-        ),
+        route("exact", "app.example.com", "/", &format!("\"{}\"", a.url()), "public"),
+        route("wild", "*.example.com", "/", &format!("\"{}\"", b.url()), "public"),
     );
     let gate = Gate::start(&config(&routes, ""));
-    assert_eq!(
-        gate.get("APP.example.com.", "/", &[]).json()["backend"],
-        "exact"
-    );
-    assert_eq!(
-        gate.get("app.example.com:8443", "/", &[]).json()["backend"],
-        "exact"
-    );
-    assert_eq!(
-        gate.get("other.example.com", "/", &[]).json()["backend"],
-        "wildcard"
-    );
+    assert_eq!(gate.get("APP.example.com.", "/", &[]).json()["backend"], "exact");
+    assert_eq!(gate.get("app.example.com:8443", "/", &[]).json()["backend"], "exact");
+    assert_eq!(gate.get("other.example.com", "/", &[]).json()["backend"], "wildcard");
     let missing = gate.get("example.org", "/", &[("Accept", "application/json")]);
     assert_eq!(missing.status, 404);
     assert_eq!(missing.json()["error"], "no_route");
-    let page = gate.get(
-        "example.org",
-        "/%3Cscript%3Ealert(1)%3C/script%3E",
-        &[("Accept", "text/html")],
-    );
+    let page = gate.get("example.org", "/", &[("Accept", "text/html")]);
     assert_eq!(page.status, 404);
-    assert_eq!(
-        page.header("content-type"),
-        Some("text/html; charset=utf-8")
+    assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
+    assert_eq!(page.header("content-security-policy"), Some("default-src 'none'"));
+    assert!(String::from_utf8_lossy(&page.body).contains("<h1>404 Not Found</h1>"));
+    // a host that upstream frameworks would split differently never matches a route
+    let split = gate.get("app.example.com:other.example.com:443", "/", &[("Accept", "application/json")]);
+    assert_eq!(split.status, 400);
+    assert_eq!(split.json()["error"], "bad_host");
+}
+
+#[test]
+fn case_insensitive_paths_protect_case_insensitive_upstreams() {
+    let echo = Echo::start("iis");
+    let dead = format!("\"http://127.0.0.1:{}\"", common::free_port());
+    let routes = format!(
+        "{}{}",
+        route("root", "*", "/", &format!("\"{}\"", echo.url()), "public"),
+        route("admin", "*", "/Admin", &dead, "browser"),
     );
-    assert!(
-        !String::from_utf8_lossy(&page.body)
-            .to_lowercase()
-            .contains("script")
-    );
+    let gate = Gate::start(&config(&routes, "case_insensitive_paths = true"));
+    for path in ["/admin", "/ADMIN/x", "/aDmIn;x/y"] {
+        assert_eq!(gate.get("app.example.com", path, &[]).status, 401, "{path}");
+    }
+    let other = gate.get("app.example.com", "/Public/X", &[]).json();
+    assert_eq!(other["path"], "/Public/X", "the forwarded path keeps its case");
 }
 
 #[test]
 fn bad_requests_get_4xx_and_never_reach_the_upstream() {
-    let echo = Echo::start("app");
+    // the upstream port is closed: a request that reached it would get 502
+    let dead = format!("\"http://127.0.0.1:{}\"", common::free_port());
     let gate = Gate::start(&config(
-        &route("app", "*", "/", &format!("\"{}\"", echo.url()), "public"),
+        &route("app", "*", "/", &dead, "public"),
         "[server.limits]\nmax_header_size = \"4KiB\"",
     ));
     let big = "x".repeat(5000);
     let resp = gate.get("app.example.com", "/", &[("X-Big", &big)]);
     assert_eq!(resp.status, 431);
-    let resp = gate.raw(
-        "GET / HTTP/1.1\r\nHost: a.example.com\r\nHost: b.example.com\r\nConnection: close\r\n\r\n",
-    );
+    let resp =
+        gate.raw("GET / HTTP/1.1\r\nHost: a.example.com\r\nHost: b.example.com\r\nConnection: close\r\n\r\n");
     assert_eq!(resp.status, 400);
     let resp = gate.raw("GET /x HTTP/1.1\r\nHost: a.example.com:bad\r\nConnection: close\r\n\r\n");
     assert_eq!(resp.status, 400);
-    // the gateway is still healthy after all of that
-    assert_eq!(gate.get("app.example.com", "/", &[]).status, 200);
+    let resp = gate.raw("GET /a%2fb HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n");
+    assert_eq!(resp.status, 400);
+    // the control: a good request does reach the (closed) upstream
+    assert_eq!(gate.get("app.example.com", "/", &[]).status, 502);
 }
 
 #[test]
@@ -309,9 +276,7 @@ fn round_robin_skips_a_dead_backend_without_failing_requests() {
     for _ in 0..12 {
         let resp = gate.get("app.example.com", "/", &[]);
         assert_eq!(resp.status, 200, "{}", gate.log());
-        *seen
-            .entry(resp.json()["backend"].as_str().unwrap().to_owned())
-            .or_insert(0) += 1;
+        *seen.entry(resp.json()["backend"].as_str().unwrap().to_owned()).or_insert(0) += 1;
     }
     assert_eq!(seen.keys().collect::<Vec<_>>(), ["one", "two"]);
     assert!(seen.values().all(|&n| n >= 4), "unbalanced: {seen:?}");
@@ -324,27 +289,13 @@ fn upstream_down_is_502_and_slow_is_504() {
     let routes = format!(
         "{}{}read_timeout = \"1s\"\n",
         route("down", "*", "/down", &dead, "public"),
-        route(
-            "slow",
-            "*",
-            "/__slow",
-            &format!("\"{}\"", echo.url()),
-            "public"
-        ),
+        route("slow", "*", "/__slow", &format!("\"{}\"", echo.url()), "public"),
     );
     let gate = Gate::start(&config(&routes, ""));
-    let down = gate.get(
-        "app.example.com",
-        "/down",
-        &[("Accept", "application/json")],
-    );
+    let down = gate.get("app.example.com", "/down", &[("Accept", "application/json")]);
     assert_eq!(down.status, 502);
     assert_eq!(down.json()["error"], "upstream_unavailable");
-    let slow = gate.get(
-        "app.example.com",
-        "/__slow?ms=3000",
-        &[("Accept", "text/html")],
-    );
+    let slow = gate.get("app.example.com", "/__slow?ms=3000", &[("Accept", "text/html")]);
     assert_eq!(slow.status, 504);
     assert!(String::from_utf8_lossy(&slow.body).contains("504"));
     let quick = gate.get("app.example.com", "/__slow?ms=10", &[]);
@@ -354,10 +305,7 @@ fn upstream_down_is_502_and_slow_is_504() {
 #[tokio::test]
 async fn websockets_are_proxied() {
     let echo = Echo::start("ws");
-    let gate = Gate::start(&config(
-        &route("ws", "*", "/", &format!("\"{}\"", echo.url()), "public"),
-        "",
-    ));
+    let gate = Gate::start(&config(&route("ws", "*", "/", &format!("\"{}\"", echo.url()), "public"), ""));
     let url = format!("ws://127.0.0.1:{}/socket?room=1", gate.port);
     let (mut ws, resp) = tokio_tungstenite::connect_async(url).await.unwrap();
     assert_eq!(resp.status(), 101);
@@ -365,9 +313,7 @@ async fn websockets_are_proxied() {
     let hello: serde_json::Value = serde_json::from_str(hello.to_text().unwrap()).unwrap();
     assert_eq!(hello["path"], "/socket?room=1");
     for text in ["ping", "second message"] {
-        ws.send(tokio_tungstenite::tungstenite::Message::text(text))
-            .await
-            .unwrap();
+        ws.send(tokio_tungstenite::tungstenite::Message::text(text)).await.unwrap();
         let back = ws.next().await.unwrap().unwrap();
         assert_eq!(back.to_text().unwrap(), text);
     }
@@ -376,14 +322,14 @@ async fn websockets_are_proxied() {
 #[tokio::test]
 async fn http2_clients_are_served_over_h2c() {
     let echo = Echo::start("h2");
-    let gate = Gate::start(&config(
-        &route("h2", "*", "/", &format!("\"{}\"", echo.url()), "public"),
-        "h2c = true",
-    ));
-    let client = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .build()
-        .unwrap();
+    let echo_port = echo.port;
+    let routes = format!(
+        "{}{}preserve_host = true\n",
+        route("h2", "*", "/", &format!("\"{}\"", echo.url()), "public"),
+        route("h2-kept", "*", "/kept", &format!("\"{}\"", echo.url()), "public"),
+    );
+    let gate = Gate::start(&config(&routes, "h2c = true"));
+    let client = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
     let resp = client
         .get(format!("http://127.0.0.1:{}/h2/path?x=1", gate.port))
         .header("x-user-id", "spoofed")
@@ -396,10 +342,17 @@ async fn http2_clients_are_served_over_h2c() {
     assert_eq!(echo["path"], "/h2/path");
     assert_eq!(echo["query"], "x=1");
     assert!(echoed(&echo, "x-user-id").is_empty());
-    assert_eq!(
-        echoed(&echo, "x-forwarded-host"),
-        [format!("127.0.0.1:{}", gate.port)]
-    );
+    assert_eq!(echoed(&echo, "x-forwarded-host"), [format!("127.0.0.1:{}", gate.port)]);
+    assert_eq!(echoed(&echo, "host"), [format!("127.0.0.1:{}", echo_port)]);
+    let kept: serde_json::Value = client
+        .get(format!("http://localhost:{}/kept", gate.port))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(echoed(&kept, "host"), [format!("localhost:{}", gate.port)]);
 }
 
 #[tokio::test]
@@ -407,35 +360,14 @@ async fn tls_listeners_offer_http2_and_report_https_upstream() {
     let echo = Echo::start("tls");
     let certs = tempfile::tempdir().unwrap();
     let status = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ])
-        .args([
-            "-keyout",
-            "key.pem",
-            "-out",
-            "cert.pem",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-        ])
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+        .args(["-keyout", "key.pem", "-out", "cert.pem", "-days", "1", "-subj", "/CN=localhost"])
         .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
         .args(["-addext", "basicConstraints=critical,CA:FALSE"])
         .current_dir(certs.path())
         .output()
         .expect("openssl is installed by scripts/setup");
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
     let tls_port = common::free_port();
     let server_extra = format!(
         "[server.tls]\nlisten = [\"127.0.0.1:{tls_port}\"]\ncert = \"{}\"\nkey = \"{}\"",
@@ -446,30 +378,15 @@ async fn tls_listeners_offer_http2_and_report_https_upstream() {
         &route("tls", "*", "/", &format!("\"{}\"", echo.url()), "public"),
         &server_extra,
     ));
-    let ca = reqwest::Certificate::from_pem(&std::fs::read(certs.path().join("cert.pem")).unwrap())
-        .unwrap();
-    let client = reqwest::Client::builder()
-        .add_root_certificate(ca)
-        .build()
-        .unwrap();
-    let resp = client
-        .get(format!("https://localhost:{tls_port}/secure?a=1"))
-        .send()
-        .await
-        .unwrap();
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(certs.path().join("cert.pem")).unwrap()).unwrap();
+    let client = reqwest::Client::builder().add_root_certificate(ca).build().unwrap();
+    let resp = client.get(format!("https://localhost:{tls_port}/secure?a=1")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(
-        resp.version(),
-        reqwest::Version::HTTP_2,
-        "ALPN should pick h2"
-    );
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2, "ALPN should pick h2");
     let echo: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(echo["path"], "/secure");
     assert_eq!(echoed(&echo, "x-forwarded-proto"), ["https"]);
-    assert_eq!(
-        echoed(&echo, "x-forwarded-host"),
-        [format!("localhost:{tls_port}")]
-    );
+    assert_eq!(echoed(&echo, "x-forwarded-host"), [format!("localhost:{tls_port}")]);
     // the plain listener still reports http
     let plain = gate.get("localhost", "/", &[]).json();
     assert_eq!(echoed(&plain, "x-forwarded-proto"), ["http"]);

@@ -44,11 +44,7 @@ pub fn interpolate(
         }
     }
     out.push_str(rest);
-    if missing.is_empty() {
-        Ok(Some(out))
-    } else {
-        Err(InterpolationError::Missing(missing))
-    }
+    if missing.is_empty() { Ok(Some(out)) } else { Err(InterpolationError::Missing(missing)) }
 }
 
 fn is_var_name(name: &str) -> bool {
@@ -72,8 +68,7 @@ impl std::fmt::Display for InterpolationError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             InterpolationError::Missing(names) => {
-                let list: Vec<Cow<str>> =
-                    names.iter().map(|n| format!("${{{n}}}").into()).collect();
+                let list: Vec<Cow<str>> = names.iter().map(|n| format!("${{{n}}}").into()).collect();
                 write!(f, "environment variable {} is not set", list.join(", "))
             }
             InterpolationError::Unclosed => {
@@ -100,10 +95,7 @@ mod tests {
     fn table_of_interpolations() {
         let ok = [
             ("plain", None),
-            (
-                "https://${HOST}/realm",
-                Some("https://auth.example.com/realm"),
-            ),
+            ("https://${HOST}/realm", Some("https://auth.example.com/realm")),
             ("${HOST}${HOST}", Some("auth.example.comauth.example.com")),
             ("${NOPE:-fallback}", Some("fallback")),
             ("${EMPTY:-x}", Some("")),
@@ -111,35 +103,19 @@ mod tests {
             ("$${HOST}", Some("${HOST}")),
         ];
         for (input, want) in ok {
-            assert_eq!(
-                interpolate(input, &env).unwrap().as_deref(),
-                want,
-                "{input}"
-            );
+            assert_eq!(interpolate(input, &env).unwrap().as_deref(), want, "{input}");
         }
         assert_eq!(
             interpolate("${A_MISSING}/${HOST}/${B_MISSING}", &env),
-            Err(InterpolationError::Missing(vec![
-                "A_MISSING".into(),
-                "B_MISSING".into()
-            ]))
+            Err(InterpolationError::Missing(vec!["A_MISSING".into(), "B_MISSING".into()]))
         );
-        assert_eq!(
-            interpolate("${HOST", &env),
-            Err(InterpolationError::Unclosed)
-        );
-        assert_eq!(
-            interpolate("${1X}", &env),
-            Err(InterpolationError::BadName("1X".into()))
-        );
+        assert_eq!(interpolate("${HOST", &env), Err(InterpolationError::Unclosed));
+        assert_eq!(interpolate("${1X}", &env), Err(InterpolationError::BadName("1X".into())));
     }
 
     #[test]
     fn missing_error_names_the_variable() {
         let e = interpolate("${CLIENT_SECRET}", &env).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "environment variable ${CLIENT_SECRET} is not set"
-        );
+        assert_eq!(e.to_string(), "environment variable ${CLIENT_SECRET} is not set");
     }
 }

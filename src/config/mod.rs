@@ -52,12 +52,7 @@ pub struct ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.problems.len();
-        writeln!(
-            f,
-            "{}: {n} problem{}",
-            self.origin,
-            if n == 1 { "" } else { "s" }
-        )?;
+        writeln!(f, "{}: {n} problem{}", self.origin, if n == 1 { "" } else { "s" })?;
         for p in &self.problems {
             write!(f, "  {}", self.origin)?;
             if let Some(l) = p.location {
@@ -95,10 +90,7 @@ pub fn load_str(
     base_dir: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
-    let fail = |problems: Vec<Problem>| ConfigError {
-        origin: origin.to_owned(),
-        problems,
-    };
+    let fail = |problems: Vec<Problem>| ConfigError { origin: origin.to_owned(), problems };
     let mut root = DeTable::parse(text).map_err(|e| {
         fail(vec![Problem {
             path: String::new(),
@@ -126,20 +118,14 @@ pub fn load_str(
         return Err(fail(problems));
     }
 
-    let mut config: Config = serde_path_to_error::deserialize(toml::de::Deserializer::from(root))
-        .map_err(|e| {
-        let path = display_path(e.path());
-        let inner = e.into_inner();
-        let location = inner
-            .span()
-            .map(|s| location_of(text, s.start))
-            .or_else(|| keys.locate(text, &path));
-        fail(vec![Problem {
-            path,
-            location,
-            message: inner.message().trim().to_owned(),
-        }])
-    })?;
+    let mut config: Config =
+        serde_path_to_error::deserialize(toml::de::Deserializer::from(root)).map_err(|e| {
+            let path = display_path(e.path());
+            let inner = e.into_inner();
+            let location =
+                inner.span().map(|s| location_of(text, s.start)).or_else(|| keys.locate(text, &path));
+            fail(vec![Problem { path, location, message: inner.message().trim().to_owned() }])
+        })?;
 
     let mut problems = validate::validate(&mut config, base_dir);
     if problems.is_empty() {
@@ -183,11 +169,8 @@ fn walk_table(
     visit: &mut dyn FnMut(&str, Range<usize>, &mut DeValue<'_>),
 ) {
     for (key, value) in table.iter_mut() {
-        let path = if prefix.is_empty() {
-            key.get_ref().to_string()
-        } else {
-            format!("{prefix}.{}", key.get_ref())
-        };
+        let path =
+            if prefix.is_empty() { key.get_ref().to_string() } else { format!("{prefix}.{}", key.get_ref()) };
         keys.0.insert(path.clone(), key.span().start);
         walk_value(value, &path, keys, visit);
     }
@@ -216,19 +199,12 @@ fn walk_value(
 fn location_of(text: &str, offset: usize) -> Location {
     let before = &text[..offset.min(text.len())];
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    Location {
-        line: before.matches('\n').count() + 1,
-        column: before[line_start..].chars().count() + 1,
-    }
+    Location { line: before.matches('\n').count() + 1, column: before[line_start..].chars().count() + 1 }
 }
 
 /// Resolves a path from the config against the config file's directory.
 pub(crate) fn resolve_path(base_dir: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base_dir.join(p)
-    }
+    if p.is_absolute() { p.to_path_buf() } else { base_dir.join(p) }
 }
 
 /// The route table as `authgate check` prints it: one aligned row per route.
@@ -256,11 +232,7 @@ pub fn route_table(config: &Config) -> String {
     }
     let mut out = String::new();
     for row in &rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
+        let line: Vec<String> = row.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     }

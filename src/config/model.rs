@@ -47,6 +47,8 @@ pub struct ServerConfig {
     pub public_url: Vec<String>,
     /// Peers whose `X-Forwarded-*` headers are believed (CIDRs).
     pub trusted_proxies: Vec<IpNet>,
+    /// Match route paths case-insensitively (for IIS and other case-insensitive upstreams).
+    pub case_insensitive_paths: bool,
     /// Listener for `/healthz` and `/readyz`.
     pub admin_listen: String,
     /// Worker threads of the proxy (0 = one per core).
@@ -65,6 +67,7 @@ impl Default for ServerConfig {
             tls: None,
             public_url: Vec::new(),
             trusted_proxies: Vec::new(),
+            case_insensitive_paths: false,
             admin_listen: "127.0.0.1:9090".into(),
             threads: 0,
             limits: LimitsConfig::default(),
@@ -325,11 +328,8 @@ impl RouteConfig {
             ("organizations", &self.organizations),
             ("clients", &self.clients),
         ];
-        let mut set: Vec<&'static str> = lists
-            .iter()
-            .filter(|(_, v)| !v.is_empty())
-            .map(|(k, _)| *k)
-            .collect();
+        let mut set: Vec<&'static str> =
+            lists.iter().filter(|(_, v)| !v.is_empty()).map(|(k, _)| *k).collect();
         if self.pass_access_token {
             set.push("pass_access_token");
         }
@@ -356,10 +356,7 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D:
         fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
             Ok(vec![v.to_owned()])
         }
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(
-            self,
-            mut seq: A,
-        ) -> Result<Self::Value, A::Error> {
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
             let mut out = Vec::new();
             while let Some(s) = seq.next_element::<String>()? {
                 out.push(s);

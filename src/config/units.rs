@@ -26,9 +26,9 @@ impl FromStr for Duration {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        humantime::parse_duration(s).map(Self).map_err(|e| {
-            format!("invalid duration {s:?} ({e}); write it like \"30s\", \"5m\" or \"8h\"")
-        })
+        humantime::parse_duration(s)
+            .map(Self)
+            .map_err(|e| format!("invalid duration {s:?} ({e}); write it like \"30s\", \"5m\" or \"8h\""))
     }
 }
 
@@ -69,9 +69,7 @@ impl FromStr for ByteSize {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         bytesize::ByteSize::from_str(s.trim())
             .map(|b| Self(b.as_u64()))
-            .map_err(|_| {
-                format!("invalid size {s:?}; write it like \"256KiB\", \"1MiB\" or \"4096\"")
-            })
+            .map_err(|_| format!("invalid size {s:?}; write it like \"256KiB\", \"1MiB\" or \"4096\""))
     }
 }
 
@@ -87,9 +85,7 @@ impl<'de> Deserialize<'de> for ByteSize {
                 v.parse().map_err(E::custom)
             }
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ByteSize, E> {
-                u64::try_from(v)
-                    .map(ByteSize)
-                    .map_err(|_| E::custom("a size cannot be negative"))
+                u64::try_from(v).map(ByteSize).map_err(|_| E::custom("a size cannot be negative"))
             }
         }
         d.deserialize_any(Visitor)
@@ -108,19 +104,9 @@ mod tests {
 
     #[test]
     fn durations_parse_in_the_documented_forms() {
-        let cases = [
-            ("30s", 30),
-            ("5m", 300),
-            ("8h", 28_800),
-            ("1h 30m", 5_400),
-            ("1d", 86_400),
-        ];
+        let cases = [("30s", 30), ("5m", 300), ("8h", 28_800), ("1h 30m", 5_400), ("1d", 86_400)];
         for (text, secs) in cases {
-            assert_eq!(
-                text.parse::<Duration>().unwrap().get().as_secs(),
-                secs,
-                "{text}"
-            );
+            assert_eq!(text.parse::<Duration>().unwrap().get().as_secs(), secs, "{text}");
         }
         assert_eq!("250ms".parse::<Duration>().unwrap().get().as_millis(), 250);
         for bad in ["", "30", "5 minutes later", "-1s", "1x"] {
@@ -131,12 +117,7 @@ mod tests {
 
     #[test]
     fn sizes_parse_binary_and_decimal_units() {
-        let cases = [
-            ("256KiB", 262_144),
-            ("1MiB", 1_048_576),
-            ("64KB", 64_000),
-            ("4096", 4096),
-        ];
+        let cases = [("256KiB", 262_144), ("1MiB", 1_048_576), ("64KB", 64_000), ("4096", 4096)];
         for (text, bytes) in cases {
             assert_eq!(text.parse::<ByteSize>().unwrap().0, bytes, "{text}");
         }

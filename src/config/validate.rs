@@ -1,7 +1,7 @@
 //! Cross-field rules of the configuration. Every rule adds a `Problem` and carries on, so one
 //! `authgate check` run lists everything that is wrong.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -10,6 +10,9 @@ use crate::routing::{HostPattern, normalize_route_path};
 
 /// The shortest accepted session secret, in bytes.
 pub const MIN_SECRET_BYTES: usize = 32;
+
+/// The least estimated entropy accepted in a session secret.
+const MIN_SECRET_ENTROPY_BITS: f64 = 128.0;
 
 /// Longest accepted request/upstream timeout: anything longer is a typo, not a plan.
 const MAX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
@@ -45,17 +48,16 @@ const RESERVED_HEADERS: &[&str] = &[
     "x-forwarded-for",
     "x-forwarded-proto",
     "x-forwarded-host",
+    "x-forwarded-port",
+    "x-real-ip",
+    "proxy",
 ];
 
 struct Problems(Vec<Problem>);
 
 impl Problems {
     fn at(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Problem {
-            path: path.into(),
-            location: None,
-            message: message.into(),
-        });
+        self.0.push(Problem { path: path.into(), location: None, message: message.into() });
     }
 }
 
@@ -73,8 +75,7 @@ pub fn validate(config: &mut Config, base_dir: &Path) -> Vec<Problem> {
 fn server(config: &Config, base_dir: &Path, p: &mut Problems) {
     let s = &config.server;
     let mut seen: HashMap<SocketAddr, String> = HashMap::new();
-    let mut listener = |key: String, addr: &str, p: &mut Problems| match addr.parse::<SocketAddr>()
-    {
+    let mut listener = |key: String, addr: &str, p: &mut Problems| match addr.parse::<SocketAddr>() {
         Ok(a) => {
             if let Some(first) = seen.insert(a, key.clone()) {
                 p.at(key, format!("address {addr} is already used by `{first}`"));
@@ -90,10 +91,7 @@ fn server(config: &Config, base_dir: &Path, p: &mut Problems) {
             listener(format!("server.tls.listen[{i}]"), a, p);
         }
         if tls.listen.is_empty() {
-            p.at(
-                "server.tls.listen",
-                "TLS is configured but has no listen address",
-            );
+            p.at("server.tls.listen", "TLS is configured but has no listen address");
         }
         for (key, file) in [("server.tls.cert", &tls.cert), ("server.tls.key", &tls.key)] {
             readable(key, &resolve_path(base_dir, file), p);
@@ -101,10 +99,7 @@ fn server(config: &Config, base_dir: &Path, p: &mut Problems) {
     }
     listener("server.admin_listen".into(), &s.admin_listen, p);
     if s.listen.is_empty() && s.tls.is_none() {
-        p.at(
-            "server.listen",
-            "no listener: give at least one `listen` address",
-        );
+        p.at("server.listen", "no listener: give at least one `listen` address");
     }
 
     for (i, u) in s.public_url.iter().enumerate() {
@@ -123,16 +118,10 @@ fn server(config: &Config, base_dir: &Path, p: &mut Problems) {
         timeout(key, d, p);
     }
     if !(1024..=1024 * 1024).contains(&l.max_header_size.0) {
-        p.at(
-            "server.limits.max_header_size",
-            "must be between 1KiB and 1MiB",
-        );
+        p.at("server.limits.max_header_size", "must be between 1KiB and 1MiB");
     }
     if !(1024..=1024 * 1024 * 1024).contains(&l.max_body_size.0) {
-        p.at(
-            "server.limits.max_body_size",
-            "must be between 1KiB and 1GiB",
-        );
+        p.at("server.limits.max_body_size", "must be between 1KiB and 1GiB");
     }
     if s.grace_period.get() > std::time::Duration::from_secs(3600) {
         p.at("server.grace_period", "must be at most 1h");
@@ -147,31 +136,18 @@ fn provider(config: &mut Config, base_dir: &Path, p: &mut Problems) {
         Ok(u) => {
             let loopback = matches!(u.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
             if u.scheme() != "https" && !(u.scheme() == "http" && loopback) {
-                p.at(
-                    "provider.issuer",
-                    "must be an https URL (http is allowed only on loopback)",
-                );
+                p.at("provider.issuer", "must be an https URL (http is allowed only on loopback)");
             } else if u.query().is_some() || u.fragment().is_some() || !u.username().is_empty() {
-                p.at(
-                    "provider.issuer",
-                    "must not have a query, fragment or user info",
-                );
+                p.at("provider.issuer", "must not have a query, fragment or user info");
             }
         }
-        Err(e) => p.at(
-            "provider.issuer",
-            format!("{:?} is not a URL: {e}", pr.issuer),
-        ),
+        Err(e) => p.at("provider.issuer", format!("{:?} is not a URL: {e}", pr.issuer)),
     }
     if pr.client_id.trim().is_empty() {
         p.at("provider.client_id", "must not be empty");
     }
     // `client_secret = "${SECRET:-}"` with the variable unset means "no secret" (a public client)
-    if pr
-        .client_secret
-        .as_ref()
-        .is_some_and(|s| s.expose().is_empty())
-    {
+    if pr.client_secret.as_ref().is_some_and(|s| s.expose().is_empty()) {
         pr.client_secret = None;
     }
     secret_from_file(
@@ -184,11 +160,7 @@ fn provider(config: &mut Config, base_dir: &Path, p: &mut Problems) {
     if !pr.scopes.iter().any(|s| s == "openid") {
         p.at("provider.scopes", "must include \"openid\"");
     }
-    if let Some(s) = pr
-        .scopes
-        .iter()
-        .find(|s| s.is_empty() || s.contains(char::is_whitespace))
-    {
+    if let Some(s) = pr.scopes.iter().find(|s| s.is_empty() || s.contains(char::is_whitespace)) {
         p.at("provider.scopes", format!("{s:?} is not a single scope"));
     }
     if pr.audience.as_deref().is_some_and(|a| a.trim().is_empty()) {
@@ -205,18 +177,9 @@ fn provider(config: &mut Config, base_dir: &Path, p: &mut Problems) {
 }
 
 fn session(config: &mut Config, base_dir: &Path, p: &mut Problems) {
-    let needs_sessions = config
-        .routes
-        .iter()
-        .any(|r| matches!(r.auth, AuthMode::Browser | AuthMode::Any));
+    let needs_sessions = config.routes.iter().any(|r| matches!(r.auth, AuthMode::Browser | AuthMode::Any));
     let s = &mut config.session;
-    secret_from_file(
-        "session.secret",
-        &mut s.secret,
-        s.secret_file.as_deref(),
-        base_dir,
-        p,
-    );
+    secret_from_file("session.secret", &mut s.secret, s.secret_file.as_deref(), base_dir, p);
     match &s.secret {
         Some(secret) if secret.expose().len() < MIN_SECRET_BYTES => p.at(
             "session.secret",
@@ -225,9 +188,10 @@ fn session(config: &mut Config, base_dir: &Path, p: &mut Problems) {
                 secret.expose().len()
             ),
         ),
-        Some(secret) if distinct_bytes(secret.expose()) < 8 => {
-            p.at("session.secret", "is not random: it repeats too few distinct characters")
-        }
+        Some(secret) if estimated_entropy_bits(secret.expose()) < MIN_SECRET_ENTROPY_BITS => p.at(
+            "session.secret",
+            "looks guessable (repeated or too few distinct characters); use random bytes (e.g. `openssl rand -base64 48`)",
+        ),
         None if needs_sessions => p.at(
             "session.secret",
             "is required by `browser` and `any` routes (or give `secret_file`)",
@@ -241,35 +205,21 @@ fn session(config: &mut Config, base_dir: &Path, p: &mut Problems) {
                 p.at("session.redis_url", "must start with redis:// or rediss://");
             }
         }
-        (StoreKind::Memory, Some(_)) => p.at(
-            "session.redis_url",
-            "is set but store is \"memory\": set store = \"redis\" or remove it",
-        ),
+        (StoreKind::Memory, Some(_)) => {
+            p.at("session.redis_url", "is set but store is \"memory\": set store = \"redis\" or remove it")
+        }
         (StoreKind::Memory, None) => {}
     }
     if s.cookie_name.is_empty()
-        || !s
-            .cookie_name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        || !s.cookie_name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
     {
-        p.at(
-            "session.cookie_name",
-            format!("{:?} is not a valid cookie name", s.cookie_name),
-        );
+        p.at("session.cookie_name", format!("{:?} is not a valid cookie name", s.cookie_name));
     }
     if s.cookie_name.starts_with("__Host-") || s.cookie_name.starts_with("__Secure-") {
         let all_https = !config.server.public_url.is_empty()
-            && config
-                .server
-                .public_url
-                .iter()
-                .all(|u| u.starts_with("https://"));
+            && config.server.public_url.iter().all(|u| u.starts_with("https://"));
         if !all_https {
-            p.at(
-                "session.cookie_name",
-                "a __Host-/__Secure- cookie needs every public_url to be https",
-            );
+            p.at("session.cookie_name", "a __Host-/__Secure- cookie needs every public_url to be https");
         }
     }
     let day = std::time::Duration::from_secs(24 * 3600);
@@ -282,10 +232,7 @@ fn session(config: &mut Config, base_dir: &Path, p: &mut Problems) {
     if s.idle_lifetime > s.absolute_lifetime {
         p.at(
             "session.idle_lifetime",
-            format!(
-                "({}) is longer than absolute_lifetime ({})",
-                s.idle_lifetime, s.absolute_lifetime
-            ),
+            format!("({}) is longer than absolute_lifetime ({})", s.idle_lifetime, s.absolute_lifetime),
         );
     }
 }
@@ -298,17 +245,11 @@ fn headers(config: &Config, p: &mut Problems) {
             p.at(path, format!("{name:?} is not a valid header name"));
             continue;
         }
-        let lower = name.to_ascii_lowercase();
-        if RESERVED_HEADERS.contains(&lower.as_str()) {
-            p.at(
-                path,
-                format!("{name:?} is a standard header and cannot carry identity"),
-            );
-        } else if let Some(other) = seen.insert(crate::proxy::canonical_header(&lower), key) {
-            p.at(
-                path,
-                format!("{name:?} is the same header as `headers.{other}`"),
-            );
+        let canonical = crate::proxy::canonical_header(name);
+        if RESERVED_HEADERS.contains(&canonical.as_str()) {
+            p.at(path, format!("{name:?} is a standard header and cannot carry identity"));
+        } else if let Some(other) = seen.insert(canonical, key) {
+            p.at(path, format!("{name:?} is the same header as `headers.{other}`"));
         }
     }
 }
@@ -335,29 +276,19 @@ fn routes(config: &Config, p: &mut Problems) {
                 None
             }
         };
-        if let (Some(h), Some(path)) = (host, path) {
+        if let (Some(h), Some(mut path)) = (host, path) {
+            if config.server.case_insensitive_paths {
+                path.make_ascii_lowercase();
+            }
             if let Some(first) = keys.insert((h.to_string(), path.clone()), i) {
-                p.at(
-                    at("path"),
-                    format!(
-                        "host {} path {path} is already routed by routes[{first}]",
-                        h
-                    ),
-                );
+                p.at(at("path"), format!("host {} path {path} is already routed by routes[{first}]", h));
             }
         }
         if let Some(name) = &r.name {
-            if name.is_empty()
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-            {
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
                 p.at(at("name"), "use letters, digits, '-', '_' and '.' only");
             } else if let Some(first) = names.insert(name.clone(), i) {
-                p.at(
-                    at("name"),
-                    format!("{name:?} is already the name of routes[{first}]"),
-                );
+                p.at(at("name"), format!("{name:?} is already the name of routes[{first}]"));
             }
         }
         if r.upstream.is_empty() {
@@ -371,27 +302,21 @@ fn routes(config: &Config, p: &mut Problems) {
         match r.auth {
             AuthMode::Public => {
                 for key in r.policy_keys_set() {
-                    p.at(
-                        at(key),
-                        "has no effect on a `public` route: nobody is authenticated there",
-                    );
+                    p.at(at(key), "has no effect on a `public` route: nobody is authenticated there");
                 }
             }
             mode => {
                 if config.provider.is_none() {
-                    p.at(
-                        at("auth"),
-                        format!("`{}` routes need a [provider] section", mode.as_str()),
-                    );
+                    p.at(at("auth"), format!("`{}` routes need a [provider] section", mode.as_str()));
                 }
                 if mode == AuthMode::Browser && !r.clients.is_empty() {
-                    p.at(at("clients"), "client-credentials tokens are bearer tokens: use auth = \"api\" or \"any\"");
+                    p.at(
+                        at("clients"),
+                        "client-credentials tokens are bearer tokens: use auth = \"api\" or \"any\"",
+                    );
                 }
                 if mode != AuthMode::Api && config.server.public_url.is_empty() {
-                    p.at(
-                        at("auth"),
-                        "browser sign-in needs `server.public_url` to build the redirect URI",
-                    );
+                    p.at(at("auth"), "browser sign-in needs `server.public_url` to build the redirect URI");
                 }
             }
         }
@@ -420,9 +345,7 @@ fn origin_url(u: &str) -> Result<url::Url, String> {
         return Err(format!("{u:?} must not contain credentials"));
     }
     if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
-        return Err(format!(
-            "{u:?} must be an origin only (no path, query or fragment)"
-        ));
+        return Err(format!("{u:?} must be an origin only (no path, query or fragment)"));
     }
     Ok(url)
 }
@@ -451,22 +374,24 @@ fn secret_from_file(
 ) {
     let Some(file) = file else { return };
     if value.is_some() {
-        p.at(
-            format!("{key}_file"),
-            format!("give either `{key}` or `{key}_file`, not both"),
-        );
+        p.at(format!("{key}_file"), format!("give either `{key}` or `{key}_file`, not both"));
         return;
     }
     let path: PathBuf = resolve_path(base_dir, file);
     match std::fs::read_to_string(&path) {
         Ok(s) => *value = Some(Secret::new(s.trim_end_matches(['\r', '\n']))),
-        Err(e) => p.at(
-            format!("{key}_file"),
-            format!("cannot read {}: {e}", path.display()),
-        ),
+        Err(e) => p.at(format!("{key}_file"), format!("cannot read {}: {e}", path.display())),
     }
 }
 
-fn distinct_bytes(s: &str) -> usize {
-    s.bytes().collect::<HashSet<u8>>().len()
+/// Shannon entropy of the secret's own byte distribution times its length: not the real
+/// entropy of how it was made, but low for repeated patterns and words (`changeme-changeme...`).
+fn estimated_entropy_bits(s: &str) -> f64 {
+    let mut counts: HashMap<u8, usize> = HashMap::new();
+    for b in s.bytes() {
+        *counts.entry(b).or_default() += 1;
+    }
+    let n = s.len() as f64;
+    let per_byte: f64 = counts.values().map(|&c| c as f64 / n).map(|p| -p * p.log2()).sum();
+    per_byte * n
 }

@@ -36,48 +36,29 @@ const ALWAYS_STRIPPED: &[&str] = &[
 const STRIPPED_PREFIXES: &[&str] = &["x-user-", "x-authgate-", "x-auth-request-"];
 
 /// Client-address headers that only a trusted proxy may set.
-const CLIENT_ADDRESS_HEADERS: &[&str] = &[
-    "x-real-ip",
-    "x-client-ip",
-    "true-client-ip",
-    "x-cluster-client-ip",
-];
+const CLIENT_ADDRESS_HEADERS: &[&str] =
+    &["x-real-ip", "x-client-ip", "true-client-ip", "x-cluster-client-ip"];
 
 /// The `X-Forwarded-*` headers a trusted proxy may pass in, spelled exactly so.
-const TRUSTED_FORWARDED: &[&str] = &[
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-forwarded-port",
-];
+const TRUSTED_FORWARDED: &[&str] =
+    &["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port"];
 
 /// Lower case, `_` as `-`: the form under which two header names are the same to an app.
 pub fn canonical_header(name: &str) -> String {
-    name.bytes()
-        .map(|b| char::from(canonical_byte(b)))
-        .collect()
+    name.bytes().map(|b| char::from(canonical_byte(b))).collect()
 }
 
 fn canonical_byte(b: u8) -> u8 {
-    if b == b'_' {
-        b'-'
-    } else {
-        b.to_ascii_lowercase()
-    }
+    if b == b'_' { b'-' } else { b.to_ascii_lowercase() }
 }
 
 /// Does `name` equal `canonical` (already in canonical form) up to case and `_`/`-`?
 fn same_header(name: &str, canonical: &str) -> bool {
-    name.len() == canonical.len()
-        && name
-            .bytes()
-            .zip(canonical.bytes())
-            .all(|(a, b)| canonical_byte(a) == b)
+    name.len() == canonical.len() && name.bytes().zip(canonical.bytes()).all(|(a, b)| canonical_byte(a) == b)
 }
 
 fn has_prefix(name: &str, canonical_prefix: &str) -> bool {
-    name.len() > canonical_prefix.len()
-        && same_header(&name[..canonical_prefix.len()], canonical_prefix)
+    name.len() > canonical_prefix.len() && same_header(&name[..canonical_prefix.len()], canonical_prefix)
 }
 
 /// What the gateway knows about the connection the request came in on.
@@ -138,12 +119,7 @@ pub fn shape_request_headers(
 
 /// All values of a header joined with `, `, if it is present.
 fn joined(req: &RequestHeader, name: &str) -> Option<String> {
-    let values: Vec<&str> = req
-        .headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
+    let values: Vec<&str> = req.headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
     (!values.is_empty()).then(|| values.join(", "))
 }
 
@@ -175,12 +151,7 @@ mod tests {
         }
     }
 
-    const IDENTITY: &[&str] = &[
-        "x-user-id",
-        "x-user-email",
-        "x-forwarded-access-token",
-        "x-tenant",
-    ];
+    const IDENTITY: &[&str] = &["x-user-id", "x-user-email", "x-forwarded-access-token", "x-tenant"];
 
     fn identity() -> Vec<String> {
         IDENTITY.iter().map(|s| s.to_string()).collect()
@@ -212,14 +183,7 @@ mod tests {
         shape_request_headers(&mut req, &identity(), &conn(false)).unwrap();
         assert_eq!(
             names(&req),
-            [
-                "accept",
-                "cookie",
-                "x-forwarded-for",
-                "x-forwarded-host",
-                "x-forwarded-proto",
-                "x-userland"
-            ]
+            ["accept", "cookie", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-userland"]
         );
     }
 
@@ -235,10 +199,7 @@ mod tests {
             ("True-Client-IP", "1.2.3.4"),
         ]);
         shape_request_headers(&mut req, &identity(), &conn(false)).unwrap();
-        assert_eq!(
-            names(&req),
-            ["x-forwarded-for", "x-forwarded-host", "x-forwarded-proto"]
-        );
+        assert_eq!(names(&req), ["x-forwarded-for", "x-forwarded-host", "x-forwarded-proto"]);
         assert_eq!(req.headers["x-forwarded-for"], "10.0.0.7");
         assert_eq!(req.headers["x-forwarded-proto"], "http");
         assert_eq!(req.headers["x-forwarded-host"], "app.example.com:8080");
@@ -256,10 +217,7 @@ mod tests {
             ("X-Forwarded-Prefix", "/admin"),
         ]);
         shape_request_headers(&mut req, &identity(), &conn(true)).unwrap();
-        assert_eq!(
-            req.headers["x-forwarded-for"],
-            "1.2.3.4, 192.168.1.1, 10.0.0.7"
-        );
+        assert_eq!(req.headers["x-forwarded-for"], "1.2.3.4, 192.168.1.1, 10.0.0.7");
         assert_eq!(req.headers["x-forwarded-proto"], "https");
         assert_eq!(req.headers["x-forwarded-host"], "app.example.com");
         assert_eq!(req.headers["x-real-ip"], "1.2.3.4");

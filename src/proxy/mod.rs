@@ -42,14 +42,10 @@ pub struct RequestCtx {
     gateway: Arc<Gateway>,
     target: Option<RequestTarget>,
     route: Option<Arc<Route>>,
-    /// Backends already tried (for retries on connect failure).
-    tried: Vec<usize>,
-}
-
-impl RequestCtx {
-    fn current_backend(&self) -> Option<usize> {
-        self.tried.last().copied()
-    }
+    /// The backend of the current attempt.
+    backend: Option<usize>,
+    /// Backends that refused or timed out a connection during this request.
+    failed: Vec<usize>,
 }
 
 #[async_trait]
@@ -62,19 +58,19 @@ impl ProxyHttp for AuthGate {
             gateway: self.gateway.load_full(),
             target: None,
             route: None,
-            tried: Vec::new(),
+            backend: None,
+            failed: Vec::new(),
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let limits = &ctx.gateway.config.server.limits;
-        let outcome =
-            read_target(session.req_header(), limits.max_header_size.bytes()).and_then(|target| {
-                let route = match_route(&ctx.gateway, &target)?;
-                ctx.target = Some(target);
-                ctx.route = Some(route.clone());
-                authenticate(&route)
-            });
+        let outcome = read_target(session.req_header(), limits.max_header_size.bytes()).and_then(|target| {
+            let route = match_route(&ctx.gateway, &target)?;
+            ctx.target = Some(target);
+            ctx.route = Some(route.clone());
+            authenticate(&route)
+        });
         match outcome {
             Ok(Caller::Anonymous) => Ok(false),
             Err(rejection) => {
@@ -84,24 +80,15 @@ impl ProxyHttp for AuthGate {
         }
     }
 
-    async fn upstream_peer(
-        &self,
-        _session: &mut Session,
-        ctx: &mut RequestCtx,
-    ) -> Result<Box<HttpPeer>> {
-        let route = ctx
-            .route
-            .as_ref()
-            .ok_or_else(|| Error::explain(InternalError, "no route"))?;
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        let route = ctx.route.as_ref().ok_or_else(|| Error::explain(InternalError, "no route"))?;
         let index = route
             .upstream
-            .select(&ctx.tried)
+            .select(&ctx.failed)
             .ok_or_else(|| Error::explain(ConnectNoRoute, "every upstream backend failed"))?;
-        let backend = route
-            .upstream
-            .get(index)
-            .ok_or_else(|| Error::explain(InternalError, "backend index"))?;
-        ctx.tried.push(index);
+        let backend =
+            route.upstream.get(index).ok_or_else(|| Error::explain(InternalError, "backend index"))?;
+        ctx.backend = Some(index);
         let mut peer = HttpPeer::new(backend.addr, backend.tls, backend.sni.clone());
         let t = route.timeouts;
         peer.options.connection_timeout = Some(t.connect);
@@ -119,10 +106,11 @@ impl ProxyHttp for AuthGate {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        if let (Some(route), Some(index)) = (&ctx.route, ctx.current_backend()) {
+        if let (Some(route), Some(index)) = (&ctx.route, ctx.backend) {
             route.upstream.mark_down(index);
+            ctx.failed.push(index);
             // another backend may be up: connecting sent nothing, so retrying is always safe
-            e.set_retry(ctx.tried.len() < route.upstream.len());
+            e.set_retry(ctx.failed.len() < route.upstream.len());
         }
         e
     }
@@ -137,7 +125,7 @@ impl ProxyHttp for AuthGate {
         _digest: Option<&pingora::protocols::Digest>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let (Some(route), Some(index)) = (&ctx.route, ctx.current_backend()) {
+        if let (Some(route), Some(index)) = (&ctx.route, ctx.backend) {
             route.upstream.mark_up(index);
         }
         Ok(())
@@ -150,55 +138,37 @@ impl ProxyHttp for AuthGate {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let (Some(route), Some(target)) = (&ctx.route, &ctx.target) else {
-            return Err(Error::explain(
-                InternalError,
-                "request reached upstream without a route",
-            ));
+            return Err(Error::explain(InternalError, "request reached upstream without a route"));
         };
-        let peer_ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
+        let peer_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         let conn = ClientConnection {
             peer_ip,
             trusted: ctx.gateway.trusts(peer_ip),
             proto: if tls { "https" } else { "http" },
-            host: &target.raw_host,
+            host: target.authority.as_str(),
         };
         shape_request_headers(upstream, &ctx.gateway.identity_headers, &conn)?;
         upstream.set_raw_path(target.path_and_query.as_bytes())?;
         // absolute-form and HTTP/2 requests carry the authority in the URI: forward origin-form
-        let host = match (
-            route.preserve_host,
-            ctx.current_backend().and_then(|i| route.upstream.get(i)),
-        ) {
+        let host = match (route.preserve_host, ctx.backend.and_then(|i| route.upstream.get(i))) {
             (false, Some(backend)) => backend.authority.as_str(),
-            _ => target.raw_host.as_str(),
+            _ => target.authority.as_str(),
         };
         upstream.insert_header(http::header::HOST, host)?;
         Ok(())
     }
 
-    async fn fail_to_proxy(
-        &self,
-        session: &mut Session,
-        e: &Error,
-        ctx: &mut RequestCtx,
-    ) -> FailToProxy {
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
         let rejection = match (e.esource(), e.etype()) {
-            (_, HTTPStatus(code)) if *code >= 400 => Some(Rejection {
-                status: *code,
-                code: "error",
-                message: "The request failed.".into(),
-            }),
-            (ErrorSource::Upstream, ConnectTimedout | ReadTimedout | WriteTimedout) => {
-                Some(Rejection {
-                    status: 504,
-                    code: "upstream_timeout",
-                    message: "The application did not answer in time.".into(),
-                })
+            (_, HTTPStatus(code)) if *code >= 400 => {
+                Some(Rejection { status: *code, code: "error", message: "The request failed.".into() })
             }
+            (ErrorSource::Upstream, ConnectTimedout | ReadTimedout | WriteTimedout) => Some(Rejection {
+                status: 504,
+                code: "upstream_timeout",
+                message: "The application did not answer in time.".into(),
+            }),
             (ErrorSource::Upstream, _) | (_, ConnectNoRoute) => Some(Rejection {
                 status: 502,
                 code: "upstream_unavailable",
@@ -217,6 +187,9 @@ impl ProxyHttp for AuthGate {
             }),
         };
         let status = match &rejection {
+            // a response already under way (e.g. a timeout mid-body) is cut off, never patched
+            // with a second one: the closed connection tells the client it is incomplete
+            Some(r) if session.response_written().is_some() => r.status,
             Some(r) => {
                 if let Err(err) = respond::send_rejection(session, r).await {
                     tracing::debug!(error = %err, "could not send the error response");
@@ -228,15 +201,18 @@ impl ProxyHttp for AuthGate {
         if let Some(route) = &ctx.route {
             tracing::warn!(route = %route.name, status, error = e.etype().as_str(), "request failed");
         }
-        FailToProxy {
-            error_code: status,
-            can_reuse_downstream: false,
-        }
+        FailToProxy { error_code: status, can_reuse_downstream: false }
     }
 
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {
         // fail_to_proxy logs a redacted line of its own; pingora's would include the full URI
         true
+    }
+
+    fn request_summary(&self, session: &Session, ctx: &RequestCtx) -> String {
+        // pingora's default is the whole URI, whose query may hold codes or keys
+        let path = ctx.target.as_ref().map_or("-", |t| t.path.as_str());
+        format!("{} {path}", session.req_header().method)
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {

@@ -59,12 +59,8 @@ pub fn prefers_html(accept: Option<&http::HeaderValue>) -> bool {
                 let mut it = part.split(';');
                 let media = it.next()?.trim();
                 (media == wanted).then(|| {
-                    it.find_map(|p| {
-                        p.trim()
-                            .strip_prefix("q=")
-                            .and_then(|q| q.parse::<f32>().ok())
-                    })
-                    .unwrap_or(1.0)
+                    it.find_map(|p| p.trim().strip_prefix("q=").and_then(|q| q.parse::<f32>().ok()))
+                        .unwrap_or(1.0)
                 })
             })
             .fold(0.0_f32, f32::max)
@@ -96,10 +92,7 @@ mod tests {
     #[test]
     fn browsers_get_html_and_clients_get_json() {
         let cases = [
-            (
-                Some("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
-                true,
-            ),
+            (Some("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"), true),
             (Some("application/json"), false),
             (Some("application/json, text/html;q=0.5"), false),
             (Some("*/*"), false),
@@ -114,18 +107,11 @@ mod tests {
 
     #[test]
     fn pages_escape_what_they_show() {
-        let r = Rejection {
-            status: 400,
-            code: "bad_path",
-            message: "<script>alert('x')</script>".into(),
-        };
+        let r = Rejection { status: 400, code: "bad_path", message: "<script>alert('x')</script>".into() };
         let (ct, body) = render(&r, true);
         assert_eq!(ct, "text/html; charset=utf-8");
         let body = std::str::from_utf8(&body).unwrap();
-        assert!(
-            body.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"),
-            "{body}"
-        );
+        assert!(body.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"), "{body}");
         assert!(!body.contains("<script>"));
         let (ct, body) = render(&r, false);
         assert_eq!(ct, "application/json");

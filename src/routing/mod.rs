@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-pub use path::{PathRejection, normalize_path, normalize_route_path, path_has_prefix};
+pub use path::{PathRejection, normalize_path, normalize_route_path, path_has_prefix, route_key};
 pub use route::{Route, Timeouts};
 
 /// The host part of a route.
@@ -37,23 +37,11 @@ impl HostPattern {
             Some(rest) => (HostPattern::Suffix(format!(".{rest}")), rest),
             None => (HostPattern::Exact(lower.clone()), lower.as_str()),
         };
-        let valid_ip = name.parse::<std::net::IpAddr>().is_ok()
-            || name
-                .strip_prefix('[')
-                .and_then(|n| n.strip_suffix(']'))
-                .is_some_and(|n| n.parse::<std::net::Ipv6Addr>().is_ok());
-        let valid_name = !name.is_empty()
-            && name.split('.').all(|label| {
-                !label.is_empty()
-                    && label.len() <= 63
-                    && label
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            });
+        // IPv6 only in brackets: that is how a request's Host spells it
+        let valid_ip = is_bracketed_ipv6(name) || name.parse::<std::net::Ipv4Addr>().is_ok();
+        let valid_name = is_dns_name(name);
         if !(valid_name || matches!(pattern, HostPattern::Exact(_)) && valid_ip) {
-            return Err(format!(
-                "{s:?} is not a host name, `*.domain` or `*` (no scheme, port or path)"
-            ));
+            return Err(format!("{s:?} is not a host name, `*.domain` or `*` (no scheme, port or path)"));
         }
         Ok(pattern)
     }
@@ -77,33 +65,80 @@ impl fmt::Display for HostPattern {
     }
 }
 
-/// The host a request names, without port or trailing dot, in lower case; `None` if malformed.
-pub fn normalize_host(raw: &str) -> Option<String> {
-    let host = if let Some(rest) = raw.strip_prefix('[') {
-        // IPv6 literal, optionally followed by :port
-        let end = rest.find(']')?;
-        let after = &rest[end + 1..];
-        if !(after.is_empty() || after.strip_prefix(':').is_some_and(is_port)) {
-            return None;
-        }
-        &raw[..end + 2]
-    } else {
-        match raw.rsplit_once(':') {
-            Some((h, port)) if is_port(port) => h,
-            Some(_) => return None,
-            None => raw,
-        }
-    };
-    let host = host.strip_suffix('.').unwrap_or(host);
-    let ok = !host.is_empty()
-        && host.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'[' | b']' | b':')
-        });
-    ok.then(|| host.to_ascii_lowercase())
+/// The authority a request names, canonical: `host[:port]`, host in lower case without a
+/// trailing dot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authority {
+    text: String,
+    host_len: usize,
 }
 
-fn is_port(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 5 && s.bytes().all(|b| b.is_ascii_digit())
+impl Authority {
+    /// `app.example.com`, `127.0.0.1` or `[::1]`: what routes match.
+    pub fn host(&self) -> &str {
+        &self.text[..self.host_len]
+    }
+
+    /// The explicit port, if any.
+    pub fn port(&self) -> Option<u16> {
+        self.text.get(self.host_len + 1..).and_then(|p| p.parse().ok())
+    }
+
+    /// `host[:port]`, for `Host` and `X-Forwarded-Host`.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+/// Parses a request's `Host` (or `:authority`); `None` if it is anything but a DNS name, an
+/// IPv4 address or a bracketed IPv6 address, with an optional numeric port. Strict, because
+/// upstream frameworks split a malformed host differently (`a.com:b.com` is `a.com` to some).
+pub fn parse_authority(raw: &str) -> Option<Authority> {
+    let (host, port) = if raw.starts_with('[') {
+        let end = raw.find(']')?;
+        match &raw[end + 1..] {
+            "" => (&raw[..=end], None),
+            rest => (&raw[..=end], Some(rest.strip_prefix(':')?)),
+        }
+    } else {
+        match raw.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (raw, None),
+        }
+    };
+    let port = match port {
+        Some(p) if !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(p.parse::<u16>().ok()?)
+        }
+        Some(_) => return None,
+        None => None,
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if !(is_dns_name(host) || is_bracketed_ipv6(host)) {
+        return None;
+    }
+    let mut text = host.to_ascii_lowercase();
+    if let Some(p) = port {
+        text.push(':');
+        text.push_str(&p.to_string());
+    }
+    Some(Authority { text, host_len: host.len() })
+}
+
+fn is_dns_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+fn is_bracketed_ipv6(name: &str) -> bool {
+    name.strip_prefix('[')
+        .and_then(|n| n.strip_suffix(']'))
+        .is_some_and(|n| n.parse::<std::net::Ipv6Addr>().is_ok())
 }
 
 /// A lookup structure over routes of any type `R` that has a host and a path prefix.
@@ -139,34 +174,25 @@ impl<R> RouteTable<R> {
         suffixes.values_mut().for_each(by_len);
         by_len(&mut any);
         let mut suffixes: Vec<_> = suffixes.into_iter().collect();
-        suffixes
-            .sort_by_key(|(s, _)| std::cmp::Reverse(HostPattern::Suffix(s.clone()).specificity()));
-        Self {
-            exact,
-            suffixes,
-            any,
-            prefix_of,
-        }
+        suffixes.sort_by_key(|(s, _)| std::cmp::Reverse(HostPattern::Suffix(s.clone()).specificity()));
+        Self { exact, suffixes, any, prefix_of }
     }
 
-    /// The route for a normalised host and path. The most specific host pattern that matches
-    /// decides alone (like a server block): its routes are searched, never a less specific host's.
-    pub fn find(&self, host: &str, path: &str) -> Option<&Arc<R>> {
+    /// The route for a normalised host and a route key (see `route_key`). The most specific
+    /// host pattern that matches decides alone (like a server block): its routes are searched,
+    /// never a less specific host's.
+    pub fn find(&self, host: &str, key: &str) -> Option<&Arc<R>> {
         let bucket = self
             .exact
             .get(host)
             .or_else(|| {
                 self.suffixes
                     .iter()
-                    .find(|(suffix, _)| {
-                        host.ends_with(suffix.as_str()) && host.len() > suffix.len()
-                    })
+                    .find(|(suffix, _)| host.ends_with(suffix.as_str()) && host.len() > suffix.len())
                     .map(|(_, routes)| routes)
             })
             .unwrap_or(&self.any);
-        bucket
-            .iter()
-            .find(|r| path_has_prefix(path, (self.prefix_of)(r)))
+        bucket.iter().find(|r| path_has_prefix(key, (self.prefix_of)(r)))
     }
 }
 
@@ -208,11 +234,7 @@ mod tests {
             ("app.example.com", "/admin/", Some("app-admin")),
             ("app.example.com", "/admin/api/v1", Some("app-admin-api")),
             ("app.example.com", "/administrator", Some("app-root")),
-            (
-                "app.example.com",
-                "/admin;jsessionid=1/x",
-                Some("app-admin"),
-            ),
+            ("app.example.com", "/admin;jsessionid=1/x", Some("app-admin")),
             ("other.example.com", "/admin", Some("wild")),
             ("a.b.example.com", "/", Some("wild")),
             ("x.eu.example.com", "/", Some("deep-wild")),
@@ -222,7 +244,8 @@ mod tests {
             ("notexample.com", "/", Some("fallback")),
         ];
         for (host, path, want) in cases {
-            assert_eq!(t.find(host, path).map(|r| r.name), want, "{host}{path}");
+            let key = route_key(path, false);
+            assert_eq!(t.find(host, &key).map(|r| r.name), want, "{host}{path}");
         }
     }
 
@@ -230,60 +253,53 @@ mod tests {
     fn a_matching_host_without_a_matching_path_is_not_found() {
         let t = table(&[("app", "app.example.com", "/app"), ("fallback", "*", "/")]);
         assert!(t.find("app.example.com", "/other").is_none());
-        assert_eq!(
-            t.find("else.example.com", "/other").map(|r| r.name),
-            Some("fallback")
-        );
+        assert_eq!(t.find("else.example.com", "/other").map(|r| r.name), Some("fallback"));
     }
 
     #[test]
-    fn request_hosts_are_normalised() {
+    fn request_authorities_are_parsed_strictly() {
         let cases = [
-            ("App.Example.COM", Some("app.example.com")),
-            ("app.example.com:8443", Some("app.example.com")),
-            ("app.example.com.", Some("app.example.com")),
-            ("app.example.com.:80", Some("app.example.com")),
-            ("127.0.0.1:8080", Some("127.0.0.1")),
-            ("[::1]:8080", Some("[::1]")),
-            ("[::1]", Some("[::1]")),
+            ("App.Example.COM", Some(("app.example.com", None))),
+            ("app.example.com:8443", Some(("app.example.com", Some(8443)))),
+            ("app.example.com.", Some(("app.example.com", None))),
+            ("app.example.com.:80", Some(("app.example.com", Some(80)))),
+            ("127.0.0.1:8080", Some(("127.0.0.1", Some(8080)))),
+            ("[::1]:8080", Some(("[::1]", Some(8080)))),
+            ("[::1]", Some(("[::1]", None))),
             ("", None),
             ("app.example.com:", None),
             ("app.example.com:http", None),
+            ("app.example.com:99999", None),
+            ("admin.example.com:x.example.com:443", None),
+            ("admin.example.com:443:443", None),
             ("a b", None),
             ("evil.com/x", None),
             ("user@evil.com", None),
+            ("a..b", None),
+            ("::1", None),
+            ("[::1]x", None),
+            ("[not-v6]", None),
         ];
         for (raw, want) in cases {
-            assert_eq!(normalize_host(raw).as_deref(), want, "{raw:?}");
+            let got = parse_authority(raw);
+            let got = got.as_ref().map(|a| (a.host(), a.port()));
+            assert_eq!(got, want, "{raw:?}");
         }
+        assert_eq!(parse_authority("App.Example.com.:8443").unwrap().as_str(), "app.example.com:8443");
     }
 
     #[test]
     fn host_patterns_parse_or_explain() {
         assert_eq!(HostPattern::parse("*").unwrap(), HostPattern::Any);
-        assert_eq!(
-            HostPattern::parse("*.Example.com").unwrap(),
-            HostPattern::Suffix(".example.com".into())
-        );
+        assert_eq!(HostPattern::parse("*.Example.com").unwrap(), HostPattern::Suffix(".example.com".into()));
         assert_eq!(
             HostPattern::parse("App.example.com.").unwrap(),
             HostPattern::Exact("app.example.com".into())
         );
-        assert_eq!(
-            HostPattern::parse("127.0.0.1").unwrap(),
-            HostPattern::Exact("127.0.0.1".into())
-        );
-        for bad in [
-            "",
-            "https://app",
-            "app:8080",
-            "app/x",
-            "a..b",
-            "*.",
-            "**.x",
-            "a.*.com",
-            "*.127.0.0.1x:",
-        ] {
+        assert_eq!(HostPattern::parse("127.0.0.1").unwrap(), HostPattern::Exact("127.0.0.1".into()));
+        for bad in
+            ["", "https://app", "app:8080", "app/x", "a..b", "*.", "**.x", "a.*.com", "*.127.0.0.1x:", "::1"]
+        {
             assert!(HostPattern::parse(bad).is_err(), "{bad}");
         }
     }

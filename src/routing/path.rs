@@ -4,6 +4,7 @@
 //! Hand-written because the rules are security policy, not generic URL handling: `url` and
 //! `percent-encoding` decode everything (including `%2F`), which is exactly what must not happen.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// Why a request path is refused with 400.
@@ -25,6 +26,10 @@ pub enum PathRejection {
     AboveRoot,
     /// A dot segment with parameters (`..;x`), which servlet containers read as `..`.
     DotSegmentWithParameters,
+    /// A segment that is only parameters (`/;x/`), which servlet containers drop.
+    EmptySegmentWithParameters,
+    /// `%3B`: an encoded `;` that a server decoding before splitting parameters would split on.
+    EncodedSemicolon,
     /// An encoded percent sign in front of an encoded dot, slash or backslash (`%252e`), which a
     /// server that decodes twice would turn into a traversal.
     DoubleEncoding,
@@ -40,9 +45,9 @@ impl fmt::Display for PathRejection {
             PathRejection::BadEscape => "the path contains a malformed percent-escape",
             PathRejection::NonAscii => "the path contains a raw non-ASCII byte",
             PathRejection::AboveRoot => "the path climbs above '/'",
-            PathRejection::DotSegmentWithParameters => {
-                "the path contains a dot segment with parameters"
-            }
+            PathRejection::DotSegmentWithParameters => "the path contains a dot segment with parameters",
+            PathRejection::EmptySegmentWithParameters => "the path contains a segment with only parameters",
+            PathRejection::EncodedSemicolon => "the path contains an encoded ';'",
             PathRejection::DoubleEncoding => "the path contains a double-encoded character",
         })
     }
@@ -78,9 +83,7 @@ fn decode_unreserved(raw: &[u8]) -> Result<String, PathRejection> {
                     b'/' => return Err(PathRejection::EncodedSlash),
                     b'\\' => return Err(PathRejection::Backslash),
                     0..0x20 | 0x7f => return Err(PathRejection::ControlCharacter),
-                    b'%' if is_encoded_separator(&raw[i + 3..]) => {
-                        return Err(PathRejection::DoubleEncoding);
-                    }
+                    b';' => return Err(PathRejection::EncodedSemicolon),
                     _ if is_unreserved(v) => out.push(char::from(v)),
                     _ => {
                         out.push('%');
@@ -99,16 +102,21 @@ fn decode_unreserved(raw: &[u8]) -> Result<String, PathRejection> {
             }
         }
     }
+    // checked on the output: `%25%32%65` only becomes `%252e` once `%32%65` is decoded
+    if has_double_encoded_separator(&out) {
+        return Err(PathRejection::DoubleEncoding);
+    }
     Ok(out)
 }
 
-/// After a decoded `%25`: does `2e`, `2f` or `5c` follow (an encoded `.`, `/` or `\`)?
-fn is_encoded_separator(rest: &[u8]) -> bool {
-    matches!(
-        rest.get(..2)
-            .map(|p| [p[0].to_ascii_lowercase(), p[1].to_ascii_lowercase()]),
-        Some([b'2', b'e'] | [b'2', b'f'] | [b'5', b'c'])
-    )
+/// Does `%25` followed by `2E`, `2F` or `5C` (an encoded `.`, `/` or `\`) appear?
+fn has_double_encoded_separator(decoded: &str) -> bool {
+    decoded.match_indices("%25").any(|(i, _)| {
+        matches!(
+            decoded.as_bytes().get(i + 3..i + 5).map(|p| [p[0], p[1].to_ascii_lowercase()]),
+            Some([b'2', b'e'] | [b'2', b'f'] | [b'5', b'c'])
+        )
+    })
 }
 
 /// Resolves `.`/`..`, merges empty segments, keeps one trailing slash.
@@ -124,9 +132,11 @@ fn remove_dot_segments(path: &str) -> Result<String, PathRejection> {
                 trailing_slash = true;
             }
             _ => {
-                let name = seg.split(';').next().unwrap_or(seg);
-                if name == "." || name == ".." {
-                    return Err(PathRejection::DotSegmentWithParameters);
+                match seg.split(';').next() {
+                    Some("." | "..") => return Err(PathRejection::DotSegmentWithParameters),
+                    // `/;x/admin`: servlet containers drop the empty segment and serve /admin
+                    Some("") => return Err(PathRejection::EmptySegmentWithParameters),
+                    _ => {}
                 }
                 segments.push(seg);
             }
@@ -150,45 +160,54 @@ fn is_unreserved(b: u8) -> bool {
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 
 fn hex(b: u8) -> Option<u8> {
-    char::from(b)
-        .to_digit(16)
-        .and_then(|d| u8::try_from(d).ok())
+    char::from(b).to_digit(16).and_then(|d| u8::try_from(d).ok())
 }
 
 /// A route's `path` in canonical form: normalised, no trailing slash (but `/`), no parameters.
 pub fn normalize_route_path(path: &str) -> Result<String, String> {
     if path.contains(';') || path.contains('?') || path.contains('#') {
-        return Err(format!(
-            "{path:?}: a route path cannot contain ';', '?' or '#'"
-        ));
+        return Err(format!("{path:?}: a route path cannot contain ';', '?' or '#'"));
     }
     let normal = normalize_path(path.as_bytes()).map_err(|e| format!("{path:?}: {e}"))?;
-    let trimmed = if normal.len() > 1 {
-        normal.trim_end_matches('/')
-    } else {
-        &normal
-    };
-    let given = if path.len() > 1 {
-        path.trim_end_matches('/')
-    } else {
-        path
-    };
+    let trimmed = if normal.len() > 1 { normal.trim_end_matches('/') } else { &normal };
+    let given = if path.len() > 1 { path.trim_end_matches('/') } else { path };
     if trimmed != given {
         return Err(format!("{path:?} is not in normal form; write {trimmed:?}"));
     }
     Ok(trimmed.to_owned())
 }
 
-/// Does `path` (normalised) fall under the route prefix `prefix` (from `normalize_route_path`)?
-///
-/// Matching is on whole segments, and a segment's `;parameters` do not hide it: servlet
-/// containers serve `/admin;x/` as `/admin/`, so it must match the `/admin` route.
-pub fn path_has_prefix(path: &str, prefix: &str) -> bool {
+/// The form of a normalised path that routes are matched against: every segment's
+/// `;parameters` removed (servlet containers serve `/api;x/admin` as `/api/admin`, so it must
+/// match the `/api/admin` route), and lower-cased when paths are case-insensitive (IIS serves
+/// `/ADMIN` as `/admin`). Borrowed, without allocating, in the common case.
+pub fn route_key(path: &str, case_insensitive: bool) -> Cow<'_, str> {
+    let needs_lower = case_insensitive && path.bytes().any(|b| b.is_ascii_uppercase());
+    if !path.contains(';') && !needs_lower {
+        return Cow::Borrowed(path);
+    }
+    let mut key = String::with_capacity(path.len());
+    for (i, seg) in path.split('/').enumerate() {
+        if i > 0 {
+            key.push('/');
+        }
+        key.push_str(seg.split(';').next().unwrap_or(seg));
+    }
+    if case_insensitive {
+        key.make_ascii_lowercase();
+    }
+    Cow::Owned(key)
+}
+
+/// Does a route key (from `route_key`) fall under the route prefix `prefix` (from
+/// `normalize_route_path`)? Matching is on whole segments: `/admin` covers `/admin` and
+/// `/admin/x`, never `/administrator`.
+pub fn path_has_prefix(key: &str, prefix: &str) -> bool {
     if prefix == "/" {
         return true;
     }
-    match path.strip_prefix(prefix) {
-        Some(rest) => rest.is_empty() || rest.starts_with('/') || rest.starts_with(';'),
+    match key.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
         None => false,
     }
 }
@@ -224,6 +243,11 @@ mod tests {
             ("/file%3fq", Ok("/file%3Fq")),
             ("/caf%c3%a9", Ok("/caf%C3%A9")),
             ("/admin;jsessionid=ABC/x", Ok("/admin;jsessionid=ABC/x")),
+            ("/api;v=1/admin", Ok("/api;v=1/admin")),
+            ("/;/admin", Err(EmptySegmentWithParameters)),
+            ("/;x=1/admin", Err(EmptySegmentWithParameters)),
+            ("/admin%3bx/", Err(EncodedSemicolon)),
+            ("/admin%3B/", Err(EncodedSemicolon)),
             ("/app/..%2fadmin", Err(EncodedSlash)),
             ("/admin%2fx", Err(EncodedSlash)),
             ("/admin%2Fx", Err(EncodedSlash)),
@@ -249,6 +273,9 @@ mod tests {
             ("/pub/%252e%252e/admin", Err(DoubleEncoding)),
             ("/pub/%252fadmin", Err(DoubleEncoding)),
             ("/pub/%255Cadmin", Err(DoubleEncoding)),
+            ("/pub/%25%32%65%25%32%65/admin", Err(DoubleEncoding)),
+            ("/pub/%25%32%46admin", Err(DoubleEncoding)),
+            ("/pub/%25%35%63admin", Err(DoubleEncoding)),
             ("/100%25", Ok("/100%25")),
             ("admin", Err(NotAbsolute)),
             ("*", Err(NotAbsolute)),
@@ -256,11 +283,7 @@ mod tests {
         ];
         for (raw, want) in cases {
             let got = normalize_path(raw.as_bytes());
-            assert_eq!(
-                got.as_deref().map_err(|e| *e),
-                *want,
-                "normalize_path({raw:?})"
-            );
+            assert_eq!(got.as_deref().map_err(|e| *e), *want, "normalize_path({raw:?})");
         }
         assert!(cases.len() >= 30);
     }
@@ -278,9 +301,7 @@ mod tests {
         assert_eq!(normalize_route_path("/").unwrap(), "/");
         assert_eq!(normalize_route_path("/app/").unwrap(), "/app");
         assert_eq!(normalize_route_path("/app").unwrap(), "/app");
-        for bad in [
-            "app", "/a/../b", "//app", "/%61pp", "/a;b", "/a?b", "/a%2fb",
-        ] {
+        for bad in ["app", "/a/../b", "//app", "/%61pp", "/a;b", "/a?b", "/a%2fb"] {
             assert!(normalize_route_path(bad).is_err(), "{bad}");
         }
     }
@@ -288,17 +309,24 @@ mod tests {
     #[test]
     fn prefixes_match_whole_segments_and_see_through_parameters() {
         let cases = [
-            ("/admin", "/admin", true),
-            ("/admin/", "/admin", true),
-            ("/admin/x", "/admin", true),
-            ("/admin;jsessionid=1/x", "/admin", true),
-            ("/administrator", "/admin", false),
-            ("/adm", "/admin", false),
-            ("/anything", "/", true),
-            ("/Admin", "/admin", false),
+            ("/admin", "/admin", false, true),
+            ("/admin/", "/admin", false, true),
+            ("/admin/x", "/admin", false, true),
+            ("/admin;jsessionid=1/x", "/admin", false, true),
+            ("/api;v=1/admin/users", "/api/admin", false, true),
+            ("/api/admin;x", "/api/admin", false, true),
+            ("/administrator", "/admin", false, false),
+            ("/administrator;x", "/admin", false, false),
+            ("/adm", "/admin", false, false),
+            ("/anything", "/", false, true),
+            ("/Admin", "/admin", false, false),
+            ("/Admin", "/admin", true, true),
+            ("/ADMIN;X=1/Y", "/admin/y", true, true),
         ];
-        for (path, prefix, want) in cases {
-            assert_eq!(path_has_prefix(path, prefix), want, "{path} under {prefix}");
+        for (path, prefix, case_insensitive, want) in cases {
+            let key = route_key(path, case_insensitive);
+            assert_eq!(path_has_prefix(&key, prefix), want, "{path} under {prefix} (ci={case_insensitive})");
         }
+        assert!(matches!(route_key("/plain/path", true), Cow::Borrowed(_)));
     }
 }

@@ -40,16 +40,11 @@ impl Proc {
     /// Starts a node script in tests/idp and returns it with the JSON line it prints when ready.
     fn node(name: &'static str, script: &str, env: &[(&str, &str)]) -> (Proc, serde_json::Value) {
         let mut cmd = Command::new("node");
-        cmd.arg(script)
-            .current_dir(idp_dir())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+        cmd.arg(script).current_dir(idp_dir()).stdout(Stdio::piped()).stderr(Stdio::inherit());
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start node {script}: {e}"));
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start node {script}: {e}"));
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -63,8 +58,7 @@ impl Proc {
         let line = rx
             .recv_timeout(Duration::from_secs(30))
             .unwrap_or_else(|_| panic!("{name} did not report readiness"));
-        let ready =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{name} printed {line:?}: {e}"));
+        let ready = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{name} printed {line:?}: {e}"));
         (proc, ready)
     }
 }
@@ -80,10 +74,7 @@ impl Idp {
     /// Starts the IdP with extra environment (see tests/idp/idp.mjs for the settings).
     pub fn start(env: &[(&str, &str)]) -> Idp {
         let (proc, ready) = Proc::node("idp", "idp.mjs", env);
-        Idp {
-            _proc: proc,
-            issuer: ready["issuer"].as_str().unwrap().to_owned(),
-        }
+        Idp { _proc: proc, issuer: ready["issuer"].as_str().unwrap().to_owned() }
     }
 }
 
@@ -98,10 +89,7 @@ impl Echo {
     /// Starts an echo app that names itself `name` in every answer.
     pub fn start(name: &str) -> Echo {
         let (proc, ready) = Proc::node("echo", "echo.mjs", &[("ECHO_NAME", name)]);
-        Echo {
-            _proc: proc,
-            port: ready["port"].as_u64().unwrap() as u16,
-        }
+        Echo { _proc: proc, port: ready["port"].as_u64().unwrap() as u16 }
     }
 
     /// `http://127.0.0.1:<port>`.
@@ -112,11 +100,7 @@ impl Echo {
 
 /// A free TCP port on loopback (released for the caller to bind).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A running authgate.
@@ -152,15 +136,7 @@ impl Gate {
             .stderr(log)
             .spawn()
             .unwrap();
-        let gate = Gate {
-            proc: Proc {
-                child,
-                name: "authgate",
-            },
-            port,
-            admin_port,
-            dir,
-        };
+        let gate = Gate { proc: Proc { child, name: "authgate" }, port, admin_port, dir };
         gate.wait_healthy();
         gate
     }
@@ -168,13 +144,8 @@ impl Gate {
     fn wait_healthy(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            let health = try_raw(
-                self.admin_port,
-                "GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n",
-            );
-            if health.is_ok_and(|r| r.status == 200)
-                && TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-            {
+            let health = try_raw(self.admin_port, "GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n");
+            if health.is_ok_and(|r| r.status == 200) && TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -228,10 +199,7 @@ impl Response {
 
     /// The first value of a response header.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 }
 
@@ -241,22 +209,13 @@ pub fn echoed_headers(echo: &serde_json::Value) -> Vec<(String, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| {
-            (
-                p[0].as_str().unwrap().to_owned(),
-                p[1].as_str().unwrap().to_owned(),
-            )
-        })
+        .map(|p| (p[0].as_str().unwrap().to_owned(), p[1].as_str().unwrap().to_owned()))
         .collect()
 }
 
 /// Values of an echoed header, by case-insensitive name.
 pub fn echoed(echo: &serde_json::Value, name: &str) -> Vec<String> {
-    echoed_headers(echo)
-        .into_iter()
-        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v)
-        .collect()
+    echoed_headers(echo).into_iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v).collect()
 }
 
 /// Writes `request` to `port` and reads one response (Content-Length, chunked or until close).
@@ -304,19 +263,13 @@ pub fn try_raw(port: u16, request: &str) -> std::io::Result<Response> {
     } else if status != 204 && status != 304 && status >= 200 {
         reader.read_to_end(&mut body)?;
     }
-    Ok(Response {
-        status,
-        headers,
-        body,
-    })
+    Ok(Response { status, headers, body })
 }
 
 /// Runs the authgate binary with `args` and returns (exit code, stdout, stderr).
 pub fn authgate(args: &[&str], env: &[(&str, &str)], dir: &Path) -> (i32, String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_authgate"));
-    cmd.args(args)
-        .current_dir(dir)
-        .env_remove("AUTHGATE_CONFIG");
+    cmd.args(args).current_dir(dir).env_remove("AUTHGATE_CONFIG");
     for (k, v) in env {
         cmd.env(k, v);
     }
