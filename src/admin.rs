@@ -10,24 +10,33 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
 use crate::gateway::Gateway;
+use crate::oidc::OidcProvider;
 
 /// Serves the admin endpoints.
 pub struct AdminApp {
     gateway: Arc<ArcSwap<Gateway>>,
+    provider: Option<Arc<OidcProvider>>,
 }
 
 impl AdminApp {
-    /// Admin endpoints over the current gateway state.
-    pub fn new(gateway: Arc<ArcSwap<Gateway>>) -> Self {
-        Self { gateway }
+    /// Admin endpoints over the current gateway state and the provider's documents.
+    pub fn new(gateway: Arc<ArcSwap<Gateway>>, provider: Option<Arc<OidcProvider>>) -> Self {
+        Self { gateway, provider }
     }
 }
 
-/// The readiness report: one entry per dependency.
-pub fn readiness(gateway: &Gateway) -> (bool, serde_json::Value) {
+/// The readiness report: one entry per dependency, ready only when all are.
+pub fn readiness(gateway: &Gateway, provider: Option<&OidcProvider>) -> (bool, serde_json::Value) {
     let routes = gateway.config.routes.len();
-    let checks = serde_json::json!({ "config": { "ready": true, "routes": routes } });
-    (true, serde_json::json!({ "ready": true, "checks": checks }))
+    let mut checks = serde_json::json!({ "config": { "ready": true, "routes": routes } });
+    let mut ready = true;
+    if let Some(p) = provider {
+        let (discovery, keys) = p.readiness();
+        ready &= discovery && keys;
+        checks["provider_discovery"] = serde_json::json!({ "ready": discovery, "issuer": p.issuer });
+        checks["provider_keys"] = serde_json::json!({ "ready": keys, "keys": p.jwks.current().len() });
+    }
+    (ready, serde_json::json!({ "ready": ready, "checks": checks }))
 }
 
 #[async_trait]
@@ -37,7 +46,7 @@ impl ServeHttp for AdminApp {
         let (status, body) = match path {
             "/healthz" => (StatusCode::OK, b"ok\n".to_vec()),
             "/readyz" => {
-                let (ready, report) = readiness(&self.gateway.load());
+                let (ready, report) = readiness(&self.gateway.load(), self.provider.as_deref());
                 let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
                 (status, format!("{report}\n").into_bytes())
             }

@@ -4,9 +4,11 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use http::HeaderName;
 use ipnet::IpNet;
 
-use crate::config::{Config, RouteConfig};
+use crate::config::{Config, HeaderNames, RouteConfig};
+use crate::jwt::TokenVerifier;
 use crate::policy::RoutePolicy;
 use crate::proxy::canonical_header;
 use crate::routing::{HostPattern, Route, RouteTable, Timeouts, normalize_route_path};
@@ -23,6 +25,9 @@ pub enum BuildError {
         /// What went wrong.
         source: UpstreamError,
     },
+    /// A header name that validation should have refused.
+    #[error("{0}")]
+    Header(String),
     /// A route key that validation should have refused.
     #[error("routes[{index}]: {message}")]
     Route {
@@ -46,11 +51,59 @@ pub struct Gateway {
     pub trusted_proxies: Vec<IpNet>,
     /// Configured identity header names in canonical form, stripped from every client request.
     pub identity_headers: Vec<String>,
+    /// The identity headers to send upstream, parsed once.
+    pub identity_header_names: IdentityHeaderNames,
+    /// Bearer-token verification, when a provider is configured.
+    pub verifier: Option<Arc<TokenVerifier>>,
+}
+
+/// The `[headers]` names as ready-made header names.
+#[derive(Debug, Clone)]
+pub struct IdentityHeaderNames {
+    /// `sub`.
+    pub user_id: HeaderName,
+    /// `email`.
+    pub email: HeaderName,
+    /// `name`.
+    pub name: HeaderName,
+    /// `licenses`, comma-separated.
+    pub licenses: HeaderName,
+    /// `organization_id`.
+    pub organization: HeaderName,
+    /// `permissions`, comma-separated.
+    pub permissions: HeaderName,
+    /// `user_type`.
+    pub user_type: HeaderName,
+    /// The access token (`pass_access_token`).
+    pub access_token: HeaderName,
+    /// An M2M token's client id.
+    pub client_id: HeaderName,
+}
+
+impl IdentityHeaderNames {
+    fn parse(h: &HeaderNames) -> Result<Self, BuildError> {
+        let name = |key: &str, v: &str| {
+            HeaderName::from_bytes(v.as_bytes())
+                .map_err(|_| BuildError::Header(format!("headers.{key}: {v:?} is not a header name")))
+        };
+        Ok(Self {
+            user_id: name("user_id", &h.user_id)?,
+            email: name("email", &h.email)?,
+            name: name("name", &h.name)?,
+            licenses: name("licenses", &h.licenses)?,
+            organization: name("organization", &h.organization)?,
+            permissions: name("permissions", &h.permissions)?,
+            user_type: name("user_type", &h.user_type)?,
+            access_token: name("access_token", &h.access_token)?,
+            client_id: name("client_id", &h.client_id)?,
+        })
+    }
 }
 
 impl Gateway {
-    /// Builds the runtime state, resolving upstream host names.
-    pub fn build(config: Arc<Config>) -> Result<Self, BuildError> {
+    /// Builds the runtime state, resolving upstream host names. `verifier` checks bearer
+    /// tokens (it outlives reloads, so it is built by the caller).
+    pub fn build(config: Arc<Config>, verifier: Option<Arc<TokenVerifier>>) -> Result<Self, BuildError> {
         let mut routes = Vec::with_capacity(config.routes.len());
         for (index, rc) in config.routes.iter().enumerate() {
             routes.push(Arc::new(build_route(&config, index, rc)?));
@@ -62,8 +115,23 @@ impl Gateway {
             routes: RouteTable::new(routes, |r| &r.host, |r| &r.path),
             case_insensitive_paths: config.server.case_insensitive_paths,
             identity_headers,
+            identity_header_names: IdentityHeaderNames::parse(&config.headers)?,
+            verifier,
             config,
         })
+    }
+
+    /// The gateway's public origin for a request to `host`: the `public_url` with that host,
+    /// else the first `public_url`, else the request's own scheme and authority.
+    pub fn public_origin(&self, host: &str, authority: &str, tls: bool) -> String {
+        let urls = &self.config.server.public_url;
+        let same_host = urls
+            .iter()
+            .find(|u| url::Url::parse(u).ok().and_then(|p| p.host_str().map(|h| h == host)) == Some(true));
+        match same_host.or(urls.first()) {
+            Some(u) => u.trim_end_matches('/').to_owned(),
+            None => format!("{}://{authority}", if tls { "https" } else { "http" }),
+        }
     }
 
     /// Is `peer` a proxy whose `X-Forwarded-*` headers we believe?
@@ -89,6 +157,11 @@ fn build_route(config: &Config, index: usize, rc: &RouteConfig) -> Result<Route,
         auth: rc.auth,
         policy: RoutePolicy::from_route(rc),
         upstream,
+        audiences: if rc.audience.is_empty() {
+            config.provider.as_ref().map(|p| p.audience.clone()).unwrap_or_default()
+        } else {
+            rc.audience.clone()
+        },
         pass_access_token: rc.pass_access_token,
         preserve_host: rc.preserve_host,
         timeouts: Timeouts {

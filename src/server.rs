@@ -1,18 +1,23 @@
 //! Assembling the Pingora server from a validated config: proxy listeners (plain, h2c, TLS
 //! with HTTP/2), the admin listener, and process settings (threads, graceful shutdown).
 
+use std::str::FromStr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use jsonwebtoken::Algorithm;
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::server::Server;
 use pingora::server::configuration::ServerConf;
+use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::admin::AdminApp;
 use crate::config::{Config, resolve_path};
 use crate::gateway::{BuildError, Gateway};
+use crate::jwt::TokenVerifier;
+use crate::oidc::{OidcProvider, ProviderRefresher};
 use crate::proxy::AuthGate;
 
 /// Why the server could not start.
@@ -21,6 +26,9 @@ pub enum StartError {
     /// The config is valid but cannot be served (e.g. an upstream does not resolve).
     #[error(transparent)]
     Build(#[from] BuildError),
+    /// The provider settings cannot be used.
+    #[error("provider: {0}")]
+    Provider(String),
     /// TLS certificate or key could not be loaded.
     #[error("server.tls: cannot load the certificate or key: {0}")]
     Tls(String),
@@ -29,7 +37,27 @@ pub enum StartError {
 /// Builds the server for `config`. `base_dir` resolves relative paths (the config file's dir).
 pub fn build(config: Config, base_dir: &std::path::Path) -> Result<Server, StartError> {
     let config = Arc::new(config);
-    let gateway = Arc::new(ArcSwap::from_pointee(Gateway::build(config.clone())?));
+    let provider = match &config.provider {
+        Some(p) => Some(Arc::new(OidcProvider::new(p).map_err(|e| StartError::Provider(e.to_string()))?)),
+        None => None,
+    };
+    let verifier = match (&provider, &config.provider) {
+        (Some(provider), Some(p)) => {
+            let algorithms = p
+                .algorithms
+                .iter()
+                .map(|a| Algorithm::from_str(a).map_err(|_| StartError::Provider(format!("algorithm {a:?}"))))
+                .collect::<Result<Vec<_>, _>>()?;
+            Some(Arc::new(TokenVerifier::new(
+                provider.clone(),
+                algorithms,
+                p.leeway.get().as_secs(),
+                p.token_cache_size,
+            )))
+        }
+        _ => None,
+    };
+    let gateway = Arc::new(ArcSwap::from_pointee(Gateway::build(config.clone(), verifier)?));
     let s = &config.server;
     let threads = match s.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -71,7 +99,11 @@ pub fn build(config: Config, base_dir: &std::path::Path) -> Result<Server, Start
     }
     server.add_service(proxy);
 
-    let mut admin = Service::new("authgate admin".into(), AdminApp::new(gateway));
+    if let Some(provider) = &provider {
+        server.add_service(background_service("provider refresh", ProviderRefresher(provider.clone())));
+    }
+
+    let mut admin = Service::new("authgate admin".into(), AdminApp::new(gateway, provider));
     admin.add_tcp(&s.admin_listen);
     server.add_service(admin);
     Ok(server)

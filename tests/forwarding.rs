@@ -19,6 +19,7 @@ threads = 2
 [provider]
 issuer = "http://127.0.0.1:1"
 client_id = "authgate"
+audience = "authgate"
 
 [session]
 secret = "integration-test-secret-0123456789abcdef"

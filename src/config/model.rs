@@ -134,11 +134,68 @@ pub struct ProviderConfig {
     /// Scopes requested at login.
     #[serde(default = "default_scopes")]
     pub scopes: Vec<String>,
-    /// Audience that access tokens must carry.
-    pub audience: Option<String>,
+    /// Audiences accepted in bearer tokens' `aud` (one must be present); routes may override.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub audience: Vec<String>,
+    /// Signature algorithms accepted in bearer tokens (never `none` or HMAC).
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    /// Clock skew allowed on `exp`, `nbf` and `iat`.
+    #[serde(default = "default_leeway")]
+    pub leeway: Duration,
+    /// Least time between JWKS refetches caused by tokens with an unknown `kid`.
+    #[serde(default = "default_jwks_cooldown")]
+    pub jwks_cooldown: Duration,
+    /// Shortest background JWKS refresh interval (a smaller `max-age` is raised to it).
+    #[serde(default = "default_jwks_min_refresh")]
+    pub jwks_min_refresh: Duration,
+    /// Longest background JWKS refresh interval (also used without `max-age`).
+    #[serde(default = "default_jwks_max_refresh")]
+    pub jwks_max_refresh: Duration,
+    /// Time limit of every request to the provider.
+    #[serde(default = "default_http_timeout")]
+    pub http_timeout: Duration,
+    /// Size limit of every document fetched from the provider.
+    #[serde(default = "default_max_response_size")]
+    pub max_response_size: ByteSize,
+    /// How many verified bearer tokens are remembered (each until it expires).
+    #[serde(default = "default_token_cache_size")]
+    pub token_cache_size: u64,
     /// Extra query parameters for the authorization request (e.g. `kc_idp_hint`).
     #[serde(default)]
     pub extra_authorize_params: BTreeMap<String, String>,
+}
+
+fn default_algorithms() -> Vec<String> {
+    ["RS256", "PS256", "ES256", "EdDSA"].map(String::from).to_vec()
+}
+
+fn default_leeway() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_jwks_cooldown() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_jwks_min_refresh() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_jwks_max_refresh() -> Duration {
+    Duration::from_secs(3600)
+}
+
+fn default_http_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_max_response_size() -> ByteSize {
+    ByteSize(1024 * 1024)
+}
+
+fn default_token_cache_size() -> u64 {
+    100_000
 }
 
 fn default_scopes() -> Vec<String> {
@@ -209,6 +266,8 @@ pub struct HeaderNames {
     pub user_type: String,
     /// The access token, on routes with `pass_access_token`.
     pub access_token: String,
+    /// The client id of a client-credentials (M2M) token.
+    pub client_id: String,
 }
 
 impl Default for HeaderNames {
@@ -222,13 +281,14 @@ impl Default for HeaderNames {
             permissions: "X-User-Permissions".into(),
             user_type: "X-User-Type".into(),
             access_token: "X-Forwarded-Access-Token".into(),
+            client_id: "X-Client-Id".into(),
         }
     }
 }
 
 impl HeaderNames {
     /// Every configured name with its config key, in a fixed order.
-    pub fn entries(&self) -> [(&'static str, &str); 8] {
+    pub fn entries(&self) -> [(&'static str, &str); 9] {
         [
             ("user_id", &self.user_id),
             ("email", &self.email),
@@ -238,6 +298,7 @@ impl HeaderNames {
             ("permissions", &self.permissions),
             ("user_type", &self.user_type),
             ("access_token", &self.access_token),
+            ("client_id", &self.client_id),
         ]
     }
 }
@@ -303,6 +364,12 @@ pub struct RouteConfig {
     /// Client-credentials tokens of these clients are accepted.
     #[serde(default)]
     pub clients: Vec<String>,
+    /// Bearer tokens must carry every one of these scopes.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Overrides `[provider] audience` for bearer tokens on this route.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub audience: Vec<String>,
     /// Send the access token upstream in the `access_token` header.
     #[serde(default)]
     pub pass_access_token: bool,
@@ -320,13 +387,15 @@ pub struct RouteConfig {
 impl RouteConfig {
     /// The policy keys that are set, by config name.
     pub fn policy_keys_set(&self) -> Vec<&'static str> {
-        let lists: [(&'static str, &Vec<String>); 6] = [
+        let lists: [(&'static str, &Vec<String>); 8] = [
             ("licenses", &self.licenses),
             ("licenses_all", &self.licenses_all),
             ("permissions", &self.permissions),
             ("user_types", &self.user_types),
             ("organizations", &self.organizations),
             ("clients", &self.clients),
+            ("scopes", &self.scopes),
+            ("audience", &self.audience),
         ];
         let mut set: Vec<&'static str> =
             lists.iter().filter(|(_, v)| !v.is_empty()).map(|(k, _)| *k).collect();

@@ -32,6 +32,10 @@ const RESERVED_AUTHORIZE_PARAMS: &[&str] = &[
     "request_uri",
 ];
 
+/// Algorithms a bearer token may be signed with: public-key ones only.
+pub const SIGNATURE_ALGORITHMS: &[&str] =
+    &["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"];
+
 /// Headers that an identity header name must never shadow.
 const RESERVED_HEADERS: &[&str] = &[
     "host",
@@ -163,8 +167,47 @@ fn provider(config: &mut Config, base_dir: &Path, p: &mut Problems) {
     if let Some(s) = pr.scopes.iter().find(|s| s.is_empty() || s.contains(char::is_whitespace)) {
         p.at("provider.scopes", format!("{s:?} is not a single scope"));
     }
-    if pr.audience.as_deref().is_some_and(|a| a.trim().is_empty()) {
-        p.at("provider.audience", "must not be empty when given");
+    if pr.audience.iter().any(|a| a.trim().is_empty()) {
+        p.at("provider.audience", "must not contain an empty audience");
+    }
+    for (i, alg) in pr.algorithms.iter().enumerate() {
+        if !SIGNATURE_ALGORITHMS.contains(&alg.as_str()) {
+            p.at(
+                format!("provider.algorithms[{i}]"),
+                format!(
+                    "{alg:?} is not accepted; use public-key algorithms: {}",
+                    SIGNATURE_ALGORITHMS.join(", ")
+                ),
+            );
+        }
+    }
+    if pr.algorithms.is_empty() {
+        p.at("provider.algorithms", "must list at least one algorithm");
+    }
+    if pr.leeway.get() > std::time::Duration::from_secs(600) {
+        p.at("provider.leeway", "must be at most 10m");
+    }
+    if pr.jwks_cooldown.get() < std::time::Duration::from_secs(1) {
+        p.at(
+            "provider.jwks_cooldown",
+            "must be at least 1s (it protects the provider from unknown-kid floods)",
+        );
+    }
+    if pr.jwks_min_refresh.get() < std::time::Duration::from_secs(1) {
+        p.at("provider.jwks_min_refresh", "must be at least 1s");
+    }
+    if pr.jwks_min_refresh > pr.jwks_max_refresh {
+        p.at("provider.jwks_min_refresh", "is longer than jwks_max_refresh");
+    }
+    timeout("provider.http_timeout", pr.http_timeout, p);
+    if pr.http_timeout.get() > std::time::Duration::from_secs(60) {
+        p.at("provider.http_timeout", "must be at most 60s: requests may wait on it");
+    }
+    if !(1024..=16 * 1024 * 1024).contains(&pr.max_response_size.0) {
+        p.at("provider.max_response_size", "must be between 1KiB and 16MiB");
+    }
+    if pr.token_cache_size == 0 {
+        p.at("provider.token_cache_size", "must be at least 1");
     }
     for key in pr.extra_authorize_params.keys() {
         if RESERVED_AUTHORIZE_PARAMS.contains(&key.as_str()) {
@@ -314,6 +357,17 @@ fn routes(config: &Config, p: &mut Problems) {
                         at("clients"),
                         "client-credentials tokens are bearer tokens: use auth = \"api\" or \"any\"",
                     );
+                }
+                let audience_known = !r.audience.is_empty()
+                    || config.provider.as_ref().is_some_and(|pr| !pr.audience.is_empty());
+                if matches!(mode, AuthMode::Api | AuthMode::Any) && !audience_known {
+                    p.at(
+                        at("audience"),
+                        "bearer tokens need an expected audience: set it here or in [provider] audience",
+                    );
+                }
+                if mode == AuthMode::Browser && !r.audience.is_empty() {
+                    p.at(at("audience"), "applies to bearer tokens only: use auth = \"api\" or \"any\"");
                 }
                 if mode != AuthMode::Api && config.server.public_url.is_empty() {
                     p.at(at("auth"), "browser sign-in needs `server.public_url` to build the redirect URI");

@@ -9,6 +9,9 @@ use std::net::IpAddr;
 use http::HeaderName;
 use pingora::http::RequestHeader;
 
+use crate::gateway::IdentityHeaderNames;
+use crate::jwt::Identity;
+
 /// Headers removed from every client request, trusted peer or not.
 const ALWAYS_STRIPPED: &[&str] = &[
     // path-override headers honoured by IIS, Symfony, Zend, Spring and others
@@ -113,6 +116,42 @@ pub fn shape_request_headers(
     }
     if !(conn.trusted && req.headers.contains_key("x-forwarded-host")) {
         req.insert_header("x-forwarded-host", conn.host)?;
+    }
+    Ok(())
+}
+
+/// Adds the caller's identity headers (after `shape_request_headers` removed any client copies)
+/// and drops the caller's `Authorization`: the app learns who is calling, not their token,
+/// unless the route passes the token on in its own header.
+pub fn add_identity_headers(
+    req: &mut RequestHeader,
+    names: &IdentityHeaderNames,
+    who: &Identity,
+    pass_token: Option<&str>,
+) -> pingora::Result<()> {
+    req.remove_header(&http::header::AUTHORIZATION);
+    if who.machine {
+        if let Some(client) = &who.client_id {
+            req.insert_header(names.client_id.clone(), client.as_str())?;
+        }
+    } else {
+        req.insert_header(names.user_id.clone(), who.subject.as_str())?;
+        let optional = [
+            (&names.email, who.email.as_deref()),
+            (&names.name, who.name.as_deref()),
+            (&names.organization, who.organization_id.as_deref()),
+            (&names.user_type, who.user_type.as_deref()),
+        ];
+        for (name, value) in optional {
+            if let Some(v) = value {
+                req.insert_header(name.clone(), v)?;
+            }
+        }
+        req.insert_header(names.licenses.clone(), who.licenses.join(","))?;
+        req.insert_header(names.permissions.clone(), who.permissions.join(","))?;
+    }
+    if let Some(token) = pass_token {
+        req.insert_header(names.access_token.clone(), token)?;
     }
     Ok(())
 }

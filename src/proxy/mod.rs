@@ -4,6 +4,7 @@
 //! fail_to_connect / fail_to_proxy (retry, 502/504), logging (access log).
 
 mod headers;
+mod metadata;
 mod pipeline;
 mod respond;
 
@@ -16,9 +17,13 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 
-pub use headers::{ClientConnection, canonical_header, shape_request_headers};
-pub use pipeline::{Caller, Rejection, RequestTarget, authenticate, match_route, read_target};
-pub use respond::{escape_html, prefers_html, render};
+pub use headers::{ClientConnection, add_identity_headers, canonical_header, shape_request_headers};
+pub use metadata::{WELL_KNOWN, metadata_url};
+pub use pipeline::{
+    BearerChallenge, Caller, Credentials, Rejection, RequestTarget, authenticate, authorize, match_route,
+    read_credentials, read_target,
+};
+pub use respond::{escape_html, prefers_html, render, www_authenticate};
 
 use crate::gateway::Gateway;
 use crate::routing::Route;
@@ -35,6 +40,20 @@ impl AuthGate {
     }
 }
 
+/// Writes a rejection and ends the request (`Ok(true)`: answered here).
+async fn reject(
+    session: &mut Session,
+    rejection: &Rejection,
+    resource_metadata: Option<&str>,
+) -> Result<bool> {
+    respond::send_rejection(session, rejection, resource_metadata).await?;
+    Ok(true)
+}
+
+fn is_tls(session: &Session) -> bool {
+    session.digest().is_some_and(|d| d.ssl_digest.is_some())
+}
+
 /// Per-request state.
 pub struct RequestCtx {
     started: Instant,
@@ -42,6 +61,7 @@ pub struct RequestCtx {
     gateway: Arc<Gateway>,
     target: Option<RequestTarget>,
     route: Option<Arc<Route>>,
+    caller: Option<Caller>,
     /// The backend of the current attempt.
     backend: Option<usize>,
     /// Backends that refused or timed out a connection during this request.
@@ -58,24 +78,45 @@ impl ProxyHttp for AuthGate {
             gateway: self.gateway.load_full(),
             target: None,
             route: None,
+            caller: None,
             backend: None,
             failed: Vec::new(),
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let limits = &ctx.gateway.config.server.limits;
-        let outcome = read_target(session.req_header(), limits.max_header_size.bytes()).and_then(|target| {
-            let route = match_route(&ctx.gateway, &target)?;
-            ctx.target = Some(target);
-            ctx.route = Some(route.clone());
-            authenticate(&route)
-        });
-        match outcome {
-            Ok(Caller::Anonymous) => Ok(false),
+        let gateway = ctx.gateway.clone();
+        let tls = is_tls(session);
+        let target =
+            match read_target(session.req_header(), gateway.config.server.limits.max_header_size.bytes()) {
+                Ok(t) => t,
+                Err(rejection) => return reject(session, &rejection, None).await,
+            };
+        let origin = gateway.public_origin(target.authority.host(), target.authority.as_str(), tls);
+        if let Some(doc) = metadata::document(&gateway, target.authority.host(), &target.path, &origin) {
+            respond::send_json(session, 200, &doc).await?;
+            return Ok(true);
+        }
+        let route = match match_route(&gateway, &target) {
+            Ok(r) => r,
+            Err(rejection) => return reject(session, &rejection, None).await,
+        };
+        ctx.target = Some(target);
+        ctx.route = Some(route.clone());
+        let decision = match read_credentials(session.req_header()) {
+            Ok(credentials) => authenticate(&route, credentials, gateway.verifier.as_deref())
+                .await
+                .and_then(|caller| authorize(&route, &caller).map(|()| caller)),
+            Err(rejection) => Err(rejection),
+        };
+        match decision {
+            Ok(caller) => {
+                ctx.caller = Some(caller);
+                Ok(false)
+            }
             Err(rejection) => {
-                respond::send_rejection(session, &rejection).await?;
-                Ok(true)
+                let url = metadata_url(&origin, &route.path);
+                reject(session, &rejection, Some(&url)).await
             }
         }
     }
@@ -141,7 +182,7 @@ impl ProxyHttp for AuthGate {
             return Err(Error::explain(InternalError, "request reached upstream without a route"));
         };
         let peer_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
-        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        let tls = is_tls(session);
         let conn = ClientConnection {
             peer_ip,
             trusted: ctx.gateway.trusts(peer_ip),
@@ -149,6 +190,13 @@ impl ProxyHttp for AuthGate {
             host: target.authority.as_str(),
         };
         shape_request_headers(upstream, &ctx.gateway.identity_headers, &conn)?;
+        if let Some(identity) = ctx.caller.as_ref().and_then(Caller::identity) {
+            let token = match read_credentials(session.req_header()) {
+                Ok(Credentials::Bearer(t)) if route.pass_access_token => Some(t),
+                _ => None,
+            };
+            add_identity_headers(upstream, &ctx.gateway.identity_header_names, identity, token)?;
+        }
         upstream.set_raw_path(target.path_and_query.as_bytes())?;
         // absolute-form and HTTP/2 requests carry the authority in the URI: forward origin-form
         let host = match (route.preserve_host, ctx.backend.and_then(|i| route.upstream.get(i))) {
@@ -162,36 +210,28 @@ impl ProxyHttp for AuthGate {
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
         let rejection = match (e.esource(), e.etype()) {
             (_, HTTPStatus(code)) if *code >= 400 => {
-                Some(Rejection { status: *code, code: "error", message: "The request failed.".into() })
+                Some(Rejection::new(*code, "error", "The request failed."))
             }
-            (ErrorSource::Upstream, ConnectTimedout | ReadTimedout | WriteTimedout) => Some(Rejection {
-                status: 504,
-                code: "upstream_timeout",
-                message: "The application did not answer in time.".into(),
-            }),
-            (ErrorSource::Upstream, _) | (_, ConnectNoRoute) => Some(Rejection {
-                status: 502,
-                code: "upstream_unavailable",
-                message: "The application is not reachable right now.".into(),
-            }),
+            (ErrorSource::Upstream, ConnectTimedout | ReadTimedout | WriteTimedout) => {
+                Some(Rejection::new(504, "upstream_timeout", "The application did not answer in time."))
+            }
+            (ErrorSource::Upstream, _) | (_, ConnectNoRoute) => Some(Rejection::new(
+                502,
+                "upstream_unavailable",
+                "The application is not reachable right now.",
+            )),
             (ErrorSource::Downstream, ReadError | WriteError | ConnectionClosed) => None,
-            (ErrorSource::Downstream, _) => Some(Rejection {
-                status: 400,
-                code: "bad_request",
-                message: "The request could not be read.".into(),
-            }),
-            _ => Some(Rejection {
-                status: 500,
-                code: "internal_error",
-                message: "The gateway failed to handle the request.".into(),
-            }),
+            (ErrorSource::Downstream, _) => {
+                Some(Rejection::new(400, "bad_request", "The request could not be read."))
+            }
+            _ => Some(Rejection::new(500, "internal_error", "The gateway failed to handle the request.")),
         };
         let status = match &rejection {
             // a response already under way (e.g. a timeout mid-body) is cut off, never patched
             // with a second one: the closed connection tells the client it is incomplete
             Some(r) if session.response_written().is_some() => r.status,
             Some(r) => {
-                if let Err(err) = respond::send_rejection(session, r).await {
+                if let Err(err) = respond::send_rejection(session, r, None).await {
                     tracing::debug!(error = %err, "could not send the error response");
                 }
                 r.status

@@ -9,6 +9,7 @@ use pingora::http::RequestHeader;
 
 use crate::config::AuthMode;
 use crate::gateway::Gateway;
+use crate::jwt::{Identity, TokenVerifier};
 use crate::routing::{Authority, Route, normalize_path, parse_authority, route_key};
 
 /// A request the gateway answers itself, with this status and reason.
@@ -20,11 +21,30 @@ pub struct Rejection {
     pub code: &'static str,
     /// One sentence for a person.
     pub message: Cow<'static, str>,
+    /// The RFC 6750 challenge to send in `WWW-Authenticate`, if any.
+    pub challenge: Option<BearerChallenge>,
+}
+
+/// What `WWW-Authenticate: Bearer ...` says (RFC 6750 §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BearerChallenge {
+    /// No credentials were sent: no error code.
+    Required,
+    /// A token was sent and is not acceptable.
+    InvalidToken,
+    /// A valid token without the right to this resource.
+    InsufficientScope,
 }
 
 impl Rejection {
-    fn new(status: u16, code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
-        Self { status, code, message: message.into() }
+    /// A rejection without a challenge.
+    pub fn new(status: u16, code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+        Self { status, code, message: message.into(), challenge: None }
+    }
+
+    fn with_challenge(mut self, challenge: BearerChallenge) -> Self {
+        self.challenge = Some(challenge);
+        self
     }
 }
 
@@ -109,17 +129,98 @@ pub fn match_route(gateway: &Gateway, target: &RequestTarget) -> Result<Arc<Rout
 pub enum Caller {
     /// Nobody in particular, on a `public` route.
     Anonymous,
+    /// The holder of a verified bearer token.
+    Bearer(Arc<Identity>),
 }
 
-/// Establishes the caller for a route. Until sign-in and bearer tokens are wired in, every
-/// non-public route fails closed with 401: nothing unauthenticated is ever forwarded to it.
-pub fn authenticate(route: &Route) -> Result<Caller, Rejection> {
-    match route.auth {
-        AuthMode::Public => Ok(Caller::Anonymous),
-        AuthMode::Browser | AuthMode::Api | AuthMode::Any => {
-            Err(Rejection::new(401, "unauthenticated", "Authentication is required to use this application."))
+impl Caller {
+    /// The caller's identity, when authenticated.
+    pub fn identity(&self) -> Option<&Identity> {
+        match self {
+            Caller::Anonymous => None,
+            Caller::Bearer(id) => Some(id),
         }
     }
+}
+
+/// The credentials a request carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credentials<'a> {
+    /// None at all.
+    None,
+    /// `Authorization: Bearer <token>`.
+    Bearer(&'a str),
+}
+
+/// Reads `Authorization: Bearer` (RFC 6750 §2.1; tokens in queries or bodies are never read).
+/// Several `Authorization` headers are ambiguous and refused; other schemes count as none.
+pub fn read_credentials(req: &RequestHeader) -> Result<Credentials<'_>, Rejection> {
+    let mut values = req.headers.get_all(http::header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else { return Ok(Credentials::None) };
+    if values.next().is_some() {
+        return Err(Rejection::new(
+            400,
+            "bad_authorization",
+            "The request has more than one Authorization header.",
+        ));
+    }
+    let value = value.to_str().map_err(|_| invalid_token())?;
+    let Some((scheme, token)) = value.split_once(' ') else { return Ok(Credentials::None) };
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Ok(Credentials::None);
+    }
+    let token = token.trim_start_matches(' ');
+    let b64token = |b: u8| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b);
+    if token.is_empty() || !token.bytes().all(b64token) {
+        return Err(invalid_token());
+    }
+    Ok(Credentials::Bearer(token))
+}
+
+fn invalid_token() -> Rejection {
+    Rejection::new(401, "invalid_token", "The access token is invalid or expired.")
+        .with_challenge(BearerChallenge::InvalidToken)
+}
+
+/// Establishes the caller for a route. `public` routes need nothing; `api` routes a valid
+/// bearer token; `any` routes take a bearer token when one is sent. Browser sessions are not
+/// wired in yet, so `browser` routes (and `any` without a token) fail closed with 401.
+pub async fn authenticate(
+    route: &Route,
+    credentials: Credentials<'_>,
+    verifier: Option<&TokenVerifier>,
+) -> Result<Caller, Rejection> {
+    match (route.auth, credentials) {
+        (AuthMode::Public, _) => Ok(Caller::Anonymous),
+        (AuthMode::Api | AuthMode::Any, Credentials::Bearer(token)) => {
+            let verifier = verifier.ok_or_else(invalid_token)?;
+            match verifier.verify(token, &route.audiences).await {
+                Ok(identity) => Ok(Caller::Bearer(identity)),
+                Err(e) => {
+                    tracing::debug!(route = %route.name, reason = %e, "bearer token refused");
+                    Err(invalid_token())
+                }
+            }
+        }
+        (AuthMode::Api, Credentials::None) => {
+            Err(Rejection::new(401, "unauthenticated", "An access token is required to use this API.")
+                .with_challenge(BearerChallenge::Required))
+        }
+        (AuthMode::Browser | AuthMode::Any, _) => {
+            Err(Rejection::new(401, "unauthenticated", "Authentication is required to use this application.")
+                .with_challenge(BearerChallenge::Required))
+        }
+    }
+}
+
+/// Applies the route's policy to an authenticated caller: 403 when it is not admitted.
+pub fn authorize(route: &Route, caller: &Caller) -> Result<(), Rejection> {
+    let Some(identity) = caller.identity() else { return Ok(()) };
+    route.policy.authorize(identity).map_err(|denial| {
+        tracing::debug!(route = %route.name, %denial, "caller not admitted");
+        Rejection::new(403, "forbidden", "You do not have access to this resource.")
+            .with_challenge(BearerChallenge::InsufficientScope)
+    })
 }
 
 #[cfg(test)]
@@ -164,6 +265,26 @@ mod tests {
         let big = "x".repeat(5000);
         let e = read_target(&req("/", &[("Host", "a.com"), ("X-Big", &big)]), 4096).unwrap_err();
         assert_eq!(e.status, 431);
+    }
+
+    #[test]
+    fn bearer_credentials_are_read_strictly() {
+        let cases: &[(&[&str], Result<Credentials, u16>)] = &[
+            (&[], Ok(Credentials::None)),
+            (&["Bearer abc.def.ghi"], Ok(Credentials::Bearer("abc.def.ghi"))),
+            (&["bearer abc.def-_ghi="], Ok(Credentials::Bearer("abc.def-_ghi="))),
+            (&["Basic dXNlcjpwYXNz"], Ok(Credentials::None)),
+            (&["Bearer"], Ok(Credentials::None)),
+            (&["Bearer "], Err(401)),
+            (&["Bearer a b"], Err(401)),
+            (&["Bearer a,b"], Err(401)),
+            (&["Bearer x", "Bearer y"], Err(400)),
+        ];
+        for (values, want) in cases {
+            let headers: Vec<(&str, &str)> = values.iter().map(|v| ("Authorization", *v)).collect();
+            let r = req("/", &headers);
+            assert_eq!(read_credentials(&r).map_err(|e| e.status), *want, "{values:?}");
+        }
     }
 
     #[test]

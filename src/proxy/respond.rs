@@ -5,10 +5,15 @@ use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
-use super::pipeline::Rejection;
+use super::pipeline::{BearerChallenge, Rejection};
 
-/// Writes `rejection` as JSON, or as a small HTML page when the client prefers HTML.
-pub async fn send_rejection(session: &mut Session, rejection: &Rejection) -> pingora::Result<()> {
+/// Writes `rejection` as problem JSON (RFC 9457), or as a small HTML page when the client
+/// prefers HTML. `resource_metadata` is the RFC 9728 document URL named in bearer challenges.
+pub async fn send_rejection(
+    session: &mut Session,
+    rejection: &Rejection,
+    resource_metadata: Option<&str>,
+) -> pingora::Result<()> {
     let html = prefers_html(session.req_header().headers.get(http::header::ACCEPT));
     let (content_type, body) = render(rejection, html);
     let mut resp = ResponseHeader::build(rejection.status, Some(6))?;
@@ -19,9 +24,22 @@ pub async fn send_rejection(session: &mut Session, rejection: &Rejection) -> pin
     if html {
         resp.insert_header("content-security-policy", "default-src 'none'")?;
     }
-    if rejection.status == 401 {
-        resp.insert_header(http::header::WWW_AUTHENTICATE, "Bearer")?;
+    if let Some(challenge) = rejection.challenge {
+        resp.insert_header(http::header::WWW_AUTHENTICATE, www_authenticate(challenge, resource_metadata))?;
     }
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await?;
+    Ok(())
+}
+
+/// Writes a JSON document (metadata endpoints).
+pub async fn send_json(session: &mut Session, status: u16, doc: &serde_json::Value) -> pingora::Result<()> {
+    let body = Bytes::from(format!("{doc}\n"));
+    let mut resp = ResponseHeader::build(status, Some(4))?;
+    resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+    resp.insert_header(http::header::CACHE_CONTROL, "max-age=300")?;
+    resp.insert_header("x-content-type-options", "nosniff")?;
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await?;
     Ok(())
@@ -42,9 +60,35 @@ pub fn render(rejection: &Rejection, html: bool) -> (&'static str, Bytes) {
         );
         ("text/html; charset=utf-8", Bytes::from(page))
     } else {
-        let body = serde_json::json!({ "error": rejection.code, "message": rejection.message });
-        ("application/json", Bytes::from(format!("{body}\n")))
+        let title = http::StatusCode::from_u16(rejection.status).ok().and_then(|s| s.canonical_reason());
+        let body = serde_json::json!({
+            "type": "about:blank",
+            "title": title.unwrap_or("Error"),
+            "status": rejection.status,
+            "detail": rejection.message,
+            "error": rejection.code,
+        });
+        ("application/problem+json", Bytes::from(format!("{body}\n")))
     }
+}
+
+/// The `WWW-Authenticate` value of a bearer challenge (RFC 6750 §3, RFC 9728 §5.1). The
+/// description is generic on purpose: nothing about the token is echoed.
+pub fn www_authenticate(challenge: BearerChallenge, resource_metadata: Option<&str>) -> String {
+    let mut v = String::from("Bearer realm=\"authgate\"");
+    if let Some(url) = resource_metadata {
+        v.push_str(&format!(", resource_metadata=\"{url}\""));
+    }
+    match challenge {
+        BearerChallenge::Required => {}
+        BearerChallenge::InvalidToken => {
+            v.push_str(", error=\"invalid_token\", error_description=\"The access token is invalid or expired\"")
+        }
+        BearerChallenge::InsufficientScope => v.push_str(
+            ", error=\"insufficient_scope\", error_description=\"The access token does not grant access to this resource\"",
+        ),
+    }
+    v
 }
 
 /// Does the `Accept` header rank `text/html` above JSON (a browser navigation)?
@@ -107,15 +151,36 @@ mod tests {
 
     #[test]
     fn pages_escape_what_they_show() {
-        let r = Rejection { status: 400, code: "bad_path", message: "<script>alert('x')</script>".into() };
+        let r = Rejection::new(400, "bad_path", "<script>alert('x')</script>");
         let (ct, body) = render(&r, true);
         assert_eq!(ct, "text/html; charset=utf-8");
         let body = std::str::from_utf8(&body).unwrap();
         assert!(body.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"), "{body}");
         assert!(!body.contains("<script>"));
         let (ct, body) = render(&r, false);
-        assert_eq!(ct, "application/json");
+        assert_eq!(ct, "application/problem+json");
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["error"], "bad_path");
+        assert_eq!(v["status"], 400);
+        assert_eq!(v["title"], "Bad Request");
+    }
+}
+
+#[cfg(test)]
+mod challenge_tests {
+    use super::*;
+
+    #[test]
+    fn challenges_follow_rfc_6750_and_9728() {
+        let url = Some("https://app.example.com/.well-known/oauth-protected-resource");
+        assert_eq!(
+            www_authenticate(BearerChallenge::Required, url),
+            "Bearer realm=\"authgate\", resource_metadata=\"https://app.example.com/.well-known/oauth-protected-resource\""
+        );
+        assert!(www_authenticate(BearerChallenge::InvalidToken, None).contains("error=\"invalid_token\""));
+        assert!(
+            www_authenticate(BearerChallenge::InsufficientScope, None)
+                .contains("error=\"insufficient_scope\"")
+        );
     }
 }

@@ -22,6 +22,8 @@ pub struct Route {
     pub policy: RoutePolicy,
     /// Where requests go.
     pub upstream: UpstreamPool,
+    /// Audiences accepted in bearer tokens here.
+    pub audiences: Vec<String>,
     /// Send the access token upstream.
     pub pass_access_token: bool,
     /// Keep the client's `Host`.

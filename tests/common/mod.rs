@@ -136,14 +136,17 @@ impl Gate {
             .stderr(log)
             .spawn()
             .unwrap();
-        let gate = Gate { proc: Proc { child, name: "authgate" }, port, admin_port, dir };
+        let mut gate = Gate { proc: Proc { child, name: "authgate" }, port, admin_port, dir };
         gate.wait_healthy();
         gate
     }
 
-    fn wait_healthy(&self) {
+    fn wait_healthy(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.proc.child.try_wait() {
+                panic!("authgate exited ({status}); log:\n{}", self.log());
+            }
             let health = try_raw(self.admin_port, "GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n");
             if health.is_ok_and(|r| r.status == 200) && TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 return;

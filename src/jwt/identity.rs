@@ -1,0 +1,216 @@
+//! Who a verified token speaks for: the claims authgate uses, with their types checked.
+//!
+//! Calimatic's claims (`licenses`, `permissions`, `organization_id`, `user_type`) are read
+//! strictly: a `licenses` that is not an array of strings grants nothing, so `"wiki"` (a
+//! string), `["Wiki"]` or `["wiki "]` never grant `wiki`.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// The caller a token (or, later, a session) stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// `sub`: a user id, or for client-credentials tokens the client id.
+    pub subject: String,
+    /// True for a client-credentials (machine-to-machine) token.
+    pub machine: bool,
+    /// The client the token was issued to (`client_id`, else `azp`).
+    pub client_id: Option<String>,
+    /// `email`.
+    pub email: Option<String>,
+    /// `name`.
+    pub name: Option<String>,
+    /// `organization_id`.
+    pub organization_id: Option<String>,
+    /// `user_type`.
+    pub user_type: Option<String>,
+    /// `licenses`: exact, case-sensitive names.
+    pub licenses: Vec<String>,
+    /// `permissions`.
+    pub permissions: Vec<String>,
+    /// `scope`, split on spaces.
+    pub scopes: Vec<String>,
+    /// `exp`, seconds since the epoch.
+    pub expires_at: u64,
+    /// `aud`.
+    pub audiences: Vec<String>,
+}
+
+/// The access-token claims authgate reads beyond what `jsonwebtoken` validates.
+#[derive(Debug, Deserialize)]
+pub(crate) struct AccessClaims {
+    sub: String,
+    #[serde(deserialize_with = "one_or_many")]
+    aud: Vec<String>,
+    exp: u64,
+    iat: Option<u64>,
+    client_id: Option<String>,
+    azp: Option<String>,
+    scope: Option<String>,
+    email: Option<Value>,
+    name: Option<Value>,
+    organization_id: Option<Value>,
+    user_type: Option<Value>,
+    licenses: Option<Value>,
+    permissions: Option<Value>,
+    // present only in id_tokens
+    nonce: Option<Value>,
+    at_hash: Option<Value>,
+    c_hash: Option<Value>,
+    /// Keycloak marks token kinds in a `typ` claim (`Bearer`, `ID`, `Refresh`).
+    typ: Option<Value>,
+}
+
+/// Why verified claims are still not an access token authgate accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ClaimsError {
+    /// An id_token (or a refresh token) presented as an access token.
+    #[error("not an access token")]
+    NotAnAccessToken,
+    /// `iat` lies in the future.
+    #[error("issued in the future")]
+    IssuedInFuture,
+    /// `exp` is further away than any real token lives.
+    #[error("expiry is absurdly far away")]
+    AbsurdExpiry,
+    /// `sub` is empty.
+    #[error("no subject")]
+    NoSubject,
+}
+
+/// Longest token lifetime believed: anything further is a forgery or a misconfiguration.
+const MAX_LIFETIME_SECS: u64 = 366 * 24 * 3600;
+
+impl AccessClaims {
+    /// Checks what `jsonwebtoken` does not, and builds the identity.
+    pub(crate) fn into_identity(self, now: u64, leeway: u64) -> Result<Identity, ClaimsError> {
+        let id_token_marker = self.nonce.is_some() || self.at_hash.is_some() || self.c_hash.is_some();
+        let typ_claim = self.typ.as_ref().and_then(Value::as_str).map(str::to_ascii_lowercase);
+        if id_token_marker || matches!(typ_claim.as_deref(), Some("id" | "id_token" | "refresh" | "offline"))
+        {
+            return Err(ClaimsError::NotAnAccessToken);
+        }
+        if self.iat.is_some_and(|iat| iat > now + leeway) {
+            return Err(ClaimsError::IssuedInFuture);
+        }
+        if self.exp > now + MAX_LIFETIME_SECS {
+            return Err(ClaimsError::AbsurdExpiry);
+        }
+        if self.sub.is_empty() {
+            return Err(ClaimsError::NoSubject);
+        }
+        let client_id = self.client_id.or(self.azp);
+        Ok(Identity {
+            machine: client_id.as_deref() == Some(self.sub.as_str()),
+            subject: self.sub,
+            client_id,
+            email: string(self.email),
+            name: string(self.name),
+            organization_id: string(self.organization_id),
+            user_type: string(self.user_type),
+            licenses: strings(self.licenses),
+            permissions: strings(self.permissions),
+            scopes: self
+                .scope
+                .map(|s| s.split(' ').filter(|x| !x.is_empty()).map(String::from).collect())
+                .unwrap_or_default(),
+            expires_at: self.exp,
+            audiences: self.aud,
+        })
+    }
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Aud {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Aud::deserialize(d)? {
+        Aud::One(a) => vec![a],
+        Aud::Many(v) => v,
+    })
+}
+
+fn string(v: Option<Value>) -> Option<String> {
+    match v {
+        Some(Value::String(s)) => Some(s),
+        _ => None,
+    }
+}
+
+/// An array of strings, or nothing: a claim of any other shape grants nothing.
+fn strings(v: Option<Value>) -> Vec<String> {
+    match v {
+        Some(Value::Array(items)) if items.iter().all(Value::is_string) => {
+            items.into_iter().filter_map(|i| if let Value::String(s) = i { Some(s) } else { None }).collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn claims(extra: serde_json::Value) -> Result<Identity, ClaimsError> {
+        let mut base = serde_json::json!({ "sub": "u1", "aud": "authgate", "exp": NOW + 300, "iat": NOW, "client_id": "authgate" });
+        base.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        serde_json::from_value::<AccessClaims>(base).unwrap().into_identity(NOW, 60)
+    }
+
+    #[test]
+    fn licenses_must_be_an_array_of_strings() {
+        let cases = [
+            (serde_json::json!(["wiki", "crm"]), vec!["wiki", "crm"]),
+            (serde_json::json!("wiki"), vec![]),
+            (serde_json::json!(["wiki", 7]), vec![]),
+            (serde_json::json!({"wiki": true}), vec![]),
+            (serde_json::json!(null), vec![]),
+            (serde_json::json!(["Wiki", "wiki "]), vec!["Wiki", "wiki "]),
+        ];
+        for (value, want) in cases {
+            let id = claims(serde_json::json!({ "licenses": value })).unwrap();
+            assert_eq!(id.licenses, want, "{value}");
+        }
+    }
+
+    #[test]
+    fn id_and_refresh_tokens_are_not_access_tokens() {
+        for extra in [
+            serde_json::json!({"nonce": "n"}),
+            serde_json::json!({"at_hash": "x"}),
+            serde_json::json!({"c_hash": "x"}),
+            serde_json::json!({"typ": "ID"}),
+            serde_json::json!({"typ": "Refresh"}),
+        ] {
+            assert_eq!(claims(extra.clone()), Err(ClaimsError::NotAnAccessToken), "{extra}");
+        }
+        assert!(claims(serde_json::json!({"typ": "Bearer"})).is_ok());
+    }
+
+    #[test]
+    fn times_and_subject_are_checked() {
+        assert_eq!(claims(serde_json::json!({"iat": NOW + 3600})), Err(ClaimsError::IssuedInFuture));
+        assert!(claims(serde_json::json!({"iat": NOW + 30})).is_ok(), "within leeway");
+        assert_eq!(
+            claims(serde_json::json!({"exp": NOW + 10 * 366 * 86400})),
+            Err(ClaimsError::AbsurdExpiry)
+        );
+        assert_eq!(claims(serde_json::json!({"sub": ""})), Err(ClaimsError::NoSubject));
+    }
+
+    #[test]
+    fn client_credentials_tokens_are_machines() {
+        let m2m = claims(serde_json::json!({"sub": "reporting-service", "client_id": "reporting-service"}))
+            .unwrap();
+        assert!(m2m.machine);
+        let user = claims(serde_json::json!({"scope": "openid  profile"})).unwrap();
+        assert!(!user.machine);
+        assert_eq!(user.scopes, ["openid", "profile"]);
+        assert_eq!(user.client_id.as_deref(), Some("authgate"));
+    }
+}

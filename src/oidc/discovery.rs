@@ -1,0 +1,65 @@
+//! The provider's discovery document (OpenID Connect Discovery 1.0), fetched and checked.
+
+use serde::Deserialize;
+
+use super::fetch::{FetchError, Fetcher};
+
+/// The parts of `/.well-known/openid-configuration` authgate uses.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Discovery {
+    /// Must equal the configured issuer exactly.
+    pub issuer: String,
+    /// Where the signing keys are.
+    pub jwks_uri: String,
+    /// Where browsers sign in.
+    pub authorization_endpoint: Option<String>,
+    /// Where codes and refresh tokens are exchanged.
+    pub token_endpoint: Option<String>,
+    /// RP-initiated logout.
+    pub end_session_endpoint: Option<String>,
+    /// Token revocation (RFC 7009).
+    pub revocation_endpoint: Option<String>,
+    /// Token introspection (RFC 7662).
+    pub introspection_endpoint: Option<String>,
+    /// Scopes the provider knows.
+    #[serde(default)]
+    pub scopes_supported: Vec<String>,
+}
+
+/// Why the discovery document cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    /// It could not be fetched.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// It is not the expected JSON.
+    #[error("the discovery document is malformed: {0}")]
+    Malformed(String),
+    /// It names another issuer (a mix-up or a misconfiguration).
+    #[error("the discovery document names issuer {found:?}, not the configured {expected:?}")]
+    IssuerMismatch {
+        /// The configured issuer.
+        expected: String,
+        /// The document's issuer.
+        found: String,
+    },
+}
+
+/// Fetches and checks the discovery document of `issuer`.
+pub async fn discover(fetcher: &Fetcher, issuer: &str) -> Result<Discovery, DiscoveryError> {
+    let url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
+    let fetched = fetcher.get(&url).await?;
+    let doc: Discovery =
+        serde_json::from_slice(&fetched.body).map_err(|e| DiscoveryError::Malformed(e.to_string()))?;
+    if doc.issuer != issuer {
+        return Err(DiscoveryError::IssuerMismatch { expected: issuer.to_owned(), found: doc.issuer });
+    }
+    for (name, endpoint) in
+        [("jwks_uri", Some(&doc.jwks_uri)), ("token_endpoint", doc.token_endpoint.as_ref())]
+    {
+        if let Some(e) = endpoint {
+            url::Url::parse(e).map_err(|err| DiscoveryError::Malformed(format!("{name}: {err}")))?;
+        }
+    }
+    Ok(doc)
+}

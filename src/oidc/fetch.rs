@@ -1,0 +1,134 @@
+//! Bounded HTTP GETs to the identity provider: every fetch has a time limit and a size limit,
+//! so an IdP that hangs or streams garbage costs a bounded amount and nothing more.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+
+/// Why a fetch from the provider failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// Connect, TLS or read failure, or the time limit.
+    #[error("request to {url} failed: {reason}")]
+    Transport {
+        /// The URL fetched.
+        url: String,
+        /// What happened (no secrets: these are public endpoints).
+        reason: String,
+    },
+    /// A status other than 200.
+    #[error("{url} answered HTTP {status}")]
+    Status {
+        /// The URL fetched.
+        url: String,
+        /// The status code.
+        status: u16,
+    },
+    /// The body is larger than allowed.
+    #[error("{url} sent more than {limit} bytes")]
+    TooLarge {
+        /// The URL fetched.
+        url: String,
+        /// The limit in bytes.
+        limit: usize,
+    },
+}
+
+/// A GET-only HTTP client for the provider's public documents.
+#[derive(Debug, Clone)]
+pub struct Fetcher {
+    client: reqwest::Client,
+    max_bytes: usize,
+}
+
+/// A fetched body and how long the provider allows caching it.
+#[derive(Debug)]
+pub struct Fetched {
+    /// The body.
+    pub body: Bytes,
+    /// `Cache-Control: max-age`, when given.
+    pub max_age: Option<Duration>,
+}
+
+impl Fetcher {
+    /// A client with a whole-request time limit and a body size limit.
+    pub fn new(timeout: Duration, max_bytes: usize) -> Result<Self, FetchError> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("authgate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| FetchError::Transport { url: String::new(), reason: e.to_string() })?;
+        Ok(Self { client, max_bytes })
+    }
+
+    /// GETs `url`, reading at most the size limit.
+    pub async fn get(&self, url: &str) -> Result<Fetched, FetchError> {
+        let transport =
+            |e: reqwest::Error| FetchError::Transport { url: url.to_owned(), reason: e.to_string() };
+        let mut resp = self
+            .client
+            .get(url)
+            .header(http::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(transport)?;
+        if resp.status() != reqwest::StatusCode::OK {
+            return Err(FetchError::Status { url: url.to_owned(), status: resp.status().as_u16() });
+        }
+        let too_large = || FetchError::TooLarge { url: url.to_owned(), limit: self.max_bytes };
+        if resp.content_length().is_some_and(|n| n > self.max_bytes as u64) {
+            return Err(too_large());
+        }
+        let max_age = resp
+            .headers()
+            .get(http::header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_max_age);
+        let mut body = BytesMut::new();
+        while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+            if body.len() + chunk.len() > self.max_bytes {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Fetched { body: body.freeze(), max_age })
+    }
+}
+
+/// `max-age=N` from a Cache-Control value (`no-store`/`no-cache` mean zero).
+pub fn parse_max_age(cache_control: &str) -> Option<Duration> {
+    let mut max_age = None;
+    for directive in cache_control.split(',').map(str::trim) {
+        let lower = directive.to_ascii_lowercase();
+        if lower == "no-store" || lower == "no-cache" {
+            return Some(Duration::ZERO);
+        }
+        if let Some(v) = lower.strip_prefix("max-age=") {
+            max_age = v.trim_matches('"').parse::<u64>().ok().map(Duration::from_secs);
+        }
+    }
+    max_age
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_age_is_read_from_cache_control() {
+        let cases = [
+            ("max-age=300", Some(300)),
+            ("public, max-age=86400, must-revalidate", Some(86400)),
+            ("no-store", Some(0)),
+            ("no-cache, max-age=60", Some(0)),
+            ("max-age=\"60\"", Some(60)),
+            ("max-age=abc", None),
+            ("private", None),
+        ];
+        for (value, want) in cases {
+            assert_eq!(parse_max_age(value).map(|d| d.as_secs()), want, "{value}");
+        }
+    }
+}
