@@ -47,6 +47,9 @@ pub enum Denial {
     /// A client-credentials token of a client the route does not list.
     #[error("client not admitted")]
     Client,
+    /// A person on a route that lists only clients.
+    #[error("route admits only listed clients")]
+    ClientsOnly,
 }
 
 impl RoutePolicy {
@@ -65,7 +68,8 @@ impl RoutePolicy {
 
     /// Decides whether `who` may use the route. Machine (client-credentials) callers are
     /// admitted only by `clients`; people by the license, permission, type and organization
-    /// rules. Comparisons are exact and case-sensitive.
+    /// rules, and not at all on a route that lists clients and no rule for people (a machine
+    /// endpoint). Comparisons are exact and case-sensitive.
     pub fn authorize(&self, who: &Identity) -> Result<(), Denial> {
         let has = |list: &[String], x: &str| list.iter().any(|l| l == x);
         if !self.scopes.iter().all(|s| has(&who.scopes, s)) {
@@ -76,6 +80,16 @@ impl RoutePolicy {
                 Some(c) if has(&self.clients, c) => Ok(()),
                 _ => Err(Denial::Client),
             };
+        }
+        let people_rules = [
+            &self.licenses_any,
+            &self.licenses_all,
+            &self.permissions,
+            &self.user_types,
+            &self.organizations,
+        ];
+        if !self.clients.is_empty() && people_rules.iter().all(|r| r.is_empty()) {
+            return Err(Denial::ClientsOnly);
         }
         if !self.licenses_any.is_empty() && !self.licenses_any.iter().any(|l| has(&who.licenses, l)) {
             return Err(Denial::License);
@@ -200,5 +214,8 @@ mod tests {
         // a person is still judged by licenses on a route that also lists clients
         assert_eq!(listed.authorize(&person(&["wiki"])), Ok(()));
         assert_eq!(listed.authorize(&person(&[])), Err(Denial::License));
+        // and not admitted at all where only clients are listed
+        let machines_only = policy(|p| p.clients = vec!["reporting-service".into()]);
+        assert_eq!(machines_only.authorize(&person(&["wiki"])), Err(Denial::ClientsOnly));
     }
 }

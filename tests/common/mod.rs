@@ -68,13 +68,31 @@ pub struct Idp {
     _proc: Proc,
     /// Issuer URL, `http://127.0.0.1:<port>`.
     pub issuer: String,
+    /// Holds the IdP's signing keys (`rs256.pem`, `es256.pem`, `kids.json`).
+    pub keys: tempfile::TempDir,
 }
 
 impl Idp {
     /// Starts the IdP with extra environment (see tests/idp/idp.mjs for the settings).
     pub fn start(env: &[(&str, &str)]) -> Idp {
-        let (proc, ready) = Proc::node("idp", "idp.mjs", env);
-        Idp { _proc: proc, issuer: ready["issuer"].as_str().unwrap().to_owned() }
+        let keys = tempfile::tempdir().unwrap();
+        let keys_dir = keys.path().to_str().unwrap().to_owned();
+        let mut env = env.to_vec();
+        env.push(("KEYS_DIR", &keys_dir));
+        let (proc, ready) = Proc::node("idp", "idp.mjs", &env);
+        Idp { _proc: proc, issuer: ready["issuer"].as_str().unwrap().to_owned(), keys }
+    }
+
+    /// The `kid` of the IdP's `rs` or `es` key.
+    pub fn kid(&self, which: &str) -> String {
+        let kids: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(self.keys.path().join("kids.json")).unwrap()).unwrap();
+        kids[which].as_str().unwrap().to_owned()
+    }
+
+    /// The IdP's private key `rs256.pem` or `es256.pem`.
+    pub fn private_pem(&self, file: &str) -> Vec<u8> {
+        std::fs::read(self.keys.path().join(file)).unwrap()
     }
 }
 
@@ -282,4 +300,113 @@ pub fn authgate(args: &[&str], env: &[(&str, &str)], dir: &Path) -> (i32, String
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Tokens from the test IdP's token endpoint.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    /// The JWT access token.
+    pub access_token: String,
+    /// The id_token.
+    pub id_token: String,
+    /// The refresh token.
+    pub refresh_token: Option<String>,
+}
+
+/// The redirect URI registered for the gateway's client by default.
+pub const REDIRECT_URI: &str = "http://127.0.0.1:8080/oauth2/callback";
+
+/// Signs `user` in at the IdP the way a browser would (authorization request, login form,
+/// automatic consent), then redeems the code with PKCE as the `authgate` client.
+pub async fn login(issuer: &str, user: &str) -> Tokens {
+    use base64::Engine;
+    use sha2::Digest;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let verifier = b64.encode(rand_bytes());
+    let challenge = b64.encode(sha2::Sha256::digest(verifier.as_bytes()));
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let mut jar: std::collections::BTreeMap<String, String> = Default::default();
+    let mut url = reqwest::Url::parse_with_params(
+        &format!("{issuer}/auth"),
+        &[
+            ("client_id", "authgate"),
+            ("response_type", "code"),
+            ("redirect_uri", REDIRECT_URI),
+            ("scope", "openid profile email organization permissions"),
+            ("state", "test-state"),
+            ("nonce", "test-nonce"),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+        ],
+    )
+    .unwrap();
+    let mut form: Option<Vec<(&str, &str)>> = None;
+    for _ in 0..10 {
+        let cookie = jar.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
+        let req = match form.take() {
+            Some(f) => http.post(url.clone()).form(&f),
+            None => http.get(url.clone()),
+        };
+        let resp = req.header("cookie", cookie).send().await.unwrap();
+        for sc in resp.headers().get_all("set-cookie") {
+            let pair = sc.to_str().unwrap().split(';').next().unwrap();
+            if let Some((k, v)) = pair.split_once('=') {
+                jar.insert(k.trim().to_owned(), v.to_owned());
+            }
+        }
+        if resp.status().is_redirection() {
+            let location = resp.headers()["location"].to_str().unwrap().to_owned();
+            url = url.join(&location).unwrap();
+            if location.starts_with(REDIRECT_URI) {
+                break;
+            }
+        } else {
+            assert_eq!(resp.status(), 200, "IdP answered {} at {url}", resp.status());
+            let page = resp.text().await.unwrap();
+            assert!(page.contains("Sign in"), "unexpected page at {url}: {page}");
+            url = url.join(&format!("{}/login", url.path())).unwrap();
+            form = Some(vec![("username", user), ("password", "password")]);
+        }
+    }
+    assert!(url.as_str().starts_with(REDIRECT_URI), "login did not reach the redirect URI: {url}");
+    let code = url.query_pairs().find(|(k, _)| k == "code").map(|(_, v)| v.into_owned()).expect("a code");
+    let resp = http
+        .post(format!("{issuer}/token"))
+        .basic_auth("authgate", Some("authgate-test-secret"))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT_URI),
+            ("code_verifier", &verifier),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "token endpoint: {}", resp.text().await.unwrap());
+    let body: serde_json::Value = resp.json().await.unwrap();
+    Tokens {
+        access_token: body["access_token"].as_str().unwrap().to_owned(),
+        id_token: body["id_token"].as_str().unwrap().to_owned(),
+        refresh_token: body["refresh_token"].as_str().map(String::from),
+    }
+}
+
+/// A client-credentials token for `client`.
+pub async fn client_credentials(issuer: &str, client: &str, secret: &str) -> String {
+    let resp = reqwest::Client::new()
+        .post(format!("{issuer}/token"))
+        .basic_auth(client, Some(secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+fn rand_bytes() -> [u8; 32] {
+    let mut b = [0u8; 32];
+    std::fs::File::open("/dev/urandom").unwrap().read_exact(&mut b).unwrap();
+    b
 }

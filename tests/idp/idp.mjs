@@ -11,9 +11,14 @@
 //   ACCESS_TOKEN_AUDIENCE (authgate), APP_LICENSE (unset: any user may sign in; set: users without
 //   that license get error=access_denied, as Calimatic does; platform admins bypass it)
 //   AT_TTL, ID_TTL, RT_TTL, CC_TTL, SESSION_TTL (seconds)
+//   KEYS_DIR: keep the signing keys there (rs256.pem, es256.pem, PKCS#8, and kids.json): loaded
+//   when present, else generated and written, so tests can sign tokens with the IdP's own keys
+//   and a restarted IdP keeps (or, with new files, rotates) its keys
 // When it listens it prints one JSON line to stdout: {"issuer": "...", "port": N}.
 import crypto from 'node:crypto';
+import fs from 'node:fs';
 import http from 'node:http';
+import path from 'node:path';
 
 import Provider from 'oidc-provider';
 
@@ -37,13 +42,36 @@ const AUDIENCE = env('ACCESS_TOKEN_AUDIENCE', 'authgate');
 const APP_LICENSE = process.env.APP_LICENSE;
 const RESOURCE = 'urn:authgate:api';
 
-// Fresh signing keys per run: RS256 first (the default for ID tokens), ES256 second.
-const rsa = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' });
-const ec = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'jwk' });
+// Signing keys: RS256 first (the default for ID tokens), ES256 second. Fresh per run unless
+// KEYS_DIR holds some.
+function loadOrCreateKeys(dir) {
+  const files = dir && {
+    rs: path.join(dir, 'rs256.pem'), es: path.join(dir, 'es256.pem'), kids: path.join(dir, 'kids.json'),
+  };
+  if (files && fs.existsSync(files.kids)) {
+    const kids = JSON.parse(fs.readFileSync(files.kids, 'utf8'));
+    return {
+      rs: crypto.createPrivateKey(fs.readFileSync(files.rs)), es: crypto.createPrivateKey(fs.readFileSync(files.es)), kids,
+    };
+  }
+  const keys = {
+    rs: crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey,
+    es: crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey,
+    kids: { rs: `rs256-${crypto.randomUUID().slice(0, 8)}`, es: `es256-${crypto.randomUUID().slice(0, 8)}` },
+  };
+  if (files) {
+    fs.mkdirSync(dir, { recursive: true });
+    fs.writeFileSync(files.rs, keys.rs.export({ format: 'pem', type: 'pkcs8' }), { mode: 0o600 });
+    fs.writeFileSync(files.es, keys.es.export({ format: 'pem', type: 'pkcs8' }), { mode: 0o600 });
+    fs.writeFileSync(files.kids, JSON.stringify(keys.kids), { mode: 0o600 });
+  }
+  return keys;
+}
+const keys = loadOrCreateKeys(process.env.KEYS_DIR);
 const jwks = {
   keys: [
-    { ...rsa, use: 'sig', alg: 'RS256', kid: `rs256-${crypto.randomUUID().slice(0, 8)}` },
-    { ...ec, use: 'sig', alg: 'ES256', kid: `es256-${crypto.randomUUID().slice(0, 8)}` },
+    { ...keys.rs.export({ format: 'jwk' }), use: 'sig', alg: 'RS256', kid: keys.kids.rs },
+    { ...keys.es.export({ format: 'jwk' }), use: 'sig', alg: 'ES256', kid: keys.kids.es },
   ],
 };
 

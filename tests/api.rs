@@ -1,0 +1,378 @@
+//! Bearer tokens on `api` routes against the real test IdP: real tokens work, and every forged,
+//! stale or misdirected token is refused before the upstream is reached.
+
+mod common;
+
+use base64::Engine;
+use common::{Echo, Gate, Idp, Response, echoed, login};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+const ALICE: &str = "a1b2c3d4-0000-4000-8000-00000000a11c";
+
+fn gate_config(idp: &Idp, echo: &Echo) -> String {
+    format!(
+        r#"
+[server]
+listen = ["{{listen}}"]
+admin_listen = "{{admin}}"
+public_url = "http://127.0.0.1:{{port}}"
+
+[provider]
+issuer = "{issuer}"
+client_id = "authgate"
+client_secret = "authgate-test-secret"
+audience = "authgate"
+jwks_cooldown = "1s"
+
+[[routes]]
+name = "wiki-api"
+path = "/wiki-api"
+upstream = "{echo}"
+auth = "api"
+licenses = ["wiki"]
+
+[[routes]]
+name = "reports"
+path = "/reports"
+upstream = "{echo}"
+auth = "api"
+clients = ["reporting-service"]
+
+[[routes]]
+name = "admin-api"
+path = "/admin-api"
+upstream = "{echo}"
+auth = "api"
+user_types = ["platform_admin"]
+pass_access_token = true
+"#,
+        issuer = idp.issuer,
+        echo = echo.url()
+    )
+}
+
+fn with_token(gate: &Gate, path: &str, token: &str) -> Response {
+    gate.get("127.0.0.1", path, &[("Authorization", &format!("Bearer {token}")), ("X-User-Id", "spoofed")])
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// Claims of a valid access token for alice, with `changes` applied (`null` removes a claim).
+fn claims(idp: &Idp, changes: Value) -> Value {
+    let mut c = json!({
+        "iss": idp.issuer, "sub": ALICE, "aud": "authgate", "client_id": "authgate",
+        "iat": now(), "exp": now() + 300, "scope": "openid profile",
+        "licenses": ["wiki", "crm"], "email": "alice@acme.test",
+    });
+    for (k, v) in changes.as_object().unwrap() {
+        if v.is_null() {
+            c.as_object_mut().unwrap().remove(k);
+        } else {
+            c[k] = v.clone();
+        }
+    }
+    c
+}
+
+fn sign(idp: &Idp, alg: Algorithm, claims: &Value) -> String {
+    let (pem, kid) = match alg {
+        Algorithm::ES256 => (idp.private_pem("es256.pem"), idp.kid("es")),
+        _ => (idp.private_pem("rs256.pem"), idp.kid("rs")),
+    };
+    let key = match alg {
+        Algorithm::ES256 => EncodingKey::from_ec_pem(&pem).unwrap(),
+        _ => EncodingKey::from_rsa_pem(&pem).unwrap(),
+    };
+    let mut header = Header::new(alg);
+    header.kid = Some(kid);
+    header.typ = Some("at+jwt".into());
+    jsonwebtoken::encode(&header, claims, &key).unwrap()
+}
+
+/// A token assembled by hand: any header, any payload, any signature bytes.
+fn raw_token(header: &Value, claims: &Value, signature: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    format!("{}.{}.{}", b64.encode(header.to_string()), b64.encode(claims.to_string()), b64.encode(signature))
+}
+
+fn hs256(secret: &[u8], kid: &str, claims: &Value) -> String {
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some(kid.into());
+    jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(secret)).unwrap()
+}
+
+fn assert_refused(resp: &Response, status: u16, what: &str) {
+    assert_eq!(resp.status, status, "{what}: {}", String::from_utf8_lossy(&resp.body));
+    let body = resp.json();
+    assert!(body.get("backend").is_none(), "{what}: reached the upstream");
+    assert_eq!(resp.header("content-type"), Some("application/problem+json"), "{what}");
+    let challenge = resp.header("www-authenticate").unwrap_or_default();
+    let want = if status == 401 { "invalid_token" } else { "insufficient_scope" };
+    assert!(challenge.contains(want), "{what}: {challenge}");
+}
+
+#[tokio::test]
+async fn real_tokens_from_the_idp_are_accepted_where_the_policy_allows() {
+    let idp = Idp::start(&[]);
+    let echo = Echo::start("api");
+    let gate = Gate::start(&gate_config(&idp, &echo));
+
+    let alice = login(&idp.issuer, "alice").await;
+    let resp = with_token(&gate, "/wiki-api/pages?x=1", &alice.access_token);
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    let seen = resp.json();
+    assert_eq!(seen["path"], "/wiki-api/pages");
+    assert_eq!(echoed(&seen, "x-user-id"), [ALICE]);
+    assert_eq!(echoed(&seen, "x-user-email"), ["alice@acme.test"]);
+    assert_eq!(echoed(&seen, "x-user-name"), ["Alice Anders"]);
+    assert_eq!(echoed(&seen, "x-user-licenses"), ["wiki,crm"]);
+    assert_eq!(echoed(&seen, "x-user-organization"), ["5f0c8a52-1d8e-4a43-9a54-6f1f5c0d2a11"]);
+    assert_eq!(echoed(&seen, "x-user-type"), ["customer_admin"]);
+    assert_eq!(
+        echoed(&seen, "x-user-permissions"),
+        ["org:manage,org:users:read,org:users:manage,licenses:read"]
+    );
+    assert!(echoed(&seen, "authorization").is_empty(), "the token must not reach the app");
+    assert!(echoed(&seen, "x-forwarded-access-token").is_empty());
+    assert!(echoed(&seen, "x-client-id").is_empty());
+
+    // carol has no license: a valid token, refused by policy
+    let carol = login(&idp.issuer, "carol").await;
+    assert_refused(&with_token(&gate, "/wiki-api/pages", &carol.access_token), 403, "carol on wiki-api");
+    // alice is no platform admin; the admin is, and that route passes the token on
+    assert_refused(&with_token(&gate, "/admin-api", &alice.access_token), 403, "alice on admin-api");
+    let admin = login(&idp.issuer, "admin").await;
+    let seen = with_token(&gate, "/admin-api", &admin.access_token).json();
+    assert_eq!(echoed(&seen, "x-forwarded-access-token"), [admin.access_token.as_str()]);
+    // a person's token is not a machine's
+    assert_refused(&with_token(&gate, "/reports", &alice.access_token), 403, "alice on reports");
+    // an id_token is not an access token, although the IdP signed it
+    assert_refused(&with_token(&gate, "/wiki-api", &alice.id_token), 401, "id_token as access token");
+}
+
+#[tokio::test]
+async fn client_credentials_tokens_work_only_where_their_client_is_listed() {
+    let idp = Idp::start(&[]);
+    let echo = Echo::start("api");
+    let gate = Gate::start(&gate_config(&idp, &echo));
+    let token =
+        common::client_credentials(&idp.issuer, "reporting-service", "reporting-service-secret").await;
+
+    let resp = with_token(&gate, "/reports/daily", &token);
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    let seen = resp.json();
+    assert_eq!(echoed(&seen, "x-client-id"), ["reporting-service"]);
+    for h in ["x-user-id", "x-user-email", "x-user-licenses", "authorization"] {
+        assert!(echoed(&seen, h).is_empty(), "{h} reached the app");
+    }
+    assert_refused(&with_token(&gate, "/wiki-api", &token), 403, "m2m on wiki-api");
+    assert_refused(&with_token(&gate, "/admin-api", &token), 403, "m2m on admin-api");
+}
+
+#[tokio::test]
+async fn forged_stale_and_misdirected_tokens_are_refused() {
+    let idp = Idp::start(&[]);
+    let echo = Echo::start("api");
+    let gate = Gate::start(&gate_config(&idp, &echo));
+    let rs_kid = idp.kid("rs");
+
+    // the control: a token signed with the IdP's own key, as the IdP would
+    let good = sign(&idp, Algorithm::RS256, &claims(&idp, json!({})));
+    assert_eq!(with_token(&gate, "/wiki-api", &good).status, 200);
+    assert_eq!(
+        with_token(&gate, "/wiki-api", &sign(&idp, Algorithm::ES256, &claims(&idp, json!({})))).status,
+        200
+    );
+
+    let c = claims(&idp, json!({}));
+    let jwks: Value = reqwest::get(format!("{}/jwks", idp.issuer)).await.unwrap().json().await.unwrap();
+    let public_jwk = jwks["keys"][0].to_string();
+    let other_key = {
+        let out = std::process::Command::new("openssl")
+            .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"])
+            .output()
+            .unwrap();
+        EncodingKey::from_rsa_pem(&out.stdout).unwrap()
+    };
+    let mut other_header = Header::new(Algorithm::RS256);
+    other_header.kid = Some(rs_kid.clone());
+
+    let mut cases: Vec<(&str, String, u16)> = vec![
+        ("alg none", raw_token(&json!({"alg": "none", "kid": rs_kid}), &c, b""), 401),
+        ("alg None", raw_token(&json!({"alg": "None", "kid": rs_kid}), &c, b""), 401),
+        ("alg NONE", raw_token(&json!({"alg": "NONE", "kid": rs_kid}), &c, b""), 401),
+        ("alg nOnE", raw_token(&json!({"alg": "nOnE"}), &c, b""), 401),
+        ("HS256 with the public key as secret", hs256(public_jwk.as_bytes(), &rs_kid, &c), 401),
+        ("another key, the IdP's kid", jsonwebtoken::encode(&other_header, &c, &other_key).unwrap(), 401),
+        (
+            "unknown kid",
+            {
+                let mut h = Header::new(Algorithm::RS256);
+                h.kid = Some("no-such-kid".into());
+                jsonwebtoken::encode(&h, &c, &other_key).unwrap()
+            },
+            401,
+        ),
+        (
+            "signature stripped",
+            {
+                let mut parts: Vec<&str> = good.split('.').collect();
+                parts[2] = "";
+                parts.join(".")
+            },
+            401,
+        ),
+        (
+            "payload swapped",
+            {
+                let evil = claims(&idp, json!({"sub": "someone-else"}));
+                let mut parts: Vec<String> = good.split('.').map(String::from).collect();
+                parts[1] = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(evil.to_string());
+                parts.join(".")
+            },
+            401,
+        ),
+        ("crit header", raw_token(&json!({"alg": "RS256", "kid": rs_kid, "crit": ["exp"]}), &c, b"x"), 401),
+        (
+            "jku header",
+            raw_token(&json!({"alg": "RS256", "kid": rs_kid, "jku": "http://evil/jwks"}), &c, b"x"),
+            401,
+        ),
+        (
+            "expired",
+            sign(&idp, Algorithm::RS256, &claims(&idp, json!({"exp": now() - 120, "iat": now() - 600}))),
+            401,
+        ),
+        ("nbf in the future", sign(&idp, Algorithm::RS256, &claims(&idp, json!({"nbf": now() + 600}))), 401),
+        ("iat in the future", sign(&idp, Algorithm::RS256, &claims(&idp, json!({"iat": now() + 600}))), 401),
+        (
+            "wrong iss",
+            sign(&idp, Algorithm::RS256, &claims(&idp, json!({"iss": "http://evil.example"}))),
+            401,
+        ),
+        (
+            "iss with trailing slash",
+            sign(&idp, Algorithm::RS256, &claims(&idp, json!({"iss": format!("{}/", idp.issuer)}))),
+            401,
+        ),
+        ("wrong aud", sign(&idp, Algorithm::RS256, &claims(&idp, json!({"aud": "other-api"}))), 401),
+        ("missing aud", sign(&idp, Algorithm::RS256, &claims(&idp, json!({"aud": null}))), 401),
+        ("missing exp", sign(&idp, Algorithm::RS256, &claims(&idp, json!({"exp": null}))), 401),
+        (
+            "exp as a string",
+            sign(&idp, Algorithm::RS256, &claims(&idp, json!({"exp": (now() + 300).to_string()}))),
+            401,
+        ),
+        ("exp null", sign(&idp, Algorithm::RS256, &claims(&idp, json!({"exp": Value::Null}))), 401),
+        (
+            "exp absurd",
+            sign(&idp, Algorithm::RS256, &claims(&idp, json!({"exp": now() + 100 * 365 * 86400}))),
+            401,
+        ),
+        ("nonce (an id_token)", sign(&idp, Algorithm::RS256, &claims(&idp, json!({"nonce": "n"}))), 401),
+        (
+            "licenses as a string",
+            sign(&idp, Algorithm::RS256, &claims(&idp, json!({"licenses": "wiki"}))),
+            403,
+        ),
+        (
+            "licenses in other case",
+            sign(&idp, Algorithm::RS256, &claims(&idp, json!({"licenses": ["Wiki"]}))),
+            403,
+        ),
+        (
+            "licenses with a space",
+            sign(&idp, Algorithm::RS256, &claims(&idp, json!({"licenses": ["wiki "]}))),
+            403,
+        ),
+        (
+            "licenses superstring",
+            sign(&idp, Algorithm::RS256, &claims(&idp, json!({"licenses": ["wikiadmin"]}))),
+            403,
+        ),
+        ("not a JWT", "not-a-jwt".into(), 401),
+        ("20 KB token", format!("{}.{}.{}", "a".repeat(10_000), "b".repeat(10_000), "c"), 401),
+    ];
+    // expiry checked against the clock, not the token cache: a token that was good is refused
+    // once it expires
+    cases.push(("the good token still works", good.clone(), 200));
+    for (what, token, status) in &cases {
+        let resp = with_token(&gate, "/wiki-api", token);
+        if *status == 200 {
+            assert_eq!(resp.status, 200, "{what}");
+        } else {
+            assert_refused(&resp, *status, what);
+        }
+    }
+    // no token at all: a challenge without an error code, pointing at the metadata
+    let resp = gate.get("127.0.0.1", "/wiki-api", &[]);
+    assert_eq!(resp.status, 401);
+    let challenge = resp.header("www-authenticate").unwrap();
+    assert!(!challenge.contains("error="), "{challenge}");
+    assert!(challenge.contains("resource_metadata=\""), "{challenge}");
+    // a 1 MB token never reaches anything either
+    let huge = "a".repeat(1024 * 1024);
+    let resp = gate.raw(&format!("GET /wiki-api HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {huge}\r\nConnection: close\r\n\r\n"));
+    assert!(matches!(resp.status, 400 | 431), "1 MB token: {}", resp.status);
+}
+
+#[tokio::test]
+async fn protected_resource_metadata_is_published_and_readiness_waits_for_keys() {
+    let idp = Idp::start(&[]);
+    let echo = Echo::start("api");
+    let gate = Gate::start(&gate_config(&idp, &echo));
+    let resp = gate.get("127.0.0.1", "/wiki-api", &[("Accept", "application/json")]);
+    let challenge = resp.header("www-authenticate").unwrap().to_owned();
+    let url = challenge.split("resource_metadata=\"").nth(1).unwrap().split('"').next().unwrap();
+    assert_eq!(url, format!("http://127.0.0.1:{}/.well-known/oauth-protected-resource/wiki-api", gate.port));
+    let path = url.split_once(&format!(":{}", gate.port)).unwrap().1;
+    let doc = gate.get("127.0.0.1", path, &[]).json();
+    assert_eq!(doc["resource"], format!("http://127.0.0.1:{}/wiki-api", gate.port));
+    assert_eq!(doc["authorization_servers"], json!([idp.issuer]));
+    assert_eq!(doc["bearer_methods_supported"], json!(["header"]));
+    // the browser-less root has no metadata
+    assert_eq!(gate.get("127.0.0.1", "/.well-known/oauth-protected-resource", &[]).status, 404);
+
+    let mut ready = Value::Null;
+    for _ in 0..50 {
+        let r =
+            common::try_raw(gate.admin_port, "GET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+                .unwrap();
+        ready = r.json();
+        if r.status == 200 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(ready["ready"], true, "{ready}");
+    assert_eq!(ready["checks"]["provider_keys"]["keys"], 2);
+}
+
+#[tokio::test]
+async fn readiness_reports_an_unreachable_provider() {
+    let echo = Echo::start("api");
+    let dead_issuer = format!("http://127.0.0.1:{}", common::free_port());
+    let config = format!(
+        "[server]\nlisten = [\"{{listen}}\"]\nadmin_listen = \"{{admin}}\"\n\n[provider]\nissuer = \"{dead_issuer}\"\nclient_id = \"authgate\"\naudience = \"authgate\"\n\n[[routes]]\npath = \"/\"\nupstream = \"{}\"\nauth = \"api\"\n",
+        echo.url()
+    );
+    let gate = Gate::start(&config);
+    let r = common::try_raw(gate.admin_port, "GET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    assert_eq!(r.status, 503);
+    let body = r.json();
+    assert_eq!(body["checks"]["provider_discovery"]["ready"], false);
+    assert_eq!(body["checks"]["provider_keys"]["ready"], false);
+    // liveness is unaffected, and tokens cannot be checked: 401, never a 5xx
+    assert_eq!(
+        common::try_raw(gate.admin_port, "GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .unwrap()
+            .status,
+        200
+    );
+    let resp = gate.get("127.0.0.1", "/", &[("Authorization", "Bearer a.b.c")]);
+    assert_eq!(resp.status, 401);
+}
