@@ -65,7 +65,7 @@ impl Proc {
 
 /// The test OpenID Provider.
 pub struct Idp {
-    _proc: Proc,
+    proc: Proc,
     /// Issuer URL, `http://127.0.0.1:<port>`.
     pub issuer: String,
     /// Holds the IdP's signing keys (`rs256.pem`, `es256.pem`, `kids.json`).
@@ -80,7 +80,27 @@ impl Idp {
         let mut env = env.to_vec();
         env.push(("KEYS_DIR", &keys_dir));
         let (proc, ready) = Proc::node("idp", "idp.mjs", &env);
-        Idp { _proc: proc, issuer: ready["issuer"].as_str().unwrap().to_owned(), keys }
+        Idp { proc, issuer: ready["issuer"].as_str().unwrap().to_owned(), keys }
+    }
+
+    /// Stops the IdP (its keys stay in `keys`).
+    pub fn stop(&mut self) {
+        let _ = self.proc.child.kill();
+        let _ = self.proc.child.wait();
+    }
+
+    /// Starts it again on the same port with the same keys, plus `env`
+    /// (`ROTATE_KEYS=1` rotates the RS256 key).
+    pub fn restart(&mut self, env: &[(&str, &str)]) {
+        self.stop();
+        let port = self.issuer.rsplit(':').next().unwrap().to_owned();
+        let keys_dir = self.keys.path().to_str().unwrap().to_owned();
+        let mut env = env.to_vec();
+        env.push(("KEYS_DIR", &keys_dir));
+        env.push(("IDP_PORT", &port));
+        let (proc, ready) = Proc::node("idp", "idp.mjs", &env);
+        assert_eq!(ready["issuer"].as_str(), Some(self.issuer.as_str()));
+        self.proc = proc;
     }
 
     /// The `kid` of the IdP's `rs` or `es` key.
@@ -409,4 +429,89 @@ fn rand_bytes() -> [u8; 32] {
     let mut b = [0u8; 32];
     std::fs::File::open("/dev/urandom").unwrap().read_exact(&mut b).unwrap();
     b
+}
+
+/// What the fault-injecting provider does when its JWKS is fetched.
+#[derive(Debug, Clone)]
+pub enum JwksFault {
+    /// Serve this JWK Set.
+    Serve(String),
+    /// Accept the connection and never answer.
+    Hang,
+    /// Answer 200 with a body that is not a JWK Set.
+    Garbage,
+    /// Answer with this status.
+    Status(u16),
+}
+
+/// A scripted provider for faults a real IdP will not produce: it serves a discovery document
+/// naming itself as issuer, and a JWKS endpoint whose behaviour the test switches.
+pub struct FaultIdp {
+    /// `http://127.0.0.1:<port>`.
+    pub issuer: String,
+    fault: std::sync::Arc<std::sync::Mutex<JwksFault>>,
+    jwks_hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl FaultIdp {
+    /// Starts serving `fault` for the JWKS.
+    pub fn start(fault: JwksFault) -> FaultIdp {
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let issuer = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let fault = std::sync::Arc::new(std::sync::Mutex::new(fault));
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (f, h, iss) = (fault.clone(), hits.clone(), issuer.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (f, h, iss) = (f.clone(), h.clone(), iss.clone());
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut line = String::new();
+                    let _ = reader.read_line(&mut line);
+                    loop {
+                        let mut header = String::new();
+                        if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
+                            break;
+                        }
+                    }
+                    let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                    let (status, body) = if path == "/.well-known/openid-configuration" {
+                        (200, format!(r#"{{"issuer":"{iss}","jwks_uri":"{iss}/jwks"}}"#))
+                    } else if path == "/jwks" {
+                        h.fetch_add(1, Ordering::SeqCst);
+                        let current = f.lock().unwrap().clone();
+                        match current {
+                            JwksFault::Serve(doc) => (200, doc),
+                            JwksFault::Garbage => (200, "<html>this is not a JWK Set</html>".into()),
+                            JwksFault::Status(s) => (s, String::new()),
+                            JwksFault::Hang => {
+                                std::thread::sleep(Duration::from_secs(60));
+                                return;
+                            }
+                        }
+                    } else {
+                        (404, String::new())
+                    };
+                    let mut s = stream;
+                    let _ = write!(
+                        s,
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                });
+            }
+        });
+        FaultIdp { issuer, fault, jwks_hits: hits }
+    }
+
+    /// Switches what the JWKS endpoint does.
+    pub fn set(&self, fault: JwksFault) {
+        *self.fault.lock().unwrap() = fault;
+    }
+
+    /// How many times the JWKS was requested.
+    pub fn jwks_hits(&self) -> usize {
+        self.jwks_hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }

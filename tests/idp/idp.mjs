@@ -13,7 +13,8 @@
 //   AT_TTL, ID_TTL, RT_TTL, CC_TTL, SESSION_TTL (seconds)
 //   KEYS_DIR: keep the signing keys there (rs256.pem, es256.pem, PKCS#8, and kids.json): loaded
 //   when present, else generated and written, so tests can sign tokens with the IdP's own keys
-//   and a restarted IdP keeps (or, with new files, rotates) its keys
+//   and a restarted IdP keeps its keys. ROTATE_KEYS=1 with KEYS_DIR: a new RS256 key signs from now
+//   on and the previous one stays published (rs256-previous.pem), as a real IdP rotates.
 // When it listens it prints one JSON line to stdout: {"issuer": "...", "port": N}.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -68,10 +69,26 @@ function loadOrCreateKeys(dir) {
   return keys;
 }
 const keys = loadOrCreateKeys(process.env.KEYS_DIR);
+if (process.env.ROTATE_KEYS === '1' && process.env.KEYS_DIR) {
+  const dir = process.env.KEYS_DIR;
+  keys.previous = { key: keys.rs, kid: keys.kids.rs };
+  keys.rs = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
+  keys.kids = { ...keys.kids, rs: `rs256-${crypto.randomUUID().slice(0, 8)}`, previous: keys.previous.kid };
+  fs.writeFileSync(path.join(dir, 'rs256-previous.pem'), keys.previous.key.export({ format: 'pem', type: 'pkcs8' }), { mode: 0o600 });
+  fs.writeFileSync(path.join(dir, 'rs256.pem'), keys.rs.export({ format: 'pem', type: 'pkcs8' }), { mode: 0o600 });
+  fs.writeFileSync(path.join(dir, 'kids.json'), JSON.stringify(keys.kids), { mode: 0o600 });
+} else if (keys.kids.previous && process.env.KEYS_DIR) {
+  keys.previous = {
+    key: crypto.createPrivateKey(fs.readFileSync(path.join(process.env.KEYS_DIR, 'rs256-previous.pem'))),
+    kid: keys.kids.previous,
+  };
+}
 const jwks = {
   keys: [
+    // the first RS256 key signs; a previous one is only published, for tokens it signed
     { ...keys.rs.export({ format: 'jwk' }), use: 'sig', alg: 'RS256', kid: keys.kids.rs },
     { ...keys.es.export({ format: 'jwk' }), use: 'sig', alg: 'ES256', kid: keys.kids.es },
+    ...(keys.previous ? [{ ...keys.previous.key.export({ format: 'jwk' }), use: 'sig', alg: 'RS256', kid: keys.previous.kid }] : []),
   ],
 };
 
