@@ -34,7 +34,11 @@ pub fn readiness(gateway: &Gateway, provider: Option<&OidcProvider>) -> (bool, s
         let (discovery, keys) = p.readiness();
         ready &= discovery && keys;
         checks["provider_discovery"] = serde_json::json!({ "ready": discovery, "issuer": p.issuer });
-        checks["provider_keys"] = serde_json::json!({ "ready": keys, "keys": p.jwks.current().len() });
+        checks["provider_keys"] = serde_json::json!({
+            "ready": keys,
+            "keys": p.jwks.current().len(),
+            "fetch_failures": p.jwks.failures(),
+        });
     }
     (ready, serde_json::json!({ "ready": ready, "checks": checks }))
 }

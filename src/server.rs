@@ -17,6 +17,7 @@ use crate::admin::AdminApp;
 use crate::config::{Config, resolve_path};
 use crate::gateway::{BuildError, Gateway};
 use crate::jwt::TokenVerifier;
+use crate::oidc::introspection::Introspector;
 use crate::oidc::{OidcProvider, ProviderRefresher};
 use crate::proxy::AuthGate;
 
@@ -48,12 +49,21 @@ pub fn build(config: Config, base_dir: &std::path::Path) -> Result<Server, Start
                 .iter()
                 .map(|a| Algorithm::from_str(a).map_err(|_| StartError::Provider(format!("algorithm {a:?}"))))
                 .collect::<Result<Vec<_>, _>>()?;
-            Some(Arc::new(TokenVerifier::new(
+            let mut verifier = TokenVerifier::new(
                 provider.clone(),
                 algorithms,
                 p.leeway.get().as_secs(),
                 p.token_cache_size,
-            )))
+            );
+            if let (true, Some(secret)) = (p.introspection, &p.client_secret) {
+                verifier = verifier.with_introspection(Introspector::new(
+                    p.client_id.clone(),
+                    secret.clone(),
+                    p.introspection_ttl.get(),
+                    p.token_cache_size,
+                ));
+            }
+            Some(Arc::new(verifier))
         }
         _ => None,
     };

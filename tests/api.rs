@@ -376,3 +376,33 @@ async fn readiness_reports_an_unreachable_provider() {
     let resp = gate.get("127.0.0.1", "/", &[("Authorization", "Bearer a.b.c")]);
     assert_eq!(resp.status, 401);
 }
+
+#[tokio::test]
+async fn opaque_tokens_are_introspected_when_enabled() {
+    let idp = Idp::start(&[("ACCESS_TOKEN_FORMAT", "opaque")]);
+    let echo = Echo::start("api");
+    let config = gate_config(&idp, &echo);
+    let gate = Gate::start(
+        &config.replace("jwks_cooldown = \"1s\"", "jwks_cooldown = \"1s\"\nintrospection = true"),
+    );
+    let without = Gate::start(&config);
+
+    let alice = login(&idp.issuer, "alice").await;
+    assert_eq!(alice.access_token.matches('.').count(), 0, "the IdP should issue opaque tokens here");
+    for _ in 0..3 {
+        let resp = with_token(&gate, "/wiki-api/x", &alice.access_token);
+        assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+        assert_eq!(echoed(&resp.json(), "x-user-licenses"), ["wiki,crm"]);
+    }
+    let m2m = common::client_credentials(&idp.issuer, "reporting-service", "reporting-service-secret").await;
+    let seen = with_token(&gate, "/reports", &m2m).json();
+    assert_eq!(echoed(&seen, "x-client-id"), ["reporting-service"]);
+
+    let refresh = alice.refresh_token.clone().expect("a refresh token");
+    assert_refused(&with_token(&gate, "/wiki-api", &refresh), 401, "refresh token as access token");
+    assert_refused(&with_token(&gate, "/wiki-api", "made-up-opaque-token"), 401, "unknown opaque token");
+    let carol = login(&idp.issuer, "carol").await;
+    assert_refused(&with_token(&gate, "/wiki-api", &carol.access_token), 403, "carol, opaque");
+    // introspection is off by default: opaque tokens are simply not accepted
+    assert_refused(&with_token(&without, "/wiki-api", &alice.access_token), 401, "introspection off");
+}

@@ -149,6 +149,12 @@ async fn a_hanging_or_garbage_jwks_does_not_slow_other_requests() {
         assert!(started.elapsed() < Duration::from_secs(2), "{fault_kind:?}: known keys waited on the fetch");
         assert_eq!(slow.join().unwrap().unwrap(), 401, "{fault_kind:?}");
     }
-    // the last good keys are still in use and readiness holds
+    // the last good keys are still in use, readiness holds, and the failures were counted
     assert_eq!(call(&gate, &token(&fault.issuer, &pem, &kid, "end")), 200);
+    let ready =
+        common::try_raw(gate.admin_port, "GET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .unwrap();
+    assert_eq!(ready.status, 200);
+    let failures = ready.json()["checks"]["provider_keys"]["fetch_failures"].as_u64().unwrap();
+    assert!(failures >= 3, "{failures} failures counted");
 }

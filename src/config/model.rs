@@ -161,6 +161,12 @@ pub struct ProviderConfig {
     /// How many verified bearer tokens are remembered (each until it expires).
     #[serde(default = "default_token_cache_size")]
     pub token_cache_size: u64,
+    /// Accept opaque access tokens by RFC 7662 introspection (needs the client secret).
+    #[serde(default)]
+    pub introspection: bool,
+    /// How long an introspection answer is reused (never past the token's `exp`).
+    #[serde(default = "default_introspection_ttl")]
+    pub introspection_ttl: Duration,
     /// Extra query parameters for the authorization request (e.g. `kc_idp_hint`).
     #[serde(default)]
     pub extra_authorize_params: BTreeMap<String, String>,
@@ -196,6 +202,10 @@ fn default_max_response_size() -> ByteSize {
 
 fn default_token_cache_size() -> u64 {
     100_000
+}
+
+fn default_introspection_ttl() -> Duration {
+    Duration::from_secs(60)
 }
 
 fn default_scopes() -> Vec<String> {

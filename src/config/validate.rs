@@ -206,6 +206,10 @@ fn provider(config: &mut Config, base_dir: &Path, p: &mut Problems) {
     if !(1024..=16 * 1024 * 1024).contains(&pr.max_response_size.0) {
         p.at("provider.max_response_size", "must be between 1KiB and 16MiB");
     }
+    if pr.introspection && pr.client_secret.is_none() {
+        p.at("provider.introspection", "needs the client secret (client_secret or client_secret_file)");
+    }
+    timeout("provider.introspection_ttl", pr.introspection_ttl, p);
     if pr.token_cache_size == 0 {
         p.at("provider.token_cache_size", "must be at least 1");
     }

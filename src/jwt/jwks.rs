@@ -156,6 +156,8 @@ pub struct JwksCache {
     clock: Instant,
     /// `kid`s a refetch did not find, not worth another fetch until the cooldown passes.
     unknown_kids: moka::sync::Cache<String, ()>,
+    /// Failed fetches since start.
+    failures: AtomicU64,
 }
 
 impl std::fmt::Debug for JwksCache {
@@ -177,12 +179,18 @@ impl JwksCache {
                 .max_capacity(10_000)
                 .time_to_live(timing.cooldown)
                 .build(),
+            failures: AtomicU64::new(0),
         }
     }
 
     /// True once keys have been loaded.
     pub fn is_loaded(&self) -> bool {
         !self.keys.load().is_empty()
+    }
+
+    /// How many fetches have failed since start.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
     }
 
     /// The current key set.
@@ -199,8 +207,13 @@ impl JwksCache {
 
     async fn fetch_locked(&self, fetcher: &Fetcher, uri: &str) -> Result<Duration, JwksError> {
         self.last_fetch_ms.store(self.now_ms().max(1), Ordering::Relaxed);
-        let fetched = fetcher.get(uri).await?;
-        let set = KeySet::parse(&fetched.body)?;
+        let loaded = match fetcher.get(uri).await {
+            Ok(fetched) => KeySet::parse(&fetched.body).map(|set| (set, fetched.max_age)),
+            Err(e) => Err(e.into()),
+        };
+        let (set, max_age) = loaded.inspect_err(|_| {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        })?;
         if !set.skipped.is_empty() {
             tracing::warn!(skipped = ?set.skipped, "JWKS: some keys are not usable");
         }
@@ -208,7 +221,7 @@ impl JwksCache {
         self.keys.store(Arc::new(set));
         self.unknown_kids.invalidate_all();
         let t = self.timing;
-        Ok(fetched.max_age.unwrap_or(t.max_refresh).clamp(t.min_refresh, t.max_refresh))
+        Ok(max_age.unwrap_or(t.max_refresh).clamp(t.min_refresh, t.max_refresh))
     }
 
     /// The key for `kid`, refetching the set once if it is unknown and the cooldown allows.

@@ -14,6 +14,7 @@ pub use identity::Identity;
 use identity::{AccessClaims, ClaimsError};
 
 use crate::oidc::OidcProvider;
+use crate::oidc::introspection::Introspector;
 
 /// Longest token accepted (a JWT of real claims is 1-4 KiB).
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -49,6 +50,12 @@ pub enum TokenError {
     /// Verified, but not an access token authgate accepts.
     #[error(transparent)]
     Claims(#[from] ClaimsError),
+    /// Introspection says the opaque token is not active.
+    #[error("token not active")]
+    Inactive,
+    /// Introspection could not be done (provider down, bad answer).
+    #[error("introspection failed")]
+    IntrospectionFailed,
 }
 
 /// Verifies access tokens of one provider.
@@ -57,6 +64,7 @@ pub struct TokenVerifier {
     algorithms: Vec<Algorithm>,
     leeway: u64,
     verified: moka::sync::Cache<[u8; 32], Arc<Identity>>,
+    introspector: Option<Introspector>,
 }
 
 impl std::fmt::Debug for TokenVerifier {
@@ -90,22 +98,49 @@ impl TokenVerifier {
     ) -> Self {
         let verified =
             moka::sync::Cache::builder().max_capacity(cache_size).expire_after(UntilExpiry(leeway)).build();
-        Self { provider, algorithms, leeway, verified }
+        Self { provider, algorithms, leeway, verified, introspector: None }
+    }
+
+    /// Also accepts opaque (non-JWT) tokens, by asking the provider (RFC 7662).
+    pub fn with_introspection(mut self, introspector: Introspector) -> Self {
+        self.introspector = Some(introspector);
+        self
     }
 
     /// Verifies `token` and checks that its `aud` holds one of `audiences`.
     pub async fn verify(&self, token: &str, audiences: &[String]) -> Result<Arc<Identity>, TokenError> {
-        if token.len() > MAX_TOKEN_BYTES || token.bytes().filter(|&b| b == b'.').count() != 2 {
+        if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::Malformed);
         }
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let identity = match self.verified.get(&hash) {
-            Some(id) => id,
-            None => {
-                let id = Arc::new(self.verify_uncached(token).await?);
-                self.verified.insert(hash, id.clone());
-                id
+        let is_jwt = token.bytes().filter(|&b| b == b'.').count() == 2;
+        let identity = match (is_jwt, &self.introspector) {
+            (true, _) => match self.verified.get(&hash) {
+                Some(id) => id,
+                None => {
+                    let id = Arc::new(self.verify_uncached(token).await?);
+                    self.verified.insert(hash, id.clone());
+                    id
+                }
+            },
+            (false, Some(introspector)) => {
+                let endpoint = self
+                    .provider
+                    .discovery()
+                    .and_then(|d| d.introspection_endpoint.clone())
+                    .ok_or(TokenError::IntrospectionFailed)?;
+                introspector
+                    .introspect(
+                        self.provider.fetcher(),
+                        &endpoint,
+                        &self.provider.issuer,
+                        token,
+                        hash,
+                        self.leeway,
+                    )
+                    .await?
             }
+            (false, None) => return Err(TokenError::Malformed),
         };
         if identity.expires_at + self.leeway < unix_now() {
             return Err(TokenError::Expired);

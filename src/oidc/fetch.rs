@@ -65,15 +65,28 @@ impl Fetcher {
 
     /// GETs `url`, reading at most the size limit.
     pub async fn get(&self, url: &str) -> Result<Fetched, FetchError> {
+        self.send(url, self.client.get(url)).await
+    }
+
+    /// POSTs a form to `url` with HTTP Basic client authentication (RFC 6749 §2.3.1).
+    pub async fn post_form(
+        &self,
+        url: &str,
+        client_id: &str,
+        client_secret: &str,
+        form: &[(&str, &str)],
+    ) -> Result<Fetched, FetchError> {
+        // RFC 6749 §2.3.1: id and secret are form-urlencoded before Basic encoding
+        let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        let req = self.client.post(url).basic_auth(enc(client_id), Some(enc(client_secret))).form(form);
+        self.send(url, req).await
+    }
+
+    async fn send(&self, url: &str, req: reqwest::RequestBuilder) -> Result<Fetched, FetchError> {
         let transport =
             |e: reqwest::Error| FetchError::Transport { url: url.to_owned(), reason: e.to_string() };
-        let mut resp = self
-            .client
-            .get(url)
-            .header(http::header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(transport)?;
+        let mut resp =
+            req.header(http::header::ACCEPT, "application/json").send().await.map_err(transport)?;
         if resp.status() != reqwest::StatusCode::OK {
             return Err(FetchError::Status { url: url.to_owned(), status: resp.status().as_u16() });
         }

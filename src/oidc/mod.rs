@@ -4,6 +4,7 @@
 
 pub mod discovery;
 pub mod fetch;
+pub mod introspection;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,6 +58,11 @@ impl OidcProvider {
                 max_refresh: config.jwks_max_refresh.get(),
             }),
         })
+    }
+
+    /// The HTTP client for the provider's endpoints.
+    pub fn fetcher(&self) -> &Fetcher {
+        &self.fetcher
     }
 
     /// The discovery document, once loaded.

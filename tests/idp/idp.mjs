@@ -11,6 +11,7 @@
 //   ACCESS_TOKEN_AUDIENCE (authgate), APP_LICENSE (unset: any user may sign in; set: users without
 //   that license get error=access_denied, as Calimatic does; platform admins bypass it)
 //   AT_TTL, ID_TTL, RT_TTL, CC_TTL, SESSION_TTL (seconds)
+//   ACCESS_TOKEN_FORMAT: jwt (default) or opaque (for introspection)
 //   KEYS_DIR: keep the signing keys there (rs256.pem, es256.pem, PKCS#8, and kids.json): loaded
 //   when present, else generated and written, so tests can sign tokens with the IdP's own keys
 //   and a restarted IdP keeps its keys. ROTATE_KEYS=1 with KEYS_DIR: a new RS256 key signs from now
@@ -233,7 +234,7 @@ const provider = new Provider(issuer, {
       getResourceServerInfo: async () => ({
         scope: 'openid profile email organization permissions licenses offline_access',
         audience: AUDIENCE,
-        accessTokenFormat: 'jwt',
+        accessTokenFormat: env('ACCESS_TOKEN_FORMAT', 'jwt'),
         jwt: { sign: { alg: 'RS256' } },
       }),
     },
