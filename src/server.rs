@@ -16,7 +16,7 @@ use pingora::services::listening::Service;
 use crate::admin::AdminApp;
 use crate::config::{Config, resolve_path};
 use crate::gateway::{BuildError, Gateway};
-use crate::jwt::TokenVerifier;
+use crate::jwt::{TokenVerifier, VerifierSettings};
 use crate::oidc::introspection::Introspector;
 use crate::oidc::{OidcProvider, ProviderRefresher};
 use crate::proxy::AuthGate;
@@ -49,12 +49,13 @@ pub fn build(config: Config, base_dir: &std::path::Path) -> Result<Server, Start
                 .iter()
                 .map(|a| Algorithm::from_str(a).map_err(|_| StartError::Provider(format!("algorithm {a:?}"))))
                 .collect::<Result<Vec<_>, _>>()?;
-            let mut verifier = TokenVerifier::new(
-                provider.clone(),
+            let settings = VerifierSettings {
                 algorithms,
-                p.leeway.get().as_secs(),
-                p.token_cache_size,
-            );
+                leeway: p.leeway.get().as_secs(),
+                cache_size: p.token_cache_size,
+                client_id: p.client_id.clone(),
+            };
+            let mut verifier = TokenVerifier::new(provider.clone(), settings);
             if let (true, Some(secret)) = (p.introspection, &p.client_secret) {
                 verifier = verifier.with_introspection(Introspector::new(
                     p.client_id.clone(),

@@ -39,6 +39,9 @@ pub struct Identity {
 /// The access-token claims authgate reads beyond what `jsonwebtoken` validates.
 #[derive(Debug, Deserialize)]
 pub(crate) struct AccessClaims {
+    /// A string: an array would pass jsonwebtoken's any-of issuer check.
+    #[allow(dead_code)] // compared by jsonwebtoken; typed here so that only a string passes
+    iss: Option<String>,
     sub: String,
     #[serde(deserialize_with = "one_or_many")]
     aud: Vec<String>,
@@ -57,8 +60,28 @@ pub(crate) struct AccessClaims {
     nonce: Option<Value>,
     at_hash: Option<Value>,
     c_hash: Option<Value>,
-    /// Keycloak marks token kinds in a `typ` claim (`Bearer`, `ID`, `Refresh`).
+    /// Keycloak marks token kinds in a `typ` claim (`Bearer`, `ID`, `Refresh`, `Logout`).
     typ: Option<Value>,
+    /// Only in logout tokens (OIDC Back-Channel Logout).
+    events: Option<Value>,
+    /// Microsoft's scope claim.
+    scp: Option<Value>,
+    /// Auth0 marks client-credentials tokens with `gty`.
+    gty: Option<String>,
+    /// Entra ID marks application tokens with `idtyp: app`.
+    idtyp: Option<String>,
+    /// Keycloak's service-account users are `service-account-<client>`.
+    preferred_username: Option<String>,
+}
+
+/// What the verifier knows about the token beyond its claims.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TokenContext<'a> {
+    /// The token says it is an access token: JOSE header `typ: at+jwt` (RFC 9068), or an
+    /// introspection answer's `token_type`.
+    pub at_jwt: bool,
+    /// The gateway's own client id: an id_token issued to it carries it as `aud`.
+    pub own_client_id: &'a str,
 }
 
 /// Why verified claims are still not an access token authgate accepts.
@@ -83,11 +106,13 @@ const MAX_LIFETIME_SECS: u64 = 366 * 24 * 3600;
 
 impl AccessClaims {
     /// Checks what `jsonwebtoken` does not, and builds the identity.
-    pub(crate) fn into_identity(self, now: u64, leeway: u64) -> Result<Identity, ClaimsError> {
-        let id_token_marker = self.nonce.is_some() || self.at_hash.is_some() || self.c_hash.is_some();
-        let typ_claim = self.typ.as_ref().and_then(Value::as_str).map(str::to_ascii_lowercase);
-        if id_token_marker || matches!(typ_claim.as_deref(), Some("id" | "id_token" | "refresh" | "offline"))
-        {
+    pub(crate) fn into_identity(
+        self,
+        now: u64,
+        leeway: u64,
+        ctx: TokenContext<'_>,
+    ) -> Result<Identity, ClaimsError> {
+        if !self.is_access_token(ctx) {
             return Err(ClaimsError::NotAnAccessToken);
         }
         if self.iat.is_some_and(|iat| iat > now + leeway) {
@@ -100,8 +125,13 @@ impl AccessClaims {
             return Err(ClaimsError::NoSubject);
         }
         let client_id = self.client_id.or(self.azp);
+        // client-credentials tokens, as the common providers mark them
+        let machine = client_id.as_deref() == Some(self.sub.as_str())
+            || self.gty.as_deref() == Some("client-credentials")
+            || self.idtyp.as_deref() == Some("app")
+            || self.preferred_username.as_deref().is_some_and(|u| u.starts_with("service-account-"));
         Ok(Identity {
-            machine: client_id.as_deref() == Some(self.sub.as_str()),
+            machine,
             subject: self.sub,
             client_id,
             email: string(self.email),
@@ -117,6 +147,25 @@ impl AccessClaims {
             expires_at: self.exp,
             audiences: self.aud,
         })
+    }
+}
+
+impl AccessClaims {
+    /// An id_token, refresh or logout token is not an access token, although the same provider
+    /// signed it. RFC 9068 tokens say so in their header; for others: no id_token-only claims,
+    /// no `typ` claim other than `Bearer`, and a token for the gateway's own client id must
+    /// carry a scope (an id_token never does).
+    fn is_access_token(&self, ctx: TokenContext<'_>) -> bool {
+        if self.events.is_some() || self.nonce.is_some() || self.at_hash.is_some() || self.c_hash.is_some() {
+            return false;
+        }
+        match self.typ.as_ref() {
+            None => {}
+            Some(Value::String(t)) if t.eq_ignore_ascii_case("bearer") => {}
+            Some(_) => return false,
+        }
+        let has_scope = self.scope.is_some() || self.scp.is_some();
+        ctx.at_jwt || has_scope || !self.aud.iter().any(|a| a == ctx.own_client_id)
     }
 }
 
@@ -155,11 +204,14 @@ mod tests {
     use super::*;
 
     const NOW: u64 = 1_800_000_000;
+    const CTX: TokenContext<'static> = TokenContext { at_jwt: false, own_client_id: "authgate" };
 
     fn claims(extra: serde_json::Value) -> Result<Identity, ClaimsError> {
-        let mut base = serde_json::json!({ "sub": "u1", "aud": "authgate", "exp": NOW + 300, "iat": NOW, "client_id": "authgate" });
+        let mut base = serde_json::json!({
+            "sub": "u1", "aud": "authgate", "exp": NOW + 300, "iat": NOW, "client_id": "authgate", "scope": "openid",
+        });
         base.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-        serde_json::from_value::<AccessClaims>(base).unwrap().into_identity(NOW, 60)
+        serde_json::from_value::<AccessClaims>(base).unwrap().into_identity(NOW, 60, CTX)
     }
 
     #[test]
@@ -186,10 +238,20 @@ mod tests {
             serde_json::json!({"c_hash": "x"}),
             serde_json::json!({"typ": "ID"}),
             serde_json::json!({"typ": "Refresh"}),
+            serde_json::json!({"typ": "Logout"}),
+            serde_json::json!({"typ": 5}),
+            serde_json::json!({"events": {"http://schemas.openid.net/event/backchannel-logout": {}}}),
         ] {
             assert_eq!(claims(extra.clone()), Err(ClaimsError::NotAnAccessToken), "{extra}");
         }
         assert!(claims(serde_json::json!({"typ": "Bearer"})).is_ok());
+        // a nonce-less id_token: audience = our client, no scope
+        assert_eq!(claims(serde_json::json!({"scope": null})), Err(ClaimsError::NotAnAccessToken));
+        assert!(claims(serde_json::json!({})).is_ok());
+        assert!(claims(serde_json::json!({"scope": null, "aud": "some-api"})).is_ok(), "a token for an API");
+        let at_jwt = TokenContext { at_jwt: true, ..CTX };
+        let base = serde_json::json!({ "sub": "u1", "aud": "authgate", "exp": NOW + 300 });
+        assert!(serde_json::from_value::<AccessClaims>(base).unwrap().into_identity(NOW, 60, at_jwt).is_ok());
     }
 
     #[test]
@@ -208,7 +270,8 @@ mod tests {
         let m2m = claims(serde_json::json!({"sub": "reporting-service", "client_id": "reporting-service"}))
             .unwrap();
         assert!(m2m.machine);
-        let user = claims(serde_json::json!({"scope": "openid  profile"})).unwrap();
+        let user =
+            claims(serde_json::json!({"scope": "openid  profile", "preferred_username": "alice"})).unwrap();
         assert!(!user.machine);
         assert_eq!(user.scopes, ["openid", "profile"]);
         assert_eq!(user.client_id.as_deref(), Some("authgate"));

@@ -151,8 +151,12 @@ pub struct JwksCache {
     timing: JwksTiming,
     /// Serialises fetches so that concurrent misses share one.
     fetch_lock: tokio::sync::Mutex<()>,
-    /// When the last fetch started (ms on `clock`); 0 = never.
-    last_fetch_ms: AtomicU64,
+    /// Bumped when a fetch ends (well or not): a waiter that sees it move uses that fetch.
+    fetch_generation: AtomicU64,
+    /// When the last fetch for an unknown `kid` started (ms on `clock`); 0 = never. Only these
+    /// count against the cooldown, so a key rotated in just after a scheduled refresh is still
+    /// picked up at once.
+    last_unknown_fetch_ms: AtomicU64,
     clock: Instant,
     /// `kid`s a refetch did not find, not worth another fetch until the cooldown passes.
     unknown_kids: moka::sync::Cache<String, ()>,
@@ -173,7 +177,8 @@ impl JwksCache {
             keys: ArcSwap::from_pointee(KeySet::default()),
             timing,
             fetch_lock: tokio::sync::Mutex::new(()),
-            last_fetch_ms: AtomicU64::new(0),
+            fetch_generation: AtomicU64::new(0),
+            last_unknown_fetch_ms: AtomicU64::new(0),
             clock: Instant::now(),
             unknown_kids: moka::sync::Cache::builder()
                 .max_capacity(10_000)
@@ -186,6 +191,12 @@ impl JwksCache {
     /// True once keys have been loaded.
     pub fn is_loaded(&self) -> bool {
         !self.keys.load().is_empty()
+    }
+
+    /// Replaces the keys with `set` (as a successful fetch would).
+    pub fn install(&self, set: KeySet) {
+        self.keys.store(Arc::new(set));
+        self.unknown_kids.invalidate_all();
     }
 
     /// How many fetches have failed since start.
@@ -206,11 +217,11 @@ impl JwksCache {
     }
 
     async fn fetch_locked(&self, fetcher: &Fetcher, uri: &str) -> Result<Duration, JwksError> {
-        self.last_fetch_ms.store(self.now_ms().max(1), Ordering::Relaxed);
         let loaded = match fetcher.get(uri).await {
             Ok(fetched) => KeySet::parse(&fetched.body).map(|set| (set, fetched.max_age)),
             Err(e) => Err(e.into()),
         };
+        self.fetch_generation.fetch_add(1, Ordering::Release);
         let (set, max_age) = loaded.inspect_err(|_| {
             self.failures.fetch_add(1, Ordering::Relaxed);
         })?;
@@ -224,8 +235,10 @@ impl JwksCache {
         Ok(max_age.unwrap_or(t.max_refresh).clamp(t.min_refresh, t.max_refresh))
     }
 
-    /// The key for `kid`, refetching the set once if it is unknown and the cooldown allows.
-    /// Waits at most for one in-flight fetch (which the fetcher's time limit bounds).
+    /// The key for `kid`. An unknown `kid` refetches the set, at most once per cooldown; a
+    /// request arriving during a fetch waits for that one (bounded by the fetcher's time limit)
+    /// and never starts another. A `kid` still unknown after a fetch is remembered as unknown
+    /// for the cooldown.
     pub async fn key_for(
         &self,
         kid: Option<&str>,
@@ -235,25 +248,32 @@ impl JwksCache {
         if let Some(k) = self.keys.load().get(kid) {
             return Some(k.clone());
         }
-        let kid_key = kid.unwrap_or("").to_owned();
-        if self.unknown_kids.contains_key(&kid_key) {
+        let kid_key = kid.unwrap_or("");
+        if self.unknown_kids.contains_key(kid_key) {
             return None;
         }
-        let before = self.last_fetch_ms.load(Ordering::Relaxed);
+        let generation = self.fetch_generation.load(Ordering::Acquire);
         let _guard = self.fetch_lock.lock().await;
-        // someone else fetched while we waited: use their result
-        if self.last_fetch_ms.load(Ordering::Relaxed) != before {
-            return self.keys.load().get(kid).cloned();
-        }
-        let cooled = self.now_ms().saturating_sub(before) >= self.timing.cooldown.as_millis() as u64;
-        if let (true, Some(uri)) = (cooled || before == 0, uri) {
-            if let Err(e) = self.fetch_locked(fetcher, uri).await {
-                tracing::warn!(error = %e, "JWKS refetch for an unknown key failed; keeping the last good keys");
+        let fetched = if self.fetch_generation.load(Ordering::Acquire) != generation {
+            true // a fetch ended while we waited: judge by its result
+        } else {
+            let last = self.last_unknown_fetch_ms.load(Ordering::Relaxed);
+            let now = self.now_ms().max(1);
+            let cooled = last == 0 || now.saturating_sub(last) >= self.timing.cooldown.as_millis() as u64;
+            match (cooled, uri) {
+                (true, Some(uri)) => {
+                    self.last_unknown_fetch_ms.store(now, Ordering::Relaxed);
+                    if let Err(e) = self.fetch_locked(fetcher, uri).await {
+                        tracing::warn!(error = %e, "JWKS refetch for an unknown key failed; keeping the last good keys");
+                    }
+                    true
+                }
+                _ => false,
             }
-        }
+        };
         let found = self.keys.load().get(kid).cloned();
-        if found.is_none() {
-            self.unknown_kids.insert(kid_key, ());
+        if found.is_none() && fetched {
+            self.unknown_kids.insert(kid_key.to_owned(), ());
         }
         found
     }

@@ -11,10 +11,10 @@ use jsonwebtoken::{Algorithm, Validation};
 use sha2::{Digest, Sha256};
 
 pub use identity::Identity;
-use identity::{AccessClaims, ClaimsError};
+use identity::{AccessClaims, ClaimsError, TokenContext};
 
 use crate::oidc::OidcProvider;
-use crate::oidc::introspection::Introspector;
+use crate::oidc::introspection::{IntrospectionRequest, Introspector};
 
 /// Longest token accepted (a JWT of real claims is 1-4 KiB).
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -40,7 +40,7 @@ pub enum TokenError {
     KeyMismatch,
     /// Bad signature, issuer, audience presence, nbf, or claim types.
     #[error("invalid token: {0}")]
-    Invalid(String),
+    Invalid(&'static str),
     /// Past `exp` (+ leeway).
     #[error("token expired")]
     Expired,
@@ -58,22 +58,41 @@ pub enum TokenError {
     IntrospectionFailed,
 }
 
+/// Longest a verified identity is reused before its token is checked again (so that a key the
+/// provider withdrew stops being trusted within this time).
+const MAX_CACHE_LIFETIME: Duration = Duration::from_secs(600);
+
+/// Longest `kid` accepted: real ones are short, and unknown ones are remembered.
+const MAX_KID_BYTES: usize = 256;
+
+/// How a `TokenVerifier` judges tokens.
+#[derive(Debug, Clone)]
+pub struct VerifierSettings {
+    /// Accepted signature algorithms.
+    pub algorithms: Vec<Algorithm>,
+    /// Clock skew tolerated, in seconds.
+    pub leeway: u64,
+    /// Verified tokens remembered.
+    pub cache_size: u64,
+    /// The gateway's own client id (an id_token issued to it is not an access token).
+    pub client_id: String,
+}
+
 /// Verifies access tokens of one provider.
 pub struct TokenVerifier {
     provider: Arc<OidcProvider>,
-    algorithms: Vec<Algorithm>,
-    leeway: u64,
+    settings: VerifierSettings,
     verified: moka::sync::Cache<[u8; 32], Arc<Identity>>,
     introspector: Option<Introspector>,
 }
 
 impl std::fmt::Debug for TokenVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenVerifier").field("algorithms", &self.algorithms).finish_non_exhaustive()
+        f.debug_struct("TokenVerifier").field("settings", &self.settings).finish_non_exhaustive()
     }
 }
 
-/// Cached identities live until their token expires (plus leeway).
+/// Cached identities live until their token expires (plus leeway), at most `MAX_CACHE_LIFETIME`.
 struct UntilExpiry(u64);
 
 impl moka::Expiry<[u8; 32], Arc<Identity>> for UntilExpiry {
@@ -83,22 +102,20 @@ impl moka::Expiry<[u8; 32], Arc<Identity>> for UntilExpiry {
         value: &Arc<Identity>,
         _created_at: std::time::Instant,
     ) -> Option<Duration> {
-        Some(Duration::from_secs((value.expires_at + self.0).saturating_sub(unix_now())))
+        let until_expiry = Duration::from_secs((value.expires_at + self.0).saturating_sub(unix_now()));
+        Some(until_expiry.min(MAX_CACHE_LIFETIME))
     }
 }
 
 impl TokenVerifier {
-    /// A verifier that accepts `algorithms` with `leeway` seconds of clock skew and caches up
+    /// A verifier judging tokens by `settings`; it caches up
     /// to `cache_size` verified tokens.
-    pub fn new(
-        provider: Arc<OidcProvider>,
-        algorithms: Vec<Algorithm>,
-        leeway: u64,
-        cache_size: u64,
-    ) -> Self {
-        let verified =
-            moka::sync::Cache::builder().max_capacity(cache_size).expire_after(UntilExpiry(leeway)).build();
-        Self { provider, algorithms, leeway, verified, introspector: None }
+    pub fn new(provider: Arc<OidcProvider>, settings: VerifierSettings) -> Self {
+        let verified = moka::sync::Cache::builder()
+            .max_capacity(settings.cache_size)
+            .expire_after(UntilExpiry(settings.leeway))
+            .build();
+        Self { provider, settings, verified, introspector: None }
     }
 
     /// Also accepts opaque (non-JWT) tokens, by asking the provider (RFC 7662).
@@ -129,20 +146,19 @@ impl TokenVerifier {
                     .discovery()
                     .and_then(|d| d.introspection_endpoint.clone())
                     .ok_or(TokenError::IntrospectionFailed)?;
-                introspector
-                    .introspect(
-                        self.provider.fetcher(),
-                        &endpoint,
-                        &self.provider.issuer,
-                        token,
-                        hash,
-                        self.leeway,
-                    )
-                    .await?
+                let request = IntrospectionRequest {
+                    endpoint: &endpoint,
+                    issuer: &self.provider.issuer,
+                    token,
+                    hash,
+                    leeway: self.settings.leeway,
+                    own_client_id: &self.settings.client_id,
+                };
+                introspector.introspect(self.provider.fetcher(), request).await?
             }
             (false, None) => return Err(TokenError::Malformed),
         };
-        if identity.expires_at + self.leeway < unix_now() {
+        if identity.expires_at + self.settings.leeway < unix_now() {
             return Err(TokenError::Expired);
         }
         if !identity.audiences.iter().any(|a| audiences.contains(a)) {
@@ -166,7 +182,10 @@ impl TokenVerifier {
         if header.x5u.is_some() {
             return Err(TokenError::ForbiddenHeader("x5u"));
         }
-        if !self.algorithms.contains(&header.alg) {
+        if header.kid.as_ref().is_some_and(|k| k.len() > MAX_KID_BYTES) {
+            return Err(TokenError::Malformed);
+        }
+        if !self.settings.algorithms.contains(&header.alg) {
             return Err(TokenError::AlgorithmNotAllowed);
         }
         let key = self.provider.key_for(header.kid.as_deref()).await.ok_or(TokenError::UnknownKey)?;
@@ -175,18 +194,31 @@ impl TokenVerifier {
         }
         let mut validation = Validation::new(header.alg);
         validation.algorithms = vec![header.alg];
-        validation.leeway = self.leeway;
+        validation.leeway = self.settings.leeway;
         validation.validate_nbf = true;
         validation.validate_aud = false; // checked per route, against the identity's audiences
         validation.set_issuer(&[self.provider.issuer.as_str()]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        let data = jsonwebtoken::decode::<AccessClaims>(token, &key.key, &validation).map_err(|e| match e
-            .kind()
-        {
-            jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
-            kind => TokenError::Invalid(format!("{kind:?}")),
+        let data = jsonwebtoken::decode::<AccessClaims>(token, &key.key, &validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind as K;
+            // categories only: error details can quote claim values into the log
+            TokenError::Invalid(match e.kind() {
+                K::ExpiredSignature => return TokenError::Expired,
+                K::InvalidSignature => "signature",
+                K::InvalidIssuer => "issuer",
+                K::ImmatureSignature => "not yet valid",
+                K::MissingRequiredClaim(_) => "missing claim",
+                K::InvalidClaimFormat(_) | K::Json(_) => "claim types",
+                _ => "malformed",
+            })
         })?;
-        Ok(data.claims.into_identity(unix_now(), self.leeway)?)
+        let ctx = TokenContext {
+            at_jwt: header.typ.as_deref().is_some_and(|t| {
+                t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt")
+            }),
+            own_client_id: &self.settings.client_id,
+        };
+        Ok(data.claims.into_identity(unix_now(), self.settings.leeway, ctx)?)
     }
 }
 

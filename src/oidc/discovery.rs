@@ -54,11 +54,22 @@ pub async fn discover(fetcher: &Fetcher, issuer: &str) -> Result<Discovery, Disc
     if doc.issuer != issuer {
         return Err(DiscoveryError::IssuerMismatch { expected: issuer.to_owned(), found: doc.issuer });
     }
-    for (name, endpoint) in
-        [("jwks_uri", Some(&doc.jwks_uri)), ("token_endpoint", doc.token_endpoint.as_ref())]
-    {
+    // an https provider must keep every endpoint on https: secrets and keys travel there
+    let https_only = issuer.starts_with("https://");
+    let endpoints = [
+        ("jwks_uri", Some(&doc.jwks_uri)),
+        ("authorization_endpoint", doc.authorization_endpoint.as_ref()),
+        ("token_endpoint", doc.token_endpoint.as_ref()),
+        ("end_session_endpoint", doc.end_session_endpoint.as_ref()),
+        ("revocation_endpoint", doc.revocation_endpoint.as_ref()),
+        ("introspection_endpoint", doc.introspection_endpoint.as_ref()),
+    ];
+    for (name, endpoint) in endpoints {
         if let Some(e) = endpoint {
-            url::Url::parse(e).map_err(|err| DiscoveryError::Malformed(format!("{name}: {err}")))?;
+            let u = url::Url::parse(e).map_err(|err| DiscoveryError::Malformed(format!("{name}: {err}")))?;
+            if https_only && u.scheme() != "https" {
+                return Err(DiscoveryError::Malformed(format!("{name} is not https: {e}")));
+            }
         }
     }
     Ok(doc)

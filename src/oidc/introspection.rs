@@ -9,15 +9,42 @@ use serde_json::Value;
 
 use super::fetch::Fetcher;
 use crate::config::Secret;
-use crate::jwt::identity::AccessClaims;
+use crate::jwt::identity::{AccessClaims, TokenContext};
 use crate::jwt::{Identity, TokenError, unix_now};
+
+/// At most this many introspection calls are in flight; others queue (each bounded by the
+/// provider time limit), so a flood of made-up tokens cannot open unbounded connections.
+const MAX_CONCURRENT: usize = 16;
+
+/// How long a refused token is remembered as refused.
+const NEGATIVE_TTL: Duration = Duration::from_secs(60);
+
+/// One token to introspect, and how to judge the answer.
+#[derive(Debug, Clone, Copy)]
+pub struct IntrospectionRequest<'a> {
+    /// The provider's introspection endpoint.
+    pub endpoint: &'a str,
+    /// The expected `iss`.
+    pub issuer: &'a str,
+    /// The opaque token.
+    pub token: &'a str,
+    /// SHA-256 of the token (the cache key).
+    pub hash: [u8; 32],
+    /// Clock skew tolerated, in seconds.
+    pub leeway: u64,
+    /// The gateway's own client id.
+    pub own_client_id: &'a str,
+}
 
 /// Asks the provider about opaque tokens.
 pub struct Introspector {
     client_id: String,
     client_secret: Secret,
     ttl: Duration,
-    answers: moka::sync::Cache<[u8; 32], Option<Arc<Identity>>>,
+    active: moka::sync::Cache<[u8; 32], Arc<Identity>>,
+    /// Refused tokens, apart from the active ones so that a flood of junk cannot evict them.
+    refused: moka::sync::Cache<[u8; 32], ()>,
+    in_flight: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for Introspector {
@@ -26,67 +53,79 @@ impl std::fmt::Debug for Introspector {
     }
 }
 
-/// Keeps an answer for the TTL, and an active token's no longer than until its `exp`.
+/// Keeps an active token's answer for the TTL, never past its `exp`.
 struct AnswerExpiry(Duration);
 
-impl moka::Expiry<[u8; 32], Option<Arc<Identity>>> for AnswerExpiry {
+impl moka::Expiry<[u8; 32], Arc<Identity>> for AnswerExpiry {
     fn expire_after_create(
         &self,
         _key: &[u8; 32],
-        value: &Option<Arc<Identity>>,
+        value: &Arc<Identity>,
         _created_at: std::time::Instant,
     ) -> Option<Duration> {
-        let until_exp =
-            value.as_ref().map(|id| Duration::from_secs(id.expires_at.saturating_sub(unix_now())));
-        Some(until_exp.map_or(self.0, |d| d.min(self.0)))
+        Some(Duration::from_secs(value.expires_at.saturating_sub(unix_now())).min(self.0))
     }
 }
 
 impl Introspector {
     /// Introspects as `client_id`, caching answers for up to `ttl` (`capacity` tokens).
     pub fn new(client_id: String, client_secret: Secret, ttl: Duration, capacity: u64) -> Self {
-        let answers =
-            moka::sync::Cache::builder().max_capacity(capacity).expire_after(AnswerExpiry(ttl)).build();
-        Self { client_id, client_secret, ttl, answers }
+        Self {
+            client_id,
+            client_secret,
+            ttl,
+            active: moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .expire_after(AnswerExpiry(ttl))
+                .build(),
+            refused: moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(ttl.min(NEGATIVE_TTL))
+                .build(),
+            in_flight: tokio::sync::Semaphore::new(MAX_CONCURRENT),
+        }
     }
 
     /// The identity behind an opaque token, from the cache or the provider.
     pub async fn introspect(
         &self,
         fetcher: &Fetcher,
-        endpoint: &str,
-        issuer: &str,
-        token: &str,
-        hash: [u8; 32],
-        leeway: u64,
+        req: IntrospectionRequest<'_>,
     ) -> Result<Arc<Identity>, TokenError> {
-        if let Some(answer) = self.answers.get(&hash) {
-            return answer.ok_or(TokenError::Inactive);
+        if let Some(id) = self.active.get(&req.hash) {
+            return Ok(id);
         }
+        if self.refused.contains_key(&req.hash) {
+            return Err(TokenError::Inactive);
+        }
+        let _permit = self.in_flight.acquire().await.map_err(|_| TokenError::IntrospectionFailed)?;
+        let form = [("token", req.token), ("token_type_hint", "access_token")];
         let fetched = fetcher
-            .post_form(
-                endpoint,
-                &self.client_id,
-                self.client_secret.expose(),
-                &[("token", token), ("token_type_hint", "access_token")],
-            )
+            .post_form(req.endpoint, &self.client_id, self.client_secret.expose(), &form)
             .await
             .map_err(|e| {
                 tracing::warn!(error = %e, "token introspection failed");
                 TokenError::IntrospectionFailed
             })?;
-        let answer = match serde_json::from_slice::<Value>(&fetched.body) {
-            Ok(body) => identity_from_response(body, issuer, leeway).map(Arc::new),
-            Err(_) => return Err(TokenError::IntrospectionFailed),
-        };
-        self.answers.insert(hash, answer.as_ref().ok().cloned());
-        answer
+        let body: Value =
+            serde_json::from_slice(&fetched.body).map_err(|_| TokenError::IntrospectionFailed)?;
+        match identity_from_response(body, req) {
+            Ok(identity) => {
+                let identity = Arc::new(identity);
+                self.active.insert(req.hash, identity.clone());
+                Ok(identity)
+            }
+            Err(e) => {
+                self.refused.insert(req.hash, ());
+                Err(e)
+            }
+        }
     }
 }
 
 /// Reads an introspection response: active, an access token (not a refresh token), this
 /// issuer, with the claims an access token must have.
-fn identity_from_response(mut body: Value, issuer: &str, leeway: u64) -> Result<Identity, TokenError> {
+fn identity_from_response(mut body: Value, req: IntrospectionRequest<'_>) -> Result<Identity, TokenError> {
     if body.get("active") != Some(&Value::Bool(true)) {
         return Err(TokenError::Inactive);
     }
@@ -98,8 +137,8 @@ fn identity_from_response(mut body: Value, issuer: &str, leeway: u64) -> Result<
     if !is_access {
         return Err(TokenError::Claims(crate::jwt::identity::ClaimsError::NotAnAccessToken));
     }
-    if body.get("iss").is_some_and(|i| i.as_str() != Some(issuer)) {
-        return Err(TokenError::Invalid("issuer".into()));
+    if body.get("iss").is_some_and(|i| i.as_str() != Some(req.issuer)) {
+        return Err(TokenError::Invalid("issuer"));
     }
     // a client-credentials token has no user: its subject is the client
     if body.get("sub").is_none() {
@@ -108,9 +147,11 @@ fn identity_from_response(mut body: Value, issuer: &str, leeway: u64) -> Result<
         }
     }
     let claims: AccessClaims =
-        serde_json::from_value(body).map_err(|e| TokenError::Invalid(e.to_string()))?;
-    let identity = claims.into_identity(unix_now(), leeway)?;
-    if identity.expires_at + leeway < unix_now() {
+        serde_json::from_value(body).map_err(|_| TokenError::Invalid("claim types"))?;
+    // the provider itself said it is an access token (token_type), as an at+jwt header would
+    let ctx = TokenContext { at_jwt: true, own_client_id: req.own_client_id };
+    let identity = claims.into_identity(unix_now(), req.leeway, ctx)?;
+    if identity.expires_at + req.leeway < unix_now() {
         return Err(TokenError::Expired);
     }
     Ok(identity)
@@ -123,10 +164,22 @@ mod tests {
 
     const ISS: &str = "https://idp.example.com";
 
+    fn judge(body: Value) -> Result<Identity, TokenError> {
+        let req = IntrospectionRequest {
+            endpoint: "",
+            issuer: ISS,
+            token: "t",
+            hash: [0; 32],
+            leeway: 60,
+            own_client_id: "authgate",
+        };
+        identity_from_response(body, req)
+    }
+
     fn response(extra: Value) -> Value {
         let mut v = json!({
             "active": true, "token_type": "Bearer", "iss": ISS, "sub": "u1", "aud": "authgate",
-            "client_id": "authgate", "exp": unix_now() + 300, "iat": unix_now(), "licenses": ["wiki"],
+            "client_id": "authgate", "exp": unix_now() + 300, "iat": unix_now(), "licenses": ["wiki"], "scope": "openid",
         });
         v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
         v
@@ -134,11 +187,11 @@ mod tests {
 
     #[test]
     fn active_access_tokens_become_identities() {
-        let id = identity_from_response(response(json!({})), ISS, 60).unwrap();
+        let id = judge(response(json!({}))).unwrap();
         assert_eq!((id.subject.as_str(), id.licenses.as_slice()), ("u1", &["wiki".to_string()][..]));
         let mut m2m = response(json!({ "client_id": "reporting-service" }));
         m2m.as_object_mut().unwrap().remove("sub");
-        let id = identity_from_response(m2m, ISS, 60).unwrap();
+        let id = judge(m2m).unwrap();
         assert!(id.machine);
     }
 
@@ -163,7 +216,7 @@ mod tests {
                     body[k] = v.clone();
                 }
             }
-            assert!(identity_from_response(body, ISS, 60).is_err(), "{extra}");
+            assert!(judge(body).is_err(), "{extra}");
         }
     }
 }

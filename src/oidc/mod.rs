@@ -70,16 +70,23 @@ impl OidcProvider {
         self.discovery.load_full()
     }
 
-    /// Loads discovery (if not yet loaded) and the JWK Set; returns when to refresh again.
+    /// Reloads discovery (keeping the last good document if that fails) and the JWK Set;
+    /// returns when to refresh again.
     pub async fn refresh(&self) -> Result<Duration, ProviderError> {
-        let doc = match self.discovery() {
-            Some(d) => d,
-            None => {
-                let d = Arc::new(discover(&self.fetcher, &self.issuer).await?);
-                self.discovery.store(Some(d.clone()));
-                tracing::info!(issuer = %self.issuer, "provider discovery loaded");
-                d
+        let doc = match (discover(&self.fetcher, &self.issuer).await, self.discovery()) {
+            (Ok(fresh), _) => {
+                let fresh = Arc::new(fresh);
+                if self.discovery().is_none() {
+                    tracing::info!(issuer = %self.issuer, "provider discovery loaded");
+                }
+                self.discovery.store(Some(fresh.clone()));
+                fresh
             }
+            (Err(e), Some(old)) => {
+                tracing::warn!(error = %e, "cannot reload provider discovery; keeping the last good document");
+                old
+            }
+            (Err(e), None) => return Err(e.into()),
         };
         Ok(self.jwks.refresh(&self.fetcher, &doc.jwks_uri).await?)
     }

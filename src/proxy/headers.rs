@@ -122,7 +122,7 @@ pub fn shape_request_headers(
 
 /// Adds the caller's identity headers (after `shape_request_headers` removed any client copies)
 /// and drops the caller's `Authorization`: the app learns who is calling, not their token,
-/// unless the route passes the token on in its own header.
+/// unless the route passes the token on in its own header. Values go through `header_value`.
 pub fn add_identity_headers(
     req: &mut RequestHeader,
     names: &IdentityHeaderNames,
@@ -132,10 +132,10 @@ pub fn add_identity_headers(
     req.remove_header(&http::header::AUTHORIZATION);
     if who.machine {
         if let Some(client) = &who.client_id {
-            req.insert_header(names.client_id.clone(), client.as_str())?;
+            req.insert_header(names.client_id.clone(), header_value(client, false).as_ref())?;
         }
     } else {
-        req.insert_header(names.user_id.clone(), who.subject.as_str())?;
+        req.insert_header(names.user_id.clone(), header_value(&who.subject, false).as_ref())?;
         let optional = [
             (&names.email, who.email.as_deref()),
             (&names.name, who.name.as_deref()),
@@ -144,16 +144,47 @@ pub fn add_identity_headers(
         ];
         for (name, value) in optional {
             if let Some(v) = value {
-                req.insert_header(name.clone(), v)?;
+                req.insert_header(name.clone(), header_value(v, false).as_ref())?;
             }
         }
-        req.insert_header(names.licenses.clone(), who.licenses.join(","))?;
-        req.insert_header(names.permissions.clone(), who.permissions.join(","))?;
+        req.insert_header(names.licenses.clone(), header_list(&who.licenses))?;
+        req.insert_header(names.permissions.clone(), header_list(&who.permissions))?;
     }
     if let Some(token) = pass_token {
         req.insert_header(names.access_token.clone(), token)?;
     }
     Ok(())
+}
+
+/// A claim as a header value: printable ASCII passes as is; control characters, non-ASCII
+/// bytes (UTF-8), `%` and, inside lists, `,` are percent-encoded, so that no value can break the
+/// header, smuggle a second one, or forge a list entry. Apps decode with any URL decoder.
+pub fn header_value(value: &str, list_item: bool) -> std::borrow::Cow<'_, str> {
+    let needs = |b: u8| !(0x20..0x7f).contains(&b) || b == b'%' || (list_item && b == b',');
+    if !value.bytes().any(needs) {
+        return std::borrow::Cow::Borrowed(value);
+    }
+    let mut out = String::with_capacity(value.len() + 8);
+    for b in value.bytes() {
+        if needs(b) {
+            out.push_str(&format!("%{b:02X}"));
+        } else {
+            out.push(char::from(b));
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// A list claim as one comma-separated header value.
+fn header_list(items: &[String]) -> String {
+    let mut out = String::new();
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&header_value(item, true));
+    }
+    out
 }
 
 /// All values of a header joined with `, `, if it is present.
@@ -262,6 +293,24 @@ mod tests {
         assert_eq!(req.headers["x-real-ip"], "1.2.3.4");
         assert!(!req.headers.contains_key("x-forwarded-prefix"));
         assert_eq!(req.headers.get_all("x-forwarded-for").iter().count(), 1);
+    }
+
+    #[test]
+    fn claim_values_cannot_break_or_forge_headers() {
+        let cases = [
+            ("alice@acme.test", false, "alice@acme.test"),
+            ("Zoë", false, "Zo%C3%AB"),
+            ("a\r\nX-User-Id: admin", false, "a%0D%0AX-User-Id: admin"),
+            ("nul\0", false, "nul%00"),
+            ("100%", false, "100%25"),
+            ("wiki,admin", true, "wiki%2Cadmin"),
+            ("wiki,admin", false, "wiki,admin"),
+        ];
+        for (raw, list, want) in cases {
+            assert_eq!(header_value(raw, list), want, "{raw:?}");
+            assert!(http::HeaderValue::from_str(&header_value(raw, list)).is_ok());
+        }
+        assert_eq!(header_list(&["wiki".into(), "crm,admin".into()]), "wiki,crm%2Cadmin");
     }
 
     #[test]

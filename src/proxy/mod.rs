@@ -25,6 +25,7 @@ pub use pipeline::{
 };
 pub use respond::{escape_html, prefers_html, render, www_authenticate};
 
+use crate::config::AuthMode;
 use crate::gateway::Gateway;
 use crate::routing::Route;
 
@@ -103,7 +104,12 @@ impl ProxyHttp for AuthGate {
         };
         ctx.target = Some(target);
         ctx.route = Some(route.clone());
-        let decision = match read_credentials(session.req_header()) {
+        // public routes never look at credentials: a malformed Authorization header is the app's business
+        let credentials = match route.auth {
+            AuthMode::Public => Ok(Credentials::None),
+            _ => read_credentials(session.req_header()),
+        };
+        let decision = match credentials {
             Ok(credentials) => authenticate(&route, credentials, gateway.verifier.as_deref())
                 .await
                 .and_then(|caller| authorize(&route, &caller).map(|()| caller)),

@@ -9,7 +9,7 @@ use pingora::http::RequestHeader;
 
 use crate::config::AuthMode;
 use crate::gateway::Gateway;
-use crate::jwt::{Identity, TokenVerifier};
+use crate::jwt::{Identity, TokenError, TokenVerifier};
 use crate::routing::{Authority, Route, normalize_path, parse_authority, route_key};
 
 /// A request the gateway answers itself, with this status and reason.
@@ -196,6 +196,11 @@ pub async fn authenticate(
             let verifier = verifier.ok_or_else(invalid_token)?;
             match verifier.verify(token, &route.audiences).await {
                 Ok(identity) => Ok(Caller::Bearer(identity)),
+                Err(TokenError::IntrospectionFailed) => Err(Rejection::new(
+                    503,
+                    "introspection_unavailable",
+                    "The access token cannot be checked right now; try again shortly.",
+                )),
                 Err(e) => {
                     tracing::debug!(route = %route.name, reason = %e, "bearer token refused");
                     Err(invalid_token())
