@@ -366,10 +366,15 @@ async fn forged_stale_and_misdirected_tokens_are_refused() {
     let challenge = resp.header("www-authenticate").unwrap();
     assert!(!challenge.contains("error="), "{challenge}");
     assert!(challenge.contains("resource_metadata=\""), "{challenge}");
-    // a 1 MB token never reaches anything either
-    let huge = "a".repeat(1024 * 1024);
-    let resp = gate.raw(&format!("GET /wiki-api HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {huge}\r\nConnection: close\r\n\r\n"));
-    assert!(matches!(resp.status, 400 | 431), "1 MB token: {}", resp.status);
+    // oversized tokens never reach anything either: above the header limit authgate answers
+    // 431; a 1 MB one is already refused (400) by Pingora's HTTP parser, whose limit is 1 MiB
+    for (size, status) in [(200 * 1024, 431), (1024 * 1024, 400)] {
+        let huge = "a".repeat(size);
+        let resp = gate.raw(&format!(
+            "GET /wiki-api HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {huge}\r\nConnection: close\r\n\r\n"
+        ));
+        assert_eq!(resp.status, status, "{size}-byte token");
+    }
 }
 
 #[tokio::test]
