@@ -15,4 +15,5 @@ pub mod policy;
 pub mod proxy;
 pub mod routing;
 pub mod server;
+pub mod session;
 pub mod upstream;

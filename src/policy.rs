@@ -142,6 +142,8 @@ mod tests {
             client_id: Some("authgate".into()),
             email: None,
             name: None,
+            given_name: None,
+            family_name: None,
             organization_id: Some("org-a".into()),
             user_type: Some("customer_user".into()),
             licenses: licenses.iter().map(|s| s.to_string()).collect(),

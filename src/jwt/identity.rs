@@ -7,8 +7,8 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-/// The caller a token (or, later, a session) stands for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The caller a token or a session stands for.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub struct Identity {
     /// `sub`: a user id, or for client-credentials tokens the client id.
     pub subject: String,
@@ -20,6 +20,12 @@ pub struct Identity {
     pub email: Option<String>,
     /// `name`.
     pub name: Option<String>,
+    /// `given_name`.
+    #[serde(default)]
+    pub given_name: Option<String>,
+    /// `family_name`.
+    #[serde(default)]
+    pub family_name: Option<String>,
     /// `organization_id`.
     pub organization_id: Option<String>,
     /// `user_type`.
@@ -52,6 +58,8 @@ pub(crate) struct AccessClaims {
     scope: Option<String>,
     email: Option<Value>,
     name: Option<Value>,
+    given_name: Option<Value>,
+    family_name: Option<Value>,
     organization_id: Option<Value>,
     user_type: Option<Value>,
     licenses: Option<Value>,
@@ -136,6 +144,8 @@ impl AccessClaims {
             client_id,
             email: string(self.email),
             name: string(self.name),
+            given_name: string(self.given_name),
+            family_name: string(self.family_name),
             organization_id: string(self.organization_id),
             user_type: string(self.user_type),
             licenses: strings(self.licenses),

@@ -1,0 +1,241 @@
+//! Session stores: one trait, the embedded memory store now, Redis later behind the same trait.
+//! Stores see only ciphertext, keyed hashes and expiry times.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use super::SessionKey;
+use crate::jwt::unix_now;
+
+/// A session as the store holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSession {
+    /// AES-256-GCM ciphertext of the session.
+    pub sealed: Vec<u8>,
+    /// Bumped on every write; writes name the version they replace.
+    pub version: u64,
+    /// Keyed hash of the user's `sub`, to end all of a user's sessions.
+    pub user: [u8; 32],
+    /// Absolute end of the session, seconds since the epoch.
+    pub expires_at: u64,
+}
+
+/// A store failure (the memory store has none; Redis will).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend could not be reached or answered an error.
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Where sessions and pending logins live.
+#[async_trait]
+pub trait SessionStore: Send + Sync + std::fmt::Debug {
+    /// The session under `key`, if it exists and has not expired (reading refreshes idleness).
+    async fn load(&self, key: &SessionKey) -> Result<Option<StoredSession>, StoreError>;
+
+    /// Writes `session` if the stored version is `expected` (`None`: must not exist yet).
+    /// Returns whether it was written.
+    async fn save(
+        &self,
+        key: &SessionKey,
+        session: StoredSession,
+        expected: Option<u64>,
+    ) -> Result<bool, StoreError>;
+
+    /// Ends one session.
+    async fn delete(&self, key: &SessionKey) -> Result<(), StoreError>;
+
+    /// Ends every session of a user; returns how many.
+    async fn delete_user(&self, user: &[u8; 32]) -> Result<usize, StoreError>;
+
+    /// Keeps a pending login for `ttl`.
+    async fn put_login(&self, key: [u8; 32], sealed: Vec<u8>, ttl: Duration) -> Result<(), StoreError>;
+
+    /// Takes a pending login (single use: a second take finds nothing).
+    async fn take_login(&self, key: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError>;
+}
+
+/// Sessions in this process: bounded, with idle and absolute lifetimes enforced on every read.
+#[derive(Debug)]
+pub struct MemoryStore {
+    sessions: moka::sync::Cache<SessionKey, Arc<StoredSession>>,
+    logins: moka::sync::Cache<[u8; 32], Arc<Vec<u8>>>,
+}
+
+/// A session expires at its absolute end, or after `idle` without a read.
+struct SessionExpiry {
+    idle: Duration,
+}
+
+impl SessionExpiry {
+    fn remaining(&self, s: &StoredSession) -> Duration {
+        Duration::from_secs(s.expires_at.saturating_sub(unix_now())).min(self.idle)
+    }
+}
+
+impl moka::Expiry<SessionKey, Arc<StoredSession>> for SessionExpiry {
+    fn expire_after_create(&self, _k: &SessionKey, v: &Arc<StoredSession>, _at: Instant) -> Option<Duration> {
+        Some(self.remaining(v))
+    }
+
+    fn expire_after_read(
+        &self,
+        _k: &SessionKey,
+        v: &Arc<StoredSession>,
+        _at: Instant,
+        _left: Option<Duration>,
+        _modified: Instant,
+    ) -> Option<Duration> {
+        Some(self.remaining(v))
+    }
+
+    fn expire_after_update(
+        &self,
+        _k: &SessionKey,
+        v: &Arc<StoredSession>,
+        _at: Instant,
+        _left: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(self.remaining(v))
+    }
+}
+
+impl MemoryStore {
+    /// A store of at most `max_sessions` sessions, each ending after `idle` without use.
+    pub fn new(max_sessions: u64, idle: Duration, login_ttl: Duration) -> Self {
+        Self {
+            sessions: moka::sync::Cache::builder()
+                .max_capacity(max_sessions)
+                .expire_after(SessionExpiry { idle })
+                .build(),
+            // a bounded number of pending logins: a client cannot pile them up without limit
+            logins: moka::sync::Cache::builder()
+                .max_capacity(max_sessions.max(1024))
+                .time_to_live(login_ttl)
+                .build(),
+        }
+    }
+
+    /// Sessions currently held (approximate, for metrics).
+    pub fn len(&self) -> u64 {
+        self.sessions.entry_count()
+    }
+
+    /// True when no session is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    async fn load(&self, key: &SessionKey) -> Result<Option<StoredSession>, StoreError> {
+        Ok(self.sessions.get(key).filter(|s| s.expires_at > unix_now()).map(|s| (*s).clone()))
+    }
+
+    async fn save(
+        &self,
+        key: &SessionKey,
+        session: StoredSession,
+        expected: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        use moka::ops::compute::Op;
+        let mut written = false;
+        self.sessions.entry(*key).and_compute_with(|current| {
+            let current_version = current.map(|e| e.into_value().version);
+            if current_version == expected {
+                written = true;
+                Op::Put(Arc::new(session))
+            } else {
+                Op::Nop
+            }
+        });
+        Ok(written)
+    }
+
+    async fn delete(&self, key: &SessionKey) -> Result<(), StoreError> {
+        self.sessions.invalidate(key);
+        Ok(())
+    }
+
+    async fn delete_user(&self, user: &[u8; 32]) -> Result<usize, StoreError> {
+        // a scan: user-wide logout is rare (webhooks, admin action), reads are not
+        let doomed: Vec<SessionKey> =
+            self.sessions.iter().filter(|(_, s)| &s.user == user).map(|(k, _)| *k).collect();
+        for k in &doomed {
+            self.sessions.invalidate(k);
+        }
+        Ok(doomed.len())
+    }
+
+    async fn put_login(&self, key: [u8; 32], sealed: Vec<u8>, _ttl: Duration) -> Result<(), StoreError> {
+        // every login here lives for the store's login TTL (one setting, so `_ttl` is the same)
+        self.logins.insert(key, Arc::new(sealed));
+        Ok(())
+    }
+
+    async fn take_login(&self, key: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.logins.remove(key).map(|v| (*v).clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(version: u64, user: u8, expires_in: u64) -> StoredSession {
+        StoredSession {
+            sealed: vec![1, 2, 3],
+            version,
+            user: [user; 32],
+            expires_at: unix_now() + expires_in,
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_are_versioned() {
+        let store = MemoryStore::new(100, Duration::from_secs(60), Duration::from_secs(600));
+        let k = SessionKey([7; 32]);
+        assert!(store.save(&k, stored(1, 1, 60), None).await.unwrap());
+        assert!(!store.save(&k, stored(1, 1, 60), None).await.unwrap(), "exists already");
+        assert!(!store.save(&k, stored(2, 1, 60), Some(5)).await.unwrap(), "stale version");
+        assert!(store.save(&k, stored(2, 1, 60), Some(1)).await.unwrap());
+        assert_eq!(store.load(&k).await.unwrap().unwrap().version, 2);
+        store.delete(&k).await.unwrap();
+        assert!(store.load(&k).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn absolute_and_idle_lifetimes_end_sessions() {
+        let store = MemoryStore::new(100, Duration::from_millis(300), Duration::from_secs(600));
+        let (a, b) = (SessionKey([1; 32]), SessionKey([2; 32]));
+        store.save(&a, stored(1, 1, 0), None).await.unwrap();
+        assert!(store.load(&a).await.unwrap().is_none(), "past its absolute end");
+        store.save(&b, stored(1, 1, 60), None).await.unwrap();
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            assert!(store.load(&b).await.unwrap().is_some(), "kept alive by use");
+        }
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        store.sessions.run_pending_tasks();
+        assert!(store.load(&b).await.unwrap().is_none(), "idle too long");
+    }
+
+    #[tokio::test]
+    async fn users_can_be_signed_out_everywhere_and_logins_are_single_use() {
+        let store = MemoryStore::new(100, Duration::from_secs(60), Duration::from_secs(600));
+        for i in 0..3u8 {
+            store.save(&SessionKey([i; 32]), stored(1, 9, 60), None).await.unwrap();
+        }
+        store.save(&SessionKey([50; 32]), stored(1, 8, 60), None).await.unwrap();
+        assert_eq!(store.delete_user(&[9; 32]).await.unwrap(), 3);
+        assert!(store.load(&SessionKey([50; 32])).await.unwrap().is_some());
+
+        store.put_login([3; 32], vec![9], Duration::from_secs(600)).await.unwrap();
+        assert_eq!(store.take_login(&[3; 32]).await.unwrap(), Some(vec![9]));
+        assert_eq!(store.take_login(&[3; 32]).await.unwrap(), None);
+    }
+}
