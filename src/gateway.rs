@@ -9,6 +9,7 @@ use ipnet::IpNet;
 
 use crate::config::{Config, HeaderNames, RouteConfig};
 use crate::jwt::TokenVerifier;
+use crate::oidc::browser::BrowserAuth;
 use crate::policy::RoutePolicy;
 use crate::proxy::canonical_header;
 use crate::routing::{HostPattern, Route, RouteTable, Timeouts, normalize_route_path};
@@ -55,6 +56,8 @@ pub struct Gateway {
     pub identity_header_names: IdentityHeaderNames,
     /// Bearer-token verification, when a provider is configured.
     pub verifier: Option<Arc<TokenVerifier>>,
+    /// Browser sign-in and sessions, when a provider and a session secret are configured.
+    pub browser: Option<Arc<BrowserAuth>>,
 }
 
 /// The `[headers]` names as ready-made header names.
@@ -66,6 +69,10 @@ pub struct IdentityHeaderNames {
     pub email: HeaderName,
     /// `name`.
     pub name: HeaderName,
+    /// `given_name`.
+    pub given_name: HeaderName,
+    /// `family_name`.
+    pub family_name: HeaderName,
     /// `licenses`, comma-separated.
     pub licenses: HeaderName,
     /// `organization_id`.
@@ -74,8 +81,6 @@ pub struct IdentityHeaderNames {
     pub permissions: HeaderName,
     /// `user_type`.
     pub user_type: HeaderName,
-    /// The access token (`pass_access_token`).
-    pub access_token: HeaderName,
     /// An M2M token's client id.
     pub client_id: HeaderName,
 }
@@ -90,11 +95,12 @@ impl IdentityHeaderNames {
             user_id: name("user_id", &h.user_id)?,
             email: name("email", &h.email)?,
             name: name("name", &h.name)?,
+            given_name: name("given_name", &h.given_name)?,
+            family_name: name("family_name", &h.family_name)?,
             licenses: name("licenses", &h.licenses)?,
             organization: name("organization", &h.organization)?,
             permissions: name("permissions", &h.permissions)?,
             user_type: name("user_type", &h.user_type)?,
-            access_token: name("access_token", &h.access_token)?,
             client_id: name("client_id", &h.client_id)?,
         })
     }
@@ -102,8 +108,12 @@ impl IdentityHeaderNames {
 
 impl Gateway {
     /// Builds the runtime state, resolving upstream host names. `verifier` checks bearer
-    /// tokens (it outlives reloads, so it is built by the caller).
-    pub fn build(config: Arc<Config>, verifier: Option<Arc<TokenVerifier>>) -> Result<Self, BuildError> {
+    /// tokens and `browser` signs people in; both outlive reloads, so the caller builds them.
+    pub fn build(
+        config: Arc<Config>,
+        verifier: Option<Arc<TokenVerifier>>,
+        browser: Option<Arc<BrowserAuth>>,
+    ) -> Result<Self, BuildError> {
         let mut routes = Vec::with_capacity(config.routes.len());
         for (index, rc) in config.routes.iter().enumerate() {
             routes.push(Arc::new(build_route(&config, index, rc)?));
@@ -117,6 +127,7 @@ impl Gateway {
             identity_headers,
             identity_header_names: IdentityHeaderNames::parse(&config.headers)?,
             verifier,
+            browser,
             config,
         })
     }

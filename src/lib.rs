@@ -13,6 +13,7 @@ pub mod jwt;
 pub mod oidc;
 pub mod policy;
 pub mod proxy;
+pub mod reply;
 pub mod routing;
 pub mod server;
 pub mod session;

@@ -21,6 +21,8 @@ pub struct RoutePolicy {
     pub clients: Vec<String>,
     /// Bearer tokens must carry every one of these scopes.
     pub scopes: Vec<String>,
+    /// Users of these types skip the people rules.
+    pub bypass_user_types: Vec<String>,
 }
 
 /// Why a caller is refused (403); for logs and metrics.
@@ -63,6 +65,7 @@ impl RoutePolicy {
             organizations: r.organizations.clone(),
             clients: r.clients.clone(),
             scopes: r.scopes.clone(),
+            bypass_user_types: r.bypass_user_types.clone(),
         }
     }
 
@@ -90,6 +93,9 @@ impl RoutePolicy {
         ];
         if !self.clients.is_empty() && people_rules.iter().all(|r| r.is_empty()) {
             return Err(Denial::ClientsOnly);
+        }
+        if who.user_type.as_deref().is_some_and(|t| has(&self.bypass_user_types, t)) {
+            return Ok(());
         }
         if !self.licenses_any.is_empty() && !self.licenses_any.iter().any(|l| has(&who.licenses, l)) {
             return Err(Denial::License);
@@ -202,6 +208,13 @@ mod tests {
         assert_eq!(policy(|p| p.organizations = vec!["org-a".into()]).authorize(&person(&[])), Ok(()));
         assert_eq!(policy(|p| p.scopes = vec!["admin".into()]).authorize(&person(&[])), Err(Denial::Scope));
         assert_eq!(RoutePolicy::default().authorize(&person(&[])), Ok(()));
+        let bypass = policy(|p| {
+            p.licenses_any = vec!["wiki".into()];
+            p.bypass_user_types = vec!["customer_user".into()];
+        });
+        assert_eq!(bypass.authorize(&person(&[])), Ok(()), "the type bypasses the license rule");
+        let admin = Identity { user_type: Some("customer_admin".into()), ..person(&[]) };
+        assert_eq!(bypass.authorize(&admin), Err(Denial::License));
     }
 
     #[test]

@@ -14,12 +14,15 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::admin::AdminApp;
-use crate::config::{Config, resolve_path};
+use crate::config::{Config, ProviderConfig, StoreKind, resolve_path};
 use crate::gateway::{BuildError, Gateway};
 use crate::jwt::{TokenVerifier, VerifierSettings};
+use crate::oidc::browser::{BrowserAuth, CookieSettings};
 use crate::oidc::introspection::Introspector;
+use crate::oidc::login::LoginSettings;
 use crate::oidc::{OidcProvider, ProviderRefresher};
 use crate::proxy::AuthGate;
+use crate::session::{MemoryStore, SessionSealer, SessionStore};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +36,51 @@ pub enum StartError {
     /// TLS certificate or key could not be loaded.
     #[error("server.tls: cannot load the certificate or key: {0}")]
     Tls(String),
+}
+
+/// Browser sign-in, when the config has a session secret (validation requires one for
+/// `browser` and `any` routes).
+fn browser_auth(
+    config: &Config,
+    provider: &ProviderConfig,
+    verifier: Arc<TokenVerifier>,
+) -> Result<Option<Arc<BrowserAuth>>, StartError> {
+    let s = &config.session;
+    let Some(secret) = &s.secret else { return Ok(None) };
+    let store: Arc<dyn SessionStore> = match s.store {
+        StoreKind::Memory => {
+            Arc::new(MemoryStore::new(s.max_sessions, s.idle_lifetime.get(), s.login_lifetime.get()))
+        }
+        StoreKind::Redis => {
+            return Err(StartError::Provider(
+                "session.store = \"redis\" is not available in this version; use \"memory\"".into(),
+            ));
+        }
+    };
+    let all_https = !config.server.public_url.is_empty()
+        && config.server.public_url.iter().all(|u| u.starts_with("https://"));
+    let settings = LoginSettings {
+        client_id: provider.client_id.clone(),
+        client_secret: provider.client_secret.clone(),
+        scopes: provider.scopes.join(" "),
+        extra_params: provider.extra_authorize_params.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        login_ttl: s.login_lifetime.get(),
+    };
+    let cookies = CookieSettings::new(
+        &s.cookie_name,
+        all_https,
+        s.absolute_lifetime.get().as_secs(),
+        s.login_lifetime.get().as_secs(),
+    );
+    Ok(Some(Arc::new(BrowserAuth::new(
+        verifier,
+        store,
+        SessionSealer::new(secret.expose().as_bytes()),
+        settings,
+        cookies,
+        s.absolute_lifetime.get().as_secs(),
+        provider.post_logout_redirect_uri.clone(),
+    ))))
 }
 
 /// Builds the server for `config`. `base_dir` resolves relative paths (the config file's dir).
@@ -68,7 +116,11 @@ pub fn build(config: Config, base_dir: &std::path::Path) -> Result<Server, Start
         }
         _ => None,
     };
-    let gateway = Arc::new(ArcSwap::from_pointee(Gateway::build(config.clone(), verifier)?));
+    let browser = match (&verifier, &config.provider) {
+        (Some(verifier), Some(p)) => browser_auth(&config, p, verifier.clone())?,
+        _ => None,
+    };
+    let gateway = Arc::new(ArcSwap::from_pointee(Gateway::build(config.clone(), verifier, browser)?));
     let s = &config.server;
     let threads = match s.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),

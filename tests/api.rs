@@ -143,7 +143,7 @@ async fn real_tokens_from_the_idp_are_accepted_where_the_policy_allows() {
     assert_eq!(echoed(&seen, "x-user-email"), ["alice@acme.test"]);
     assert_eq!(echoed(&seen, "x-user-name"), ["Alice Anders"]);
     assert_eq!(echoed(&seen, "x-user-licenses"), ["wiki,crm"]);
-    assert_eq!(echoed(&seen, "x-user-organization"), ["5f0c8a52-1d8e-4a43-9a54-6f1f5c0d2a11"]);
+    assert_eq!(echoed(&seen, "x-user-org"), ["5f0c8a52-1d8e-4a43-9a54-6f1f5c0d2a11"]);
     assert_eq!(echoed(&seen, "x-user-type"), ["customer_admin"]);
     assert_eq!(
         echoed(&seen, "x-user-permissions"),
@@ -151,6 +151,8 @@ async fn real_tokens_from_the_idp_are_accepted_where_the_policy_allows() {
     );
     assert!(echoed(&seen, "authorization").is_empty(), "the token must not reach the app");
     assert!(echoed(&seen, "x-forwarded-access-token").is_empty());
+    assert_eq!(echoed(&seen, "x-user-given-name"), ["Alice"]);
+    assert_eq!(echoed(&seen, "x-user-family-name"), ["Anders"]);
     assert!(echoed(&seen, "x-client-id").is_empty());
 
     // carol has no license: a valid token, refused by policy
@@ -160,7 +162,7 @@ async fn real_tokens_from_the_idp_are_accepted_where_the_policy_allows() {
     assert_refused(&with_token(&gate, "/admin-api", &alice.access_token), 403, "alice on admin-api");
     let admin = login(&idp.issuer, "admin").await;
     let seen = with_token(&gate, "/admin-api", &admin.access_token).json();
-    assert_eq!(echoed(&seen, "x-forwarded-access-token"), [admin.access_token.as_str()]);
+    assert_eq!(echoed(&seen, "authorization"), [format!("Bearer {}", admin.access_token)]);
     // a person's token is not a machine's
     assert_refused(&with_token(&gate, "/reports", &alice.access_token), 403, "alice on reports");
     // an id_token is not an access token, although the IdP signed it

@@ -170,6 +170,8 @@ pub struct ProviderConfig {
     /// Extra query parameters for the authorization request (e.g. `kc_idp_hint`).
     #[serde(default)]
     pub extra_authorize_params: BTreeMap<String, String>,
+    /// Where the provider sends the browser after logout (default: the public origin + `/`).
+    pub post_logout_redirect_uri: Option<String>,
 }
 
 fn default_algorithms() -> Vec<String> {
@@ -240,6 +242,10 @@ pub struct SessionConfig {
     pub idle_lifetime: Duration,
     /// A session ends this long after sign-in, however active.
     pub absolute_lifetime: Duration,
+    /// How long a started sign-in may take (the `state` lives this long, once).
+    pub login_lifetime: Duration,
+    /// Most sessions the memory store holds (the least recently used go first).
+    pub max_sessions: u64,
 }
 
 impl Default for SessionConfig {
@@ -252,6 +258,8 @@ impl Default for SessionConfig {
             cookie_name: "authgate_session".into(),
             idle_lifetime: Duration::from_secs(60 * 60),
             absolute_lifetime: Duration::from_secs(12 * 60 * 60),
+            login_lifetime: Duration::from_secs(10 * 60),
+            max_sessions: 200_000,
         }
     }
 }
@@ -266,6 +274,10 @@ pub struct HeaderNames {
     pub email: String,
     /// The user's display name.
     pub name: String,
+    /// The user's given name.
+    pub given_name: String,
+    /// The user's family name.
+    pub family_name: String,
     /// The user's licenses, comma-separated.
     pub licenses: String,
     /// The user's primary organization id.
@@ -274,8 +286,6 @@ pub struct HeaderNames {
     pub permissions: String,
     /// The user's type (e.g. `customer_admin`).
     pub user_type: String,
-    /// The access token, on routes with `pass_access_token`.
-    pub access_token: String,
     /// The client id of a client-credentials (M2M) token.
     pub client_id: String,
 }
@@ -286,11 +296,12 @@ impl Default for HeaderNames {
             user_id: "X-User-Id".into(),
             email: "X-User-Email".into(),
             name: "X-User-Name".into(),
+            given_name: "X-User-Given-Name".into(),
+            family_name: "X-User-Family-Name".into(),
             licenses: "X-User-Licenses".into(),
-            organization: "X-User-Organization".into(),
+            organization: "X-User-Org".into(),
             permissions: "X-User-Permissions".into(),
             user_type: "X-User-Type".into(),
-            access_token: "X-Forwarded-Access-Token".into(),
             client_id: "X-Client-Id".into(),
         }
     }
@@ -298,16 +309,17 @@ impl Default for HeaderNames {
 
 impl HeaderNames {
     /// Every configured name with its config key, in a fixed order.
-    pub fn entries(&self) -> [(&'static str, &str); 9] {
+    pub fn entries(&self) -> [(&'static str, &str); 10] {
         [
             ("user_id", &self.user_id),
             ("email", &self.email),
             ("name", &self.name),
+            ("given_name", &self.given_name),
+            ("family_name", &self.family_name),
             ("licenses", &self.licenses),
             ("organization", &self.organization),
             ("permissions", &self.permissions),
             ("user_type", &self.user_type),
-            ("access_token", &self.access_token),
             ("client_id", &self.client_id),
         ]
     }
@@ -380,9 +392,13 @@ pub struct RouteConfig {
     /// Overrides `[provider] audience` for bearer tokens on this route.
     #[serde(default, deserialize_with = "one_or_many")]
     pub audience: Vec<String>,
-    /// Send the access token upstream in the `access_token` header.
+    /// Send the caller's access token upstream as `Authorization: Bearer`.
     #[serde(default)]
     pub pass_access_token: bool,
+    /// Users of these types skip the license, permission, type and organization rules (as
+    /// Calimatic lets platform admins skip license checks).
+    #[serde(default)]
+    pub bypass_user_types: Vec<String>,
     /// Send the client's `Host` upstream instead of the upstream's own.
     #[serde(default)]
     pub preserve_host: bool,
@@ -397,7 +413,7 @@ pub struct RouteConfig {
 impl RouteConfig {
     /// The policy keys that are set, by config name.
     pub fn policy_keys_set(&self) -> Vec<&'static str> {
-        let lists: [(&'static str, &Vec<String>); 8] = [
+        let lists: [(&'static str, &Vec<String>); 9] = [
             ("licenses", &self.licenses),
             ("licenses_all", &self.licenses_all),
             ("permissions", &self.permissions),
@@ -406,6 +422,7 @@ impl RouteConfig {
             ("clients", &self.clients),
             ("scopes", &self.scopes),
             ("audience", &self.audience),
+            ("bypass_user_types", &self.bypass_user_types),
         ];
         let mut set: Vec<&'static str> =
             lists.iter().filter(|(_, v)| !v.is_empty()).map(|(k, _)| *k).collect();

@@ -210,6 +210,12 @@ fn provider(config: &mut Config, base_dir: &Path, p: &mut Problems) {
         p.at("provider.introspection", "needs the client secret (client_secret or client_secret_file)");
     }
     timeout("provider.introspection_ttl", pr.introspection_ttl, p);
+    if let Some(u) = &pr.post_logout_redirect_uri {
+        match url::Url::parse(u) {
+            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
+            _ => p.at("provider.post_logout_redirect_uri", format!("{u:?} is not an http(s) URL")),
+        }
+    }
     if pr.token_cache_size == 0 {
         p.at("provider.token_cache_size", "must be at least 1");
     }
@@ -268,6 +274,14 @@ fn session(config: &mut Config, base_dir: &Path, p: &mut Problems) {
         if !all_https {
             p.at("session.cookie_name", "a __Host-/__Secure- cookie needs every public_url to be https");
         }
+    }
+    if !(std::time::Duration::from_secs(30)..=std::time::Duration::from_secs(3600))
+        .contains(&s.login_lifetime.get())
+    {
+        p.at("session.login_lifetime", "must be between 30s and 1h");
+    }
+    if s.max_sessions == 0 {
+        p.at("session.max_sessions", "must be at least 1");
     }
     let day = std::time::Duration::from_secs(24 * 3600);
     if s.idle_lifetime.get().is_zero() {

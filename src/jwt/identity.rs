@@ -179,6 +179,38 @@ impl AccessClaims {
     }
 }
 
+impl Identity {
+    /// A signed-in user's identity: who they are from the verified id_token; licenses,
+    /// organization, permissions and type from the access token when it carries them (as
+    /// Calimatic's does), else from the id_token. `access` holds the access token's claims as
+    /// received from the token endpoint over the back channel.
+    pub fn from_login(id_token: &Value, access: Option<&Value>, expires_at: u64) -> Identity {
+        let pick = |name: &str| {
+            access.and_then(|a| a.get(name)).filter(|v| !v.is_null()).or_else(|| id_token.get(name)).cloned()
+        };
+        let own = |name: &str| id_token.get(name).cloned();
+        Identity {
+            subject: id_token["sub"].as_str().unwrap_or_default().to_owned(),
+            machine: false,
+            client_id: string(own("azp")),
+            email: string(own("email")),
+            name: string(own("name")),
+            given_name: string(own("given_name")),
+            family_name: string(own("family_name")),
+            organization_id: string(pick("organization_id")),
+            user_type: string(pick("user_type")),
+            licenses: strings(pick("licenses")),
+            permissions: strings(pick("permissions")),
+            scopes: access
+                .and_then(|a| a["scope"].as_str())
+                .map(|s| s.split(' ').filter(|x| !x.is_empty()).map(String::from).collect())
+                .unwrap_or_default(),
+            expires_at,
+            audiences: Vec::new(),
+        }
+    }
+}
+
 fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]

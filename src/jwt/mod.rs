@@ -168,6 +168,59 @@ impl TokenVerifier {
     }
 
     async fn verify_uncached(&self, token: &str) -> Result<Identity, TokenError> {
+        let (header, claims) =
+            self.decode_verified::<AccessClaims>(token, &["exp", "iss", "aud", "sub"]).await?;
+        let ctx = TokenContext {
+            at_jwt: header.typ.as_deref().is_some_and(|t| {
+                t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt")
+            }),
+            own_client_id: &self.settings.client_id,
+        };
+        Ok(claims.into_identity(unix_now(), self.settings.leeway, ctx)?)
+    }
+
+    /// Verifies an id_token from the token endpoint (OIDC Core §3.1.3.7): signature by the
+    /// provider's keys, `iss`, `aud` containing our client id, `azp` when present or needed,
+    /// `exp`, `iat`, and the `nonce` of this login. Returns its claims.
+    pub async fn verify_id_token(&self, token: &str, nonce: &str) -> Result<serde_json::Value, TokenError> {
+        let (_, claims) =
+            self.decode_verified::<serde_json::Value>(token, &["exp", "iss", "aud", "sub", "iat"]).await?;
+        if claims["iss"].as_str() != Some(self.provider.issuer.as_str()) {
+            return Err(TokenError::Invalid("issuer"));
+        }
+        let client_id = self.settings.client_id.as_str();
+        let audiences: Vec<&str> = match &claims["aud"] {
+            serde_json::Value::String(a) => vec![a.as_str()],
+            serde_json::Value::Array(v) => v.iter().filter_map(serde_json::Value::as_str).collect(),
+            _ => Vec::new(),
+        };
+        if !audiences.contains(&client_id) {
+            return Err(TokenError::WrongAudience);
+        }
+        match claims.get("azp").map(serde_json::Value::as_str) {
+            Some(Some(azp)) if azp == client_id => {}
+            None if audiences.len() == 1 => {}
+            _ => return Err(TokenError::Invalid("azp")),
+        }
+        if claims.get("nonce").and_then(serde_json::Value::as_str) != Some(nonce) {
+            return Err(TokenError::Invalid("nonce"));
+        }
+        let iat = claims["iat"].as_u64().ok_or(TokenError::Invalid("iat"))?;
+        if iat > unix_now() + self.settings.leeway {
+            return Err(TokenError::Claims(ClaimsError::IssuedInFuture));
+        }
+        if claims["sub"].as_str().is_none_or(str::is_empty) {
+            return Err(TokenError::Claims(ClaimsError::NoSubject));
+        }
+        Ok(claims)
+    }
+
+    /// Header checks, key lookup, signature, `iss`, `exp`, `nbf` and the `required` claims.
+    async fn decode_verified<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+        required: &[&str],
+    ) -> Result<(jsonwebtoken::Header, T), TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
         if header.crit.is_some() {
             return Err(TokenError::ForbiddenHeader("crit"));
@@ -196,10 +249,10 @@ impl TokenVerifier {
         validation.algorithms = vec![header.alg];
         validation.leeway = self.settings.leeway;
         validation.validate_nbf = true;
-        validation.validate_aud = false; // checked per route, against the identity's audiences
+        validation.validate_aud = false; // checked by the callers, which know what to expect
         validation.set_issuer(&[self.provider.issuer.as_str()]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        let data = jsonwebtoken::decode::<AccessClaims>(token, &key.key, &validation).map_err(|e| {
+        validation.set_required_spec_claims(required);
+        let data = jsonwebtoken::decode::<T>(token, &key.key, &validation).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind as K;
             // categories only: error details can quote claim values into the log
             TokenError::Invalid(match e.kind() {
@@ -212,13 +265,17 @@ impl TokenVerifier {
                 _ => "malformed",
             })
         })?;
-        let ctx = TokenContext {
-            at_jwt: header.typ.as_deref().is_some_and(|t| {
-                t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt")
-            }),
-            own_client_id: &self.settings.client_id,
-        };
-        Ok(data.claims.into_identity(unix_now(), self.settings.leeway, ctx)?)
+        Ok((header, data.claims))
+    }
+
+    /// The provider this verifier trusts.
+    pub fn provider(&self) -> &Arc<OidcProvider> {
+        &self.provider
+    }
+
+    /// The gateway's client id.
+    pub fn client_id(&self) -> &str {
+        &self.settings.client_id
     }
 }
 

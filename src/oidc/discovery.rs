@@ -24,6 +24,12 @@ pub struct Discovery {
     /// Scopes the provider knows.
     #[serde(default)]
     pub scopes_supported: Vec<String>,
+    /// Client authentication methods at the token endpoint.
+    #[serde(default)]
+    pub token_endpoint_auth_methods_supported: Vec<String>,
+    /// RFC 9207: the provider puts `iss` in authorization responses (then it must be checked).
+    #[serde(default)]
+    pub authorization_response_iss_parameter_supported: bool,
 }
 
 /// Why the discovery document cannot be used.

@@ -23,6 +23,8 @@ pub enum FetchError {
         url: String,
         /// The status code.
         status: u16,
+        /// The start of the body (for OAuth error codes).
+        body: Vec<u8>,
     },
     /// The body is larger than allowed.
     #[error("{url} sent more than {limit} bytes")]
@@ -82,13 +84,26 @@ impl Fetcher {
         self.send(url, req).await
     }
 
+    /// POSTs a form to `url` without HTTP authentication (public clients, `client_secret_post`).
+    pub async fn post_form_anonymous(&self, url: &str, form: &[(&str, &str)]) -> Result<Fetched, FetchError> {
+        self.send(url, self.client.post(url).form(form)).await
+    }
+
     async fn send(&self, url: &str, req: reqwest::RequestBuilder) -> Result<Fetched, FetchError> {
         let transport =
             |e: reqwest::Error| FetchError::Transport { url: url.to_owned(), reason: e.to_string() };
         let mut resp =
             req.header(http::header::ACCEPT, "application/json").send().await.map_err(transport)?;
         if resp.status() != reqwest::StatusCode::OK {
-            return Err(FetchError::Status { url: url.to_owned(), status: resp.status().as_u16() });
+            let status = resp.status().as_u16();
+            let mut body = Vec::new();
+            while let Ok(Some(chunk)) = resp.chunk().await {
+                body.extend_from_slice(&chunk[..chunk.len().min(4096 - body.len())]);
+                if body.len() >= 4096 {
+                    break;
+                }
+            }
+            return Err(FetchError::Status { url: url.to_owned(), status, body });
         }
         let too_large = || FetchError::TooLarge { url: url.to_owned(), limit: self.max_bytes };
         if resp.content_length().is_some_and(|n| n > self.max_bytes as u64) {

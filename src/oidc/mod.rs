@@ -2,9 +2,11 @@
 //! at start and refreshed in the background, so that no request ever waits on the IdP except
 //! for one bounded refetch when a token names a key not seen before.
 
+pub mod browser;
 pub mod discovery;
 pub mod fetch;
 pub mod introspection;
+pub mod login;
 
 use std::sync::Arc;
 use std::time::Duration;

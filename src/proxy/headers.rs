@@ -22,11 +22,11 @@ const ALWAYS_STRIPPED: &[&str] = &[
     "x-forwarded-prefix",
     "x-forwarded-path",
     // identity headers of other gateways that legacy apps may already trust
+    "x-forwarded-access-token",
     "x-forwarded-user",
     "x-forwarded-email",
     "x-forwarded-groups",
     "x-forwarded-preferred-username",
-    "x-forwarded-access-token",
     "remote-user",
     "x-remote-user",
     // RFC 7239 is not produced by authgate, so a client's copy can only lie
@@ -122,7 +122,7 @@ pub fn shape_request_headers(
 
 /// Adds the caller's identity headers (after `shape_request_headers` removed any client copies)
 /// and drops the caller's `Authorization`: the app learns who is calling, not their token,
-/// unless the route passes the token on in its own header. Values go through `header_value`.
+/// unless the route passes it (`Authorization: Bearer`). Values go through `header_value`.
 pub fn add_identity_headers(
     req: &mut RequestHeader,
     names: &IdentityHeaderNames,
@@ -139,6 +139,8 @@ pub fn add_identity_headers(
         let optional = [
             (&names.email, who.email.as_deref()),
             (&names.name, who.name.as_deref()),
+            (&names.given_name, who.given_name.as_deref()),
+            (&names.family_name, who.family_name.as_deref()),
             (&names.organization, who.organization_id.as_deref()),
             (&names.user_type, who.user_type.as_deref()),
         ];
@@ -151,7 +153,34 @@ pub fn add_identity_headers(
         req.insert_header(names.permissions.clone(), header_list(&who.permissions))?;
     }
     if let Some(token) = pass_token {
-        req.insert_header(names.access_token.clone(), token)?;
+        req.insert_header(http::header::AUTHORIZATION, format!("Bearer {token}"))?;
+    }
+    Ok(())
+}
+
+/// Removes the gateway's own cookies from the `Cookie` header(s) sent upstream: the app never
+/// sees a session ticket.
+pub fn strip_cookies(req: &mut RequestHeader, names: &[&str]) -> pingora::Result<()> {
+    let values: Vec<String> = req
+        .headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(String::from)
+        .collect();
+    if values.is_empty() {
+        return Ok(());
+    }
+    let kept: Vec<&str> = values
+        .iter()
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .filter(|pair| !names.iter().any(|n| pair.split('=').next() == Some(*n)))
+        .collect();
+    req.remove_header(&http::header::COOKIE);
+    if !kept.is_empty() {
+        req.insert_header(http::header::COOKIE, kept.join("; "))?;
     }
     Ok(())
 }
@@ -311,6 +340,19 @@ mod tests {
             assert!(http::HeaderValue::from_str(&header_value(raw, list)).is_ok());
         }
         assert_eq!(header_list(&["wiki".into(), "crm,admin".into()]), "wiki,crm%2Cadmin");
+    }
+
+    #[test]
+    fn the_gateways_cookies_never_reach_the_app() {
+        let mut req = request(&[
+            ("Cookie", "a=1; authgate_session=secret; b=2"),
+            ("Cookie", "authgate_session_login=x"),
+        ]);
+        strip_cookies(&mut req, &["authgate_session", "authgate_session_login"]).unwrap();
+        assert_eq!(req.headers.get_all("cookie").iter().collect::<Vec<_>>(), ["a=1; b=2"]);
+        let mut only = request(&[("Cookie", "authgate_session=secret")]);
+        strip_cookies(&mut only, &["authgate_session"]).unwrap();
+        assert!(!only.headers.contains_key("cookie"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! upstream_peer (pick a backend), upstream_request_filter (shape headers, set path),
 //! fail_to_connect / fail_to_proxy (retry, 502/504), logging (access log).
 
+mod endpoints;
 mod headers;
 mod metadata;
 mod pipeline;
@@ -17,16 +18,20 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 
-pub use headers::{ClientConnection, add_identity_headers, canonical_header, shape_request_headers};
+pub use headers::{
+    ClientConnection, add_identity_headers, canonical_header, header_value, shape_request_headers,
+    strip_cookies,
+};
 pub use metadata::{WELL_KNOWN, metadata_url};
 pub use pipeline::{
-    BearerChallenge, Caller, Credentials, Rejection, RequestTarget, authenticate, authorize, match_route,
-    read_credentials, read_target,
+    BearerChallenge, Caller, Credentials, Rejection, RequestTarget, authenticate, authorize, is_navigation,
+    match_route, read_credentials, read_target,
 };
 pub use respond::{escape_html, prefers_html, render, www_authenticate};
 
 use crate::config::AuthMode;
 use crate::gateway::Gateway;
+use crate::oidc::browser::SessionLookup;
 use crate::routing::Route;
 
 /// The gateway's proxy: holds the current `Gateway`, swapped whole on reload.
@@ -63,6 +68,8 @@ pub struct RequestCtx {
     target: Option<RequestTarget>,
     route: Option<Arc<Route>>,
     caller: Option<Caller>,
+    /// The request carried an unusable session cookie: clear it in the response.
+    clear_session_cookie: bool,
     /// The backend of the current attempt.
     backend: Option<usize>,
     /// Backends that refused or timed out a connection during this request.
@@ -80,6 +87,7 @@ impl ProxyHttp for AuthGate {
             target: None,
             route: None,
             caller: None,
+            clear_session_cookie: false,
             backend: None,
             failed: Vec::new(),
         }
@@ -94,6 +102,12 @@ impl ProxyHttp for AuthGate {
                 Err(rejection) => return reject(session, &rejection, None).await,
             };
         let origin = gateway.public_origin(target.authority.host(), target.authority.as_str(), tls);
+        if target.path.starts_with(endpoints::PREFIX) {
+            let reply = endpoints::handle(session, &gateway, &target, &origin).await?;
+            ctx.target = Some(target);
+            respond::send_reply(session, reply).await?;
+            return Ok(true);
+        }
         if let Some(doc) = metadata::document(&gateway, target.authority.host(), &target.path, &origin) {
             respond::send_json(session, 200, &doc).await?;
             return Ok(true);
@@ -102,6 +116,7 @@ impl ProxyHttp for AuthGate {
             Ok(r) => r,
             Err(rejection) => return reject(session, &rejection, None).await,
         };
+        let return_to = target.path_and_query.clone();
         ctx.target = Some(target);
         ctx.route = Some(route.clone());
         // public routes never look at credentials: a malformed Authorization header is the app's business
@@ -109,10 +124,21 @@ impl ProxyHttp for AuthGate {
             AuthMode::Public => Ok(Credentials::None),
             _ => read_credentials(session.req_header()),
         };
+        let cookies = endpoints::cookie_header(session.req_header());
+        let lookup = match (&gateway.browser, route.auth, &credentials) {
+            (Some(auth), AuthMode::Browser | AuthMode::Any, Ok(Credentials::None)) => {
+                auth.lookup(cookies.as_deref()).await
+            }
+            _ => SessionLookup::Absent,
+        };
+        ctx.clear_session_cookie = matches!(lookup, SessionLookup::Invalid);
+        let navigation = is_navigation(session.req_header());
         let decision = match credentials {
-            Ok(credentials) => authenticate(&route, credentials, gateway.verifier.as_deref())
-                .await
-                .and_then(|caller| authorize(&route, &caller).map(|()| caller)),
+            Ok(credentials) => {
+                authenticate(&route, credentials, gateway.verifier.as_deref(), &lookup, navigation)
+                    .await
+                    .and_then(|caller| authorize(&route, &caller).map(|()| caller))
+            }
             Err(rejection) => Err(rejection),
         };
         match decision {
@@ -121,8 +147,18 @@ impl ProxyHttp for AuthGate {
                 Ok(false)
             }
             Err(rejection) => {
-                let url = metadata_url(&origin, &route.path);
-                reject(session, &rejection, Some(&url)).await
+                let mut reply = match (&gateway.browser, rejection.start_login) {
+                    (Some(auth), true) => auth.start_login(&origin, return_to, cookies.as_deref()).await,
+                    _ => {
+                        let url = metadata_url(&origin, &route.path);
+                        respond::rejection_reply(session.req_header(), &rejection, Some(&url))
+                    }
+                };
+                if let (true, Some(auth)) = (ctx.clear_session_cookie, &gateway.browser) {
+                    reply.header(http::header::SET_COOKIE, auth.cookies().clear_session());
+                }
+                respond::send_reply(session, reply).await?;
+                Ok(true)
             }
         }
     }
@@ -196,12 +232,23 @@ impl ProxyHttp for AuthGate {
             host: target.authority.as_str(),
         };
         shape_request_headers(upstream, &ctx.gateway.identity_headers, &conn)?;
-        if let Some(identity) = ctx.caller.as_ref().and_then(Caller::identity) {
-            let token = match read_credentials(session.req_header()) {
-                Ok(Credentials::Bearer(t)) if route.pass_access_token => Some(t),
-                _ => None,
+        if let Some(auth) = &ctx.gateway.browser {
+            let c = auth.cookies();
+            strip_cookies(upstream, &[c.session.as_str(), c.login.as_str()])?;
+        }
+        if let Some(caller) = &ctx.caller {
+            let token = match caller {
+                _ if !route.pass_access_token => None,
+                Caller::Session(s) => Some(s.session.tokens.access_token.as_str()),
+                Caller::Bearer(_) => match read_credentials(session.req_header()) {
+                    Ok(Credentials::Bearer(t)) => Some(t),
+                    _ => None,
+                },
+                Caller::Anonymous => None,
             };
-            add_identity_headers(upstream, &ctx.gateway.identity_header_names, identity, token)?;
+            if let Some(identity) = caller.identity() {
+                add_identity_headers(upstream, &ctx.gateway.identity_header_names, identity, token)?;
+            }
         }
         upstream.set_raw_path(target.path_and_query.as_bytes())?;
         // absolute-form and HTTP/2 requests carry the authority in the URI: forward origin-form
@@ -248,6 +295,18 @@ impl ProxyHttp for AuthGate {
             tracing::warn!(route = %route.name, status, error = e.etype().as_str(), "request failed");
         }
         FailToProxy { error_code: status, can_reuse_downstream: false }
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut pingora::http::ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let (true, Some(auth)) = (ctx.clear_session_cookie, &ctx.gateway.browser) {
+            upstream_response.append_header(http::header::SET_COOKIE, auth.cookies().clear_session())?;
+        }
+        Ok(())
     }
 
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {

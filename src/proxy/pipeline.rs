@@ -10,6 +10,7 @@ use pingora::http::RequestHeader;
 use crate::config::AuthMode;
 use crate::gateway::Gateway;
 use crate::jwt::{Identity, TokenError, TokenVerifier};
+use crate::oidc::browser::{ActiveSession, SessionLookup};
 use crate::routing::{Authority, Route, normalize_path, parse_authority, route_key};
 
 /// A request the gateway answers itself, with this status and reason.
@@ -23,6 +24,8 @@ pub struct Rejection {
     pub message: Cow<'static, str>,
     /// The RFC 6750 challenge to send in `WWW-Authenticate`, if any.
     pub challenge: Option<BearerChallenge>,
+    /// Answer with a redirect to sign in instead (a browser navigation without a session).
+    pub start_login: bool,
 }
 
 /// What `WWW-Authenticate: Bearer ...` says (RFC 6750 §3).
@@ -39,7 +42,7 @@ pub enum BearerChallenge {
 impl Rejection {
     /// A rejection without a challenge.
     pub fn new(status: u16, code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
-        Self { status, code, message: message.into(), challenge: None }
+        Self { status, code, message: message.into(), challenge: None, start_login: false }
     }
 
     fn with_challenge(mut self, challenge: BearerChallenge) -> Self {
@@ -125,12 +128,14 @@ pub fn match_route(gateway: &Gateway, target: &RequestTarget) -> Result<Arc<Rout
 }
 
 /// Who is calling.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Caller {
     /// Nobody in particular, on a `public` route.
     Anonymous,
     /// The holder of a verified bearer token.
     Bearer(Arc<Identity>),
+    /// A signed-in browser.
+    Session(Arc<ActiveSession>),
 }
 
 impl Caller {
@@ -139,8 +144,22 @@ impl Caller {
         match self {
             Caller::Anonymous => None,
             Caller::Bearer(id) => Some(id),
+            Caller::Session(s) => Some(&s.session.identity),
         }
     }
+}
+
+/// Is this request a top-level browser navigation (which may be sent to sign in), rather than
+/// a script's fetch/XHR or an API call (which gets a 401)?
+pub fn is_navigation(req: &RequestHeader) -> bool {
+    let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(mode) = header("sec-fetch-mode") {
+        return mode.eq_ignore_ascii_case("navigate");
+    }
+    let idempotent_read = req.method == http::Method::GET || req.method == http::Method::HEAD;
+    idempotent_read
+        && header("x-requested-with").is_none()
+        && super::respond::prefers_html(req.headers.get(http::header::ACCEPT))
 }
 
 /// The credentials a request carries.
@@ -183,12 +202,15 @@ fn invalid_token() -> Rejection {
 }
 
 /// Establishes the caller for a route. `public` routes need nothing; `api` routes a valid
-/// bearer token; `any` routes take a bearer token when one is sent. Browser sessions are not
-/// wired in yet, so `browser` routes (and `any` without a token) fail closed with 401.
+/// bearer token; `browser` routes a session; `any` routes a bearer token when one is sent,
+/// else a session. Without one, a browser navigation is sent to sign in and anything else gets
+/// 401 (never a redirect, and no login state is created).
 pub async fn authenticate(
     route: &Route,
     credentials: Credentials<'_>,
     verifier: Option<&TokenVerifier>,
+    session: &SessionLookup,
+    navigation: bool,
 ) -> Result<Caller, Rejection> {
     match (route.auth, credentials) {
         (AuthMode::Public, _) => Ok(Caller::Anonymous),
@@ -211,10 +233,19 @@ pub async fn authenticate(
             Err(Rejection::new(401, "unauthenticated", "An access token is required to use this API.")
                 .with_challenge(BearerChallenge::Required))
         }
-        (AuthMode::Browser | AuthMode::Any, _) => {
-            Err(Rejection::new(401, "unauthenticated", "Authentication is required to use this application.")
-                .with_challenge(BearerChallenge::Required))
-        }
+        (AuthMode::Browser | AuthMode::Any, _) => match session {
+            SessionLookup::Found(active) => Ok(Caller::Session(active.clone())),
+            SessionLookup::Absent | SessionLookup::Invalid => {
+                let mut r = Rejection::new(
+                    401,
+                    "unauthenticated",
+                    "Authentication is required to use this application.",
+                )
+                .with_challenge(BearerChallenge::Required);
+                r.start_login = navigation;
+                Err(r)
+            }
+        },
     }
 }
 
@@ -223,8 +254,12 @@ pub fn authorize(route: &Route, caller: &Caller) -> Result<(), Rejection> {
     let Some(identity) = caller.identity() else { return Ok(()) };
     route.policy.authorize(identity).map_err(|denial| {
         tracing::debug!(route = %route.name, %denial, "caller not admitted");
-        Rejection::new(403, "forbidden", "You do not have access to this resource.")
-            .with_challenge(BearerChallenge::InsufficientScope)
+        let r = Rejection::new(403, "forbidden", crate::oidc::browser::NO_ACCESS);
+        // a signed-in browser gets the 403 page, never a login loop; a token gets a challenge
+        match caller {
+            Caller::Bearer(_) => r.with_challenge(BearerChallenge::InsufficientScope),
+            _ => r,
+        }
     })
 }
 

@@ -6,6 +6,8 @@ use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
 use super::pipeline::{BearerChallenge, Rejection};
+use crate::reply::Reply;
+pub use crate::reply::escape_html;
 
 /// Writes `rejection` as problem JSON (RFC 9457), or as a small HTML page when the client
 /// prefers HTML. `resource_metadata` is the RFC 9728 document URL named in bearer challenges.
@@ -29,6 +31,48 @@ pub async fn send_rejection(
     }
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await?;
+    Ok(())
+}
+
+/// A rejection as a reply: problem JSON, or an HTML page for a browser.
+pub fn rejection_reply(
+    req: &pingora::http::RequestHeader,
+    rejection: &Rejection,
+    resource_metadata: Option<&str>,
+) -> Reply {
+    let html = prefers_html(req.headers.get(http::header::ACCEPT));
+    let (content_type, body) = render(rejection, html);
+    let status = http::StatusCode::from_u16(rejection.status).unwrap_or(http::StatusCode::BAD_REQUEST);
+    let mut reply = Reply::new(status);
+    reply.header(http::header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+    reply.header(
+        http::HeaderName::from_static("x-content-type-options"),
+        http::HeaderValue::from_static("nosniff"),
+    );
+    if html {
+        reply.header(
+            http::HeaderName::from_static("content-security-policy"),
+            http::HeaderValue::from_static("default-src 'none'"),
+        );
+    }
+    if let Some(challenge) = rejection.challenge {
+        if let Ok(v) = http::HeaderValue::from_str(&www_authenticate(challenge, resource_metadata)) {
+            reply.header(http::header::WWW_AUTHENTICATE, v);
+        }
+    }
+    reply.body = body;
+    reply
+}
+
+/// Writes a reply built by an endpoint.
+pub async fn send_reply(session: &mut Session, reply: Reply) -> pingora::Result<()> {
+    let mut resp = ResponseHeader::build(reply.status, Some(reply.headers.len() + 1))?;
+    for (name, value) in reply.headers {
+        resp.append_header(name, value)?;
+    }
+    resp.insert_header(http::header::CONTENT_LENGTH, reply.body.len())?;
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(reply.body), true).await?;
     Ok(())
 }
 
@@ -111,22 +155,6 @@ pub fn prefers_html(accept: Option<&http::HeaderValue>) -> bool {
     };
     let html = quality("text/html");
     html > 0.0 && html >= quality("application/json")
-}
-
-/// Escapes text for an HTML element body or attribute.
-pub fn escape_html(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

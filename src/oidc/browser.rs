@@ -1,0 +1,580 @@
+//! Browser sign-in: starting a login, the callback, the session lookup on every request,
+//! sign-out and userinfo. Each endpoint returns a `Reply`; the proxy only writes it.
+
+use std::sync::Arc;
+
+use http::{HeaderName, HeaderValue, StatusCode};
+
+use super::login::{self, AuthorizationRequest, LoginError, LoginSettings};
+use crate::jwt::{Identity, TokenVerifier, unix_now};
+use crate::reply::Reply;
+use crate::session::{
+    LoginState, SealError, Session, SessionKey, SessionSealer, SessionStore, SessionTicket, SessionTokens,
+    StoredSession, random_token,
+};
+
+/// The message users see when the provider says they may not use the app.
+pub const NO_ACCESS: &str = "You do not have access to this application. Please contact your administrator.";
+
+/// The sign-in machinery, shared by every request (it outlives config reloads).
+pub struct BrowserAuth {
+    verifier: Arc<TokenVerifier>,
+    store: Arc<dyn SessionStore>,
+    sealer: SessionSealer,
+    settings: LoginSettings,
+    cookies: CookieSettings,
+    absolute_lifetime: u64,
+    post_logout_redirect_uri: Option<String>,
+}
+
+impl std::fmt::Debug for BrowserAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrowserAuth").field("cookies", &self.cookies).finish_non_exhaustive()
+    }
+}
+
+/// The session and login-binding cookies.
+#[derive(Debug, Clone)]
+pub struct CookieSettings {
+    /// Session cookie name (with `__Host-` when every public URL is https).
+    pub session: String,
+    /// Login-binding cookie name.
+    pub login: String,
+    /// Set `Secure`.
+    pub secure: bool,
+    /// `Max-Age` of the session cookie, seconds.
+    pub max_age: u64,
+    /// `Max-Age` of the login cookie, seconds.
+    pub login_max_age: u64,
+}
+
+impl CookieSettings {
+    /// Cookie names from the configured base name; `__Host-` when all origins are https.
+    pub fn new(base: &str, all_https: bool, max_age: u64, login_max_age: u64) -> Self {
+        let session =
+            if all_https && !base.starts_with("__") { format!("__Host-{base}") } else { base.to_owned() };
+        let login = format!("{session}_login");
+        Self { session, login, secure: all_https, max_age, login_max_age }
+    }
+
+    fn set(&self, name: &str, value: &str, max_age: u64) -> HeaderValue {
+        let c = cookie::Cookie::build((name, value))
+            .http_only(true)
+            .secure(self.secure)
+            .same_site(cookie::SameSite::Lax)
+            .path("/")
+            .max_age(cookie::time::Duration::seconds(i64::try_from(max_age).unwrap_or(i64::MAX)))
+            .build();
+        HeaderValue::from_str(&c.to_string()).unwrap_or(HeaderValue::from_static(""))
+    }
+
+    /// `Set-Cookie` for a new session.
+    pub fn session_cookie(&self, ticket: &SessionTicket) -> HeaderValue {
+        self.set(&self.session, &ticket.encode(), self.max_age)
+    }
+
+    /// `Set-Cookie` that removes the session cookie.
+    pub fn clear_session(&self) -> HeaderValue {
+        self.set(&self.session, "", 0)
+    }
+
+    fn login_cookie(&self, value: &str) -> HeaderValue {
+        self.set(&self.login, value, self.login_max_age)
+    }
+}
+
+/// Values of the cookie `name` in a `Cookie` header (several if a client sent several).
+pub fn cookie_values<'a>(
+    cookie_header: Option<&'a str>,
+    name: &'a str,
+) -> impl Iterator<Item = &'a str> + 'a {
+    cookie_header
+        .into_iter()
+        .flat_map(|h| h.split(';'))
+        .filter_map(move |pair| pair.trim().split_once('=').filter(|(k, _)| *k == name).map(|(_, v)| v))
+}
+
+/// The outcome of looking for a session cookie.
+#[derive(Debug)]
+pub enum SessionLookup {
+    /// A live session.
+    Found(Arc<ActiveSession>),
+    /// No session cookie.
+    Absent,
+    /// A cookie that is garbage, tampered, unknown or expired: treat as anonymous and clear it.
+    Invalid,
+}
+
+/// A session in use by the current request.
+#[derive(Debug)]
+pub struct ActiveSession {
+    /// Where it is stored.
+    pub key: SessionKey,
+    /// The decrypted session.
+    pub session: Session,
+}
+
+impl BrowserAuth {
+    /// Sign-in over `verifier`'s provider, keeping sessions in `store`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        verifier: Arc<TokenVerifier>,
+        store: Arc<dyn SessionStore>,
+        sealer: SessionSealer,
+        settings: LoginSettings,
+        cookies: CookieSettings,
+        absolute_lifetime: u64,
+        post_logout_redirect_uri: Option<String>,
+    ) -> Self {
+        Self { verifier, store, sealer, settings, cookies, absolute_lifetime, post_logout_redirect_uri }
+    }
+
+    /// The cookie settings.
+    pub fn cookies(&self) -> &CookieSettings {
+        &self.cookies
+    }
+
+    /// The session a request's cookies name, if any.
+    pub async fn lookup(&self, cookie_header: Option<&str>) -> SessionLookup {
+        let mut seen = false;
+        for value in cookie_values(cookie_header, &self.cookies.session) {
+            seen = true;
+            let Some(ticket) = SessionTicket::decode(value) else { continue };
+            let key = self.sealer.session_key(&ticket);
+            let stored = match self.store.load(&key).await {
+                Ok(Some(s)) => s,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "session store unavailable");
+                    continue;
+                }
+            };
+            match self.sealer.open_session::<Session>(&ticket, &stored.sealed) {
+                Ok(session) if session.expires_at > unix_now() => {
+                    return SessionLookup::Found(Arc::new(ActiveSession { key, session }));
+                }
+                _ => continue,
+            }
+        }
+        if seen { SessionLookup::Invalid } else { SessionLookup::Absent }
+    }
+
+    /// Starts a sign-in: stores the login state and redirects to the provider. The browser is
+    /// bound to the login by a cookie (reused across tabs, so parallel logins all succeed).
+    pub async fn start_login(&self, origin: &str, return_to: String, cookie_header: Option<&str>) -> Reply {
+        match self.try_start_login(origin, return_to, cookie_header).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start a sign-in");
+                unavailable_page()
+            }
+        }
+    }
+
+    async fn try_start_login(
+        &self,
+        origin: &str,
+        return_to: String,
+        cookie_header: Option<&str>,
+    ) -> Result<Reply, LoginError> {
+        let discovery = self.verifier.provider().discovery().ok_or(LoginError::NotReady("discovery"))?;
+        let existing =
+            cookie_values(cookie_header, &self.cookies.login).find(|v| v.len() == 43 && is_b64url(v));
+        let binding = match existing {
+            Some(b) => b.to_owned(),
+            None => random_token(32)?,
+        };
+        let browser = self.sealer.index("authgate login browser", binding.as_bytes());
+        let redirect_uri = format!("{origin}/oauth2/callback");
+        let AuthorizationRequest { url, state, login } = login::authorization_request(
+            &discovery,
+            &self.settings,
+            &redirect_uri,
+            return_to,
+            browser,
+            unix_now(),
+        )?;
+        let sealed = self.sealer.seal_with("authgate login", state.as_bytes(), &login)?;
+        let key = self.sealer.index("authgate login state", state.as_bytes());
+        self.store
+            .put_login(key, sealed, self.settings.login_ttl)
+            .await
+            .map_err(|e| LoginError::Unavailable(e.to_string()))?;
+        let mut reply = Reply::redirect(&url);
+        reply.header(http::header::SET_COOKIE, self.cookies.login_cookie(&binding));
+        Ok(reply)
+    }
+
+    /// Completes a sign-in at `/oauth2/callback`.
+    pub async fn callback(&self, origin: &str, query: Option<&str>, cookie_header: Option<&str>) -> Reply {
+        let params = match parse_unique_query(query.unwrap_or("")) {
+            Some(p) => p,
+            None => return bad_callback("The sign-in response is malformed (a parameter appears twice)."),
+        };
+        let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let retry = format!("{origin}/oauth2/start");
+        if let Some(error) = get("error") {
+            // the state is still consumed, so the response cannot be replayed later
+            if let Some(state) = get("state") {
+                let _ =
+                    self.store.take_login(&self.sealer.index("authgate login state", state.as_bytes())).await;
+            }
+            if error == "access_denied" {
+                return Reply::page(StatusCode::FORBIDDEN, "Access denied", &[NO_ACCESS], "");
+            }
+            tracing::warn!(error = %sanitize(error), "the provider returned a sign-in error");
+            return retry_page(
+                StatusCode::BAD_GATEWAY,
+                "The identity provider could not sign you in.",
+                &retry,
+            );
+        }
+        let Some(state) = get("state") else { return bad_callback("The sign-in response has no state.") };
+        let key = self.sealer.index("authgate login state", state.as_bytes());
+        let sealed = match self.store.take_login(&key).await {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                return bad_callback("This sign-in has expired or was already used. Please start again.");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "session store unavailable");
+                return unavailable_page();
+            }
+        };
+        let login: LoginState = match self.sealer.open_with("authgate login", state.as_bytes(), &sealed) {
+            Ok(l) => l,
+            Err(_) => return bad_callback("This sign-in cannot be read. Please start again."),
+        };
+        let bound = cookie_values(cookie_header, &self.cookies.login)
+            .any(|v| self.sealer.index("authgate login browser", v.as_bytes()) == login.browser);
+        if !bound {
+            return bad_callback("This sign-in was started in another browser. Please start again.");
+        }
+        if login.created_at + self.settings.login_ttl.as_secs() < unix_now() {
+            return bad_callback("This sign-in has expired. Please start again.");
+        }
+        let Some(discovery) = self.verifier.provider().discovery() else { return unavailable_page() };
+        let issuer = &self.verifier.provider().issuer;
+        match get("iss") {
+            Some(iss) if iss != issuer => {
+                return bad_callback("The sign-in response comes from an unexpected issuer.");
+            }
+            None if discovery.authorization_response_iss_parameter_supported => {
+                return bad_callback("The sign-in response does not name its issuer.");
+            }
+            _ => {}
+        }
+        let Some(code) = get("code") else { return bad_callback("The sign-in response has no code.") };
+
+        let tokens = match login::exchange_code(
+            self.verifier.provider().fetcher(),
+            &discovery,
+            &self.settings,
+            code,
+            &login,
+        )
+        .await
+        {
+            Ok(t) => t,
+            Err(LoginError::Refused(code)) if code == "invalid_grant" => {
+                tracing::info!("the provider refused the sign-in code (invalid_grant)");
+                return retry_page(StatusCode::BAD_REQUEST, "This sign-in has expired.", &retry);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "code exchange failed");
+                return retry_page(
+                    StatusCode::BAD_GATEWAY,
+                    "The identity provider could not complete your sign-in.",
+                    &retry,
+                );
+            }
+        };
+        let Some(id_token) = tokens.id_token.clone() else {
+            tracing::warn!("the token response has no id_token");
+            return retry_page(
+                StatusCode::BAD_GATEWAY,
+                "The identity provider could not complete your sign-in.",
+                &retry,
+            );
+        };
+        let id_claims = match self.verifier.verify_id_token(&id_token, &login.nonce).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(reason = %e, "id_token refused");
+                return bad_callback("The sign-in could not be verified.");
+            }
+        };
+        let access_claims = login::access_token_claims(&tokens.access_token);
+        if let Some(sub) = access_claims.as_ref().and_then(|c| c.get("sub")).and_then(|s| s.as_str()) {
+            if Some(sub) != id_claims["sub"].as_str() {
+                tracing::warn!("access token and id_token name different subjects");
+                return bad_callback("The sign-in could not be verified.");
+            }
+        }
+        let now = unix_now();
+        let expires_at = now + self.absolute_lifetime;
+        let identity = Identity::from_login(&id_claims, access_claims.as_ref(), expires_at);
+        let session = Session {
+            sid: id_claims.get("sid").and_then(|s| s.as_str()).map(String::from),
+            tokens: SessionTokens {
+                access_token: tokens.access_token,
+                refresh_token: tokens.refresh_token,
+                id_token,
+                access_expires_at: now + tokens.expires_in.unwrap_or(300),
+            },
+            identity,
+            created_at: now,
+            expires_at,
+        };
+        match self.create_session(&session).await {
+            Ok(ticket) => {
+                tracing::info!("sign-in completed");
+                let mut reply = Reply::redirect(&login.return_to);
+                reply.header(http::header::SET_COOKIE, self.cookies.session_cookie(&ticket));
+                reply
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot store the new session");
+                unavailable_page()
+            }
+        }
+    }
+
+    /// Stores `session` under a brand-new ticket (never reusing an id: fixation-proof).
+    async fn create_session(&self, session: &Session) -> Result<SessionTicket, LoginError> {
+        let ticket = SessionTicket::generate()?;
+        let stored = StoredSession {
+            sealed: self.sealer.seal_session(&ticket, session)?,
+            version: 1,
+            user: self.user_index(&session.identity.subject),
+            expires_at: session.expires_at,
+        };
+        let written = self
+            .store
+            .save(&self.sealer.session_key(&ticket), stored, None)
+            .await
+            .map_err(|e| LoginError::Unavailable(e.to_string()))?;
+        if !written {
+            return Err(LoginError::Seal(SealError::Random));
+        }
+        Ok(ticket)
+    }
+
+    /// The keyed hash a user's sessions are indexed by.
+    pub fn user_index(&self, sub: &str) -> [u8; 32] {
+        self.sealer.index("authgate user", sub.as_bytes())
+    }
+
+    /// Signs out: ends the session, revokes its refresh token (in the background), and sends
+    /// the browser to the provider's end-session endpoint.
+    pub async fn sign_out(&self, origin: &str, active: Option<Arc<ActiveSession>>) -> Reply {
+        let post_logout = self.post_logout_redirect_uri.clone().unwrap_or_else(|| format!("{origin}/"));
+        let discovery = self.verifier.provider().discovery();
+        let mut location = post_logout.clone();
+        if let Some(active) = active {
+            if let Err(e) = self.store.delete(&active.key).await {
+                tracing::warn!(error = %e, "cannot delete the session");
+            }
+            let tokens = &active.session.tokens;
+            if let (Some(refresh), Some(endpoint)) =
+                (tokens.refresh_token.clone(), discovery.as_ref().and_then(|d| d.revocation_endpoint.clone()))
+            {
+                self.revoke_in_background(endpoint, refresh);
+            }
+            if let Some(end_session) = discovery.as_ref().and_then(|d| d.end_session_endpoint.as_deref()) {
+                if let Ok(mut url) = url::Url::parse(end_session) {
+                    url.query_pairs_mut()
+                        .append_pair("id_token_hint", &tokens.id_token)
+                        .append_pair("client_id", &self.settings.client_id)
+                        .append_pair("post_logout_redirect_uri", &post_logout)
+                        .append_pair("state", &random_token(16).unwrap_or_default());
+                    location = url.into();
+                }
+            }
+            tracing::info!("signed out");
+        }
+        let mut reply = Reply::redirect(&location);
+        reply.header(http::header::SET_COOKIE, self.cookies.clear_session());
+        reply
+    }
+
+    fn revoke_in_background(&self, endpoint: String, refresh_token: String) {
+        let fetcher = self.verifier.provider().fetcher().clone();
+        let client_id = self.settings.client_id.clone();
+        let secret = self.settings.client_secret.clone();
+        tokio::spawn(async move {
+            let form = [("token", refresh_token.as_str()), ("token_type_hint", "refresh_token")];
+            let result = match &secret {
+                Some(s) => fetcher.post_form(&endpoint, &client_id, s.expose(), &form).await,
+                None => {
+                    let mut form = form.to_vec();
+                    form.push(("client_id", &client_id));
+                    fetcher.post_form_anonymous(&endpoint, &form).await
+                }
+            };
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "refresh-token revocation failed");
+            }
+        });
+    }
+}
+
+/// The current identity as JSON (never tokens).
+pub fn userinfo(active: &ActiveSession) -> Reply {
+    let id = &active.session.identity;
+    Reply::json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "sub": id.subject,
+            "email": id.email,
+            "name": id.name,
+            "given_name": id.given_name,
+            "family_name": id.family_name,
+            "organization_id": id.organization_id,
+            "user_type": id.user_type,
+            "licenses": id.licenses,
+            "permissions": id.permissions,
+            "session_expires_at": active.session.expires_at,
+        }),
+    )
+}
+
+/// The page `GET /oauth2/sign_out` shows: a button that POSTs (a GET never signs anyone out,
+/// so no cross-site link or image can).
+pub fn sign_out_page() -> Reply {
+    Reply::page(
+        StatusCode::OK,
+        "Sign out",
+        &["Do you want to sign out?"],
+        "<form method=\"post\" action=\"/oauth2/sign_out\"><button type=\"submit\" id=\"sign-out\">Sign out</button></form>",
+    )
+}
+
+/// A return-to address that stays on this gateway: a path (not `//host`, not `/\\host`), or
+/// an absolute URL on one of `origins`. Anything else becomes `/`.
+pub fn safe_return_to(candidate: &str, origins: &[String]) -> String {
+    let clean = !candidate.is_empty()
+        && !candidate.bytes().any(|b| b.is_ascii_control() || b == b'\\' || b == b' ')
+        && candidate.len() <= 2048;
+    if !clean {
+        return "/".into();
+    }
+    if candidate.starts_with('/') && !candidate.starts_with("//") {
+        return candidate.to_owned();
+    }
+    if let Ok(url) = url::Url::parse(candidate) {
+        let origin = url.origin().ascii_serialization();
+        if matches!(url.scheme(), "http" | "https")
+            && url.username().is_empty()
+            && url.password().is_none()
+            && origins.iter().any(|o| o.trim_end_matches('/') == origin)
+        {
+            return url.into();
+        }
+    }
+    "/".into()
+}
+
+/// Query parameters, decoded; `None` when a name appears twice (parameter pollution).
+pub fn parse_unique_query(query: &str) -> Option<Vec<(String, String)>> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        if out.iter().any(|(n, _)| *n == k) {
+            return None;
+        }
+        out.push((k.into_owned(), v.into_owned()));
+    }
+    Some(out)
+}
+
+fn is_b64url(s: &str) -> bool {
+    s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// An error code from the provider, safe to log (no free text, bounded).
+fn sanitize(code: &str) -> String {
+    code.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(64).collect()
+}
+
+fn bad_callback(message: &str) -> Reply {
+    Reply::page(
+        StatusCode::BAD_REQUEST,
+        "Sign-in failed",
+        &[message],
+        "<p><a href=\"/oauth2/start\">Sign in again</a></p>",
+    )
+}
+
+fn retry_page(status: StatusCode, message: &str, retry: &str) -> Reply {
+    let link = format!("<p><a href=\"{}\">Try again</a></p>", crate::reply::escape_html(retry));
+    Reply::page(status, "Sign-in failed", &[message, "Please try again in a moment."], &link)
+}
+
+fn unavailable_page() -> Reply {
+    let mut r = Reply::page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Sign-in unavailable",
+        &["Signing in is not possible right now. Please try again in a moment."],
+        "<p><a href=\"/oauth2/start\">Try again</a></p>",
+    );
+    r.header(HeaderName::from_static("retry-after"), HeaderValue::from_static("5"));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn return_to_stays_on_the_gateway() {
+        let origins = vec!["https://app.example.com".to_string()];
+        let cases = [
+            ("/wiki/page?x=1", "/wiki/page?x=1"),
+            ("/", "/"),
+            ("//evil.example", "/"),
+            ("/\\\\evil.example", "/"),
+            ("\\\\evil.example", "/"),
+            ("https://evil.example", "/"),
+            ("https://evil.example/https://app.example.com", "/"),
+            ("https://app.example.com.evil.example/", "/"),
+            ("https://app.example.com/wiki", "https://app.example.com/wiki"),
+            ("https://user@app.example.com/", "/"),
+            ("http://app.example.com/wiki", "/"),
+            ("javascript:alert(1)", "/"),
+            ("/x\\r\\nSet-Cookie: a=b", "/"),
+            ("", "/"),
+            ("wiki", "/"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(safe_return_to(input, &origins), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn duplicated_parameters_are_refused() {
+        assert!(parse_unique_query("code=a&state=b").is_some());
+        assert!(parse_unique_query("code=a&state=b&code=c").is_none());
+        assert!(parse_unique_query("state=b&state=b").is_none());
+    }
+
+    #[test]
+    fn cookies_are_found_by_exact_name() {
+        let h = Some("a=1; authgate_session=x; authgate_session_login=y; authgate_session=z");
+        assert_eq!(cookie_values(h, "authgate_session").collect::<Vec<_>>(), ["x", "z"]);
+        assert_eq!(cookie_values(h, "authgate_session_login").collect::<Vec<_>>(), ["y"]);
+        assert_eq!(cookie_values(None, "a").count(), 0);
+    }
+
+    #[test]
+    fn cookie_attributes_follow_the_origin() {
+        let https = CookieSettings::new("authgate_session", true, 3600, 600);
+        assert_eq!(https.session, "__Host-authgate_session");
+        let v = https.clear_session().to_str().unwrap().to_owned();
+        for attr in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/", "Max-Age=0"] {
+            assert!(v.contains(attr), "{v}");
+        }
+        let http = CookieSettings::new("authgate_session", false, 3600, 600);
+        assert_eq!(http.session, "authgate_session");
+        assert!(!http.clear_session().to_str().unwrap().contains("Secure"));
+    }
+}

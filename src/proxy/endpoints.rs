@@ -1,0 +1,131 @@
+//! The gateway's own endpoints under `/oauth2/`: start, callback, sign_out, userinfo. Reserved
+//! on every host, answered before routing, never proxied.
+
+use http::StatusCode;
+use pingora::proxy::Session;
+
+use super::pipeline::RequestTarget;
+use crate::gateway::Gateway;
+use crate::oidc::browser::{self, SessionLookup};
+use crate::reply::Reply;
+
+/// The reserved path prefix.
+pub const PREFIX: &str = "/oauth2/";
+
+/// Answers a request under `/oauth2/`.
+pub async fn handle(
+    session: &mut Session,
+    gateway: &Gateway,
+    target: &RequestTarget,
+    origin: &str,
+) -> pingora::Result<Reply> {
+    let Some(auth) = gateway.browser.as_deref() else {
+        return Ok(Reply::json(StatusCode::NOT_FOUND, &serde_json::json!({ "error": "no_route" })));
+    };
+    let req = session.req_header();
+    let method = req.method.clone();
+    let cookies = cookie_header(req);
+    let query = req.uri.query().map(str::to_owned);
+    let reply = match (target.path.as_str(), method.as_str()) {
+        ("/oauth2/start", "GET" | "HEAD") => {
+            let rd = query
+                .as_deref()
+                .and_then(browser::parse_unique_query)
+                .and_then(|q| q.into_iter().find(|(k, _)| k == "rd").map(|(_, v)| v))
+                .unwrap_or_else(|| "/".into());
+            let return_to = browser::safe_return_to(&rd, &gateway.config.server.public_url);
+            auth.start_login(origin, return_to, cookies.as_deref()).await
+        }
+        ("/oauth2/callback", "GET") => auth.callback(origin, query.as_deref(), cookies.as_deref()).await,
+        ("/oauth2/sign_out", "GET" | "HEAD") => browser::sign_out_page(),
+        ("/oauth2/sign_out", "POST") => {
+            if let Some(reply) = read_small_body(session, gateway).await? {
+                return Ok(reply);
+            }
+            if !same_origin(session.req_header(), origin) {
+                return Ok(Reply::page(
+                    StatusCode::FORBIDDEN,
+                    "Sign-out refused",
+                    &["Sign-out must come from this site."],
+                    "",
+                ));
+            }
+            let active = match auth.lookup(cookies.as_deref()).await {
+                SessionLookup::Found(a) => Some(a),
+                _ => None,
+            };
+            auth.sign_out(origin, active).await
+        }
+        ("/oauth2/userinfo", "GET") => match auth.lookup(cookies.as_deref()).await {
+            SessionLookup::Found(active) => browser::userinfo(&active),
+            _ => Reply::json(
+                StatusCode::UNAUTHORIZED,
+                &serde_json::json!({ "error": "unauthenticated", "message": "Not signed in." }),
+            ),
+        },
+        (path, _)
+            if ["/oauth2/start", "/oauth2/callback", "/oauth2/sign_out", "/oauth2/userinfo"]
+                .contains(&path) =>
+        {
+            let mut r = Reply::json(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &serde_json::json!({ "error": "method_not_allowed" }),
+            );
+            r.header(http::header::ALLOW, http::HeaderValue::from_static("GET, POST"));
+            r
+        }
+        _ => Reply::json(StatusCode::NOT_FOUND, &serde_json::json!({ "error": "not_found" })),
+    };
+    Ok(reply)
+}
+
+/// All `Cookie` headers joined (HTTP/2 clients send one per cookie).
+pub fn cookie_header(req: &pingora::http::RequestHeader) -> Option<String> {
+    let parts: Vec<&str> =
+        req.headers.get_all(http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).collect();
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+/// Is a state-changing request from this site? A browser names the page's origin in `Origin`
+/// (and `Sec-Fetch-Site`); a cross-site form post cannot fake either.
+pub fn same_origin(req: &pingora::http::RequestHeader, origin: &str) -> bool {
+    let header = |n: &str| req.headers.get(n).and_then(|v| v.to_str().ok());
+    if let Some(site) = header("sec-fetch-site") {
+        if !matches!(site, "same-origin" | "none") {
+            return false;
+        }
+    }
+    match header("origin") {
+        Some(o) => o == origin,
+        None => true, // not a browser form post (browsers send Origin on POST)
+    }
+}
+
+/// Reads (and discards) a request body up to the configured limit; a larger one gets 413.
+async fn read_small_body(session: &mut Session, gateway: &Gateway) -> pingora::Result<Option<Reply>> {
+    let limit = gateway.config.server.limits.max_body_size.bytes();
+    let too_large = || {
+        Some(Reply::json(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &serde_json::json!({ "error": "body_too_large", "message": "The request body is too large." }),
+        ))
+    };
+    if session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_some_and(|n| n > limit)
+    {
+        return Ok(too_large());
+    }
+    let mut read = 0usize;
+    while let Some(chunk) = session.read_request_body().await? {
+        read += chunk.len();
+        if read > limit {
+            return Ok(too_large());
+        }
+    }
+    Ok(None)
+}
