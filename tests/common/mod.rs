@@ -156,7 +156,11 @@ impl Gate {
     /// Starts authgate with `config`, in which `{listen}` and `{admin}` are replaced by free
     /// addresses; waits until /healthz answers.
     pub fn start(config: &str) -> Gate {
-        let port = free_port();
+        Self::start_on(free_port(), config)
+    }
+
+    /// Like `start`, on a port chosen beforehand (the IdP must know the redirect URI).
+    pub fn start_on(port: u16, config: &str) -> Gate {
         let admin_port = free_port();
         let text = config
             .replace("{listen}", &format!("127.0.0.1:{port}"))
@@ -514,4 +518,189 @@ impl FaultIdp {
     pub fn jwks_hits(&self) -> usize {
         self.jwks_hits.load(std::sync::atomic::Ordering::SeqCst)
     }
+}
+
+/// A scripted browser: a cookie jar per `host:port`, manual redirects, and form submission
+/// (the IdP's login form, and the auto-submitting logout form that a real browser's script
+/// would post).
+pub struct Browser {
+    http: reqwest::Client,
+    jars: std::collections::HashMap<String, std::collections::BTreeMap<String, String>>,
+    /// Extra headers sent with every request (e.g. `Accept`).
+    pub headers: Vec<(String, String)>,
+}
+
+/// One response as the browser saw it.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// Final URL.
+    pub url: reqwest::Url,
+    /// Status.
+    pub status: u16,
+    /// Response headers (lower-case names).
+    pub headers: Vec<(String, String)>,
+    /// Body text.
+    pub body: String,
+}
+
+impl Page {
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    /// All values of a header.
+    pub fn header_all(&self, name: &str) -> Vec<&str> {
+        self.headers.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect()
+    }
+}
+
+impl Default for Browser {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Browser {
+    /// A browser with empty cookie jars that asks for HTML, as a navigation does.
+    pub fn new() -> Self {
+        Browser {
+            http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
+            jars: Default::default(),
+            headers: vec![
+                ("accept".into(), "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8".into()),
+                ("sec-fetch-mode".into(), "navigate".into()),
+            ],
+        }
+    }
+
+    fn origin_key(url: &reqwest::Url) -> String {
+        format!("{}:{}", url.host_str().unwrap_or(""), url.port_or_known_default().unwrap_or(0))
+    }
+
+    /// Sets a cookie in the jar of `url`'s host and port.
+    pub fn set_cookie(&mut self, url: &str, name: &str, value: &str) {
+        let url = reqwest::Url::parse(url).unwrap();
+        self.jars.entry(Self::origin_key(&url)).or_default().insert(name.into(), value.into());
+    }
+
+    /// The value of a cookie in the jar of `url`.
+    pub fn cookie(&self, url: &str, name: &str) -> Option<String> {
+        let url = reqwest::Url::parse(url).unwrap();
+        self.jars.get(&Self::origin_key(&url)).and_then(|j| j.get(name).cloned())
+    }
+
+    /// One request, no redirect following.
+    pub async fn request(
+        &mut self,
+        method: &str,
+        url: &str,
+        form: Option<Vec<(String, String)>>,
+        extra: &[(&str, &str)],
+    ) -> Page {
+        let url = reqwest::Url::parse(url).unwrap();
+        let key = Self::origin_key(&url);
+        let cookie = self
+            .jars
+            .get(&key)
+            .map(|j| j.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; "));
+        let mut req = match method {
+            "POST" => self.http.post(url.clone()),
+            _ => self.http.get(url.clone()),
+        };
+        for (k, v) in &self.headers {
+            if !extra.iter().any(|(e, _)| e.eq_ignore_ascii_case(k)) {
+                req = req.header(k.as_str(), v.as_str());
+            }
+        }
+        for (k, v) in extra {
+            req = req.header(*k, *v);
+        }
+        if let Some(c) = cookie.filter(|c| !c.is_empty()) {
+            req = req.header("cookie", c);
+        }
+        if let Some(f) = form {
+            req = req.form(&f);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let headers: Vec<(String, String)> = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+            .collect();
+        for (k, v) in &headers {
+            if k == "set-cookie" {
+                let pair = v.split(';').next().unwrap_or("");
+                if let Some((name, value)) = pair.split_once('=') {
+                    let jar = self.jars.entry(key.clone()).or_default();
+                    if value.is_empty() || v.to_ascii_lowercase().contains("max-age=0") {
+                        jar.remove(name.trim());
+                    } else {
+                        jar.insert(name.trim().to_owned(), value.to_owned());
+                    }
+                }
+            }
+        }
+        let body = resp.text().await.unwrap_or_default();
+        Page { url, status, headers, body }
+    }
+
+    /// Navigates to `url`, following redirects; on the IdP's login form signs in as `user`
+    /// (if given), and posts auto-submitting forms. Returns the last page and the redirects seen.
+    pub async fn navigate(&mut self, url: &str, user: Option<&str>) -> (Page, Vec<String>) {
+        let mut seen = Vec::new();
+        let mut next: (String, String, Option<Vec<(String, String)>>) = ("GET".into(), url.into(), None);
+        for _ in 0..25 {
+            let page = self.request(&next.0, &next.1, next.2.take(), &[]).await;
+            if (300..400).contains(&page.status) {
+                let loc = page.headers.iter().find(|(k, _)| k == "location").map(|(_, v)| v.clone()).unwrap();
+                let target = page.url.join(&loc).unwrap().to_string();
+                seen.push(target.clone());
+                next = ("GET".into(), target, None);
+                continue;
+            }
+            if page.status == 200 && page.body.contains("name=\"password\"") {
+                let Some(user) = user else { return (page, seen) };
+                let action = form_action(&page.body).unwrap();
+                let target = page.url.join(&action).unwrap().to_string();
+                next = (
+                    "POST".into(),
+                    target,
+                    Some(vec![("username".into(), user.into()), ("password".into(), "password".into())]),
+                );
+                continue;
+            }
+            if page.status == 200 && page.body.contains("document.forms[0].submit()") {
+                let action = form_action(&page.body).unwrap();
+                let target = page.url.join(&action).unwrap().to_string();
+                next = ("POST".into(), target, Some(hidden_inputs(&page.body)));
+                continue;
+            }
+            return (page, seen);
+        }
+        panic!("too many redirects from {url}: {seen:?}");
+    }
+}
+
+fn attr(tag: &str, name: &str) -> Option<String> {
+    let start = tag.find(&format!("{name}=\""))? + name.len() + 2;
+    let end = tag[start..].find('"')? + start;
+    Some(tag[start..end].replace("&amp;", "&"))
+}
+
+fn form_action(html: &str) -> Option<String> {
+    let start = html.find("<form")?;
+    let end = html[start..].find('>')? + start;
+    attr(&html[start..end], "action")
+}
+
+fn hidden_inputs(html: &str) -> Vec<(String, String)> {
+    html.split("<input")
+        .skip(1)
+        .filter_map(|rest| {
+            let tag = &rest[..rest.find('>').unwrap_or(rest.len())];
+            Some((attr(tag, "name")?, attr(tag, "value").unwrap_or_default()))
+        })
+        .collect()
 }

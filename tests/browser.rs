@@ -1,0 +1,326 @@
+//! Browser sign-in over HTTP against the real test IdP: the whole flow with a cookie jar, the
+//! license decision, sign-out, and the attacks on cookies, state and return-to addresses.
+
+mod common;
+
+use common::{Browser, Echo, Gate, Idp, echoed, free_port};
+
+const BOB: &str = "b0b0b0b0-0000-4000-8000-000000000b0b";
+const NO_ACCESS: &str = "You do not have access to this application. Please contact your administrator.";
+
+struct Stack {
+    idp: Idp,
+    _gate: Gate,
+    _echo: Echo,
+    base: String,
+}
+
+fn stack(idp_env: &[(&str, &str)]) -> Stack {
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let redirect = format!("{base}/oauth2/callback");
+    let post_logout = format!("{base}/");
+    let mut env =
+        vec![("REDIRECT_URIS", redirect.as_str()), ("POST_LOGOUT_REDIRECT_URIS", post_logout.as_str())];
+    env.extend_from_slice(idp_env);
+    let idp = Idp::start(&env);
+    let echo = Echo::start("legacy-app");
+    let config = format!(
+        r#"
+[server]
+listen = ["{{listen}}"]
+admin_listen = "{{admin}}"
+public_url = "{base}"
+
+[provider]
+issuer = "{issuer}"
+client_id = "authgate"
+client_secret = "authgate-test-secret"
+audience = "authgate"
+scopes = ["openid", "profile", "email", "organization", "permissions"]
+
+[session]
+secret = "browser-test-secret-0123456789abcdefghijkl"
+
+[[routes]]
+name = "wiki"
+path = "/wiki"
+upstream = "{echo}"
+auth = "browser"
+licenses = ["wiki"]
+
+[[routes]]
+name = "home"
+path = "/"
+upstream = "{echo}"
+auth = "browser"
+"#,
+        issuer = idp.issuer,
+        echo = echo.url()
+    );
+    let gate = Gate::start_on(port, &config);
+    Stack { idp, _gate: gate, _echo: echo, base }
+}
+
+#[tokio::test]
+async fn a_licensed_user_signs_in_and_the_app_sees_who_they_are() {
+    let s = stack(&[]);
+    let mut b = Browser::new();
+    let (page, redirects) = b.navigate(&format!("{}/wiki/page?x=1", s.base), Some("bob")).await;
+    assert!(redirects[0].starts_with(&format!("{}/auth?", s.idp.issuer)), "{redirects:?}");
+    assert!(redirects.iter().any(|r| r.starts_with(&format!("{}/oauth2/callback?", s.base))));
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_eq!(page.url.as_str(), format!("{}/wiki/page?x=1", s.base), "back where the user started");
+    let seen = page.json();
+    assert_eq!(seen["path"], "/wiki/page");
+    assert_eq!(echoed(&seen, "x-user-id"), [BOB]);
+    assert_eq!(echoed(&seen, "x-user-email"), ["bob@acme.test"]);
+    assert_eq!(echoed(&seen, "x-user-name"), ["Bob Brown"]);
+    assert_eq!(echoed(&seen, "x-user-given-name"), ["Bob"]);
+    assert_eq!(echoed(&seen, "x-user-family-name"), ["Brown"]);
+    assert_eq!(echoed(&seen, "x-user-licenses"), ["wiki"]);
+    assert_eq!(echoed(&seen, "x-user-org"), ["5f0c8a52-1d8e-4a43-9a54-6f1f5c0d2a11"]);
+    assert_eq!(echoed(&seen, "x-user-type"), ["customer_user"]);
+    assert!(echoed(&seen, "authorization").is_empty(), "no token reaches the app");
+    let cookies = echoed(&seen, "cookie").join("; ");
+    assert!(!cookies.contains("authgate_session"), "the session cookie reached the app: {cookies}");
+
+    // spoofed identity headers never arrive, in any spelling
+    let page = b
+        .request(
+            "GET",
+            &format!("{}/wiki/x", s.base),
+            None,
+            &[
+                ("X-User-Id", "admin"),
+                ("x-user-id", "admin2"),
+                ("X_User_Id", "admin3"),
+                ("X-User-Licenses", "admin-console"),
+            ],
+        )
+        .await;
+    let seen = page.json();
+    assert_eq!(echoed(&seen, "x-user-id"), [BOB]);
+    assert!(echoed(&seen, "x_user_id").is_empty());
+    assert_eq!(echoed(&seen, "x-user-licenses"), ["wiki"]);
+
+    // userinfo tells who is signed in, never the tokens
+    let info = b.request("GET", &format!("{}/oauth2/userinfo", s.base), None, &[]).await;
+    assert_eq!(info.status, 200);
+    let info = info.json();
+    assert_eq!(info["sub"], BOB);
+    assert_eq!(info["licenses"], serde_json::json!(["wiki"]));
+    assert!(!info.to_string().contains("eyJ"), "a token in userinfo: {info}");
+
+    // the session cookie is HttpOnly, SameSite=Lax, Path=/
+    let session_cookie = b.cookie(&s.base, "authgate_session").unwrap();
+    assert_eq!(session_cookie.len(), 43);
+}
+
+#[tokio::test]
+async fn a_user_without_the_license_gets_403_not_a_login_loop() {
+    let s = stack(&[]);
+    let mut b = Browser::new();
+    let (page, redirects) = b.navigate(&format!("{}/wiki/", s.base), Some("carol")).await;
+    assert_eq!(page.status, 403, "{redirects:?} {}", page.body);
+    assert!(page.body.contains(NO_ACCESS), "{}", page.body);
+    // still signed in: other routes work, and the wiki stays a 403 without another login
+    let home = b.request("GET", &format!("{}/", s.base), None, &[]).await;
+    assert_eq!(home.status, 200);
+    let again = b.request("GET", &format!("{}/wiki/", s.base), None, &[]).await;
+    assert_eq!(again.status, 403);
+    // an API client gets JSON
+    let json = b
+        .request(
+            "GET",
+            &format!("{}/wiki/", s.base),
+            None,
+            &[("accept", "application/json"), ("sec-fetch-mode", "cors")],
+        )
+        .await;
+    assert_eq!(json.status, 403);
+    assert_eq!(json.json()["error"], "forbidden");
+}
+
+#[tokio::test]
+async fn the_provider_refusing_access_shows_the_friendly_page() {
+    let s = stack(&[("APP_LICENSE", "wiki")]);
+    let mut b = Browser::new();
+    let (page, _) = b.navigate(&format!("{}/", s.base), Some("carol")).await;
+    assert_eq!(page.status, 403, "{}", page.body);
+    assert!(page.body.contains(NO_ACCESS));
+    assert!(b.cookie(&s.base, "authgate_session").is_none());
+}
+
+#[tokio::test]
+async fn sign_out_ends_the_session_here_and_at_the_provider() {
+    let s = stack(&[]);
+    let mut b = Browser::new();
+    let (page, _) = b.navigate(&format!("{}/wiki/", s.base), Some("bob")).await;
+    assert_eq!(page.status, 200);
+    let old_cookie = b.cookie(&s.base, "authgate_session").unwrap();
+
+    // a GET never signs out; a cross-site POST is refused
+    let get = b.request("GET", &format!("{}/oauth2/sign_out", s.base), None, &[]).await;
+    assert_eq!(get.status, 200);
+    assert!(get.body.contains("<form method=\"post\""));
+    let cross = b
+        .request(
+            "POST",
+            &format!("{}/oauth2/sign_out", s.base),
+            Some(vec![]),
+            &[("origin", "https://evil.example")],
+        )
+        .await;
+    assert_eq!(cross.status, 403);
+    assert_eq!(
+        b.request("GET", &format!("{}/wiki/", s.base), None, &[]).await.status,
+        200,
+        "still signed in"
+    );
+
+    let out =
+        b.request("POST", &format!("{}/oauth2/sign_out", s.base), Some(vec![]), &[("origin", &s.base)]).await;
+    assert_eq!(out.status, 302);
+    let location = out.headers.iter().find(|(k, _)| k == "location").unwrap().1.clone();
+    assert!(location.starts_with(&format!("{}/session/end?", s.idp.issuer)), "{location}");
+    assert!(location.contains("id_token_hint="));
+    assert!(b.cookie(&s.base, "authgate_session").is_none(), "cookie cleared");
+    // the provider ends its session and sends the browser back to the app, which (the session
+    // being gone) sends it to sign in again: the provider asks for a password
+    let (after, redirects) = b.navigate(&location, None).await;
+    assert!(
+        redirects[0].starts_with(&format!("{}/?state=", s.base)),
+        "not sent back to the app: {redirects:?}"
+    );
+    assert!(after.body.contains("name=\"password\""), "the IdP session survived: {}", after.url);
+
+    // the old cookie is dead, and the next visit needs a new login at the IdP too
+    let mut replay = Browser::new();
+    replay.set_cookie(&s.base, "authgate_session", &old_cookie);
+    let page = replay.request("GET", &format!("{}/wiki/", s.base), None, &[]).await;
+    assert_eq!(page.status, 302, "the old session must be gone");
+    let (page, _) = b.navigate(&format!("{}/wiki/", s.base), None).await;
+    assert!(page.body.contains("name=\"password\""), "the IdP asked for a password again: {}", page.url);
+}
+
+#[tokio::test]
+async fn scripts_get_401_json_and_create_no_login_state() {
+    let s = stack(&[]);
+    let mut b = Browser::new();
+    b.headers = vec![("accept".into(), "application/json".into()), ("sec-fetch-mode".into(), "cors".into())];
+    let page = b
+        .request("GET", &format!("{}/wiki/data", s.base), None, &[("x-requested-with", "XMLHttpRequest")])
+        .await;
+    assert_eq!(page.status, 401);
+    assert_eq!(page.json()["error"], "unauthenticated");
+    assert!(page.header_all("www-authenticate").len() == 1);
+    assert!(page.header_all("set-cookie").is_empty(), "no login binding for a script");
+    assert!(page.header_all("location").is_empty());
+    let post = b.request("POST", &format!("{}/wiki/form", s.base), Some(vec![]), &[]).await;
+    assert_eq!(post.status, 401);
+}
+
+#[tokio::test]
+async fn bad_session_cookies_are_anonymous_and_cleared() {
+    let s = stack(&[]);
+    let mut b = Browser::new();
+    let (page, _) = b.navigate(&format!("{}/wiki/", s.base), Some("bob")).await;
+    assert_eq!(page.status, 200);
+    let good = b.cookie(&s.base, "authgate_session").unwrap();
+    let mut flipped = good.clone().into_bytes();
+    flipped[10] = if flipped[10] == b'A' { b'B' } else { b'A' };
+    let cases = [
+        ("tampered", String::from_utf8(flipped).unwrap()),
+        ("truncated", good[..30].to_owned()),
+        ("garbage", "%%%<script>".to_owned()),
+        ("unknown", "A".repeat(43)),
+        ("huge", "A".repeat(3000)),
+    ];
+    for (what, value) in cases {
+        let mut other = Browser::new();
+        other.set_cookie(&s.base, "authgate_session", &value);
+        let nav = other.request("GET", &format!("{}/wiki/", s.base), None, &[]).await;
+        assert_eq!(nav.status, 302, "{what}: a navigation is sent to sign in");
+        assert!(
+            nav.header_all("set-cookie")
+                .iter()
+                .any(|c| c.starts_with("authgate_session=;") && c.contains("Max-Age=0")),
+            "{what}: cookie not cleared: {:?}",
+            nav.headers
+        );
+        let xhr = other
+            .request(
+                "GET",
+                &format!("{}/wiki/", s.base),
+                None,
+                &[("accept", "application/json"), ("sec-fetch-mode", "cors")],
+            )
+            .await;
+        assert_eq!(xhr.status, 401, "{what}");
+    }
+}
+
+#[tokio::test]
+async fn callbacks_cannot_be_replayed_or_moved_to_another_browser() {
+    let s = stack(&[]);
+    // capture the callback URL instead of letting the browser follow it
+    let mut a = Browser::new();
+    let start = a.request("GET", &format!("{}/wiki/", s.base), None, &[]).await;
+    let auth_url = start.headers.iter().find(|(k, _)| k == "location").unwrap().1.clone();
+    let (first, redirects) = a.navigate(&auth_url, Some("bob")).await;
+    let callback =
+        redirects.iter().find(|r| r.starts_with(&format!("{}/oauth2/callback", s.base))).cloned().unwrap();
+    // navigate used it once, as a browser would, and signed in
+    assert_eq!(first.status, 200);
+    assert!(a.cookie(&s.base, "authgate_session").is_some());
+
+    let replay = a.request("GET", &callback, None, &[]).await;
+    assert_eq!(replay.status, 400, "replayed callback: {}", replay.body);
+
+    // a login started by one browser and completed in another (a login-CSRF attempt: the
+    // attacker's browser signs in at the IdP and the callback lands elsewhere) is refused
+    let mut victim = Browser::new();
+    let start = victim.request("GET", &format!("{}/wiki/", s.base), None, &[]).await;
+    let auth_url = start.headers.iter().find(|(k, _)| k == "location").unwrap().1.clone();
+    let mut other = Browser::new();
+    let (page, redirects) = other.navigate(&auth_url, Some("bob")).await;
+    assert!(redirects.last().unwrap().starts_with(&format!("{}/oauth2/callback?", s.base)), "{redirects:?}");
+    assert_eq!(page.status, 400, "{}", page.body);
+    assert!(page.body.contains("another browser"), "{}", page.body);
+    assert!(other.cookie(&s.base, "authgate_session").is_none());
+
+    // duplicated parameters and a foreign issuer are refused outright
+    let dup = Browser::new()
+        .request("GET", &format!("{}/oauth2/callback?state=a&state=b&code=c", s.base), None, &[])
+        .await;
+    assert_eq!(dup.status, 400);
+    let no_state =
+        Browser::new().request("GET", &format!("{}/oauth2/callback?code=c", s.base), None, &[]).await;
+    assert_eq!(no_state.status, 400);
+    let unknown = Browser::new()
+        .request("GET", &format!("{}/oauth2/callback?code=c&state=made-up", s.base), None, &[])
+        .await;
+    assert_eq!(unknown.status, 400);
+    assert!(unknown.header_all("set-cookie").is_empty(), "no session from a bad callback");
+}
+
+#[tokio::test]
+async fn return_to_addresses_stay_on_the_gateway() {
+    let s = stack(&[]);
+    for (rd, lands_on) in [
+        ("//evil.example", "/"),
+        ("/\\evil.example", "/"),
+        ("/\\/evil.example", "/"),
+        ("https://evil.example/", "/"),
+        (" //evil.example", "/"),
+        ("https://evil.example", "/"),
+        ("/wiki/deep?x=1", "/wiki/deep?x=1"),
+    ] {
+        let mut b = Browser::new();
+        let encoded: String = url::form_urlencoded::byte_serialize(rd.as_bytes()).collect();
+        let (page, _) = b.navigate(&format!("{}/oauth2/start?rd={encoded}", s.base), Some("bob")).await;
+        assert_eq!(page.url.as_str(), format!("{}{lands_on}", s.base), "rd={rd}");
+        assert_eq!(page.status, 200);
+    }
+}
