@@ -45,9 +45,10 @@ impl Reply {
         body.push('\n');
         let mut r = Self::new(status);
         r.header(http::header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+        // no `form-action` limit: the sign-out form's redirect to the provider is cross-origin
         r.header(
             HeaderName::from_static("content-security-policy"),
-            HeaderValue::from_static("default-src 'none'; form-action 'self'"),
+            HeaderValue::from_static("default-src 'none'"),
         );
         r.header(HeaderName::from_static("x-content-type-options"), HeaderValue::from_static("nosniff"));
         r.header(HeaderName::from_static("x-frame-options"), HeaderValue::from_static("DENY"));

@@ -324,3 +324,23 @@ async fn return_to_addresses_stay_on_the_gateway() {
         assert_eq!(page.status, 200);
     }
 }
+
+/// The happy path in a real headless Chromium (Debian `chromium`, npm `playwright-core`).
+#[test]
+fn a_real_browser_signs_in_and_out() {
+    let s = stack(&[]);
+    let out = std::process::Command::new("node")
+        .arg("e2e-login.mjs")
+        .current_dir(common::repo().join("tests/idp"))
+        .env("GATE_URL", &s.base)
+        .env("USER_SUB", BOB)
+        .output()
+        .expect("node runs the Chromium test");
+    assert!(
+        out.status.success(),
+        "Chromium e2e failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("e2e ok"));
+}

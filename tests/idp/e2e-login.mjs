@@ -1,0 +1,60 @@
+// End-to-end sign-in in a real headless Chromium (Debian's /usr/bin/chromium driven by
+// playwright-core): open an app page behind authgate, sign in at the test IdP's form, land
+// back on the page, and check what the app received. Then sign out.
+// Env: GATE_URL (authgate's public URL), USER_SUB (the expected X-User-Id), CHROMIUM (path).
+// Exits 0 when every check holds; prints what failed otherwise.
+import { chromium } from 'playwright-core';
+
+const gate = process.env.GATE_URL;
+const expectedSub = process.env.USER_SUB;
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+  headless: true,
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage'],
+});
+const failures = [];
+const check = (ok, what) => { if (!ok) failures.push(what); };
+try {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  if (process.env.E2E_TRACE) {
+    page.on('response', (r) => console.log('response', r.status(), r.url()));
+    page.on('requestfailed', (r) => console.log('failed', r.url(), r.failure()?.errorText));
+  }
+  await page.goto(`${gate}/wiki/welcome?lang=en`);
+  await page.waitForSelector('#username', { timeout: 15000 });
+  check(page.url().includes('/interaction/'), `expected the IdP login form, got ${page.url()}`);
+  await page.fill('#username', 'bob');
+  await page.fill('#password', 'password');
+  await Promise.all([page.waitForURL(`${gate}/wiki/welcome?lang=en`, { timeout: 15000 }), page.click('#submit')]);
+  const echo = JSON.parse(await page.locator('body').innerText());
+  const header = (name) => echo.headers.filter(([k]) => k.toLowerCase() === name).map(([, v]) => v);
+  check(echo.path === '/wiki/welcome', `path ${echo.path}`);
+  check(JSON.stringify(header('x-user-id')) === JSON.stringify([expectedSub]), `x-user-id ${header('x-user-id')}`);
+  check(JSON.stringify(header('x-user-licenses')) === '["wiki"]', `x-user-licenses ${header('x-user-licenses')}`);
+  check(JSON.stringify(header('x-user-email')) === '["bob@acme.test"]', `x-user-email ${header('x-user-email')}`);
+  check(!header('cookie').join(';').includes('authgate_session'), 'the session cookie reached the app');
+  const cookies = await context.cookies(gate);
+  const session = cookies.find((c) => c.name === 'authgate_session');
+  check(session && session.httpOnly && session.sameSite === 'Lax', `session cookie flags ${JSON.stringify(session)}`);
+
+  // sign out through the gateway's page: the button posts, the IdP ends its session too
+  await page.goto(`${gate}/oauth2/sign_out`);
+  await Promise.all([page.waitForURL(/\/interaction\//, { timeout: 15000 }), page.click('#sign-out')]);
+  check(await page.locator('#username').count() === 1, `after sign-out the IdP should ask again, got ${page.url()}`);
+  const after = await context.cookies(gate);
+  check(!after.some((c) => c.name === 'authgate_session'), 'the session cookie survived sign-out');
+} catch (err) {
+  failures.push(`error: ${err.message}`);
+  for (const p of browser.contexts().flatMap((c) => c.pages())) {
+    failures.push(`at ${p.url()}: ${(await p.content().catch(() => '')).slice(0, 600)}`);
+  }
+} finally {
+  await browser.close();
+}
+if (failures.length) {
+  console.error(`e2e failed:\n- ${failures.join('\n- ')}`);
+  process.exit(1);
+}
+console.log('e2e ok');
