@@ -70,6 +70,7 @@ fn verifier(jwks: &str) -> TokenVerifier {
         leeway: 60,
         cache_size: 100_000,
         client_id: "authgate".into(),
+        extra_claims: vec![],
     };
     TokenVerifier::new(provider, settings)
 }

@@ -83,6 +83,8 @@ pub struct IdentityHeaderNames {
     pub user_type: HeaderName,
     /// An M2M token's client id.
     pub client_id: HeaderName,
+    /// Configured extra claims: claim name → header.
+    pub claims: Vec<(String, HeaderName)>,
 }
 
 impl IdentityHeaderNames {
@@ -102,6 +104,11 @@ impl IdentityHeaderNames {
             permissions: name("permissions", &h.permissions)?,
             user_type: name("user_type", &h.user_type)?,
             client_id: name("client_id", &h.client_id)?,
+            claims: h
+                .claims
+                .iter()
+                .map(|(claim, header)| Ok((claim.clone(), name(&format!("claims.{claim}"), header)?)))
+                .collect::<Result<_, BuildError>>()?,
         })
     }
 }
@@ -118,8 +125,7 @@ impl Gateway {
         for (index, rc) in config.routes.iter().enumerate() {
             routes.push(Arc::new(build_route(&config, index, rc)?));
         }
-        let identity_headers =
-            config.headers.entries().iter().map(|(_, name)| canonical_header(name)).collect();
+        let identity_headers = config.headers.all().iter().map(|(_, name)| canonical_header(name)).collect();
         Ok(Self {
             trusted_proxies: config.server.trusted_proxies.clone(),
             routes: RouteTable::new(routes, |r| &r.host, |r| &r.path),

@@ -157,6 +157,7 @@ mod tests {
             scopes: vec!["openid".into(), "profile".into()],
             expires_at: 0,
             audiences: vec![],
+            claims: vec![],
         }
     }
 

@@ -102,6 +102,7 @@ pub fn build(config: Config, base_dir: &std::path::Path) -> Result<Server, Start
                 leeway: p.leeway.get().as_secs(),
                 cache_size: p.token_cache_size,
                 client_id: p.client_id.clone(),
+                extra_claims: config.headers.claims.keys().cloned().collect(),
             };
             let mut verifier = TokenVerifier::new(provider.clone(), settings);
             if let (true, Some(secret)) = (p.introspection, &p.client_secret) {

@@ -16,6 +16,10 @@ struct Stack {
 }
 
 fn stack(idp_env: &[(&str, &str)]) -> Stack {
+    stack_with(idp_env, "authgate-test-secret")
+}
+
+fn stack_with(idp_env: &[(&str, &str)], client_secret: &str) -> Stack {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let redirect = format!("{base}/oauth2/callback");
@@ -35,12 +39,15 @@ public_url = "{base}"
 [provider]
 issuer = "{issuer}"
 client_id = "authgate"
-client_secret = "authgate-test-secret"
+client_secret = "{client_secret}"
 audience = "authgate"
 scopes = ["openid", "profile", "email", "organization", "permissions"]
 
 [session]
 secret = "browser-test-secret-0123456789abcdefghijkl"
+
+[headers.claims]
+department = "X-User-Department"
 
 [[routes]]
 name = "wiki"
@@ -81,6 +88,7 @@ async fn a_licensed_user_signs_in_and_the_app_sees_who_they_are() {
     assert_eq!(echoed(&seen, "x-user-licenses"), ["wiki"]);
     assert_eq!(echoed(&seen, "x-user-org"), ["5f0c8a52-1d8e-4a43-9a54-6f1f5c0d2a11"]);
     assert_eq!(echoed(&seen, "x-user-type"), ["customer_user"]);
+    assert_eq!(echoed(&seen, "x-user-department"), ["Teaching"], "a configured extra claim");
     assert!(echoed(&seen, "authorization").is_empty(), "no token reaches the app");
     let cookies = echoed(&seen, "cookie").join("; ");
     assert!(!cookies.contains("authgate_session"), "the session cookie reached the app: {cookies}");
@@ -103,6 +111,7 @@ async fn a_licensed_user_signs_in_and_the_app_sees_who_they_are() {
     assert_eq!(echoed(&seen, "x-user-id"), [BOB]);
     assert!(echoed(&seen, "x_user_id").is_empty());
     assert_eq!(echoed(&seen, "x-user-licenses"), ["wiki"]);
+    assert_eq!(echoed(&seen, "x-user-department"), ["Teaching"]);
 
     // userinfo tells who is signed in, never the tokens
     let info = b.request("GET", &format!("{}/oauth2/userinfo", s.base), None, &[]).await;
@@ -343,4 +352,34 @@ fn a_real_browser_signs_in_and_out() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("e2e ok"));
+}
+
+#[tokio::test]
+async fn several_tabs_can_sign_in_at_once() {
+    let s = stack(&[]);
+    let mut b = Browser::new();
+    // two tabs start a sign-in before either finishes
+    let first = b.request("GET", &format!("{}/wiki/one", s.base), None, &[]).await;
+    let second = b.request("GET", &format!("{}/wiki/two", s.base), None, &[]).await;
+    let location = |p: &common::Page| p.headers.iter().find(|(k, _)| k == "location").unwrap().1.clone();
+    let (a, b_auth) = (location(&first), location(&second));
+    assert_ne!(a, b_auth, "each tab has its own state");
+    let (page, _) = b.navigate(&b_auth, Some("bob")).await;
+    assert_eq!((page.status, page.url.path()), (200, "/wiki/two"));
+    let (page, _) = b.navigate(&a, Some("bob")).await;
+    assert_eq!((page.status, page.url.path()), (200, "/wiki/one"), "{}", page.body);
+}
+
+#[tokio::test]
+async fn provider_failures_give_a_retry_page_and_a_log_line() {
+    // the gateway's client secret is wrong: the IdP refuses the code exchange (invalid_client)
+    let s = stack_with(&[], "not-the-right-secret");
+    let mut b = Browser::new();
+    let (page, _) = b.navigate(&format!("{}/wiki/", s.base), Some("bob")).await;
+    assert_eq!(page.status, 502, "{}", page.body);
+    assert!(page.body.contains("Try again") && page.body.contains("/oauth2/start"), "{}", page.body);
+    assert!(!page.body.contains("invalid_client"), "details stay in the log");
+    assert!(b.cookie(&s.base, "authgate_session").is_none());
+    let log = s._gate.log();
+    assert!(log.contains("code exchange failed") && log.contains("invalid_client"), "{log}");
 }

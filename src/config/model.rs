@@ -288,6 +288,8 @@ pub struct HeaderNames {
     pub user_type: String,
     /// The client id of a client-credentials (M2M) token.
     pub client_id: String,
+    /// More claims to send, claim name → header name (`department = "X-User-Department"`).
+    pub claims: BTreeMap<String, String>,
 }
 
 impl Default for HeaderNames {
@@ -303,11 +305,22 @@ impl Default for HeaderNames {
             permissions: "X-User-Permissions".into(),
             user_type: "X-User-Type".into(),
             client_id: "X-Client-Id".into(),
+            claims: BTreeMap::new(),
         }
     }
 }
 
 impl HeaderNames {
+    /// Every header name with its config key path, the `claims` mapping included.
+    pub fn all(&self) -> Vec<(String, &str)> {
+        let mut all: Vec<(String, &str)> =
+            self.entries().iter().map(|(k, v)| (format!("headers.{k}"), *v)).collect();
+        all.extend(
+            self.claims.iter().map(|(claim, header)| (format!("headers.claims.{claim}"), header.as_str())),
+        );
+        all
+    }
+
     /// Every configured name with its config key, in a fixed order.
     pub fn entries(&self) -> [(&'static str, &str); 10] {
         [

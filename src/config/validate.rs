@@ -299,9 +299,8 @@ fn session(config: &mut Config, base_dir: &Path, p: &mut Problems) {
 }
 
 fn headers(config: &Config, p: &mut Problems) {
-    let mut seen: HashMap<String, &str> = HashMap::new();
-    for (key, name) in config.headers.entries() {
-        let path = format!("headers.{key}");
+    let mut seen: HashMap<String, String> = HashMap::new();
+    for (path, name) in config.headers.all() {
         if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
             p.at(path, format!("{name:?} is not a valid header name"));
             continue;
@@ -309,8 +308,13 @@ fn headers(config: &Config, p: &mut Problems) {
         let canonical = crate::proxy::canonical_header(name);
         if RESERVED_HEADERS.contains(&canonical.as_str()) {
             p.at(path, format!("{name:?} is a standard header and cannot carry identity"));
-        } else if let Some(other) = seen.insert(canonical, key) {
-            p.at(path, format!("{name:?} is the same header as `headers.{other}`"));
+        } else if let Some(other) = seen.insert(canonical, path.clone()) {
+            p.at(path, format!("{name:?} is the same header as `{other}`"));
+        }
+    }
+    for claim in config.headers.claims.keys() {
+        if claim.is_empty() || claim.chars().any(char::is_control) {
+            p.at(format!("headers.claims.{claim}"), "is not a claim name");
         }
     }
 }

@@ -40,6 +40,9 @@ pub struct Identity {
     pub expires_at: u64,
     /// `aud`.
     pub audiences: Vec<String>,
+    /// The configured extra claims (`[headers.claims]`) the token had: name → values.
+    #[serde(default)]
+    pub claims: Vec<(String, Vec<String>)>,
 }
 
 /// The access-token claims authgate reads beyond what `jsonwebtoken` validates.
@@ -74,6 +77,9 @@ pub(crate) struct AccessClaims {
     events: Option<Value>,
     /// Microsoft's scope claim.
     scp: Option<Value>,
+    /// Every other claim, for `[headers.claims]`.
+    #[serde(flatten)]
+    rest: serde_json::Map<String, Value>,
     /// Auth0 marks client-credentials tokens with `gty`.
     gty: Option<String>,
     /// Entra ID marks application tokens with `idtyp: app`.
@@ -90,6 +96,8 @@ pub(crate) struct TokenContext<'a> {
     pub at_jwt: bool,
     /// The gateway's own client id: an id_token issued to it carries it as `aud`.
     pub own_client_id: &'a str,
+    /// Extra claims to keep for `[headers.claims]`.
+    pub extra_claims: &'a [String],
 }
 
 /// Why verified claims are still not an access token authgate accepts.
@@ -156,6 +164,7 @@ impl AccessClaims {
                 .unwrap_or_default(),
             expires_at: self.exp,
             audiences: self.aud,
+            claims: extra_claims(ctx.extra_claims, |name| self.rest.get(name)),
         })
     }
 }
@@ -184,7 +193,12 @@ impl Identity {
     /// organization, permissions and type from the access token when it carries them (as
     /// Calimatic's does), else from the id_token. `access` holds the access token's claims as
     /// received from the token endpoint over the back channel.
-    pub fn from_login(id_token: &Value, access: Option<&Value>, expires_at: u64) -> Identity {
+    pub fn from_login(
+        id_token: &Value,
+        access: Option<&Value>,
+        expires_at: u64,
+        extra: &[String],
+    ) -> Identity {
         let pick = |name: &str| {
             access.and_then(|a| a.get(name)).filter(|v| !v.is_null()).or_else(|| id_token.get(name)).cloned()
         };
@@ -207,8 +221,32 @@ impl Identity {
                 .unwrap_or_default(),
             expires_at,
             audiences: Vec::new(),
+            claims: extra_claims(extra, |name| {
+                access.and_then(|a| a.get(name)).filter(|v| !v.is_null()).or_else(|| id_token.get(name))
+            }),
         }
     }
+}
+
+/// The values of the configured extra claims: a string, a number or a boolean as one value,
+/// an array of those as several; other shapes are left out.
+fn extra_claims<'a>(names: &[String], get: impl Fn(&str) -> Option<&'a Value>) -> Vec<(String, Vec<String>)> {
+    let scalar = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    };
+    names
+        .iter()
+        .filter_map(|name| {
+            let values = match get(name)? {
+                Value::Array(items) => items.iter().map(scalar).collect::<Option<Vec<_>>>()?,
+                v => vec![scalar(v)?],
+            };
+            Some((name.clone(), values))
+        })
+        .collect()
 }
 
 fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -246,7 +284,8 @@ mod tests {
     use super::*;
 
     const NOW: u64 = 1_800_000_000;
-    const CTX: TokenContext<'static> = TokenContext { at_jwt: false, own_client_id: "authgate" };
+    const CTX: TokenContext<'static> =
+        TokenContext { at_jwt: false, own_client_id: "authgate", extra_claims: &[] };
 
     fn claims(extra: serde_json::Value) -> Result<Identity, ClaimsError> {
         let mut base = serde_json::json!({
@@ -305,6 +344,25 @@ mod tests {
             Err(ClaimsError::AbsurdExpiry)
         );
         assert_eq!(claims(serde_json::json!({"sub": ""})), Err(ClaimsError::NoSubject));
+    }
+
+    #[test]
+    fn configured_extra_claims_are_kept() {
+        let names =
+            ["department".to_string(), "groups".to_string(), "nested".to_string(), "absent".to_string()];
+        let ctx = TokenContext { extra_claims: &names, ..CTX };
+        let base = serde_json::json!({
+            "sub": "u1", "aud": "authgate", "exp": NOW + 300, "scope": "openid",
+            "department": "R&D", "groups": ["a", "b"], "nested": {"x": 1}, "other": "not kept",
+        });
+        let id = serde_json::from_value::<AccessClaims>(base).unwrap().into_identity(NOW, 60, ctx).unwrap();
+        assert_eq!(
+            id.claims,
+            vec![
+                ("department".to_string(), vec!["R&D".to_string()]),
+                ("groups".to_string(), vec!["a".to_string(), "b".to_string()]),
+            ]
+        );
     }
 
     #[test]

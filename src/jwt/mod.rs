@@ -76,6 +76,8 @@ pub struct VerifierSettings {
     pub cache_size: u64,
     /// The gateway's own client id (an id_token issued to it is not an access token).
     pub client_id: String,
+    /// Claims kept for `[headers.claims]`.
+    pub extra_claims: Vec<String>,
 }
 
 /// Verifies access tokens of one provider.
@@ -153,6 +155,7 @@ impl TokenVerifier {
                     hash,
                     leeway: self.settings.leeway,
                     own_client_id: &self.settings.client_id,
+                    extra_claims: &self.settings.extra_claims,
                 };
                 introspector.introspect(self.provider.fetcher(), request).await?
             }
@@ -175,6 +178,7 @@ impl TokenVerifier {
                 t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt")
             }),
             own_client_id: &self.settings.client_id,
+            extra_claims: &self.settings.extra_claims,
         };
         Ok(claims.into_identity(unix_now(), self.settings.leeway, ctx)?)
     }
@@ -276,6 +280,11 @@ impl TokenVerifier {
     /// The gateway's client id.
     pub fn client_id(&self) -> &str {
         &self.settings.client_id
+    }
+
+    /// Claims kept for `[headers.claims]`.
+    pub fn extra_claims(&self) -> &[String] {
+        &self.settings.extra_claims
     }
 }
 

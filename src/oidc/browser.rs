@@ -313,7 +313,12 @@ impl BrowserAuth {
         }
         let now = unix_now();
         let expires_at = now + self.absolute_lifetime;
-        let identity = Identity::from_login(&id_claims, access_claims.as_ref(), expires_at);
+        let identity = Identity::from_login(
+            &id_claims,
+            access_claims.as_ref(),
+            expires_at,
+            self.verifier.extra_claims(),
+        );
         let session = Session {
             sid: id_claims.get("sid").and_then(|s| s.as_str()).map(String::from),
             tokens: SessionTokens {

@@ -34,6 +34,8 @@ pub struct IntrospectionRequest<'a> {
     pub leeway: u64,
     /// The gateway's own client id.
     pub own_client_id: &'a str,
+    /// Claims kept for `[headers.claims]`.
+    pub extra_claims: &'a [String],
 }
 
 /// Asks the provider about opaque tokens.
@@ -149,7 +151,7 @@ fn identity_from_response(mut body: Value, req: IntrospectionRequest<'_>) -> Res
     let claims: AccessClaims =
         serde_json::from_value(body).map_err(|_| TokenError::Invalid("claim types"))?;
     // the provider itself said it is an access token (token_type), as an at+jwt header would
-    let ctx = TokenContext { at_jwt: true, own_client_id: req.own_client_id };
+    let ctx = TokenContext { at_jwt: true, own_client_id: req.own_client_id, extra_claims: req.extra_claims };
     let identity = claims.into_identity(unix_now(), req.leeway, ctx)?;
     if identity.expires_at + req.leeway < unix_now() {
         return Err(TokenError::Expired);
@@ -172,6 +174,7 @@ mod tests {
             hash: [0; 32],
             leeway: 60,
             own_client_id: "authgate",
+            extra_claims: &[],
         };
         identity_from_response(body, req)
     }

@@ -152,6 +152,11 @@ pub fn add_identity_headers(
         req.insert_header(names.licenses.clone(), header_list(&who.licenses))?;
         req.insert_header(names.permissions.clone(), header_list(&who.permissions))?;
     }
+    for (claim, values) in &who.claims {
+        if let Some((_, header)) = names.claims.iter().find(|(c, _)| c == claim) {
+            req.insert_header(header.clone(), header_list(values))?;
+        }
+    }
     if let Some(token) = pass_token {
         req.insert_header(http::header::AUTHORIZATION, format!("Bearer {token}"))?;
     }

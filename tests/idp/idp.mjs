@@ -173,7 +173,7 @@ const provider = new Provider(issuer, {
   claims: {
     openid: ['sub'],
     email: ['email', 'email_verified'],
-    profile: ['name', 'given_name', 'family_name'],
+    profile: ['name', 'given_name', 'family_name', 'department'],
     organization: ['organization_id', 'organization_memberships', 'user_type'],
     permissions: ['permissions'],
     licenses: ['licenses'],

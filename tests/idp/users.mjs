@@ -16,6 +16,7 @@ export const USERS = {
     user_type: 'customer_admin',
     permissions: ['org:manage', 'org:users:read', 'org:users:manage', 'licenses:read'],
     licenses: ['wiki', 'crm'],
+    department: 'Engineering',
   },
   bob: {
     sub: 'b0b0b0b0-0000-4000-8000-000000000b0b',
@@ -27,6 +28,7 @@ export const USERS = {
     user_type: 'customer_user',
     permissions: ['org:users:read'],
     licenses: ['wiki'],
+    department: 'Teaching',
   },
   carol: {
     sub: 'c4c4c4c4-0000-4000-8000-0000000c4c41',
@@ -70,5 +72,6 @@ export function claimsOf(user) {
     user_type: user.user_type,
     permissions: user.permissions,
     licenses: user.licenses,
+    ...(user.department ? { department: user.department } : {}),
   };
 }
