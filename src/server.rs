@@ -65,6 +65,7 @@ fn browser_auth(
         scopes: provider.scopes.join(" "),
         extra_params: provider.extra_authorize_params.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         login_ttl: s.login_lifetime.get(),
+        trust_unverified_email: provider.trust_unverified_email,
     };
     let cookies = CookieSettings::new(
         &s.cookie_name,

@@ -121,9 +121,60 @@ async fn a_licensed_user_signs_in_and_the_app_sees_who_they_are() {
     assert_eq!(info["licenses"], serde_json::json!(["wiki"]));
     assert!(!info.to_string().contains("eyJ"), "a token in userinfo: {info}");
 
-    // the session cookie is HttpOnly, SameSite=Lax, Path=/
     let session_cookie = b.cookie(&s.base, "authgate_session").unwrap();
     assert_eq!(session_cookie.len(), 43);
+}
+
+#[tokio::test]
+async fn cookies_carry_the_right_attributes_and_callbacks_refuse_duplicates() {
+    let s = stack(&[]);
+    let mut b = Browser::new();
+    let start = b.request("GET", &format!("{}/wiki/", s.base), None, &[]).await;
+    let binding = start
+        .header_all("set-cookie")
+        .into_iter()
+        .find(|c| c.starts_with("authgate_session_login="))
+        .unwrap()
+        .to_owned();
+    for attr in ["HttpOnly", "SameSite=Lax", "Path=/", "Max-Age=600"] {
+        assert!(binding.contains(attr), "{binding}");
+    }
+    let auth_url = start.headers.iter().find(|(k, _)| k == "location").unwrap().1.clone();
+    let callback_prefix = format!("{}/oauth2/callback", s.base);
+    let (_, redirects) = b.navigate_until(&auth_url, Some("bob"), Some(&callback_prefix)).await;
+    let callback = redirects.last().unwrap().clone();
+    let state = reqwest::Url::parse(&callback)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+
+    // the valid state, given twice: refused as malformed, and no session
+    let dup = b.request("GET", &format!("{callback}&state={state}"), None, &[]).await;
+    assert_eq!(dup.status, 400);
+    assert!(dup.body.contains("appears twice"), "{}", dup.body);
+    assert!(b.cookie(&s.base, "authgate_session").is_none());
+
+    // a fresh sign-in sets the session cookie with its attributes
+    let mut b = Browser::new();
+    let start = b.request("GET", &format!("{}/wiki/", s.base), None, &[]).await;
+    let auth_url = start.headers.iter().find(|(k, _)| k == "location").unwrap().1.clone();
+    let (_, redirects) = b.navigate_until(&auth_url, Some("bob"), Some(&callback_prefix)).await;
+    let done = b.request("GET", redirects.last().unwrap(), None, &[]).await;
+    assert_eq!(done.status, 302);
+    let session = done
+        .header_all("set-cookie")
+        .into_iter()
+        .find(|c| c.starts_with("authgate_session="))
+        .unwrap()
+        .to_owned();
+    for attr in ["HttpOnly", "SameSite=Lax", "Path=/", "Max-Age=43200"] {
+        assert!(session.contains(attr), "{session}");
+    }
+    assert!(!session.contains("Secure"), "plain-http demo origins cannot use Secure");
+    assert_eq!(done.header_all("cache-control"), ["no-store"]);
 }
 
 #[tokio::test]
@@ -138,6 +189,10 @@ async fn a_user_without_the_license_gets_403_not_a_login_loop() {
     assert_eq!(home.status, 200);
     let again = b.request("GET", &format!("{}/wiki/", s.base), None, &[]).await;
     assert_eq!(again.status, 403);
+    // carol's address is not verified at the IdP: it is not passed on as her identity
+    let home = home.json();
+    assert!(echoed(&home, "x-user-email").is_empty(), "{:?}", echoed(&home, "x-user-email"));
+    assert_eq!(echoed(&home, "x-user-id"), ["c4c4c4c4-0000-4000-8000-0000000c4c41"]);
     // an API client gets JSON
     let json = b
         .request(
@@ -293,6 +348,10 @@ async fn callbacks_cannot_be_replayed_or_moved_to_another_browser() {
     let start = victim.request("GET", &format!("{}/wiki/", s.base), None, &[]).await;
     let auth_url = start.headers.iter().find(|(k, _)| k == "location").unwrap().1.clone();
     let mut other = Browser::new();
+    // the other browser has a binding of its own (it started a sign-in too): still refused
+    let own = other.request("GET", &format!("{}/wiki/", s.base), None, &[]).await;
+    assert_eq!(own.status, 302);
+    assert!(other.cookie(&s.base, "authgate_session_login").is_some());
     let (page, redirects) = other.navigate(&auth_url, Some("bob")).await;
     assert!(redirects.last().unwrap().starts_with(&format!("{}/oauth2/callback?", s.base)), "{redirects:?}");
     assert_eq!(page.status, 400, "{}", page.body);

@@ -172,6 +172,10 @@ pub struct ProviderConfig {
     pub extra_authorize_params: BTreeMap<String, String>,
     /// Where the provider sends the browser after logout (default: the public origin + `/`).
     pub post_logout_redirect_uri: Option<String>,
+    /// Pass on a signed-in user's `email` even when the id_token does not say
+    /// `email_verified: true` (for providers that never send it).
+    #[serde(default)]
+    pub trust_unverified_email: bool,
 }
 
 fn default_algorithms() -> Vec<String> {

@@ -268,12 +268,11 @@ fn session(config: &mut Config, base_dir: &Path, p: &mut Problems) {
     {
         p.at("session.cookie_name", format!("{:?} is not a valid cookie name", s.cookie_name));
     }
-    if s.cookie_name.starts_with("__Host-") || s.cookie_name.starts_with("__Secure-") {
-        let all_https = !config.server.public_url.is_empty()
-            && config.server.public_url.iter().all(|u| u.starts_with("https://"));
-        if !all_https {
-            p.at("session.cookie_name", "a __Host-/__Secure- cookie needs every public_url to be https");
-        }
+    if s.cookie_name.starts_with("__") {
+        p.at(
+            "session.cookie_name",
+            "must not start with \"__\": authgate adds the __Host- prefix itself when every public_url is https",
+        );
     }
     if !(std::time::Duration::from_secs(30)..=std::time::Duration::from_secs(3600))
         .contains(&s.login_lifetime.get())
@@ -390,6 +389,21 @@ fn routes(config: &Config, p: &mut Problems) {
                 }
                 if mode == AuthMode::Browser && !r.audience.is_empty() {
                     p.at(at("audience"), "applies to bearer tokens only: use auth = \"api\" or \"any\"");
+                }
+                // sign-in sets cookies on the host it returns to: it must be a public_url's host
+                if let (AuthMode::Browser | AuthMode::Any, Ok(HostPattern::Exact(h))) =
+                    (mode, HostPattern::parse(&r.host))
+                {
+                    let covered = config.server.public_url.iter().any(|u| {
+                        url::Url::parse(u).ok().and_then(|u| u.host_str().map(|x| x.eq_ignore_ascii_case(&h)))
+                            == Some(true)
+                    });
+                    if !covered && !config.server.public_url.is_empty() {
+                        p.at(
+                            at("host"),
+                            format!("browser sign-in on {h} needs a server.public_url with that host"),
+                        );
+                    }
                 }
                 if mode != AuthMode::Api && config.server.public_url.is_empty() {
                     p.at(at("auth"), "browser sign-in needs `server.public_url` to build the redirect URI");

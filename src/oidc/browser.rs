@@ -13,6 +13,9 @@ use crate::session::{
     StoredSession, random_token,
 };
 
+/// Longest access-token lifetime believed from `expires_in` (a year).
+const MAX_TOKEN_LIFETIME: u64 = 366 * 24 * 3600;
+
 /// The message users see when the provider says they may not use the app.
 pub const NO_ACCESS: &str = "You do not have access to this application. Please contact your administrator.";
 
@@ -103,6 +106,8 @@ pub enum SessionLookup {
     Absent,
     /// A cookie that is garbage, tampered, unknown or expired: treat as anonymous and clear it.
     Invalid,
+    /// The store could not be asked: neither signed in nor out (503, the cookie is kept).
+    Unavailable,
 }
 
 /// A session in use by the current request.
@@ -146,7 +151,7 @@ impl BrowserAuth {
                 Ok(None) => continue,
                 Err(e) => {
                     tracing::warn!(error = %e, "session store unavailable");
-                    continue;
+                    return SessionLookup::Unavailable;
                 }
             };
             match self.sealer.open_session::<Session>(&ticket, &stored.sealed) {
@@ -313,19 +318,25 @@ impl BrowserAuth {
         }
         let now = unix_now();
         let expires_at = now + self.absolute_lifetime;
-        let identity = Identity::from_login(
+        let mut identity = Identity::from_login(
             &id_claims,
             access_claims.as_ref(),
             expires_at,
             self.verifier.extra_claims(),
         );
+        // an address the provider has not verified must not become an identity apps key on
+        let verified = id_claims.get("email_verified") == Some(&serde_json::Value::Bool(true));
+        if !verified && !self.settings.trust_unverified_email {
+            identity.email = None;
+        }
         let session = Session {
             sid: id_claims.get("sid").and_then(|s| s.as_str()).map(String::from),
             tokens: SessionTokens {
                 access_token: tokens.access_token,
                 refresh_token: tokens.refresh_token,
                 id_token,
-                access_expires_at: now + tokens.expires_in.unwrap_or(300),
+                access_expires_at: now
+                    .saturating_add(tokens.expires_in.unwrap_or(300).min(MAX_TOKEN_LIFETIME)),
             },
             identity,
             created_at: now,
@@ -546,7 +557,10 @@ mod tests {
             ("https://user@app.example.com/", "/"),
             ("http://app.example.com/wiki", "/"),
             ("javascript:alert(1)", "/"),
-            ("/x\\r\\nSet-Cookie: a=b", "/"),
+            ("/x\r\nSet-Cookie: a=b", "/"),
+            ("/\t/evil.example", "/"),
+            ("https:evil.example", "/"),
+            ("https:/evil.example", "/"),
             ("", "/"),
             ("wiki", "/"),
         ];

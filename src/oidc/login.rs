@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use base64::Engine;
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::discovery::Discovery;
@@ -28,6 +29,8 @@ pub struct LoginSettings {
     pub extra_params: Vec<(String, String)>,
     /// How long a started login may take.
     pub login_ttl: Duration,
+    /// Keep `email` without `email_verified: true`.
+    pub trust_unverified_email: bool,
 }
 
 /// Why a sign-in step failed.
@@ -102,7 +105,7 @@ pub fn authorization_request(
 }
 
 /// The token endpoint's answer to a code exchange.
-#[derive(Clone, serde::Deserialize)]
+#[derive(Clone, Deserialize)]
 pub struct TokenResponse {
     /// The access token.
     pub access_token: String,
@@ -110,7 +113,9 @@ pub struct TokenResponse {
     pub id_token: Option<String>,
     /// The refresh token.
     pub refresh_token: Option<String>,
-    /// Seconds until the access token expires.
+    /// Seconds until the access token expires (a number, or a numeric string as some
+    /// providers send).
+    #[serde(default, deserialize_with = "lenient_seconds")]
     pub expires_in: Option<u64>,
 }
 
@@ -165,6 +170,14 @@ pub async fn exchange_code(
         .map_err(|_| LoginError::Unavailable("malformed token response".into()))
 }
 
+fn lenient_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(match Option::<serde_json::Value>::deserialize(d)? {
+        Some(serde_json::Value::Number(n)) => n.as_u64(),
+        Some(serde_json::Value::String(s)) => s.parse().ok(),
+        _ => None,
+    })
+}
+
 /// The `error` code of an OAuth error body (never its free-text description).
 fn oauth_error(body: &[u8]) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
@@ -203,6 +216,7 @@ mod tests {
             scopes: "openid profile".into(),
             extra_params: vec![("kc_idp_hint".into(), "google".into())],
             login_ttl: Duration::from_secs(600),
+            trust_unverified_email: false,
         };
         let a = authorization_request(
             &discovery(),

@@ -86,18 +86,18 @@ pub fn cookie_header(req: &pingora::http::RequestHeader) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join("; "))
 }
 
-/// Is a state-changing request from this site? A browser names the page's origin in `Origin`
-/// (and `Sec-Fetch-Site`); a cross-site form post cannot fake either.
+/// Is a state-changing request from this site? Browsers name the page's origin in `Origin`
+/// and the relation in `Sec-Fetch-Site`, which a cross-site page cannot fake; a request with
+/// neither cannot be told apart from a forged one, so it is refused too.
 pub fn same_origin(req: &pingora::http::RequestHeader, origin: &str) -> bool {
     let header = |n: &str| req.headers.get(n).and_then(|v| v.to_str().ok());
-    if let Some(site) = header("sec-fetch-site") {
-        if !matches!(site, "same-origin" | "none") {
-            return false;
-        }
+    let site = header("sec-fetch-site");
+    if site.is_some_and(|s| !matches!(s, "same-origin" | "none")) {
+        return false;
     }
     match header("origin") {
         Some(o) => o == origin,
-        None => true, // not a browser form post (browsers send Origin on POST)
+        None => site.is_some(),
     }
 }
 

@@ -190,6 +190,24 @@ pub fn strip_cookies(req: &mut RequestHeader, names: &[&str]) -> pingora::Result
     Ok(())
 }
 
+/// Removes `Set-Cookie` headers of an upstream response that name the gateway's cookies.
+pub fn strip_set_cookies(resp: &mut pingora::http::ResponseHeader, names: &[&str]) -> pingora::Result<()> {
+    let values: Vec<http::HeaderValue> =
+        resp.headers.get_all(http::header::SET_COOKIE).iter().cloned().collect();
+    let is_ours = |v: &http::HeaderValue| {
+        let name = v.as_bytes().split(|&b| b == b'=').next().unwrap_or_default();
+        names.iter().any(|n| n.as_bytes().eq_ignore_ascii_case(name.trim_ascii()))
+    };
+    if !values.iter().any(is_ours) {
+        return Ok(());
+    }
+    resp.remove_header(&http::header::SET_COOKIE);
+    for v in values.into_iter().filter(|v| !is_ours(v)) {
+        resp.append_header(http::header::SET_COOKIE, v)?;
+    }
+    Ok(())
+}
+
 /// A claim as a header value: printable ASCII passes as is; control characters, non-ASCII
 /// bytes (UTF-8), `%` and, inside lists, `,` are percent-encoded, so that no value can break the
 /// header, smuggle a second one, or forge a list entry. Apps decode with any URL decoder.
@@ -358,6 +376,17 @@ mod tests {
         let mut only = request(&[("Cookie", "authgate_session=secret")]);
         strip_cookies(&mut only, &["authgate_session"]).unwrap();
         assert!(!only.headers.contains_key("cookie"));
+    }
+
+    #[test]
+    fn apps_cannot_set_the_gateways_cookies() {
+        let mut resp = pingora::http::ResponseHeader::build(200, None).unwrap();
+        resp.append_header("set-cookie", "app=1; Path=/").unwrap();
+        resp.append_header("set-cookie", "authgate_session=attacker; Path=/").unwrap();
+        resp.append_header("set-cookie", "Authgate_Session_Login=x").unwrap();
+        strip_set_cookies(&mut resp, &["authgate_session", "authgate_session_login"]).unwrap();
+        let left: Vec<_> = resp.headers.get_all("set-cookie").iter().collect();
+        assert_eq!(left, ["app=1; Path=/"]);
     }
 
     #[test]

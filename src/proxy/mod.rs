@@ -20,7 +20,7 @@ use pingora::upstreams::peer::HttpPeer;
 
 pub use headers::{
     ClientConnection, add_identity_headers, canonical_header, header_value, shape_request_headers,
-    strip_cookies,
+    strip_cookies, strip_set_cookies,
 };
 pub use metadata::{WELL_KNOWN, metadata_url};
 pub use pipeline::{
@@ -45,6 +45,9 @@ impl AuthGate {
         Self { gateway }
     }
 }
+
+/// Longest return-to address kept from a request that is sent to sign in.
+const MAX_RETURN_TO: usize = 2048;
 
 /// Writes a rejection and ends the request (`Ok(true)`: answered here).
 async fn reject(
@@ -116,7 +119,12 @@ impl ProxyHttp for AuthGate {
             Ok(r) => r,
             Err(rejection) => return reject(session, &rejection, None).await,
         };
-        let return_to = target.path_and_query.clone();
+        // a huge return-to would be kept with the login state: long targets come back to `/`
+        let return_to = if target.path_and_query.len() <= MAX_RETURN_TO {
+            target.path_and_query.clone()
+        } else {
+            "/".to_owned()
+        };
         ctx.target = Some(target);
         ctx.route = Some(route.clone());
         // public routes never look at credentials: a malformed Authorization header is the app's business
@@ -303,8 +311,13 @@ impl ProxyHttp for AuthGate {
         upstream_response: &mut pingora::http::ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let (true, Some(auth)) = (ctx.clear_session_cookie, &ctx.gateway.browser) {
-            upstream_response.append_header(http::header::SET_COOKIE, auth.cookies().clear_session())?;
+        if let Some(auth) = &ctx.gateway.browser {
+            // an app behind the gateway must not set (or fix) the gateway's own cookies
+            let c = auth.cookies();
+            strip_set_cookies(upstream_response, &[c.session.as_str(), c.login.as_str()])?;
+            if ctx.clear_session_cookie {
+                upstream_response.append_header(http::header::SET_COOKIE, c.clear_session())?;
+            }
         }
         Ok(())
     }

@@ -235,6 +235,11 @@ pub async fn authenticate(
         }
         (AuthMode::Browser | AuthMode::Any, _) => match session {
             SessionLookup::Found(active) => Ok(Caller::Session(active.clone())),
+            SessionLookup::Unavailable => Err(Rejection::new(
+                503,
+                "sessions_unavailable",
+                "Sessions cannot be checked right now; please try again in a moment.",
+            )),
             SessionLookup::Absent | SessionLookup::Invalid => {
                 let mut r = Rejection::new(
                     401,

@@ -58,6 +58,9 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     async fn take_login(&self, key: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError>;
 }
 
+/// Bytes of pending-login state kept at most (a login is about 400 bytes: ~160 000 logins).
+const MAX_LOGIN_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Sessions in this process: bounded, with idle and absolute lifetimes enforced on every read.
 #[derive(Debug)]
 pub struct MemoryStore {
@@ -107,13 +110,18 @@ impl MemoryStore {
     /// A store of at most `max_sessions` sessions, each ending after `idle` without use.
     pub fn new(max_sessions: u64, idle: Duration, login_ttl: Duration) -> Self {
         Self {
+            // LRU, not moka's default TinyLFU admission: a new session (or login) must always be
+            // kept, or a flood of one-off entries would make real users' entries vanish
             sessions: moka::sync::Cache::builder()
                 .max_capacity(max_sessions)
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
                 .expire_after(SessionExpiry { idle })
                 .build(),
-            // a bounded number of pending logins: a client cannot pile them up without limit
+            // pending logins are bounded in bytes: a client cannot pile them up without limit
             logins: moka::sync::Cache::builder()
-                .max_capacity(max_sessions.max(1024))
+                .max_capacity(MAX_LOGIN_BYTES)
+                .weigher(|_k: &[u8; 32], v: &Arc<Vec<u8>>| u32::try_from(v.len() + 64).unwrap_or(u32::MAX))
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
                 .time_to_live(login_ttl)
                 .build(),
         }

@@ -649,6 +649,17 @@ impl Browser {
     /// Navigates to `url`, following redirects; on the IdP's login form signs in as `user`
     /// (if given), and posts auto-submitting forms. Returns the last page and the redirects seen.
     pub async fn navigate(&mut self, url: &str, user: Option<&str>) -> (Page, Vec<String>) {
+        self.navigate_until(url, user, None).await
+    }
+
+    /// Like `navigate`, but stops before following a redirect to a URL starting with `stop`
+    /// (the last element of the returned redirects is that URL).
+    pub async fn navigate_until(
+        &mut self,
+        url: &str,
+        user: Option<&str>,
+        stop: Option<&str>,
+    ) -> (Page, Vec<String>) {
         let mut seen = Vec::new();
         let mut next: (String, String, Option<Vec<(String, String)>>) = ("GET".into(), url.into(), None);
         for _ in 0..25 {
@@ -657,6 +668,9 @@ impl Browser {
                 let loc = page.headers.iter().find(|(k, _)| k == "location").map(|(_, v)| v.clone()).unwrap();
                 let target = page.url.join(&loc).unwrap().to_string();
                 seen.push(target.clone());
+                if stop.is_some_and(|s| target.starts_with(s)) {
+                    return (page, seen);
+                }
                 next = ("GET".into(), target, None);
                 continue;
             }

@@ -33,6 +33,8 @@ export const USERS = {
   carol: {
     sub: 'c4c4c4c4-0000-4000-8000-0000000c4c41',
     email: 'carol@globex.test',
+    // an address the IdP never verified: authgate must not pass it on as an identity
+    email_verified: false,
     given_name: 'Carol',
     family_name: 'Clark',
     organization_id: ORG_GLOBEX,
@@ -63,7 +65,7 @@ export function claimsOf(user) {
   return {
     sub: user.sub,
     email: user.email,
-    email_verified: true,
+    email_verified: user.email_verified ?? true,
     name: `${user.given_name} ${user.family_name}`,
     given_name: user.given_name,
     family_name: user.family_name,
