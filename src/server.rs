@@ -66,6 +66,8 @@ fn browser_auth(
         extra_params: provider.extra_authorize_params.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         login_ttl: s.login_lifetime.get(),
         trust_unverified_email: provider.trust_unverified_email,
+        session_lifetime: s.absolute_lifetime.get().as_secs(),
+        post_logout_redirect_uri: provider.post_logout_redirect_uri.clone(),
     };
     let cookies = CookieSettings::new(
         &s.cookie_name,
@@ -79,8 +81,6 @@ fn browser_auth(
         SessionSealer::new(secret.expose().as_bytes()),
         settings,
         cookies,
-        s.absolute_lifetime.get().as_secs(),
-        provider.post_logout_redirect_uri.clone(),
     ))))
 }
 

@@ -26,8 +26,6 @@ pub struct BrowserAuth {
     sealer: SessionSealer,
     settings: LoginSettings,
     cookies: CookieSettings,
-    absolute_lifetime: u64,
-    post_logout_redirect_uri: Option<String>,
 }
 
 impl std::fmt::Debug for BrowserAuth {
@@ -121,17 +119,14 @@ pub struct ActiveSession {
 
 impl BrowserAuth {
     /// Sign-in over `verifier`'s provider, keeping sessions in `store`.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         verifier: Arc<TokenVerifier>,
         store: Arc<dyn SessionStore>,
         sealer: SessionSealer,
         settings: LoginSettings,
         cookies: CookieSettings,
-        absolute_lifetime: u64,
-        post_logout_redirect_uri: Option<String>,
     ) -> Self {
-        Self { verifier, store, sealer, settings, cookies, absolute_lifetime, post_logout_redirect_uri }
+        Self { verifier, store, sealer, settings, cookies }
     }
 
     /// The cookie settings.
@@ -317,7 +312,7 @@ impl BrowserAuth {
             }
         }
         let now = unix_now();
-        let expires_at = now + self.absolute_lifetime;
+        let expires_at = now + self.settings.session_lifetime;
         let mut identity = Identity::from_login(
             &id_claims,
             access_claims.as_ref(),
@@ -384,7 +379,8 @@ impl BrowserAuth {
     /// Signs out: ends the session, revokes its refresh token (in the background), and sends
     /// the browser to the provider's end-session endpoint.
     pub async fn sign_out(&self, origin: &str, active: Option<Arc<ActiveSession>>) -> Reply {
-        let post_logout = self.post_logout_redirect_uri.clone().unwrap_or_else(|| format!("{origin}/"));
+        let post_logout =
+            self.settings.post_logout_redirect_uri.clone().unwrap_or_else(|| format!("{origin}/"));
         let discovery = self.verifier.provider().discovery();
         let mut location = post_logout.clone();
         if let Some(active) = active {

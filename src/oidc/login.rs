@@ -31,6 +31,10 @@ pub struct LoginSettings {
     pub login_ttl: Duration,
     /// Keep `email` without `email_verified: true`.
     pub trust_unverified_email: bool,
+    /// A session's absolute lifetime, seconds.
+    pub session_lifetime: u64,
+    /// Where the provider sends the browser after sign-out (default: the origin + `/`).
+    pub post_logout_redirect_uri: Option<String>,
 }
 
 /// Why a sign-in step failed.
@@ -217,6 +221,8 @@ mod tests {
             extra_params: vec![("kc_idp_hint".into(), "google".into())],
             login_ttl: Duration::from_secs(600),
             trust_unverified_email: false,
+            session_lifetime: 3600,
+            post_logout_redirect_uri: None,
         };
         let a = authorization_request(
             &discovery(),
