@@ -58,6 +58,8 @@ pub struct Gateway {
     pub verifier: Option<Arc<TokenVerifier>>,
     /// Browser sign-in and sessions, when a provider and a session secret are configured.
     pub browser: Option<Arc<BrowserAuth>>,
+    /// `public_url`s as (lower-case host, origin without trailing slash), parsed once.
+    public_origins: Vec<(String, String)>,
 }
 
 /// The `[headers]` names as ready-made header names.
@@ -132,6 +134,15 @@ impl Gateway {
             case_insensitive_paths: config.server.case_insensitive_paths,
             identity_headers,
             identity_header_names: IdentityHeaderNames::parse(&config.headers)?,
+            public_origins: config
+                .server
+                .public_url
+                .iter()
+                .filter_map(|u| {
+                    let parsed = url::Url::parse(u).ok()?;
+                    Some((parsed.host_str()?.to_ascii_lowercase(), u.trim_end_matches('/').to_owned()))
+                })
+                .collect(),
             verifier,
             browser,
             config,
@@ -140,14 +151,11 @@ impl Gateway {
 
     /// The gateway's public origin for a request to `host`: the `public_url` with that host,
     /// else the first `public_url`, else the request's own scheme and authority.
-    pub fn public_origin(&self, host: &str, authority: &str, tls: bool) -> String {
-        let urls = &self.config.server.public_url;
-        let same_host = urls
-            .iter()
-            .find(|u| url::Url::parse(u).ok().and_then(|p| p.host_str().map(|h| h == host)) == Some(true));
-        match same_host.or(urls.first()) {
-            Some(u) => u.trim_end_matches('/').to_owned(),
-            None => format!("{}://{authority}", if tls { "https" } else { "http" }),
+    pub fn public_origin(&self, host: &str, authority: &str, tls: bool) -> std::borrow::Cow<'_, str> {
+        let configured = self.public_origins.iter().find(|(h, _)| h == host).or(self.public_origins.first());
+        match configured {
+            Some((_, origin)) => std::borrow::Cow::Borrowed(origin.as_str()),
+            None => std::borrow::Cow::Owned(format!("{}://{authority}", if tls { "https" } else { "http" })),
         }
     }
 

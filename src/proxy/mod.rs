@@ -119,12 +119,6 @@ impl ProxyHttp for AuthGate {
             Ok(r) => r,
             Err(rejection) => return reject(session, &rejection, None).await,
         };
-        // a huge return-to would be kept with the login state: long targets come back to `/`
-        let return_to = if target.path_and_query.len() <= MAX_RETURN_TO {
-            target.path_and_query.clone()
-        } else {
-            "/".to_owned()
-        };
         ctx.target = Some(target);
         ctx.route = Some(route.clone());
         // public routes never look at credentials: a malformed Authorization header is the app's business
@@ -156,7 +150,14 @@ impl ProxyHttp for AuthGate {
             }
             Err(rejection) => {
                 let mut reply = match (&gateway.browser, rejection.start_login) {
-                    (Some(auth), true) => auth.start_login(&origin, return_to, cookies.as_deref()).await,
+                    (Some(auth), true) => {
+                        // a huge return-to would be kept with the login state: long ones become `/`
+                        let return_to = match &ctx.target {
+                            Some(t) if t.path_and_query.len() <= MAX_RETURN_TO => t.path_and_query.clone(),
+                            _ => "/".to_owned(),
+                        };
+                        auth.start_login(&origin, return_to, cookies.as_deref()).await
+                    }
                     _ => {
                         let url = metadata_url(&origin, &route.path);
                         respond::rejection_reply(session.req_header(), &rejection, Some(&url))

@@ -34,7 +34,7 @@ pub enum StoreError {
 #[async_trait]
 pub trait SessionStore: Send + Sync + std::fmt::Debug {
     /// The session under `key`, if it exists and has not expired (reading refreshes idleness).
-    async fn load(&self, key: &SessionKey) -> Result<Option<StoredSession>, StoreError>;
+    async fn load(&self, key: &SessionKey) -> Result<Option<Arc<StoredSession>>, StoreError>;
 
     /// Writes `session` if the stored version is `expected` (`None`: must not exist yet).
     /// Returns whether it was written.
@@ -140,8 +140,8 @@ impl MemoryStore {
 
 #[async_trait]
 impl SessionStore for MemoryStore {
-    async fn load(&self, key: &SessionKey) -> Result<Option<StoredSession>, StoreError> {
-        Ok(self.sessions.get(key).filter(|s| s.expires_at > unix_now()).map(|s| (*s).clone()))
+    async fn load(&self, key: &SessionKey) -> Result<Option<Arc<StoredSession>>, StoreError> {
+        Ok(self.sessions.get(key).filter(|s| s.expires_at > unix_now()))
     }
 
     async fn save(
