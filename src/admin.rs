@@ -11,24 +11,36 @@ use pingora::protocols::http::ServerSession;
 
 use crate::gateway::Gateway;
 use crate::oidc::OidcProvider;
+use crate::reload::Reloader;
 
 /// Serves the admin endpoints.
 pub struct AdminApp {
     gateway: Arc<ArcSwap<Gateway>>,
     provider: Option<Arc<OidcProvider>>,
+    reloader: Arc<Reloader>,
 }
 
 impl AdminApp {
-    /// Admin endpoints over the current gateway state and the provider's documents.
-    pub fn new(gateway: Arc<ArcSwap<Gateway>>, provider: Option<Arc<OidcProvider>>) -> Self {
-        Self { gateway, provider }
+    /// Admin endpoints over the current gateway state, the provider's documents and reloads.
+    pub fn new(
+        gateway: Arc<ArcSwap<Gateway>>,
+        provider: Option<Arc<OidcProvider>>,
+        reloader: Arc<Reloader>,
+    ) -> Self {
+        Self { gateway, provider, reloader }
     }
 }
 
 /// The readiness report: one entry per dependency, ready only when all are.
-pub fn readiness(gateway: &Gateway, provider: Option<&OidcProvider>) -> (bool, serde_json::Value) {
+pub fn readiness(
+    gateway: &Gateway,
+    provider: Option<&OidcProvider>,
+    reloads: (u64, u64),
+) -> (bool, serde_json::Value) {
     let routes = gateway.config.routes.len();
-    let mut checks = serde_json::json!({ "config": { "ready": true, "routes": routes } });
+    let mut checks = serde_json::json!({
+        "config": { "ready": true, "routes": routes, "reloads": reloads.0, "failed_reloads": reloads.1 },
+    });
     let mut ready = true;
     if let Some(p) = provider {
         let (discovery, keys) = p.readiness();
@@ -46,17 +58,30 @@ pub fn readiness(gateway: &Gateway, provider: Option<&OidcProvider>) -> (bool, s
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let path = session.req_header().uri.path();
-        let (status, body) = match path {
+        let path = session.req_header().uri.path().to_owned();
+        let method = session.req_header().method.clone();
+        let (status, body) = match path.as_str() {
             "/healthz" => (StatusCode::OK, b"ok\n".to_vec()),
+            "/reload" if method == http::Method::POST => {
+                let reloader = self.reloader.clone();
+                match tokio::task::spawn_blocking(move || reloader.reload()).await {
+                    Ok(Ok(())) => (StatusCode::OK, b"{\"reloaded\":true}\n".to_vec()),
+                    Ok(Err(e)) => {
+                        let body = serde_json::json!({ "reloaded": false, "error": e.to_string() });
+                        (StatusCode::UNPROCESSABLE_ENTITY, format!("{body}\n").into_bytes())
+                    }
+                    Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, b"{\"reloaded\":false}\n".to_vec()),
+                }
+            }
             "/readyz" => {
-                let (ready, report) = readiness(&self.gateway.load(), self.provider.as_deref());
+                let (ready, report) =
+                    readiness(&self.gateway.load(), self.provider.as_deref(), self.reloader.counts());
                 let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
                 (status, format!("{report}\n").into_bytes())
             }
-            _ => (StatusCode::NOT_FOUND, b"not found\n".to_vec()),
+            _ => (StatusCode::NOT_FOUND, b"{\"error\":\"not_found\"}\n".to_vec()),
         };
-        let content_type = if path == "/readyz" { "application/json" } else { "text/plain" };
+        let content_type = if path == "/healthz" { "text/plain" } else { "application/json" };
         let mut resp = Response::new(body);
         *resp.status_mut() = status;
         resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));

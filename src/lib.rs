@@ -4,7 +4,7 @@
 //! `upstream` (backends, balancing, passive health), `oidc` (the provider's documents and
 //! keys), `jwt` (bearer-token verification), `gateway` (the runtime state built from
 //! config), `proxy` (the Pingora pipeline), `policy` (what a route requires), `admin` (health
-//! endpoints) and `server` (assembling and running the Pingora server).
+//! endpoints), `reload` (SIGHUP) and `server` (assembling and running the Pingora server).
 
 pub mod admin;
 pub mod config;
@@ -13,6 +13,7 @@ pub mod jwt;
 pub mod oidc;
 pub mod policy;
 pub mod proxy;
+pub mod reload;
 pub mod reply;
 pub mod routing;
 pub mod server;

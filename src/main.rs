@@ -56,9 +56,8 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
 fn run(path: &std::path::Path) -> anyhow::Result<()> {
     init_logging();
     let config = authgate::config::load_file(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let base = path.parent().map(PathBuf::from).unwrap_or_default();
     let listen = config.server.listen.clone();
-    let server = authgate::server::build(config, &base).context("cannot start")?;
+    let server = authgate::server::build(config, path).context("cannot start")?;
     tracing::info!(version = env!("CARGO_PKG_VERSION"), ?listen, "authgate starting");
     server.run_forever()
 }

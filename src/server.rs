@@ -22,6 +22,7 @@ use crate::oidc::introspection::Introspector;
 use crate::oidc::login::LoginSettings;
 use crate::oidc::{OidcProvider, ProviderRefresher};
 use crate::proxy::AuthGate;
+use crate::reload::{Reloader, SighupReloader};
 use crate::session::{MemoryStore, SessionSealer, SessionStore};
 
 /// Why the server could not start.
@@ -84,8 +85,10 @@ fn browser_auth(
     ))))
 }
 
-/// Builds the server for `config`. `base_dir` resolves relative paths (the config file's dir).
-pub fn build(config: Config, base_dir: &std::path::Path) -> Result<Server, StartError> {
+/// Builds the server for `config`, read from `config_path` (reloads re-read it; relative paths
+/// in it are resolved against its directory).
+pub fn build(config: Config, config_path: &std::path::Path) -> Result<Server, StartError> {
+    let base_dir = config_path.parent().unwrap_or(std::path::Path::new("."));
     let config = Arc::new(config);
     let provider = match &config.provider {
         Some(p) => Some(Arc::new(OidcProvider::new(p).map_err(|e| StartError::Provider(e.to_string()))?)),
@@ -168,7 +171,10 @@ pub fn build(config: Config, base_dir: &std::path::Path) -> Result<Server, Start
         server.add_service(background_service("provider refresh", ProviderRefresher(provider.clone())));
     }
 
-    let mut admin = Service::new("authgate admin".into(), AdminApp::new(gateway, provider));
+    let reloader = Arc::new(Reloader::new(config_path.to_path_buf(), gateway.clone()));
+    server.add_service(background_service("reload on SIGHUP", SighupReloader(reloader.clone())));
+
+    let mut admin = Service::new("authgate admin".into(), AdminApp::new(gateway, provider, reloader));
     admin.add_tcp(&s.admin_listen);
     server.add_service(admin);
     Ok(server)

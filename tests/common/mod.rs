@@ -198,6 +198,27 @@ impl Gate {
         panic!("authgate did not become healthy; log:\n{}", self.log());
     }
 
+    /// Rewrites the config file (same placeholders as `start`), for reload tests.
+    pub fn rewrite_config(&self, config: &str) {
+        let text = config
+            .replace("{listen}", &format!("127.0.0.1:{}", self.port))
+            .replace("{admin}", &format!("127.0.0.1:{}", self.admin_port))
+            .replace("{port}", &self.port.to_string());
+        std::fs::write(self.dir.path().join("authgate.toml"), text).unwrap();
+    }
+
+    /// Sends a signal to the authgate process.
+    pub fn signal(&self, signal: &str) {
+        let status =
+            Command::new("kill").args([&format!("-{signal}"), &self.pid().to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// Is the process still running?
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.proc.child.try_wait(), Ok(None))
+    }
+
     /// Everything authgate has written.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("authgate.log")).unwrap_or_default()

@@ -1,0 +1,97 @@
+//! Hot reload: SIGHUP and `POST /reload` swap routes in without dropping requests; a bad
+//! config is refused and the running one stays.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Echo, Gate, try_raw};
+
+fn config(routes: &[(&str, &str)], extra_server: &str) -> String {
+    let mut c =
+        format!("[server]\nlisten = [\"{{listen}}\"]\nadmin_listen = \"{{admin}}\"\n{extra_server}\n");
+    for (path, upstream) in routes {
+        c.push_str(&format!(
+            "\n[[routes]]\npath = \"{path}\"\nupstream = \"{upstream}\"\nauth = \"public\"\n"
+        ));
+    }
+    c
+}
+
+fn backend(gate: &Gate, path: &str) -> Option<String> {
+    let r = gate.get("app.example.com", path, &[]);
+    (r.status == 200).then(|| r.json()["backend"].as_str().unwrap().to_owned())
+}
+
+fn admin(gate: &Gate, request: &str) -> common::Response {
+    try_raw(gate.admin_port, request).unwrap()
+}
+
+#[test]
+fn sighup_swaps_routes_without_dropping_requests() {
+    let old = Echo::start("old");
+    let new = Echo::start("new");
+    let mut gate = Gate::start(&config(&[("/", &old.url())], ""));
+    assert_eq!(backend(&gate, "/x").as_deref(), Some("old"));
+
+    // a slow request in flight across the reload
+    let port = gate.port;
+    let slow = std::thread::spawn(move || {
+        try_raw(port, "GET /__slow?ms=1500 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .map(|r| r.status)
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    gate.rewrite_config(&config(&[("/", &old.url()), ("/new", &new.url())], ""));
+    gate.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while backend(&gate, "/new/y").as_deref() != Some("new") {
+        assert!(Instant::now() < deadline, "the new route never appeared: {}", gate.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(gate.is_running(), "SIGHUP must not end the process");
+    assert_eq!(backend(&gate, "/x").as_deref(), Some("old"));
+    assert_eq!(slow.join().unwrap().unwrap(), 200, "the in-flight request completed");
+    let ready = admin(&gate, "GET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").json();
+    assert_eq!(ready["checks"]["config"]["reloads"], 1);
+    assert_eq!(ready["checks"]["config"]["routes"], 2);
+}
+
+#[test]
+fn a_bad_config_is_refused_and_the_running_one_stays() {
+    let old = Echo::start("old");
+    let mut gate = Gate::start(&config(&[("/", &old.url())], ""));
+    let good = config(&[("/", &old.url())], "");
+
+    gate.rewrite_config(&good.replace("auth = \"public\"", "auth = \"public\"\nsurprise = 1"));
+    gate.signal("HUP");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(gate.is_running());
+    assert_eq!(backend(&gate, "/x").as_deref(), Some("old"));
+    assert!(gate.log().contains("configuration reload refused"), "{}", gate.log());
+
+    // the admin endpoint says why
+    let r =
+        admin(&gate, "POST /reload HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    assert_eq!(r.status, 422);
+    assert!(
+        r.json()["error"].as_str().unwrap().contains("`routes[0].surprise`: unknown field"),
+        "{:?}",
+        r.json()
+    );
+
+    // listeners only change with a restart
+    gate.rewrite_config(&good.replace("listen = [\"{listen}\"]", "listen = [\"{listen}\", \"127.0.0.1:1\"]"));
+    let r =
+        admin(&gate, "POST /reload HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    assert_eq!(r.status, 422);
+    assert!(r.json()["error"].as_str().unwrap().contains("restart"), "{:?}", r.json());
+
+    // a good one goes through the admin endpoint too
+    gate.rewrite_config(&config(&[("/", &old.url()), ("/more", &old.url())], ""));
+    let r =
+        admin(&gate, "POST /reload HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    assert_eq!(r.status, 200);
+    let ready = admin(&gate, "GET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").json();
+    assert_eq!(ready["checks"]["config"]["routes"], 2);
+    assert_eq!(ready["checks"]["config"]["failed_reloads"], 3);
+}
