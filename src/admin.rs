@@ -10,6 +10,7 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
 use crate::gateway::Gateway;
+use crate::metrics::METRICS;
 use crate::oidc::OidcProvider;
 use crate::reload::Reloader;
 
@@ -62,6 +63,17 @@ impl ServeHttp for AdminApp {
         let method = session.req_header().method.clone();
         let (status, body) = match path.as_str() {
             "/healthz" => (StatusCode::OK, b"ok\n".to_vec()),
+            "/metrics" => {
+                let m = &*METRICS;
+                let gateway = self.gateway.load();
+                if let Some(n) = gateway.browser.as_ref().and_then(|b| b.store().session_count()) {
+                    m.sessions.set(i64::try_from(n).unwrap_or(i64::MAX));
+                }
+                if let Some(age) = self.provider.as_ref().and_then(|p| p.jwks.age()) {
+                    m.jwks_age_seconds.set(i64::try_from(age.as_secs()).unwrap_or(i64::MAX));
+                }
+                (StatusCode::OK, m.render())
+            }
             "/reload" if method == http::Method::POST => {
                 let reloader = self.reloader.clone();
                 match tokio::task::spawn_blocking(move || reloader.reload()).await {
@@ -81,7 +93,11 @@ impl ServeHttp for AdminApp {
             }
             _ => (StatusCode::NOT_FOUND, b"{\"error\":\"not_found\"}\n".to_vec()),
         };
-        let content_type = if path == "/healthz" { "text/plain" } else { "application/json" };
+        let content_type = match path.as_str() {
+            "/healthz" => "text/plain",
+            "/metrics" => "text/plain; version=0.0.4",
+            _ => "application/json",
+        };
         let mut resp = Response::new(body);
         *resp.status_mut() = status;
         resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));

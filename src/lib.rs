@@ -10,6 +10,7 @@ pub mod admin;
 pub mod config;
 pub mod gateway;
 pub mod jwt;
+pub mod metrics;
 pub mod oidc;
 pub mod policy;
 pub mod proxy;

@@ -50,10 +50,12 @@ impl Reloader {
         match &result {
             Ok(()) => {
                 self.succeeded.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::METRICS.reloads.with_label_values(&["ok"]).inc();
                 tracing::info!(path = %self.path.display(), "configuration reloaded");
             }
             Err(e) => {
                 self.failed.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::METRICS.reloads.with_label_values(&["refused"]).inc();
                 tracing::error!(path = %self.path.display(), error = %e, "configuration reload refused; the running configuration stays");
             }
         }

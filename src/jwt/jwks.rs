@@ -162,6 +162,8 @@ pub struct JwksCache {
     unknown_kids: moka::sync::Cache<String, ()>,
     /// Failed fetches since start.
     failures: AtomicU64,
+    /// When keys were last loaded (ms on `clock`); 0 = never.
+    loaded_at_ms: AtomicU64,
 }
 
 impl std::fmt::Debug for JwksCache {
@@ -185,6 +187,15 @@ impl JwksCache {
                 .time_to_live(timing.cooldown)
                 .build(),
             failures: AtomicU64::new(0),
+            loaded_at_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// How long ago the keys were loaded, if ever.
+    pub fn age(&self) -> Option<Duration> {
+        match self.loaded_at_ms.load(Ordering::Relaxed) {
+            0 => None,
+            at => Some(Duration::from_millis(self.now_ms().saturating_sub(at))),
         }
     }
 
@@ -222,9 +233,12 @@ impl JwksCache {
             Err(e) => Err(e.into()),
         };
         self.fetch_generation.fetch_add(1, Ordering::Release);
+        let outcome = if loaded.is_ok() { "ok" } else { "error" };
+        crate::metrics::METRICS.jwks_fetches.with_label_values(&[outcome]).inc();
         let (set, max_age) = loaded.inspect_err(|_| {
             self.failures.fetch_add(1, Ordering::Relaxed);
         })?;
+        self.loaded_at_ms.store(self.now_ms().max(1), Ordering::Relaxed);
         if !set.skipped.is_empty() {
             tracing::warn!(skipped = ?set.skipped, "JWKS: some keys are not usable");
         }

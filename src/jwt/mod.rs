@@ -133,11 +133,17 @@ impl TokenVerifier {
         }
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let is_jwt = token.bytes().filter(|&b| b == b'.').count() == 2;
+        let tokens = &crate::metrics::METRICS.tokens;
         let identity = match (is_jwt, &self.introspector) {
             (true, _) => match self.verified.get(&hash) {
-                Some(id) => id,
+                Some(id) => {
+                    tokens.with_label_values(&["cached"]).inc();
+                    id
+                }
                 None => {
-                    let id = Arc::new(self.verify_uncached(token).await?);
+                    let verified = self.verify_uncached(token).await;
+                    tokens.with_label_values(&[if verified.is_ok() { "verified" } else { "refused" }]).inc();
+                    let id = Arc::new(verified?);
                     self.verified.insert(hash, id.clone());
                     id
                 }

@@ -134,6 +134,11 @@ impl BrowserAuth {
         &self.cookies
     }
 
+    /// The session store.
+    pub fn store(&self) -> &dyn SessionStore {
+        self.store.as_ref()
+    }
+
     /// The session a request's cookies name, if any.
     pub async fn lookup(&self, cookie_header: Option<&str>) -> SessionLookup {
         let mut seen = false;
@@ -202,11 +207,23 @@ impl BrowserAuth {
             .map_err(|e| LoginError::Unavailable(e.to_string()))?;
         let mut reply = Reply::redirect(&url);
         reply.header(http::header::SET_COOKIE, self.cookies.login_cookie(&binding));
+        login_outcome("started");
         Ok(reply)
     }
 
     /// Completes a sign-in at `/oauth2/callback`.
     pub async fn callback(&self, origin: &str, query: Option<&str>, cookie_header: Option<&str>) -> Reply {
+        let reply = self.complete_login(origin, query, cookie_header).await;
+        login_outcome(match reply.status.as_u16() {
+            302 => "completed",
+            403 => "access_denied",
+            400 => "refused",
+            _ => "provider_error",
+        });
+        reply
+    }
+
+    async fn complete_login(&self, origin: &str, query: Option<&str>, cookie_header: Option<&str>) -> Reply {
         let params = match parse_unique_query(query.unwrap_or("")) {
             Some(p) => p,
             None => return bad_callback("The sign-in response is malformed (a parameter appears twice)."),
@@ -429,6 +446,10 @@ impl BrowserAuth {
             }
         });
     }
+}
+
+fn login_outcome(outcome: &'static str) {
+    crate::metrics::METRICS.logins.with_label_values(&[outcome]).inc();
 }
 
 /// The current identity as JSON (never tokens).

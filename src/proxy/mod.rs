@@ -31,6 +31,7 @@ pub use respond::{escape_html, prefers_html, render, www_authenticate};
 
 use crate::config::AuthMode;
 use crate::gateway::Gateway;
+use crate::metrics::{METRICS, status_class};
 use crate::oidc::browser::SessionLookup;
 use crate::routing::Route;
 
@@ -73,6 +74,12 @@ pub struct RequestCtx {
     caller: Option<Caller>,
     /// The request carried an unusable session cookie: clear it in the response.
     clear_session_cookie: bool,
+    /// What the gateway decided, for metrics and the access log (a fixed word).
+    decision: &'static str,
+    /// When the first upstream connection was asked for.
+    upstream_started: Option<Instant>,
+    /// Until the upstream's response header arrived.
+    upstream_elapsed: Option<std::time::Duration>,
     /// The backend of the current attempt.
     backend: Option<usize>,
     /// Backends that refused or timed out a connection during this request.
@@ -91,6 +98,9 @@ impl ProxyHttp for AuthGate {
             route: None,
             caller: None,
             clear_session_cookie: false,
+            decision: "none",
+            upstream_started: None,
+            upstream_elapsed: None,
             backend: None,
             failed: Vec::new(),
         }
@@ -108,16 +118,21 @@ impl ProxyHttp for AuthGate {
         if target.path.starts_with(endpoints::PREFIX) {
             let reply = endpoints::handle(session, &gateway, &target, &origin).await?;
             ctx.target = Some(target);
+            ctx.decision = "gateway_endpoint";
             respond::send_reply(session, reply).await?;
             return Ok(true);
         }
         if let Some(doc) = metadata::document(&gateway, target.authority.host(), &target.path, &origin) {
+            ctx.decision = "gateway_endpoint";
             respond::send_json(session, 200, &doc).await?;
             return Ok(true);
         }
         let route = match match_route(&gateway, &target) {
             Ok(r) => r,
-            Err(rejection) => return reject(session, &rejection, None).await,
+            Err(rejection) => {
+                ctx.decision = rejection.code;
+                return reject(session, &rejection, None).await;
+            }
         };
         ctx.target = Some(target);
         ctx.route = Some(route.clone());
@@ -145,10 +160,16 @@ impl ProxyHttp for AuthGate {
         };
         match decision {
             Ok(caller) => {
+                ctx.decision = if matches!(caller, Caller::Anonymous) { "public" } else { "allowed" };
                 ctx.caller = Some(caller);
                 Ok(false)
             }
             Err(rejection) => {
+                ctx.decision = if rejection.start_login && gateway.browser.is_some() {
+                    "login_started"
+                } else {
+                    rejection.code
+                };
                 let mut reply = match (&gateway.browser, rejection.start_login) {
                     (Some(auth), true) => {
                         // a huge return-to would be kept with the login state: long ones become `/`
@@ -181,6 +202,7 @@ impl ProxyHttp for AuthGate {
         let backend =
             route.upstream.get(index).ok_or_else(|| Error::explain(InternalError, "backend index"))?;
         ctx.backend = Some(index);
+        ctx.upstream_started.get_or_insert_with(Instant::now);
         let mut peer = HttpPeer::new(backend.addr, backend.tls, backend.sni.clone());
         let t = route.timeouts;
         peer.options.connection_timeout = Some(t.connect);
@@ -288,6 +310,9 @@ impl ProxyHttp for AuthGate {
             }
             _ => Some(Rejection::new(500, "internal_error", "The gateway failed to handle the request.")),
         };
+        if ctx.upstream_started.is_some() {
+            ctx.decision = "upstream_error";
+        }
         let status = match &rejection {
             // a response already under way (e.g. a timeout mid-body) is cut off, never patched
             // with a second one: the closed connection tells the client it is incomplete
@@ -312,6 +337,7 @@ impl ProxyHttp for AuthGate {
         upstream_response: &mut pingora::http::ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        ctx.upstream_elapsed = ctx.upstream_started.map(|t| t.elapsed());
         if let Some(auth) = &ctx.gateway.browser {
             // an app behind the gateway must not set (or fix) the gateway's own cookies
             let c = auth.cookies();
@@ -336,14 +362,25 @@ impl ProxyHttp for AuthGate {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let total = ctx.started.elapsed();
+        let route = ctx.route.as_ref().map_or("-", |r| r.name.as_str());
+        let m = &*METRICS;
+        m.requests.with_label_values(&[route, status_class(status), ctx.decision]).inc();
+        m.gateway_seconds
+            .with_label_values(&[route])
+            .observe(total.saturating_sub(ctx.upstream_elapsed.unwrap_or_default()).as_secs_f64());
+        if let Some(upstream) = ctx.upstream_elapsed {
+            m.upstream_seconds.with_label_values(&[route]).observe(upstream.as_secs_f64());
+        }
         let req = session.req_header();
         tracing::info!(
             target: "authgate::access",
-            route = ctx.route.as_ref().map_or("-", |r| r.name.as_str()),
+            route,
             method = %req.method,
             path = ctx.target.as_ref().map_or("-", |t| t.path.as_str()),
             status,
-            duration_us = u64::try_from(ctx.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            decision = ctx.decision,
+            duration_us = u64::try_from(total.as_micros()).unwrap_or(u64::MAX),
         );
     }
 }

@@ -56,6 +56,11 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
 
     /// Takes a pending login (single use: a second take finds nothing).
     async fn take_login(&self, key: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// How many sessions the store holds, when it can tell cheaply.
+    fn session_count(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Bytes of pending-login state kept at most (a login is about 400 bytes: ~160 000 logins).
@@ -187,6 +192,10 @@ impl SessionStore for MemoryStore {
 
     async fn take_login(&self, key: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.logins.remove(key).map(|v| (*v).clone()))
+    }
+
+    fn session_count(&self) -> Option<u64> {
+        Some(self.len())
     }
 }
 

@@ -1,0 +1,80 @@
+//! `/metrics` on the admin listener counts what users and operators care about, with bounded
+//! labels (route names, status classes, decisions; never paths or users).
+
+mod common;
+
+use common::{Echo, Gate, Idp, try_raw};
+
+fn metric(text: &str, line_prefix: &str) -> Option<f64> {
+    text.lines().find(|l| l.starts_with(line_prefix)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test]
+async fn requests_tokens_and_keys_are_counted() {
+    let idp = Idp::start(&[]);
+    let echo = Echo::start("app");
+    let gate = Gate::start(&format!(
+        r#"
+[server]
+listen = ["{{listen}}"]
+admin_listen = "{{admin}}"
+
+[provider]
+issuer = "{issuer}"
+client_id = "authgate"
+audience = "authgate"
+
+[[routes]]
+name = "pub"
+path = "/pub"
+upstream = "{echo}"
+auth = "public"
+
+[[routes]]
+name = "api"
+path = "/api"
+upstream = "{echo}"
+auth = "api"
+clients = ["reporting-service"]
+"#,
+        issuer = idp.issuer,
+        echo = echo.url()
+    ));
+    let token =
+        common::client_credentials(&idp.issuer, "reporting-service", "reporting-service-secret").await;
+    let bearer = format!("Bearer {token}");
+    for _ in 0..2 {
+        assert_eq!(gate.get("a", "/pub/secret-path?user=alice", &[]).status, 200);
+        assert_eq!(gate.get("a", "/api/x", &[("Authorization", &bearer)]).status, 200);
+    }
+    assert_eq!(gate.get("a", "/nowhere", &[("Accept", "application/json")]).status, 404);
+    assert_eq!(gate.get("a", "/api/x", &[]).status, 401);
+    assert_eq!(gate.get("a", "/api/x", &[("Authorization", "Bearer a.b.c")]).status, 401);
+
+    let r =
+        try_raw(gate.admin_port, "GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();
+    assert_eq!(r.status, 200);
+    let text = String::from_utf8(r.body).unwrap();
+    let expect = [
+        (r#"authgate_requests_total{decision="public",route="pub",status="2xx"}"#, 2.0),
+        (r#"authgate_requests_total{decision="allowed",route="api",status="2xx"}"#, 2.0),
+        (r#"authgate_requests_total{decision="no_route",route="-",status="4xx"}"#, 1.0),
+        (r#"authgate_requests_total{decision="unauthenticated",route="api",status="4xx"}"#, 1.0),
+        (r#"authgate_requests_total{decision="invalid_token",route="api",status="4xx"}"#, 1.0),
+        (r#"authgate_bearer_tokens_total{result="verified"}"#, 1.0),
+        (r#"authgate_bearer_tokens_total{result="cached"}"#, 1.0),
+        (r#"authgate_upstream_seconds_count{route="pub"}"#, 2.0),
+        (r#"authgate_gateway_seconds_count{route="api"}"#, 4.0),
+    ];
+    for (line, value) in expect {
+        assert_eq!(metric(&text, line), Some(value), "{line} in:\n{text}");
+    }
+    assert!(
+        metric(&text, r#"authgate_jwks_fetches_total{outcome="ok"}"#).is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    assert!(metric(&text, "authgate_jwks_age_seconds").is_some(), "{text}");
+    for leak in ["secret-path", "alice", "nowhere", &token[..20]] {
+        assert!(!text.contains(leak), "{leak} leaked into metrics");
+    }
+}
