@@ -77,39 +77,75 @@ impl Reloader {
     }
 }
 
-/// Listeners, the provider, sessions and the header set feed long-lived parts (sockets, key
-/// caches, session stores, verifiers): changing them takes a restart, so a reload refuses.
+/// Listeners, process settings, the provider, sessions, the public URLs and the extra claims
+/// feed long-lived parts (sockets, key caches, session stores, verifiers, cookies): changing
+/// them takes a restart, so a reload refuses (whole tables compared, secrets included).
 fn restart_only_changes(old: &Config, new: &Config) -> Result<(), ReloadError> {
-    let mut changed = Vec::new();
-    let s = (&old.server, &new.server);
-    if s.0.listen != s.1.listen || s.0.admin_listen != s.1.admin_listen || s.0.h2c != s.1.h2c {
-        changed.push("server listeners");
-    }
-    if format!("{:?}", s.0.tls) != format!("{:?}", s.1.tls) || s.0.threads != s.1.threads {
-        changed.push("server.tls / server.threads");
-    }
-    if format!("{:?}", old.provider) != format!("{:?}", new.provider) {
-        changed.push("[provider]");
-    }
-    let (a, b) = (&old.session, &new.session);
-    let session_same = a.store == b.store
-        && a.secret == b.secret
-        && a.redis_url == b.redis_url
-        && a.cookie_name == b.cookie_name
-        && a.idle_lifetime == b.idle_lifetime
-        && a.absolute_lifetime == b.absolute_lifetime
-        && a.login_lifetime == b.login_lifetime
-        && a.max_sessions == b.max_sessions;
-    if !session_same {
-        changed.push("[session]");
-    }
-    if old.headers.claims != new.headers.claims {
-        changed.push("headers.claims");
-    }
-    if old.server.public_url != new.server.public_url && new.provider.is_some() {
-        changed.push("server.public_url");
-    }
+    let (a, b) = (&old.server, &new.server);
+    let checks = [
+        ("server.listen", a.listen == b.listen),
+        ("server.admin_listen", a.admin_listen == b.admin_listen),
+        ("server.h2c", a.h2c == b.h2c),
+        ("server.tls", a.tls == b.tls),
+        ("server.threads", a.threads == b.threads),
+        ("server.grace_period", a.grace_period == b.grace_period),
+        ("server.public_url", a.public_url == b.public_url),
+        ("[provider]", old.provider == new.provider),
+        ("[session]", old.session == new.session),
+        ("headers.claims", old.headers.claims == new.headers.claims),
+    ];
+    let changed: Vec<&str> = checks.iter().filter(|(_, same)| !same).map(|(name, _)| *name).collect();
     if changed.is_empty() { Ok(()) } else { Err(ReloadError::NeedsRestart(changed.join(", "))) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Config {
+        config::load_str(text, "t", std::path::Path::new("."), &|_| None).unwrap()
+    }
+
+    const BASE: &str = r#"
+[server]
+public_url = "https://app.example.com"
+[provider]
+issuer = "https://idp.example.com"
+client_id = "authgate"
+client_secret = "one-secret"
+audience = "authgate"
+[session]
+secret = "0123456789abcdefghijklmnopqrstuvwxyzABCDEF"
+[[routes]]
+path = "/"
+upstream = "http://127.0.0.1:3000"
+auth = "browser"
+"#;
+
+    #[test]
+    fn routes_may_change_but_long_lived_settings_may_not() {
+        let old = load(BASE);
+        let more_routes = format!(
+            "{BASE}\n[[routes]]\npath = \"/pub\"\nupstream = \"http://127.0.0.1:3001\"\nauth = \"public\"\n"
+        );
+        assert!(restart_only_changes(&old, &load(&more_routes)).is_ok());
+        let cases = [
+            ("one-secret", "another-secret", "[provider]"),
+            (
+                "0123456789abcdefghijklmnopqrstuvwxyzABCDEF",
+                "zyxwvutsrqponmlkjihgfedcba9876543210ZYXWVU",
+                "[session]",
+            ),
+            ("https://app.example.com", "https://other.example.com", "server.public_url"),
+            ("[server]\n", "[server]\ngrace_period = \"20s\"\n", "server.grace_period"),
+            ("[server]\n", "[server]\nlisten = [\"127.0.0.1:8081\"]\n", "server.listen"),
+        ];
+        for (from, to, named) in cases {
+            let changed = load(&BASE.replacen(from, to, 1));
+            let err = restart_only_changes(&old, &changed).unwrap_err().to_string();
+            assert!(err.contains(named), "{named}: {err}");
+        }
+    }
 }
 
 /// Reloads on SIGHUP (Pingora itself would let SIGHUP end the process).

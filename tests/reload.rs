@@ -38,19 +38,21 @@ fn sighup_swaps_routes_without_dropping_requests() {
     let port = gate.port;
     let slow = std::thread::spawn(move || {
         try_raw(port, "GET /__slow?ms=1500 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-            .map(|r| r.status)
     });
     std::thread::sleep(Duration::from_millis(200));
-    gate.rewrite_config(&config(&[("/", &old.url()), ("/new", &new.url())], ""));
+    // `/` moves to the new backend: the request in flight must still finish on the old one
+    gate.rewrite_config(&config(&[("/", &new.url()), ("/old", &old.url())], ""));
     gate.signal("HUP");
     let deadline = Instant::now() + Duration::from_secs(5);
-    while backend(&gate, "/new/y").as_deref() != Some("new") {
-        assert!(Instant::now() < deadline, "the new route never appeared: {}", gate.log());
+    while backend(&gate, "/x").as_deref() != Some("new") {
+        assert!(Instant::now() < deadline, "the new route never took over: {}", gate.log());
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(gate.is_running(), "SIGHUP must not end the process");
-    assert_eq!(backend(&gate, "/x").as_deref(), Some("old"));
-    assert_eq!(slow.join().unwrap().unwrap(), 200, "the in-flight request completed");
+    assert_eq!(backend(&gate, "/old/y").as_deref(), Some("old"));
+    let slow = slow.join().unwrap().unwrap();
+    assert_eq!(slow.status, 200, "the in-flight request completed");
+    assert_eq!(slow.json()["backend"], "old", "and on the configuration it started with");
     let ready = admin(&gate, "GET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").json();
     assert_eq!(ready["checks"]["config"]["reloads"], 1);
     assert_eq!(ready["checks"]["config"]["routes"], 2);
@@ -64,7 +66,12 @@ fn a_bad_config_is_refused_and_the_running_one_stays() {
 
     gate.rewrite_config(&good.replace("auth = \"public\"", "auth = \"public\"\nsurprise = 1"));
     gate.signal("HUP");
-    std::thread::sleep(Duration::from_millis(500));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let ready = || admin(&gate, "GET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").json();
+    while ready()["checks"]["config"]["failed_reloads"] != 1 {
+        assert!(Instant::now() < deadline, "the reload was never refused: {}", gate.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(gate.is_running());
     assert_eq!(backend(&gate, "/x").as_deref(), Some("old"));
     assert!(gate.log().contains("configuration reload refused"), "{}", gate.log());

@@ -77,7 +77,7 @@ impl Default for ServerConfig {
 }
 
 /// `[server.tls]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// TLS listen addresses (`ip:port`).
@@ -120,7 +120,7 @@ impl Default for LimitsConfig {
 }
 
 /// `[provider]`: the OpenID Provider and this gateway's client registration at it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
     /// Issuer URL; discovery is read from `<issuer>/.well-known/openid-configuration`.
@@ -229,7 +229,7 @@ pub enum StoreKind {
 }
 
 /// `[session]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SessionConfig {
     /// `memory` or `redis`.
