@@ -98,6 +98,32 @@ fn restart_only_changes(old: &Config, new: &Config) -> Result<(), ReloadError> {
     if changed.is_empty() { Ok(()) } else { Err(ReloadError::NeedsRestart(changed.join(", "))) }
 }
 
+/// Reloads on SIGHUP (Pingora itself would let SIGHUP end the process).
+pub struct SighupReloader(pub Arc<Reloader>);
+
+#[async_trait]
+impl BackgroundService for SighupReloader {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP; reload through the admin listener");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = hangups.recv() => {
+                    let reloader = self.0.clone();
+                    // file reading and DNS resolution block: keep them off the async workers
+                    let _ = tokio::task::spawn_blocking(move || reloader.reload()).await;
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,32 +170,6 @@ auth = "browser"
             let changed = load(&BASE.replacen(from, to, 1));
             let err = restart_only_changes(&old, &changed).unwrap_err().to_string();
             assert!(err.contains(named), "{named}: {err}");
-        }
-    }
-}
-
-/// Reloads on SIGHUP (Pingora itself would let SIGHUP end the process).
-pub struct SighupReloader(pub Arc<Reloader>);
-
-#[async_trait]
-impl BackgroundService for SighupReloader {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGHUP; reload through the admin listener");
-                return;
-            }
-        };
-        loop {
-            tokio::select! {
-                _ = hangups.recv() => {
-                    let reloader = self.0.clone();
-                    // file reading and DNS resolution block: keep them off the async workers
-                    let _ = tokio::task::spawn_blocking(move || reloader.reload()).await;
-                }
-                _ = shutdown.changed() => return,
-            }
         }
     }
 }
