@@ -4,6 +4,7 @@
 
 use crate::config::AuthMode;
 use crate::gateway::Gateway;
+use crate::reply::Reply;
 use crate::routing::route_key;
 
 /// The well-known path prefix.
@@ -37,4 +38,12 @@ pub fn document(gateway: &Gateway, host: &str, path: &str, origin: &str) -> Opti
         "scopes_supported": scopes,
         "resource_name": route.name,
     }))
+}
+
+/// The metadata document as a response (cacheable: it changes only with the config).
+pub fn reply(doc: &serde_json::Value) -> Reply {
+    let mut r = Reply::json(http::StatusCode::OK, doc);
+    r.headers.retain(|(name, _)| name != http::header::CACHE_CONTROL);
+    r.header(http::header::CACHE_CONTROL, http::HeaderValue::from_static("max-age=300"));
+    r
 }

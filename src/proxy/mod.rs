@@ -56,7 +56,8 @@ async fn reject(
     rejection: &Rejection,
     resource_metadata: Option<&str>,
 ) -> Result<bool> {
-    respond::send_rejection(session, rejection, resource_metadata).await?;
+    let reply = respond::rejection_reply(session.req_header(), rejection, resource_metadata);
+    respond::send_reply(session, reply).await?;
     Ok(true)
 }
 
@@ -108,24 +109,31 @@ impl ProxyHttp for AuthGate {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let gateway = ctx.gateway.clone();
+        let max_header = gateway.config.server.limits.max_header_size.bytes();
+        let target = match read_target(session.req_header(), max_header) {
+            Ok(t) => t,
+            Err(rejection) => {
+                ctx.decision = rejection.code;
+                return reject(session, &rejection, None).await;
+            }
+        };
         let tls = is_tls(session);
-        let target =
-            match read_target(session.req_header(), gateway.config.server.limits.max_header_size.bytes()) {
-                Ok(t) => t,
-                Err(rejection) => return reject(session, &rejection, None).await,
-            };
-        let origin = gateway.public_origin(target.authority.host(), target.authority.as_str(), tls);
+        let origin = |t: &RequestTarget| gateway.public_origin(t.authority.host(), t.authority.as_str(), tls);
         if target.path.starts_with(endpoints::PREFIX) {
-            let reply = endpoints::handle(session, &gateway, &target, &origin).await?;
+            let reply = endpoints::handle(session, &gateway, &target, &origin(&target)).await?;
             ctx.target = Some(target);
             ctx.decision = "gateway_endpoint";
             respond::send_reply(session, reply).await?;
             return Ok(true);
         }
-        if let Some(doc) = metadata::document(&gateway, target.authority.host(), &target.path, &origin) {
-            ctx.decision = "gateway_endpoint";
-            respond::send_json(session, 200, &doc).await?;
-            return Ok(true);
+        if target.path.starts_with(WELL_KNOWN) {
+            if let Some(doc) =
+                metadata::document(&gateway, target.authority.host(), &target.path, &origin(&target))
+            {
+                ctx.decision = "gateway_endpoint";
+                respond::send_reply(session, metadata::reply(&doc)).await?;
+                return Ok(true);
+            }
         }
         let route = match match_route(&gateway, &target) {
             Ok(r) => r,
@@ -134,17 +142,14 @@ impl ProxyHttp for AuthGate {
                 return reject(session, &rejection, None).await;
             }
         };
-        ctx.target = Some(target);
-        ctx.route = Some(route.clone());
         // public routes never look at credentials: a malformed Authorization header is the app's business
         let credentials = match route.auth {
             AuthMode::Public => Ok(Credentials::None),
             _ => read_credentials(session.req_header()),
         };
-        let cookies = endpoints::cookie_header(session.req_header());
         let lookup = match (&gateway.browser, route.auth, &credentials) {
             (Some(auth), AuthMode::Browser | AuthMode::Any, Ok(Credentials::None)) => {
-                auth.lookup(cookies.as_deref()).await
+                auth.lookup(endpoints::cookie_header(session.req_header()).as_deref()).await
             }
             _ => SessionLookup::Absent,
         };
@@ -158,39 +163,42 @@ impl ProxyHttp for AuthGate {
             }
             Err(rejection) => Err(rejection),
         };
-        match decision {
+        let rejection = match decision {
             Ok(caller) => {
                 ctx.decision = if matches!(caller, Caller::Anonymous) { "public" } else { "allowed" };
                 ctx.caller = Some(caller);
-                Ok(false)
+                ctx.target = Some(target);
+                ctx.route = Some(route);
+                return Ok(false);
             }
-            Err(rejection) => {
-                ctx.decision = if rejection.start_login && gateway.browser.is_some() {
-                    "login_started"
+            Err(rejection) => rejection,
+        };
+        let origin = origin(&target);
+        let mut reply = match (&gateway.browser, rejection.start_login) {
+            (Some(auth), true) => {
+                ctx.decision = "login_started";
+                // a huge return-to would be kept with the login state: long ones become `/`
+                let return_to = if target.path_and_query.len() <= MAX_RETURN_TO {
+                    target.path_and_query.clone()
                 } else {
-                    rejection.code
+                    "/".to_owned()
                 };
-                let mut reply = match (&gateway.browser, rejection.start_login) {
-                    (Some(auth), true) => {
-                        // a huge return-to would be kept with the login state: long ones become `/`
-                        let return_to = match &ctx.target {
-                            Some(t) if t.path_and_query.len() <= MAX_RETURN_TO => t.path_and_query.clone(),
-                            _ => "/".to_owned(),
-                        };
-                        auth.start_login(&origin, return_to, cookies.as_deref()).await
-                    }
-                    _ => {
-                        let url = metadata_url(&origin, &route.path);
-                        respond::rejection_reply(session.req_header(), &rejection, Some(&url))
-                    }
-                };
-                if let (true, Some(auth)) = (ctx.clear_session_cookie, &gateway.browser) {
-                    reply.header(http::header::SET_COOKIE, auth.cookies().clear_session());
-                }
-                respond::send_reply(session, reply).await?;
-                Ok(true)
+                let cookies = endpoints::cookie_header(session.req_header());
+                auth.start_login(&origin, return_to, cookies.as_deref()).await
             }
+            _ => {
+                ctx.decision = rejection.code;
+                let url = metadata_url(&origin, &route.path);
+                respond::rejection_reply(session.req_header(), &rejection, Some(&url))
+            }
+        };
+        if let (true, Some(auth)) = (ctx.clear_session_cookie, &gateway.browser) {
+            reply.header(http::header::SET_COOKIE, auth.cookies().clear_session());
         }
+        ctx.target = Some(target);
+        ctx.route = Some(route);
+        respond::send_reply(session, reply).await?;
+        Ok(true)
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
@@ -318,7 +326,8 @@ impl ProxyHttp for AuthGate {
             // with a second one: the closed connection tells the client it is incomplete
             Some(r) if session.response_written().is_some() => r.status,
             Some(r) => {
-                if let Err(err) = respond::send_rejection(session, r, None).await {
+                let reply = respond::rejection_reply(session.req_header(), r, None);
+                if let Err(err) = respond::send_reply(session, reply).await {
                     tracing::debug!(error = %err, "could not send the error response");
                 }
                 r.status

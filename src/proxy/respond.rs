@@ -9,32 +9,8 @@ use super::pipeline::{BearerChallenge, Rejection};
 use crate::reply::Reply;
 pub use crate::reply::escape_html;
 
-/// Writes `rejection` as problem JSON (RFC 9457), or as a small HTML page when the client
+/// A rejection as a reply: problem JSON (RFC 9457), or a small HTML page when the client
 /// prefers HTML. `resource_metadata` is the RFC 9728 document URL named in bearer challenges.
-pub async fn send_rejection(
-    session: &mut Session,
-    rejection: &Rejection,
-    resource_metadata: Option<&str>,
-) -> pingora::Result<()> {
-    let html = prefers_html(session.req_header().headers.get(http::header::ACCEPT));
-    let (content_type, body) = render(rejection, html);
-    let mut resp = ResponseHeader::build(rejection.status, Some(6))?;
-    resp.insert_header(http::header::CONTENT_TYPE, content_type)?;
-    resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
-    resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
-    resp.insert_header("x-content-type-options", "nosniff")?;
-    if html {
-        resp.insert_header("content-security-policy", "default-src 'none'")?;
-    }
-    if let Some(challenge) = rejection.challenge {
-        resp.insert_header(http::header::WWW_AUTHENTICATE, www_authenticate(challenge, resource_metadata))?;
-    }
-    session.write_response_header(Box::new(resp), false).await?;
-    session.write_response_body(Some(body), true).await?;
-    Ok(())
-}
-
-/// A rejection as a reply: problem JSON, or an HTML page for a browser.
 pub fn rejection_reply(
     req: &pingora::http::RequestHeader,
     rejection: &Rejection,
@@ -73,19 +49,6 @@ pub async fn send_reply(session: &mut Session, reply: Reply) -> pingora::Result<
     resp.insert_header(http::header::CONTENT_LENGTH, reply.body.len())?;
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(reply.body), true).await?;
-    Ok(())
-}
-
-/// Writes a JSON document (metadata endpoints).
-pub async fn send_json(session: &mut Session, status: u16, doc: &serde_json::Value) -> pingora::Result<()> {
-    let body = Bytes::from(format!("{doc}\n"));
-    let mut resp = ResponseHeader::build(status, Some(4))?;
-    resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
-    resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
-    resp.insert_header(http::header::CACHE_CONTROL, "max-age=300")?;
-    resp.insert_header("x-content-type-options", "nosniff")?;
-    session.write_response_header(Box::new(resp), false).await?;
-    session.write_response_body(Some(body), true).await?;
     Ok(())
 }
 

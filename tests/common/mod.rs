@@ -136,9 +136,20 @@ impl Echo {
     }
 }
 
-/// A free TCP port on loopback (released for the caller to bind).
+/// A free TCP port on loopback (released for the caller to bind). Taken below the kernel's
+/// ephemeral range (32768+), where node's `listen(0)` and outgoing connections pick theirs,
+/// so that nothing else started by the tests can grab it before authgate binds it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 60) as u16 * 200;
+    loop {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % 12_000;
+        let port = 20_000 + (base - 20_000 + offset) % 12_000;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A running authgate.
