@@ -59,6 +59,12 @@ pass_access_token = true
     )
 }
 
+/// The gateway once its provider's keys are loaded (tokens are judged against them).
+fn ready(gate: Gate) -> Gate {
+    gate.wait_ready();
+    gate
+}
+
 fn with_token(gate: &Gate, path: &str, token: &str) -> Response {
     gate.get("127.0.0.1", path, &[("Authorization", &format!("Bearer {token}")), ("X-User-Id", "spoofed")])
 }
@@ -132,7 +138,7 @@ fn assert_refused(resp: &Response, status: u16, what: &str) {
 async fn real_tokens_from_the_idp_are_accepted_where_the_policy_allows() {
     let idp = Idp::start(&[]);
     let echo = Echo::start("api");
-    let gate = Gate::start(&gate_config(&idp, &echo));
+    let gate = ready(Gate::start(&gate_config(&idp, &echo)));
 
     let alice = login(&idp.issuer, "alice").await;
     let resp = with_token(&gate, "/wiki-api/pages?x=1", &alice.access_token);
@@ -173,7 +179,7 @@ async fn real_tokens_from_the_idp_are_accepted_where_the_policy_allows() {
 async fn client_credentials_tokens_work_only_where_their_client_is_listed() {
     let idp = Idp::start(&[]);
     let echo = Echo::start("api");
-    let gate = Gate::start(&gate_config(&idp, &echo));
+    let gate = ready(Gate::start(&gate_config(&idp, &echo)));
     let token =
         common::client_credentials(&idp.issuer, "reporting-service", "reporting-service-secret").await;
 
@@ -192,7 +198,7 @@ async fn client_credentials_tokens_work_only_where_their_client_is_listed() {
 async fn forged_stale_and_misdirected_tokens_are_refused() {
     let idp = Idp::start(&[]);
     let echo = Echo::start("api");
-    let gate = Gate::start(&gate_config(&idp, &echo));
+    let gate = ready(Gate::start(&gate_config(&idp, &echo)));
     let rs_kid = idp.kid("rs");
 
     // the control: a token signed with the IdP's own key, as the IdP would
@@ -383,7 +389,7 @@ async fn forged_stale_and_misdirected_tokens_are_refused() {
 async fn protected_resource_metadata_is_published_and_readiness_waits_for_keys() {
     let idp = Idp::start(&[]);
     let echo = Echo::start("api");
-    let gate = Gate::start(&gate_config(&idp, &echo));
+    let gate = ready(Gate::start(&gate_config(&idp, &echo)));
     let resp = gate.get("127.0.0.1", "/wiki-api", &[("Accept", "application/json")]);
     let challenge = resp.header("www-authenticate").unwrap().to_owned();
     let url = challenge.split("resource_metadata=\"").nth(1).unwrap().split('"').next().unwrap();
@@ -454,10 +460,10 @@ async fn readiness_reports_an_unreachable_provider() {
 async fn cached_tokens_still_expire_and_stay_bound_to_their_audience() {
     let idp = Idp::start(&[]);
     let echo = Echo::start("api");
-    let gate = Gate::start(
+    let gate = ready(Gate::start(
         &gate_config(&idp, &echo)
             .replace("jwks_cooldown = \"1s\"", "jwks_cooldown = \"1s\"\nleeway = \"0s\""),
-    );
+    ));
     let short = sign(&idp, Algorithm::RS256, &claims(&idp, json!({"exp": now() + 2})));
     assert_eq!(with_token(&gate, "/wiki-api", &short).status, 200);
     assert_refused(&with_token(&gate, "/other", &short), 401, "token for authgate on an other-api route");
@@ -472,7 +478,7 @@ async fn cached_tokens_still_expire_and_stay_bound_to_their_audience() {
 async fn claim_values_cannot_forge_headers_or_list_entries() {
     let idp = Idp::start(&[]);
     let echo = Echo::start("api");
-    let gate = Gate::start(&gate_config(&idp, &echo));
+    let gate = ready(Gate::start(&gate_config(&idp, &echo)));
     let evil = claims(
         &idp,
         json!({
@@ -497,10 +503,10 @@ async fn opaque_tokens_are_introspected_when_enabled() {
     let idp = Idp::start(&[("ACCESS_TOKEN_FORMAT", "opaque")]);
     let echo = Echo::start("api");
     let config = gate_config(&idp, &echo);
-    let gate = Gate::start(
+    let gate = ready(Gate::start(
         &config.replace("jwks_cooldown = \"1s\"", "jwks_cooldown = \"1s\"\nintrospection = true"),
-    );
-    let without = Gate::start(&config);
+    ));
+    let without = ready(Gate::start(&config));
 
     let alice = login(&idp.issuer, "alice").await;
     assert_eq!(alice.access_token.matches('.').count(), 0, "the IdP should issue opaque tokens here");

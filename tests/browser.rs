@@ -66,6 +66,7 @@ auth = "browser"
         echo = echo.url()
     );
     let gate = Gate::start_on(port, &config);
+    gate.wait_ready();
     Stack { idp, _gate: gate, _echo: echo, base }
 }
 

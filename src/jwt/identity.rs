@@ -118,7 +118,7 @@ pub enum ClaimsError {
 }
 
 /// Longest token lifetime believed: anything further is a forgery or a misconfiguration.
-const MAX_LIFETIME_SECS: u64 = 366 * 24 * 3600;
+pub const MAX_LIFETIME_SECS: u64 = 366 * 24 * 3600;
 
 impl AccessClaims {
     /// Checks what `jsonwebtoken` does not, and builds the identity.

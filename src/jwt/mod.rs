@@ -283,11 +283,6 @@ impl TokenVerifier {
         &self.provider
     }
 
-    /// The gateway's client id.
-    pub fn client_id(&self) -> &str {
-        &self.settings.client_id
-    }
-
     /// Claims kept for `[headers.claims]`.
     pub fn extra_claims(&self) -> &[String] {
         &self.settings.extra_claims

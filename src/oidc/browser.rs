@@ -3,9 +3,12 @@
 
 use std::sync::Arc;
 
-use http::{HeaderName, HeaderValue, StatusCode};
+use http::StatusCode;
 
+use super::cookies::{CookieSettings, cookie_values};
 use super::login::{self, AuthorizationRequest, LoginError, LoginSettings};
+use super::pages::{bad_callback, retry_page, unavailable_page};
+pub use super::pages::{sign_out_page, userinfo};
 use crate::jwt::{Identity, TokenVerifier, unix_now};
 use crate::reply::Reply;
 use crate::session::{
@@ -13,8 +16,11 @@ use crate::session::{
     StoredSession, random_token,
 };
 
-/// Longest access-token lifetime believed from `expires_in` (a year).
-const MAX_TOKEN_LIFETIME: u64 = 366 * 24 * 3600;
+/// Longest access-token lifetime believed from `expires_in`.
+const MAX_TOKEN_LIFETIME: u64 = crate::jwt::identity::MAX_LIFETIME_SECS;
+
+/// Longest return-to address kept for after sign-in; longer ones become `/`.
+pub const MAX_RETURN_TO: usize = 2048;
 
 /// The message users see when the provider says they may not use the app.
 pub const NO_ACCESS: &str = "You do not have access to this application. Please contact your administrator.";
@@ -32,67 +38,6 @@ impl std::fmt::Debug for BrowserAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BrowserAuth").field("cookies", &self.cookies).finish_non_exhaustive()
     }
-}
-
-/// The session and login-binding cookies.
-#[derive(Debug, Clone)]
-pub struct CookieSettings {
-    /// Session cookie name (with `__Host-` when every public URL is https).
-    pub session: String,
-    /// Login-binding cookie name.
-    pub login: String,
-    /// Set `Secure`.
-    pub secure: bool,
-    /// `Max-Age` of the session cookie, seconds.
-    pub max_age: u64,
-    /// `Max-Age` of the login cookie, seconds.
-    pub login_max_age: u64,
-}
-
-impl CookieSettings {
-    /// Cookie names from the configured base name; `__Host-` when all origins are https.
-    pub fn new(base: &str, all_https: bool, max_age: u64, login_max_age: u64) -> Self {
-        let session =
-            if all_https && !base.starts_with("__") { format!("__Host-{base}") } else { base.to_owned() };
-        let login = format!("{session}_login");
-        Self { session, login, secure: all_https, max_age, login_max_age }
-    }
-
-    fn set(&self, name: &str, value: &str, max_age: u64) -> HeaderValue {
-        let c = cookie::Cookie::build((name, value))
-            .http_only(true)
-            .secure(self.secure)
-            .same_site(cookie::SameSite::Lax)
-            .path("/")
-            .max_age(cookie::time::Duration::seconds(i64::try_from(max_age).unwrap_or(i64::MAX)))
-            .build();
-        HeaderValue::from_str(&c.to_string()).unwrap_or(HeaderValue::from_static(""))
-    }
-
-    /// `Set-Cookie` for a new session.
-    pub fn session_cookie(&self, ticket: &SessionTicket) -> HeaderValue {
-        self.set(&self.session, &ticket.encode(), self.max_age)
-    }
-
-    /// `Set-Cookie` that removes the session cookie.
-    pub fn clear_session(&self) -> HeaderValue {
-        self.set(&self.session, "", 0)
-    }
-
-    fn login_cookie(&self, value: &str) -> HeaderValue {
-        self.set(&self.login, value, self.login_max_age)
-    }
-}
-
-/// Values of the cookie `name` in a `Cookie` header (several if a client sent several).
-pub fn cookie_values<'a>(
-    cookie_header: Option<&'a str>,
-    name: &'a str,
-) -> impl Iterator<Item = &'a str> + 'a {
-    cookie_header
-        .into_iter()
-        .flat_map(|h| h.split(';'))
-        .filter_map(move |pair| pair.trim().split_once('=').filter(|(k, _)| *k == name).map(|(_, v)| v))
 }
 
 /// The outcome of looking for a session cookie.
@@ -189,7 +134,7 @@ impl BrowserAuth {
             Some(b) => b.to_owned(),
             None => random_token(32)?,
         };
-        let browser = self.sealer.index("authgate login browser", binding.as_bytes());
+        let browser = self.binding_hash(&binding);
         let redirect_uri = format!("{origin}/oauth2/callback");
         let AuthorizationRequest { url, state, login } = login::authorization_request(
             &discovery,
@@ -200,11 +145,8 @@ impl BrowserAuth {
             unix_now(),
         )?;
         let sealed = self.sealer.seal_with("authgate login", state.as_bytes(), &login)?;
-        let key = self.sealer.index("authgate login state", state.as_bytes());
-        self.store
-            .put_login(key, sealed, self.settings.login_ttl)
-            .await
-            .map_err(|e| LoginError::Unavailable(e.to_string()))?;
+        let key = self.login_key(&state);
+        self.store.put_login(key, sealed).await.map_err(|e| LoginError::Unavailable(e.to_string()))?;
         let mut reply = Reply::redirect(&url);
         reply.header(http::header::SET_COOKIE, self.cookies.login_cookie(&binding));
         login_outcome("started");
@@ -233,8 +175,7 @@ impl BrowserAuth {
         if let Some(error) = get("error") {
             // the state is still consumed, so the response cannot be replayed later
             if let Some(state) = get("state") {
-                let _ =
-                    self.store.take_login(&self.sealer.index("authgate login state", state.as_bytes())).await;
+                let _ = self.store.take_login(&self.login_key(state)).await;
             }
             if error == "access_denied" {
                 return Reply::page(StatusCode::FORBIDDEN, "Access denied", &[NO_ACCESS], "");
@@ -247,7 +188,7 @@ impl BrowserAuth {
             );
         }
         let Some(state) = get("state") else { return bad_callback("The sign-in response has no state.") };
-        let key = self.sealer.index("authgate login state", state.as_bytes());
+        let key = self.login_key(state);
         let sealed = match self.store.take_login(&key).await {
             Ok(Some(s)) => s,
             Ok(None) => {
@@ -262,8 +203,8 @@ impl BrowserAuth {
             Ok(l) => l,
             Err(_) => return bad_callback("This sign-in cannot be read. Please start again."),
         };
-        let bound = cookie_values(cookie_header, &self.cookies.login)
-            .any(|v| self.sealer.index("authgate login browser", v.as_bytes()) == login.browser);
+        let bound =
+            cookie_values(cookie_header, &self.cookies.login).any(|v| self.binding_hash(v) == login.browser);
         if !bound {
             return bad_callback("This sign-in was started in another browser. Please start again.");
         }
@@ -388,6 +329,16 @@ impl BrowserAuth {
         Ok(ticket)
     }
 
+    /// Where a pending login is stored: a keyed hash of its `state`.
+    fn login_key(&self, state: &str) -> [u8; 32] {
+        self.sealer.index("authgate login state", state.as_bytes())
+    }
+
+    /// What a login remembers of the browser that started it: a keyed hash of its binding cookie.
+    fn binding_hash(&self, binding: &str) -> [u8; 32] {
+        self.sealer.index("authgate login browser", binding.as_bytes())
+    }
+
     /// The keyed hash a user's sessions are indexed by.
     pub fn user_index(&self, sub: &str) -> [u8; 32] {
         self.sealer.index("authgate user", sub.as_bytes())
@@ -452,43 +403,12 @@ fn login_outcome(outcome: &'static str) {
     crate::metrics::METRICS.logins.with_label_values(&[outcome]).inc();
 }
 
-/// The current identity as JSON (never tokens).
-pub fn userinfo(active: &ActiveSession) -> Reply {
-    let id = &active.session.identity;
-    Reply::json(
-        StatusCode::OK,
-        &serde_json::json!({
-            "sub": id.subject,
-            "email": id.email,
-            "name": id.name,
-            "given_name": id.given_name,
-            "family_name": id.family_name,
-            "organization_id": id.organization_id,
-            "user_type": id.user_type,
-            "licenses": id.licenses,
-            "permissions": id.permissions,
-            "session_expires_at": active.session.expires_at,
-        }),
-    )
-}
-
-/// The page `GET /oauth2/sign_out` shows: a button that POSTs (a GET never signs anyone out,
-/// so no cross-site link or image can).
-pub fn sign_out_page() -> Reply {
-    Reply::page(
-        StatusCode::OK,
-        "Sign out",
-        &["Do you want to sign out?"],
-        "<form method=\"post\" action=\"/oauth2/sign_out\"><button type=\"submit\" id=\"sign-out\">Sign out</button></form>",
-    )
-}
-
 /// A return-to address that stays on this gateway: a path (not `//host`, not `/\\host`), or
 /// an absolute URL on one of `origins`. Anything else becomes `/`.
 pub fn safe_return_to(candidate: &str, origins: &[String]) -> String {
     let clean = !candidate.is_empty()
         && !candidate.bytes().any(|b| b.is_ascii_control() || b == b'\\' || b == b' ')
-        && candidate.len() <= 2048;
+        && candidate.len() <= MAX_RETURN_TO;
     if !clean {
         return "/".into();
     }
@@ -529,31 +449,6 @@ fn sanitize(code: &str) -> String {
     code.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(64).collect()
 }
 
-fn bad_callback(message: &str) -> Reply {
-    Reply::page(
-        StatusCode::BAD_REQUEST,
-        "Sign-in failed",
-        &[message],
-        "<p><a href=\"/oauth2/start\">Sign in again</a></p>",
-    )
-}
-
-fn retry_page(status: StatusCode, message: &str, retry: &str) -> Reply {
-    let link = format!("<p><a href=\"{}\">Try again</a></p>", crate::reply::escape_html(retry));
-    Reply::page(status, "Sign-in failed", &[message, "Please try again in a moment."], &link)
-}
-
-fn unavailable_page() -> Reply {
-    let mut r = Reply::page(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "Sign-in unavailable",
-        &["Signing in is not possible right now. Please try again in a moment."],
-        "<p><a href=\"/oauth2/start\">Try again</a></p>",
-    );
-    r.header(HeaderName::from_static("retry-after"), HeaderValue::from_static("5"));
-    r
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -591,26 +486,5 @@ mod tests {
         assert!(parse_unique_query("code=a&state=b").is_some());
         assert!(parse_unique_query("code=a&state=b&code=c").is_none());
         assert!(parse_unique_query("state=b&state=b").is_none());
-    }
-
-    #[test]
-    fn cookies_are_found_by_exact_name() {
-        let h = Some("a=1; authgate_session=x; authgate_session_login=y; authgate_session=z");
-        assert_eq!(cookie_values(h, "authgate_session").collect::<Vec<_>>(), ["x", "z"]);
-        assert_eq!(cookie_values(h, "authgate_session_login").collect::<Vec<_>>(), ["y"]);
-        assert_eq!(cookie_values(None, "a").count(), 0);
-    }
-
-    #[test]
-    fn cookie_attributes_follow_the_origin() {
-        let https = CookieSettings::new("authgate_session", true, 3600, 600);
-        assert_eq!(https.session, "__Host-authgate_session");
-        let v = https.clear_session().to_str().unwrap().to_owned();
-        for attr in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/", "Max-Age=0"] {
-            assert!(v.contains(attr), "{v}");
-        }
-        let http = CookieSettings::new("authgate_session", false, 3600, 600);
-        assert_eq!(http.session, "authgate_session");
-        assert!(!http.clear_session().to_str().unwrap().contains("Secure"));
     }
 }

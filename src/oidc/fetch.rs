@@ -1,4 +1,4 @@
-//! Bounded HTTP GETs to the identity provider: every fetch has a time limit and a size limit,
+//! Bounded HTTP requests to the identity provider: every one has a time limit and a size limit,
 //! so an IdP that hangs or streams garbage costs a bounded amount and nothing more.
 
 use std::time::Duration;
@@ -36,7 +36,8 @@ pub enum FetchError {
     },
 }
 
-/// A GET-only HTTP client for the provider's public documents.
+/// The HTTP client for the provider: its documents (GET) and its token, revocation and
+/// introspection endpoints (form POSTs), all bounded in time and size.
 #[derive(Debug, Clone)]
 pub struct Fetcher {
     client: reqwest::Client,

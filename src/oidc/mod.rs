@@ -3,10 +3,12 @@
 //! for one bounded refetch when a token names a key not seen before.
 
 pub mod browser;
+pub mod cookies;
 pub mod discovery;
 pub mod fetch;
 pub mod introspection;
 pub mod login;
+mod pages;
 
 use std::sync::Arc;
 use std::time::Duration;

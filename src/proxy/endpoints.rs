@@ -7,6 +7,7 @@ use pingora::proxy::Session;
 use super::pipeline::RequestTarget;
 use crate::gateway::Gateway;
 use crate::oidc::browser::{self, SessionLookup};
+pub use crate::oidc::cookies::cookie_header;
 use crate::reply::Reply;
 
 /// The reserved path prefix.
@@ -77,13 +78,6 @@ pub async fn handle(
         _ => Reply::json(StatusCode::NOT_FOUND, &serde_json::json!({ "error": "not_found" })),
     };
     Ok(reply)
-}
-
-/// All `Cookie` headers joined (HTTP/2 clients send one per cookie).
-pub fn cookie_header(req: &pingora::http::RequestHeader) -> Option<String> {
-    let parts: Vec<&str> =
-        req.headers.get_all(http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).collect();
-    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 /// Is a state-changing request from this site? Browsers name the page's origin in `Origin`

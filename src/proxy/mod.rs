@@ -27,12 +27,12 @@ pub use pipeline::{
     BearerChallenge, Caller, Credentials, Rejection, RequestTarget, authenticate, authorize, is_navigation,
     match_route, read_credentials, read_target,
 };
-pub use respond::{escape_html, prefers_html, render, www_authenticate};
+pub use respond::{prefers_html, render, www_authenticate};
 
 use crate::config::AuthMode;
 use crate::gateway::Gateway;
 use crate::metrics::{METRICS, status_class};
-use crate::oidc::browser::SessionLookup;
+use crate::oidc::browser::{MAX_RETURN_TO, SessionLookup};
 use crate::routing::Route;
 
 /// The gateway's proxy: holds the current `Gateway`, swapped whole on reload.
@@ -46,9 +46,6 @@ impl AuthGate {
         Self { gateway }
     }
 }
-
-/// Longest return-to address kept from a request that is sent to sign in.
-const MAX_RETURN_TO: usize = 2048;
 
 /// Writes a rejection and ends the request (`Ok(true)`: answered here).
 async fn reject(

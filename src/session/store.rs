@@ -51,8 +51,8 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     /// Ends every session of a user; returns how many.
     async fn delete_user(&self, user: &[u8; 32]) -> Result<usize, StoreError>;
 
-    /// Keeps a pending login for `ttl`.
-    async fn put_login(&self, key: [u8; 32], sealed: Vec<u8>, ttl: Duration) -> Result<(), StoreError>;
+    /// Keeps a pending login for the store's login lifetime.
+    async fn put_login(&self, key: [u8; 32], sealed: Vec<u8>) -> Result<(), StoreError>;
 
     /// Takes a pending login (single use: a second take finds nothing).
     async fn take_login(&self, key: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError>;
@@ -184,8 +184,7 @@ impl SessionStore for MemoryStore {
         Ok(doomed.len())
     }
 
-    async fn put_login(&self, key: [u8; 32], sealed: Vec<u8>, _ttl: Duration) -> Result<(), StoreError> {
-        // every login here lives for the store's login TTL (one setting, so `_ttl` is the same)
+    async fn put_login(&self, key: [u8; 32], sealed: Vec<u8>) -> Result<(), StoreError> {
         self.logins.insert(key, Arc::new(sealed));
         Ok(())
     }
@@ -251,7 +250,7 @@ mod tests {
         assert_eq!(store.delete_user(&[9; 32]).await.unwrap(), 3);
         assert!(store.load(&SessionKey([50; 32])).await.unwrap().is_some());
 
-        store.put_login([3; 32], vec![9], Duration::from_secs(600)).await.unwrap();
+        store.put_login([3; 32], vec![9]).await.unwrap();
         assert_eq!(store.take_login(&[3; 32]).await.unwrap(), Some(vec![9]));
         assert_eq!(store.take_login(&[3; 32]).await.unwrap(), None);
     }

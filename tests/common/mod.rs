@@ -209,6 +209,20 @@ impl Gate {
         panic!("authgate did not become healthy; log:\n{}", self.log());
     }
 
+    /// Waits until `/readyz` says ready (the provider's discovery and keys are loaded).
+    pub fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let ready =
+                try_raw(self.admin_port, "GET /readyz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+            if ready.is_ok_and(|r| r.status == 200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("authgate never became ready; log:\n{}", self.log());
+    }
+
     /// Rewrites the config file (same placeholders as `start`), for reload tests.
     pub fn rewrite_config(&self, config: &str) {
         let text = config

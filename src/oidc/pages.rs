@@ -1,0 +1,62 @@
+//! The pages and documents of sign-in: errors with a way forward, the sign-out form, userinfo.
+
+use http::{HeaderName, HeaderValue, StatusCode};
+
+use super::browser::ActiveSession;
+use crate::reply::Reply;
+
+/// The current identity as JSON (never tokens).
+pub fn userinfo(active: &ActiveSession) -> Reply {
+    let id = &active.session.identity;
+    Reply::json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "sub": id.subject,
+            "email": id.email,
+            "name": id.name,
+            "given_name": id.given_name,
+            "family_name": id.family_name,
+            "organization_id": id.organization_id,
+            "user_type": id.user_type,
+            "licenses": id.licenses,
+            "permissions": id.permissions,
+            "session_expires_at": active.session.expires_at,
+        }),
+    )
+}
+
+/// The page `GET /oauth2/sign_out` shows: a button that POSTs (a GET never signs anyone out,
+/// so no cross-site link or image can).
+pub fn sign_out_page() -> Reply {
+    Reply::page(
+        StatusCode::OK,
+        "Sign out",
+        &["Do you want to sign out?"],
+        "<form method=\"post\" action=\"/oauth2/sign_out\"><button type=\"submit\" id=\"sign-out\">Sign out</button></form>",
+    )
+}
+
+pub(super) fn bad_callback(message: &str) -> Reply {
+    Reply::page(
+        StatusCode::BAD_REQUEST,
+        "Sign-in failed",
+        &[message],
+        "<p><a href=\"/oauth2/start\">Sign in again</a></p>",
+    )
+}
+
+pub(super) fn retry_page(status: StatusCode, message: &str, retry: &str) -> Reply {
+    let link = format!("<p><a href=\"{}\">Try again</a></p>", crate::reply::escape_html(retry));
+    Reply::page(status, "Sign-in failed", &[message, "Please try again in a moment."], &link)
+}
+
+pub(super) fn unavailable_page() -> Reply {
+    let mut r = Reply::page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Sign-in unavailable",
+        &["Signing in is not possible right now. Please try again in a moment."],
+        "<p><a href=\"/oauth2/start\">Try again</a></p>",
+    );
+    r.header(HeaderName::from_static("retry-after"), HeaderValue::from_static("5"));
+    r
+}
