@@ -54,16 +54,20 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
 }
 
 fn run(path: &std::path::Path) -> anyhow::Result<()> {
-    init_logging();
     let config = authgate::config::load_file(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    init_logging(&config.log);
     let listen = config.server.listen.clone();
     let server = authgate::server::build(config, path).context("cannot start")?;
     tracing::info!(version = env!("CARGO_PKG_VERSION"), ?listen, "authgate starting");
     server.run_forever()
 }
 
-fn init_logging() {
+fn init_logging(log: &authgate::config::LogConfig) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match log.format {
+        authgate::config::LogFormat::Json => builder.json().init(),
+        authgate::config::LogFormat::Text => builder.init(),
+    }
 }

@@ -20,6 +20,10 @@ fn stack(idp_env: &[(&str, &str)]) -> Stack {
 }
 
 fn stack_with(idp_env: &[(&str, &str)], client_secret: &str) -> Stack {
+    stack_logging(idp_env, client_secret, "info")
+}
+
+fn stack_logging(idp_env: &[(&str, &str)], client_secret: &str, log_level: &str) -> Stack {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let redirect = format!("{base}/oauth2/callback");
@@ -65,7 +69,7 @@ auth = "browser"
         issuer = idp.issuer,
         echo = echo.url()
     );
-    let gate = Gate::start_on(port, &config);
+    let gate = Gate::start_logging(port, &config, log_level);
     gate.wait_ready();
     Stack { idp, _gate: gate, _echo: echo, base }
 }
@@ -442,4 +446,49 @@ async fn provider_failures_give_a_retry_page_and_a_log_line() {
     assert!(b.cookie(&s.base, "authgate_session").is_none());
     let log = s._gate.log();
     assert!(log.contains("code exchange failed") && log.contains("invalid_client"), "{log}");
+}
+
+/// With debug logging on, a whole sign-in, a few requests and a sign-out write none of the
+/// secrets that passed through the gateway: codes, states, nonces, PKCE values, cookies,
+/// tokens, the client secret.
+#[tokio::test]
+async fn nothing_secret_reaches_the_log_even_at_debug_level() {
+    let s = stack_logging(&[], "authgate-test-secret", "debug");
+    let mut b = Browser::new();
+    let start = b.request("GET", &format!("{}/wiki/page?x=1", s.base), None, &[]).await;
+    let auth_url = start.headers.iter().find(|(k, _)| k == "location").unwrap().1.clone();
+    let auth = reqwest::Url::parse(&auth_url).unwrap();
+    let param = |name: &str| auth.query_pairs().find(|(k, _)| k == name).unwrap().1.into_owned();
+    let (state, nonce, challenge) = (param("state"), param("nonce"), param("code_challenge"));
+    let callback_prefix = format!("{}/oauth2/callback", s.base);
+    let (_, redirects) = b.navigate_until(&auth_url, Some("bob"), Some(&callback_prefix)).await;
+    let callback = reqwest::Url::parse(redirects.last().unwrap()).unwrap();
+    let code = callback.query_pairs().find(|(k, _)| k == "code").unwrap().1.into_owned();
+    let done = b.request("GET", callback.as_str(), None, &[]).await;
+    assert_eq!(done.status, 302);
+    let session = b.cookie(&s.base, "authgate_session").unwrap();
+    let binding = b.cookie(&s.base, "authgate_session_login").unwrap();
+    for path in ["/wiki/page?x=1", "/oauth2/userinfo", "/wiki/other"] {
+        assert_eq!(b.request("GET", &format!("{}{path}", s.base), None, &[]).await.status, 200);
+    }
+    let out =
+        b.request("POST", &format!("{}/oauth2/sign_out", s.base), Some(vec![]), &[("origin", &s.base)]).await;
+    assert_eq!(out.status, 302);
+
+    let log = s._gate.log();
+    assert!(log.contains("DEBUG"), "debug logging was not on");
+    assert!(log.contains("sign-in completed"));
+    for (what, secret) in [
+        ("code", code.as_str()),
+        ("state", state.as_str()),
+        ("nonce", nonce.as_str()),
+        ("code_challenge", challenge.as_str()),
+        ("session cookie", session.as_str()),
+        ("binding cookie", binding.as_str()),
+        ("client secret", "authgate-test-secret"),
+        ("session secret", "browser-test-secret"),
+        ("a JWT", "eyJ"),
+    ] {
+        assert!(!log.contains(secret), "the {what} was logged");
+    }
 }

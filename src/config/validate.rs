@@ -73,6 +73,12 @@ pub fn validate(config: &mut Config, base_dir: &Path) -> Vec<Problem> {
     session(config, base_dir, &mut p);
     headers(config, &mut p);
     routes(config, &mut p);
+    if tracing_subscriber::EnvFilter::try_new(&config.log.level).is_err() {
+        p.at(
+            "log.level",
+            format!("{:?} is not a log filter (e.g. \"info\" or \"authgate=debug\")", config.log.level),
+        );
+    }
     p.0
 }
 

@@ -172,6 +172,11 @@ impl Gate {
 
     /// Like `start`, on a port chosen beforehand (the IdP must know the redirect URI).
     pub fn start_on(port: u16, config: &str) -> Gate {
+        Self::start_logging(port, config, "info")
+    }
+
+    /// Like `start_on`, logging at `level` (`RUST_LOG`).
+    pub fn start_logging(port: u16, config: &str, level: &str) -> Gate {
         let admin_port = free_port();
         let text = config
             .replace("{listen}", &format!("127.0.0.1:{port}"))
@@ -184,7 +189,7 @@ impl Gate {
         let child = Command::new(env!("CARGO_BIN_EXE_authgate"))
             .args(["run", "--config"])
             .arg(&path)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", level)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
