@@ -105,3 +105,26 @@ impl ServeHttp for AdminApp {
         resp
     }
 }
+
+/// Asks a running gateway to reload its config, through `POST /reload` on its admin listener
+/// (what `authgate reload` does). Returns the answer's body on success.
+pub fn request_reload(admin: std::net::SocketAddr) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let timeout = std::time::Duration::from_secs(30);
+    let mut stream = std::net::TcpStream::connect_timeout(&admin, std::time::Duration::from_secs(5))
+        .map_err(|e| format!("cannot reach the admin listener at {admin}: {e}"))?;
+    stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    stream
+        .write_all(
+            format!(
+                "POST /reload HTTP/1.1\r\nHost: {admin}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).map_err(|e| e.to_string())?;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((answer.as_str(), ""));
+    let ok = head.lines().next().is_some_and(|status| status.split_whitespace().nth(1) == Some("200"));
+    if ok { Ok(body.trim().to_owned()) } else { Err(body.trim().to_owned()) }
+}

@@ -27,6 +27,12 @@ enum Command {
         #[arg(long, short, env = "AUTHGATE_CONFIG")]
         config: PathBuf,
     },
+    /// Make the running gateway (the one whose admin listener this config names) reload it.
+    Reload {
+        /// Configuration file.
+        #[arg(long, short, env = "AUTHGATE_CONFIG")]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -36,6 +42,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check { config } => check(&config),
         Command::Run { config } => run(&config),
+        Command::Reload { config } => reload(&config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -50,6 +57,16 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
     let config = authgate::config::load_file(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     print!("{}", authgate::config::route_table(&config));
     println!("{}: OK", path.display());
+    Ok(())
+}
+
+fn reload(path: &std::path::Path) -> anyhow::Result<()> {
+    // validate here first: the running gateway would refuse the same file, less readably
+    let config = authgate::config::load_file(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let admin: std::net::SocketAddr = config.server.admin_listen.parse().context("server.admin_listen")?;
+    let answer =
+        authgate::admin::request_reload(admin).map_err(|e| anyhow::anyhow!("reload refused: {e}"))?;
+    println!("{answer}");
     Ok(())
 }
 
