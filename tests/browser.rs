@@ -115,6 +115,15 @@ async fn a_licensed_user_signs_in_and_the_app_sees_who_they_are() {
     let seen = page.json();
     assert_eq!(echoed(&seen, "x-user-id"), [BOB]);
     assert!(echoed(&seen, "x_user_id").is_empty());
+    // a browser route judges the session only: an Authorization header changes nothing
+    let with_header = b
+        .request("GET", &format!("{}/wiki/x", s.base), None, &[("Authorization", "Bearer not-a-token")])
+        .await;
+    assert_eq!(with_header.status, 200);
+    assert!(
+        echoed(&with_header.json(), "authorization").is_empty(),
+        "the client's Authorization reached the app"
+    );
     assert_eq!(echoed(&seen, "x-user-licenses"), ["wiki"]);
     assert_eq!(echoed(&seen, "x-user-department"), ["Teaching"]);
 

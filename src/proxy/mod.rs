@@ -139,10 +139,10 @@ impl ProxyHttp for AuthGate {
                 return reject(session, &rejection, None).await;
             }
         };
-        // public routes never look at credentials: a malformed Authorization header is the app's business
+        // only bearer routes look at Authorization: elsewhere a malformed one is not ours to judge
         let credentials = match route.auth {
-            AuthMode::Public => Ok(Credentials::None),
-            _ => read_credentials(session.req_header()),
+            AuthMode::Public | AuthMode::Browser => Ok(Credentials::None),
+            AuthMode::Api | AuthMode::Any => read_credentials(session.req_header()),
         };
         let lookup = match (&gateway.browser, route.auth, &credentials) {
             (Some(auth), AuthMode::Browser | AuthMode::Any, Ok(Credentials::None)) => {
