@@ -308,8 +308,12 @@ async fn bad_session_cookies_are_anonymous_and_cleared() {
     let good = b.cookie(&s.base, "authgate_session").unwrap();
     let mut flipped = good.clone().into_bytes();
     flipped[10] = if flipped[10] == b'A' { b'B' } else { b'A' };
+    // the same session id with another key: the id alone must never open (or hit a cache of) a session
+    let mut other_key = good.clone().into_bytes();
+    other_key[40] = if other_key[40] == b'A' { b'B' } else { b'A' };
     let cases = [
         ("tampered", String::from_utf8(flipped).unwrap()),
+        ("same id, other key", String::from_utf8(other_key).unwrap()),
         ("truncated", good[..30].to_owned()),
         ("garbage", "%%%<script>".to_owned()),
         ("unknown", "A".repeat(43)),

@@ -32,7 +32,15 @@ pub struct BrowserAuth {
     sealer: SessionSealer,
     settings: LoginSettings,
     cookies: CookieSettings,
+    /// Recently opened sessions by their exact cookie value, so that a browser's requests do
+    /// not each pay a store read and a decrypt. Entries live `SESSION_CACHE_TTL`: the store is
+    /// still read that often (which also keeps the session from going idle), and sign-out
+    /// removes the entry at once.
+    opened: moka::sync::Cache<String, Arc<ActiveSession>>,
 }
+
+/// How long an opened session is reused before the store is asked again.
+const SESSION_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl std::fmt::Debug for BrowserAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -71,7 +79,12 @@ impl BrowserAuth {
         settings: LoginSettings,
         cookies: CookieSettings,
     ) -> Self {
-        Self { verifier, store, sealer, settings, cookies }
+        let opened = moka::sync::Cache::builder()
+            .max_capacity(100_000)
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
+            .time_to_live(SESSION_CACHE_TTL)
+            .build();
+        Self { verifier, store, sealer, settings, cookies, opened }
     }
 
     /// The cookie settings.
@@ -89,6 +102,10 @@ impl BrowserAuth {
         let mut seen = false;
         for value in cookie_values(cookie_header, &self.cookies.session) {
             seen = true;
+            // keyed by the whole cookie (id and key): a forged key never matches an entry
+            if let Some(active) = self.opened.get(value).filter(|a| a.session.expires_at > unix_now()) {
+                return SessionLookup::Found(active);
+            }
             let Some(ticket) = SessionTicket::decode(value) else { continue };
             let key = self.sealer.session_key(&ticket);
             let stored = match self.store.load(&key).await {
@@ -101,7 +118,9 @@ impl BrowserAuth {
             };
             match self.sealer.open_session::<Session>(&ticket, &stored.sealed) {
                 Ok(session) if session.expires_at > unix_now() => {
-                    return SessionLookup::Found(Arc::new(ActiveSession { key, session }));
+                    let active = Arc::new(ActiveSession { key, session });
+                    self.opened.insert(value.to_owned(), active.clone());
+                    return SessionLookup::Found(active);
                 }
                 _ => continue,
             }
@@ -346,7 +365,14 @@ impl BrowserAuth {
 
     /// Signs out: ends the session, revokes its refresh token (in the background), and sends
     /// the browser to the provider's end-session endpoint.
-    pub async fn sign_out(&self, origin: &str, active: Option<Arc<ActiveSession>>) -> Reply {
+    pub async fn sign_out(&self, origin: &str, cookie_header: Option<&str>) -> Reply {
+        let active = match self.lookup(cookie_header).await {
+            SessionLookup::Found(a) => Some(a),
+            _ => None,
+        };
+        for value in cookie_values(cookie_header, &self.cookies.session) {
+            self.opened.invalidate(value);
+        }
         let post_logout =
             self.settings.post_logout_redirect_uri.clone().unwrap_or_else(|| format!("{origin}/"));
         let discovery = self.verifier.provider().discovery();

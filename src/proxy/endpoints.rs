@@ -51,11 +51,7 @@ pub async fn handle(
                     "",
                 ));
             }
-            let active = match auth.lookup(cookies.as_deref()).await {
-                SessionLookup::Found(a) => Some(a),
-                _ => None,
-            };
-            auth.sign_out(origin, active).await
+            auth.sign_out(origin, cookies.as_deref()).await
         }
         ("/oauth2/userinfo", "GET") => match auth.lookup(cookies.as_deref()).await {
             SessionLookup::Found(active) => browser::userinfo(&active),
