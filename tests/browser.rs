@@ -153,7 +153,7 @@ async fn cookies_carry_the_right_attributes_and_callbacks_refuse_duplicates() {
     for attr in ["HttpOnly", "SameSite=Lax", "Path=/", "Max-Age=600"] {
         assert!(binding.contains(attr), "{binding}");
     }
-    let auth_url = start.headers.iter().find(|(k, _)| k == "location").unwrap().1.clone();
+    let auth_url = start.location();
     let callback_prefix = format!("{}/oauth2/callback", s.base);
     let (_, redirects) = b.navigate_until(&auth_url, Some("bob"), Some(&callback_prefix)).await;
     let callback = redirects.last().unwrap().clone();
@@ -174,7 +174,7 @@ async fn cookies_carry_the_right_attributes_and_callbacks_refuse_duplicates() {
     // a fresh sign-in sets the session cookie with its attributes
     let mut b = Browser::new();
     let start = b.request("GET", &format!("{}/wiki/", s.base), None, &[]).await;
-    let auth_url = start.headers.iter().find(|(k, _)| k == "location").unwrap().1.clone();
+    let auth_url = start.location();
     let (_, redirects) = b.navigate_until(&auth_url, Some("bob"), Some(&callback_prefix)).await;
     let done = b.request("GET", redirects.last().unwrap(), None, &[]).await;
     assert_eq!(done.status, 302);
@@ -260,7 +260,7 @@ async fn sign_out_ends_the_session_here_and_at_the_provider() {
     let out =
         b.request("POST", &format!("{}/oauth2/sign_out", s.base), Some(vec![]), &[("origin", &s.base)]).await;
     assert_eq!(out.status, 302);
-    let location = out.headers.iter().find(|(k, _)| k == "location").unwrap().1.clone();
+    let location = out.location();
     assert!(location.starts_with(&format!("{}/session/end?", s.idp.issuer)), "{location}");
     assert!(location.contains("id_token_hint="));
     assert!(b.cookie(&s.base, "authgate_session").is_none(), "cookie cleared");
@@ -349,7 +349,7 @@ async fn callbacks_cannot_be_replayed_or_moved_to_another_browser() {
     // capture the callback URL instead of letting the browser follow it
     let mut a = Browser::new();
     let start = a.request("GET", &format!("{}/wiki/", s.base), None, &[]).await;
-    let auth_url = start.headers.iter().find(|(k, _)| k == "location").unwrap().1.clone();
+    let auth_url = start.location();
     let (first, redirects) = a.navigate(&auth_url, Some("bob")).await;
     let callback =
         redirects.iter().find(|r| r.starts_with(&format!("{}/oauth2/callback", s.base))).cloned().unwrap();
@@ -364,7 +364,7 @@ async fn callbacks_cannot_be_replayed_or_moved_to_another_browser() {
     // attacker's browser signs in at the IdP and the callback lands elsewhere) is refused
     let mut victim = Browser::new();
     let start = victim.request("GET", &format!("{}/wiki/", s.base), None, &[]).await;
-    let auth_url = start.headers.iter().find(|(k, _)| k == "location").unwrap().1.clone();
+    let auth_url = start.location();
     let mut other = Browser::new();
     // the other browser has a binding of its own (it started a sign-in too): still refused
     let own = other.request("GET", &format!("{}/wiki/", s.base), None, &[]).await;
@@ -438,8 +438,7 @@ async fn several_tabs_can_sign_in_at_once() {
     // two tabs start a sign-in before either finishes
     let first = b.request("GET", &format!("{}/wiki/one", s.base), None, &[]).await;
     let second = b.request("GET", &format!("{}/wiki/two", s.base), None, &[]).await;
-    let location = |p: &common::Page| p.headers.iter().find(|(k, _)| k == "location").unwrap().1.clone();
-    let (a, b_auth) = (location(&first), location(&second));
+    let (a, b_auth) = (first.location(), second.location());
     assert_ne!(a, b_auth, "each tab has its own state");
     let (page, _) = b.navigate(&b_auth, Some("bob")).await;
     assert_eq!((page.status, page.url.path()), (200, "/wiki/two"));
@@ -469,7 +468,7 @@ async fn nothing_secret_reaches_the_log_even_at_debug_level() {
     let s = stack_logging(&[], "authgate-test-secret", "debug");
     let mut b = Browser::new();
     let start = b.request("GET", &format!("{}/wiki/page?x=1", s.base), None, &[]).await;
-    let auth_url = start.headers.iter().find(|(k, _)| k == "location").unwrap().1.clone();
+    let auth_url = start.location();
     let auth = reqwest::Url::parse(&auth_url).unwrap();
     let param = |name: &str| auth.query_pairs().find(|(k, _)| k == name).unwrap().1.into_owned();
     let (state, nonce, challenge) = (param("state"), param("nonce"), param("code_challenge"));

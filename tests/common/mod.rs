@@ -600,6 +600,14 @@ impl Page {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
 
+    /// The `Location` of a redirect.
+    pub fn location(&self) -> String {
+        self.header_all("location")
+            .first()
+            .map(|l| l.to_string())
+            .unwrap_or_else(|| panic!("no Location: {self:?}"))
+    }
+
     /// All values of a header.
     pub fn header_all(&self, name: &str) -> Vec<&str> {
         self.headers.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect()
