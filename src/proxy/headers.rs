@@ -12,6 +12,11 @@ use pingora::http::RequestHeader;
 use crate::gateway::IdentityHeaderNames;
 use crate::jwt::Identity;
 
+// parsed once: a `&str` name would be parsed again on every insert
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
 /// Headers removed from every client request, trusted peer or not.
 const ALWAYS_STRIPPED: &[&str] = &[
     // path-override headers honoured by IIS, Symfony, Zend, Spring and others
@@ -86,8 +91,21 @@ pub fn shape_request_headers(
     conn: &ClientConnection<'_>,
 ) -> pingora::Result<()> {
     let mut doomed: Vec<HeaderName> = Vec::new();
+    // only names starting like a stripped one need the full comparison: most request headers
+    // (accept, user-agent, cookie, sec-*) are passed over after one byte
+    let mut starts = [false; 256];
+    let statics = ALWAYS_STRIPPED.iter().chain(STRIPPED_PREFIXES).chain(CLIENT_ADDRESS_HEADERS);
+    for name in statics.map(|s| s.as_bytes()).chain(identity_headers.iter().map(|h| h.as_bytes())) {
+        if let Some(&b) = name.first() {
+            starts[usize::from(canonical_byte(b))] = true;
+        }
+    }
+    starts[usize::from(b'x')] = true;
     for name in req.headers.keys() {
         let n = name.as_str();
+        if !n.as_bytes().first().is_some_and(|&b| starts[usize::from(b)]) {
+            continue;
+        }
         let keep_trusted = conn.trusted && TRUSTED_FORWARDED.contains(&n);
         let strip = ALWAYS_STRIPPED.iter().any(|s| same_header(n, s))
             || STRIPPED_PREFIXES.iter().any(|p| has_prefix(n, p))
@@ -109,13 +127,13 @@ pub fn shape_request_headers(
         _ => client,
     };
     if !xff.is_empty() {
-        req.insert_header("x-forwarded-for", xff)?;
+        req.insert_header(X_FORWARDED_FOR, xff)?;
     }
     if !(conn.trusted && req.headers.contains_key("x-forwarded-proto")) {
-        req.insert_header("x-forwarded-proto", conn.proto)?;
+        req.insert_header(X_FORWARDED_PROTO, conn.proto)?;
     }
     if !(conn.trusted && req.headers.contains_key("x-forwarded-host")) {
-        req.insert_header("x-forwarded-host", conn.host)?;
+        req.insert_header(X_FORWARDED_HOST, conn.host)?;
     }
     Ok(())
 }
