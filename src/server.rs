@@ -90,6 +90,8 @@ fn browser_auth(
 /// in it are resolved against its directory).
 pub fn build(config: Config, config_path: &std::path::Path) -> Result<Server, StartError> {
     let base_dir = config_path.parent().unwrap_or(std::path::Path::new("."));
+    // register every metric now, not on the first request
+    std::sync::LazyLock::force(&crate::metrics::METRICS);
     let config = Arc::new(config);
     let provider = match &config.provider {
         Some(p) => Some(Arc::new(OidcProvider::new(p).map_err(|e| StartError::Provider(e.to_string()))?)),

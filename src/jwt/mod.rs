@@ -94,18 +94,24 @@ impl std::fmt::Debug for TokenVerifier {
     }
 }
 
-/// Cached identities live until their token expires (plus leeway), at most `MAX_CACHE_LIFETIME`.
-struct UntilExpiry(u64);
+/// Cached identities (verified tokens, introspection answers) live until their token expires
+/// (plus `leeway` seconds), and at most `cap`.
+pub(crate) struct UntilTokenExpiry {
+    /// Seconds past `exp` still accepted.
+    pub leeway: u64,
+    /// Longest an entry is kept.
+    pub cap: Duration,
+}
 
-impl moka::Expiry<[u8; 32], Arc<Identity>> for UntilExpiry {
+impl moka::Expiry<[u8; 32], Arc<Identity>> for UntilTokenExpiry {
     fn expire_after_create(
         &self,
         _key: &[u8; 32],
         value: &Arc<Identity>,
         _created_at: std::time::Instant,
     ) -> Option<Duration> {
-        let until_expiry = Duration::from_secs((value.expires_at + self.0).saturating_sub(unix_now()));
-        Some(until_expiry.min(MAX_CACHE_LIFETIME))
+        let until_expiry = Duration::from_secs((value.expires_at + self.leeway).saturating_sub(unix_now()));
+        Some(until_expiry.min(self.cap))
     }
 }
 
@@ -115,7 +121,7 @@ impl TokenVerifier {
     pub fn new(provider: Arc<OidcProvider>, settings: VerifierSettings) -> Self {
         let verified = moka::sync::Cache::builder()
             .max_capacity(settings.cache_size)
-            .expire_after(UntilExpiry(settings.leeway))
+            .expire_after(UntilTokenExpiry { leeway: settings.leeway, cap: MAX_CACHE_LIFETIME })
             .build();
         Self { provider, settings, verified, introspector: None }
     }

@@ -66,11 +66,22 @@ pub fn cookie_values<'a>(
         .filter_map(move |pair| pair.trim().split_once('=').filter(|(k, _)| *k == name).map(|(_, v)| v))
 }
 
-/// All `Cookie` headers of a request joined (HTTP/2 clients send one per cookie).
-pub fn cookie_header(req: &pingora::http::RequestHeader) -> Option<String> {
-    let parts: Vec<&str> =
-        req.headers.get_all(http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).collect();
-    (!parts.is_empty()).then(|| parts.join("; "))
+/// All `Cookie` headers of a request as one (HTTP/2 clients send one per cookie); borrowed,
+/// without allocating, in the usual case of a single header.
+pub fn cookie_header(req: &pingora::http::RequestHeader) -> Option<std::borrow::Cow<'_, str>> {
+    let mut values = req.headers.get_all(http::header::COOKIE).iter().filter_map(|v| v.to_str().ok());
+    let first = values.next()?;
+    match values.next() {
+        None => Some(std::borrow::Cow::Borrowed(first)),
+        Some(second) => {
+            let mut joined = format!("{first}; {second}");
+            for v in values {
+                joined.push_str("; ");
+                joined.push_str(v);
+            }
+            Some(std::borrow::Cow::Owned(joined))
+        }
+    }
 }
 
 #[cfg(test)]

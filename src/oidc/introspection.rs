@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::fetch::Fetcher;
 use crate::config::Secret;
 use crate::jwt::identity::{AccessClaims, TokenContext};
-use crate::jwt::{Identity, TokenError, unix_now};
+use crate::jwt::{Identity, TokenError, UntilTokenExpiry, unix_now};
 
 /// At most this many introspection calls are in flight; others queue (each bounded by the
 /// provider time limit), so a flood of made-up tokens cannot open unbounded connections.
@@ -55,20 +55,6 @@ impl std::fmt::Debug for Introspector {
     }
 }
 
-/// Keeps an active token's answer for the TTL, never past its `exp`.
-struct AnswerExpiry(Duration);
-
-impl moka::Expiry<[u8; 32], Arc<Identity>> for AnswerExpiry {
-    fn expire_after_create(
-        &self,
-        _key: &[u8; 32],
-        value: &Arc<Identity>,
-        _created_at: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(Duration::from_secs(value.expires_at.saturating_sub(unix_now())).min(self.0))
-    }
-}
-
 impl Introspector {
     /// Introspects as `client_id`, caching answers for up to `ttl` (`capacity` tokens).
     pub fn new(client_id: String, client_secret: Secret, ttl: Duration, capacity: u64) -> Self {
@@ -78,7 +64,7 @@ impl Introspector {
             ttl,
             active: moka::sync::Cache::builder()
                 .max_capacity(capacity)
-                .expire_after(AnswerExpiry(ttl))
+                .expire_after(UntilTokenExpiry { leeway: 0, cap: ttl })
                 .build(),
             refused: moka::sync::Cache::builder()
                 .max_capacity(capacity)

@@ -25,7 +25,8 @@ pub async fn handle(
     };
     let req = session.req_header();
     let method = req.method.clone();
-    let cookies = cookie_header(req);
+    // owned: the body may be read below (endpoints are not on the hot path)
+    let cookies = cookie_header(req).map(std::borrow::Cow::into_owned);
     let query = req.uri.query().map(str::to_owned);
     let reply = match (target.path.as_str(), method.as_str()) {
         ("/oauth2/start", "GET" | "HEAD") => {
