@@ -36,6 +36,7 @@ fn session() -> Session {
             refresh_token: Some("r".repeat(60)),
             id_token: "i".repeat(800),
             access_expires_at: now + 900,
+            access_issued_at: 0,
         },
         sid: Some("sid-123".into()),
         created_at: now,

@@ -37,6 +37,7 @@ pub fn readiness(
     gateway: &Gateway,
     provider: Option<&OidcProvider>,
     reloads: (u64, u64),
+    session_store: Option<Result<(), String>>,
 ) -> (bool, serde_json::Value) {
     let routes = gateway.config.routes.len();
     let mut checks = serde_json::json!({
@@ -52,6 +53,13 @@ pub fn readiness(
             "keys": p.jwks.current().len(),
             "fetch_failures": p.jwks.failures(),
         });
+    }
+    if let Some(store) = session_store {
+        ready &= store.is_ok();
+        checks["session_store"] = match store {
+            Ok(()) => serde_json::json!({ "ready": true }),
+            Err(e) => serde_json::json!({ "ready": false, "error": e }),
+        };
     }
     (ready, serde_json::json!({ "ready": ready, "checks": checks }))
 }
@@ -86,8 +94,13 @@ impl ServeHttp for AdminApp {
                 }
             }
             "/readyz" => {
+                let gateway = self.gateway.load_full();
+                let store = match &gateway.browser {
+                    Some(b) => Some(b.store().ping().await.map_err(|e| e.to_string())),
+                    None => None,
+                };
                 let (ready, report) =
-                    readiness(&self.gateway.load(), self.provider.as_deref(), self.reloader.counts());
+                    readiness(&gateway, self.provider.as_deref(), self.reloader.counts(), store);
                 let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
                 (status, format!("{report}\n").into_bytes())
             }

@@ -30,6 +30,12 @@ pub struct Metrics {
     pub jwks_fetches: IntCounterVec,
     /// Config reloads by outcome (`ok`, `refused`).
     pub reloads: IntCounterVec,
+    /// Token-endpoint calls by grant and outcome (`ok`, `refused`, `throttled`, `failed`).
+    pub token_requests: IntCounterVec,
+    /// Token-endpoint calls that had to wait for (or were deferred by) the budget, by grant.
+    pub token_budget_waits: IntCounterVec,
+    /// Session refreshes by outcome (`refreshed`, `shared`, `ended`, `deferred`, `failed`).
+    pub refreshes: IntCounterVec,
     /// Sessions held by the memory store (set when scraped).
     pub sessions: IntGauge,
     /// Seconds since the signing keys were last loaded (set when scraped).
@@ -87,6 +93,19 @@ impl Metrics {
                 "Configuration reloads by outcome",
                 &["outcome"],
             ),
+            token_requests: counter(
+                &r,
+                "authgate_token_requests_total",
+                "Token-endpoint calls by grant and outcome",
+                &["grant", "outcome"],
+            ),
+            token_budget_waits: counter(
+                &r,
+                "authgate_token_budget_waits_total",
+                "Token-endpoint calls delayed or deferred by the client-side budget",
+                &["grant"],
+            ),
+            refreshes: counter(&r, "authgate_refreshes_total", "Session refreshes by outcome", &["outcome"]),
             sessions: gauge(&r, "authgate_sessions", "Sessions in the memory store"),
             jwks_age_seconds: gauge(
                 &r,

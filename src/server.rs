@@ -24,7 +24,7 @@ use crate::oidc::login::LoginSettings;
 use crate::oidc::{OidcProvider, ProviderRefresher};
 use crate::proxy::AuthGate;
 use crate::reload::{Reloader, SighupReloader};
-use crate::session::{MemoryStore, SessionSealer, SessionStore};
+use crate::session::{MemoryStore, RedisSettings, RedisStore, SessionSealer, SessionStore};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +35,9 @@ pub enum StartError {
     /// The provider settings cannot be used.
     #[error("provider: {0}")]
     Provider(String),
+    /// The session store cannot be set up.
+    #[error("session store: {0}")]
+    Store(String),
     /// A setting this version does not implement yet.
     #[error("{0} is not available in this version")]
     Unsupported(&'static str),
@@ -56,8 +59,21 @@ fn browser_auth(
         StoreKind::Memory => {
             Arc::new(MemoryStore::new(s.max_sessions, s.idle_lifetime.get(), s.login_lifetime.get()))
         }
-        // validation refuses it; kept so that a config built in code cannot slip through
-        StoreKind::Redis => return Err(StartError::Unsupported("session.store = \"redis\"")),
+        StoreKind::Redis => {
+            let url = s
+                .redis_url
+                .clone()
+                .ok_or(StartError::Unsupported("session.store = \"redis\" without redis_url"))?;
+            let settings = RedisSettings {
+                url,
+                prefix: s.redis_prefix.clone(),
+                timeout: s.redis_timeout.get(),
+                connections: s.redis_connections,
+                idle: s.idle_lifetime.get(),
+                login_ttl: s.login_lifetime.get(),
+            };
+            Arc::new(RedisStore::new(&settings).map_err(|e| StartError::Store(e.to_string()))?)
+        }
     };
     let all_https = !config.server.public_url.is_empty()
         && config.server.public_url.iter().all(|u| u.starts_with("https://"));
@@ -83,6 +99,7 @@ fn browser_auth(
         SessionSealer::new(secret.expose().as_bytes()),
         settings,
         cookies,
+        s.refresh_before.get(),
     ))))
 }
 

@@ -145,12 +145,31 @@ fn bad_configs_name_the_key_and_the_line() {
             format!("{BASE}connect_timeout = \"0s\"\n"),
             "gate.toml:16:1: `routes[0].connect_timeout`: must be longer than 0s",
         ),
+        (
+            "redis store without a URL",
+            BASE.replace("[session]\n", "[session]\nstore = \"redis\"\n"),
+            "gate.toml:9:2: `session.redis_url`: is required when store = \"redis\"",
+        ),
+        (
+            "redis URL of another scheme, password not echoed",
+            BASE.replace(
+                "[session]\n",
+                "[session]\nstore = \"redis\"\nredis_url = \"http://user:hunter2hunter2@cache:6379\"\n",
+            ),
+            "gate.toml:11:1: `session.redis_url`: is not a redis:// or rediss:// URL",
+        ),
+        (
+            "token endpoint rate of zero",
+            BASE.replace("client_id = \"authgate\"", "client_id = \"authgate\"\ntoken_endpoint_rate = 0"),
+            "gate.toml:8:1: `provider.token_endpoint_rate`: must be between 1 and 100000",
+        ),
         ("syntax error", BASE.replace("auth = \"browser\"", "auth = browser"), "gate.toml:15:8:"),
     ];
     for (what, text, want) in cases {
         let (code, err) = check(text, &[]);
         assert_ne!(code, 0, "{what}: accepted");
         assert!(err.contains(want), "{what}: expected {want:?} in:\n{err}");
+        assert!(!err.contains("hunter2"), "{what}: a password in the error:\n{err}");
     }
 }
 

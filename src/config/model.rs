@@ -206,6 +206,13 @@ pub struct ProviderConfig {
     /// `email_verified: true` (for providers that never send it).
     #[serde(default)]
     pub trust_unverified_email: bool,
+    /// Calls per minute the provider allows this client at its token endpoint (Calimatic: 20).
+    #[serde(default = "default_token_endpoint_rate")]
+    pub token_endpoint_rate: u32,
+}
+
+fn default_token_endpoint_rate() -> u32 {
+    20
 }
 
 fn default_algorithms() -> Vec<String> {
@@ -264,8 +271,17 @@ pub enum StoreKind {
 pub struct SessionConfig {
     /// `memory` or `redis`.
     pub store: StoreKind,
-    /// Redis URL (`redis://` or `rediss://`) when `store = "redis"`.
+    /// Redis URL (`redis://` or `rediss://`, credentials in it or from `${VAR}`) when
+    /// `store = "redis"`.
     pub redis_url: Option<Secret>,
+    /// Prefix of every Redis key and the pub/sub channel (several gateways can share a Redis).
+    pub redis_prefix: String,
+    /// Time limit of a Redis connect or command; beyond it the request gets a 503.
+    pub redis_timeout: Duration,
+    /// Redis connections kept open per instance (commands are pipelined over them).
+    pub redis_connections: usize,
+    /// Refresh a session's access token this long before it expires (at most half its lifetime).
+    pub refresh_before: Duration,
     /// Key material for session encryption, at least 32 bytes.
     pub secret: Option<Secret>,
     /// File holding the session secret (instead of `secret`).
@@ -287,6 +303,10 @@ impl Default for SessionConfig {
         Self {
             store: StoreKind::Memory,
             redis_url: None,
+            redis_prefix: "authgate:".into(),
+            redis_timeout: Duration::from_secs(2),
+            redis_connections: 2,
+            refresh_before: Duration::from_secs(5 * 60),
             secret: None,
             secret_file: None,
             cookie_name: "authgate_session".into(),

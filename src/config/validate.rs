@@ -216,6 +216,9 @@ fn provider(config: &mut Config, base_dir: &Path, p: &mut Problems) {
     if pr.http_timeout.get() > std::time::Duration::from_secs(60) {
         p.at("provider.http_timeout", "must be at most 60s: requests may wait on it");
     }
+    if !(1..=100_000).contains(&pr.token_endpoint_rate) {
+        p.at("provider.token_endpoint_rate", "must be between 1 and 100000 calls per minute");
+    }
     if !(1024..=16 * 1024 * 1024).contains(&pr.max_response_size.0) {
         p.at("provider.max_response_size", "must be between 1KiB and 16MiB");
     }
@@ -265,13 +268,35 @@ fn session(config: &mut Config, base_dir: &Path, p: &mut Problems) {
         _ => {}
     }
     match (s.store, &s.redis_url) {
-        (StoreKind::Redis, _) => {
-            p.at("session.store", "\"redis\" is not available in this version yet; use \"memory\"")
+        (StoreKind::Redis, None) => p.at("session.redis_url", "is required when store = \"redis\""),
+        (StoreKind::Redis, Some(url)) => {
+            let scheme = url.expose().split_once("://").map(|(scheme, _)| scheme);
+            if !matches!(scheme, Some("redis" | "rediss")) || redis::Client::open(url.expose()).is_err() {
+                // the URL may hold a password: never echo it
+                p.at("session.redis_url", "is not a redis:// or rediss:// URL");
+            }
         }
         (StoreKind::Memory, Some(_)) => {
             p.at("session.redis_url", "is set but store is \"memory\": set store = \"redis\" or remove it")
         }
         (StoreKind::Memory, None) => {}
+    }
+    if s.redis_prefix.is_empty()
+        || s.redis_prefix.len() > 64
+        || s.redis_prefix.bytes().any(|b| !b.is_ascii_graphic())
+    {
+        p.at("session.redis_prefix", "must be 1 to 64 visible ASCII characters");
+    }
+    if !(std::time::Duration::from_millis(50)..=std::time::Duration::from_secs(60))
+        .contains(&s.redis_timeout.get())
+    {
+        p.at("session.redis_timeout", "must be between 50ms and 60s");
+    }
+    if !(1..=64).contains(&s.redis_connections) {
+        p.at("session.redis_connections", "must be between 1 and 64");
+    }
+    if s.refresh_before.get() > std::time::Duration::from_secs(3600) {
+        p.at("session.refresh_before", "must be at most 1h");
     }
     if s.cookie_name.is_empty()
         || !s.cookie_name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))

@@ -1,7 +1,11 @@
 //! Browser sign-in: starting a login, the callback, the session lookup on every request,
 //! sign-out and userinfo. Each endpoint returns a `Reply`; the proxy only writes it.
 
-use std::sync::Arc;
+mod refresh;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use http::StatusCode;
 
@@ -13,7 +17,7 @@ use crate::jwt::{Identity, TokenVerifier, unix_now};
 use crate::reply::Reply;
 use crate::session::{
     LoginState, SealError, Session, SessionKey, SessionSealer, SessionStore, SessionTicket, SessionTokens,
-    StoredSession, random_token,
+    StoreEvent, StoredSession, random_token,
 };
 
 /// Longest access-token lifetime believed from `expires_in`.
@@ -34,13 +38,21 @@ pub struct BrowserAuth {
     cookies: CookieSettings,
     /// Recently opened sessions by their exact cookie value, so that a browser's requests do
     /// not each pay a store read and a decrypt. Entries live `SESSION_CACHE_TTL`: the store is
-    /// still read that often (which also keeps the session from going idle), and sign-out
-    /// removes the entry at once.
+    /// still read that often (which also keeps the session from going idle), and sign-out,
+    /// refreshes and revocations (here or, through the store, on any instance) remove it at once.
     opened: moka::sync::Cache<String, Arc<ActiveSession>>,
+    /// The cookie each cached session was opened with, to drop it by its store key.
+    opened_by_key: moka::sync::Cache<SessionKey, String>,
+    /// Refresh the access token this long before it expires (at most half its lifetime).
+    refresh_before: Duration,
+    /// Refreshes under way in this process, one per session (single flight).
+    inflight: Mutex<HashMap<SessionKey, Arc<tokio::sync::OnceCell<refresh::Outcome>>>>,
+    /// Sessions whose refresh was deferred (no budget, 429, provider down) until then.
+    deferred: moka::sync::Cache<SessionKey, Instant>,
 }
 
 /// How long an opened session is reused before the store is asked again.
-const SESSION_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+const SESSION_CACHE_TTL: Duration = Duration::from_secs(5);
 
 impl std::fmt::Debug for BrowserAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -68,6 +80,10 @@ pub struct ActiveSession {
     pub key: SessionKey,
     /// The decrypted session.
     pub session: Session,
+    /// The stored version it was read at.
+    pub version: u64,
+    /// The keyed hash of its user.
+    pub user: [u8; 32],
 }
 
 impl BrowserAuth {
@@ -78,13 +94,58 @@ impl BrowserAuth {
         sealer: SessionSealer,
         settings: LoginSettings,
         cookies: CookieSettings,
+        refresh_before: Duration,
     ) -> Self {
-        let opened = moka::sync::Cache::builder()
-            .max_capacity(100_000)
-            .eviction_policy(moka::policy::EvictionPolicy::lru())
-            .time_to_live(SESSION_CACHE_TTL)
-            .build();
-        Self { verifier, store, sealer, settings, cookies, opened }
+        fn cache<K, V>() -> moka::sync::Cache<K, V>
+        where
+            K: std::hash::Hash + Eq + Send + Sync + 'static,
+            V: Clone + Send + Sync + 'static,
+        {
+            moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
+                .time_to_live(SESSION_CACHE_TTL)
+                .build()
+        }
+        let opened: moka::sync::Cache<String, Arc<ActiveSession>> = cache();
+        let opened_by_key: moka::sync::Cache<SessionKey, String> = cache();
+        let (cached, by_key) = (opened.clone(), opened_by_key.clone());
+        store.listen(Arc::new(move |event| match event {
+            StoreEvent::Session(key) => {
+                if let Some(cookie) = by_key.remove(&key) {
+                    cached.invalidate(&cookie);
+                }
+            }
+            // rare (webhooks, back-channel logout): a scan is fine
+            StoreEvent::User(user) => {
+                for (cookie, active) in cached.iter() {
+                    if active.user == user {
+                        cached.invalidate(cookie.as_str());
+                    }
+                }
+            }
+            StoreEvent::Reset => cached.invalidate_all(),
+        }));
+        let deferred =
+            moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(600)).build();
+        Self {
+            verifier,
+            store,
+            sealer,
+            settings,
+            cookies,
+            opened,
+            opened_by_key,
+            refresh_before,
+            inflight: Mutex::new(HashMap::new()),
+            deferred,
+        }
+    }
+
+    /// Keeps `active` as the session `cookie` opens, for `SESSION_CACHE_TTL`.
+    fn remember_opened(&self, cookie: &str, active: &Arc<ActiveSession>) {
+        self.opened_by_key.insert(active.key, cookie.to_owned());
+        self.opened.insert(cookie.to_owned(), active.clone());
     }
 
     /// The cookie settings.
@@ -103,29 +164,47 @@ impl BrowserAuth {
         for value in cookie_values(cookie_header, &self.cookies.session) {
             seen = true;
             // keyed by the whole cookie (id and key): a forged key never matches an entry
-            if let Some(active) = self.opened.get(value).filter(|a| a.session.expires_at > unix_now()) {
-                return SessionLookup::Found(active);
-            }
-            let Some(ticket) = SessionTicket::decode(value) else { continue };
-            let key = self.sealer.session_key(&ticket);
-            let stored = match self.store.load(&key).await {
-                Ok(Some(s)) => s,
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::warn!(error = %e, "session store unavailable");
-                    return SessionLookup::Unavailable;
+            let now = unix_now();
+            let active = match self.opened.get(value).filter(|a| a.session.expires_at > now) {
+                Some(active) => active,
+                None => {
+                    let Some(ticket) = SessionTicket::decode(value) else { continue };
+                    match self.open(&ticket).await {
+                        Ok(Some(active)) => {
+                            let active = Arc::new(active);
+                            self.remember_opened(value, &active);
+                            active
+                        }
+                        Ok(None) => continue,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "session store unavailable");
+                            return SessionLookup::Unavailable;
+                        }
+                    }
                 }
             };
-            match self.sealer.open_session::<Session>(&ticket, &stored.sealed) {
-                Ok(session) if session.expires_at > unix_now() => {
-                    let active = Arc::new(ActiveSession { key, session });
-                    self.opened.insert(value.to_owned(), active.clone());
-                    return SessionLookup::Found(active);
-                }
-                _ => continue,
+            if self.due_for_refresh(&active, now) {
+                return self.refresh(value, active).await;
             }
+            return SessionLookup::Found(active);
         }
         if seen { SessionLookup::Invalid } else { SessionLookup::Absent }
+    }
+
+    /// Reads and decrypts the session `ticket` names; `None` when it is unknown, expired or
+    /// does not open with this ticket's key.
+    async fn open(
+        &self,
+        ticket: &SessionTicket,
+    ) -> Result<Option<ActiveSession>, crate::session::StoreError> {
+        let key = self.sealer.session_key(ticket);
+        let Some(stored) = self.store.load(&key).await? else { return Ok(None) };
+        Ok(match self.sealer.open_session::<Session>(ticket, &stored.sealed) {
+            Ok(session) if session.expires_at > unix_now() => {
+                Some(ActiveSession { key, session, version: stored.version, user: stored.user })
+            }
+            _ => None,
+        })
     }
 
     /// Starts a sign-in: stores the login state and redirects to the provider. The browser is
@@ -247,6 +326,7 @@ impl BrowserAuth {
             self.verifier.provider().fetcher(),
             &discovery,
             &self.settings,
+            &self.verifier.provider().budget,
             code,
             &login,
         )
@@ -256,6 +336,13 @@ impl BrowserAuth {
             Err(LoginError::Refused(code)) if code == "invalid_grant" => {
                 tracing::info!("the provider refused the sign-in code (invalid_grant)");
                 return retry_page(StatusCode::BAD_REQUEST, "This sign-in has expired.", &retry);
+            }
+            Err(LoginError::RateLimited(_)) => {
+                return retry_page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The identity provider is busy. Please try again in a minute.",
+                    &retry,
+                );
             }
             Err(e) => {
                 tracing::warn!(error = %e, "code exchange failed");
@@ -290,17 +377,7 @@ impl BrowserAuth {
         }
         let now = unix_now();
         let expires_at = now + self.settings.session_lifetime;
-        let mut identity = Identity::from_login(
-            &id_claims,
-            access_claims.as_ref(),
-            expires_at,
-            self.verifier.extra_claims(),
-        );
-        // an address the provider has not verified must not become an identity apps key on
-        let verified = id_claims.get("email_verified") == Some(&serde_json::Value::Bool(true));
-        if !verified && !self.settings.trust_unverified_email {
-            identity.email = None;
-        }
+        let identity = self.session_identity(&id_claims, access_claims.as_ref(), expires_at);
         let session = Session {
             sid: id_claims.get("sid").and_then(|s| s.as_str()).map(String::from),
             tokens: SessionTokens {
@@ -309,6 +386,7 @@ impl BrowserAuth {
                 id_token,
                 access_expires_at: now
                     .saturating_add(tokens.expires_in.unwrap_or(300).min(MAX_TOKEN_LIFETIME)),
+                access_issued_at: now,
             },
             identity,
             created_at: now,
@@ -326,6 +404,24 @@ impl BrowserAuth {
                 unavailable_page()
             }
         }
+    }
+
+    /// Who a session stands for, from the id_token's claims and the access token's (which carry
+    /// Calimatic's licenses, organization and permissions). An address the provider has not
+    /// verified must not become an identity apps key on.
+    fn session_identity(
+        &self,
+        id_claims: &serde_json::Value,
+        access_claims: Option<&serde_json::Value>,
+        expires_at: u64,
+    ) -> Identity {
+        let mut identity =
+            Identity::from_login(id_claims, access_claims, expires_at, self.verifier.extra_claims());
+        let verified = id_claims.get("email_verified") == Some(&serde_json::Value::Bool(true));
+        if !verified && !self.settings.trust_unverified_email {
+            identity.email = None;
+        }
+        identity
     }
 
     /// Stores `session` under a brand-new ticket (never reusing an id: fixation-proof).
@@ -372,6 +468,9 @@ impl BrowserAuth {
         };
         for value in cookie_values(cookie_header, &self.cookies.session) {
             self.opened.invalidate(value);
+        }
+        if let Some(active) = &active {
+            self.opened_by_key.invalidate(&active.key);
         }
         let post_logout =
             self.settings.post_logout_redirect_uri.clone().unwrap_or_else(|| format!("{origin}/"));

@@ -25,6 +25,8 @@ pub enum FetchError {
         status: u16,
         /// The start of the body (for OAuth error codes).
         body: Vec<u8>,
+        /// `Retry-After` in seconds, when given (429, 503).
+        retry_after: Option<Duration>,
     },
     /// The body is larger than allowed.
     #[error("{url} sent more than {limit} bytes")]
@@ -97,6 +99,12 @@ impl Fetcher {
             req.header(http::header::ACCEPT, "application/json").send().await.map_err(transport)?;
         if resp.status() != reqwest::StatusCode::OK {
             let status = resp.status().as_u16();
+            let retry_after = resp
+                .headers()
+                .get(http::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
             let mut body = Vec::new();
             while let Ok(Some(chunk)) = resp.chunk().await {
                 body.extend_from_slice(&chunk[..chunk.len().min(4096 - body.len())]);
@@ -104,7 +112,7 @@ impl Fetcher {
                     break;
                 }
             }
-            return Err(FetchError::Status { url: url.to_owned(), status, body });
+            return Err(FetchError::Status { url: url.to_owned(), status, body, retry_after });
         }
         let too_large = || FetchError::TooLarge { url: url.to_owned(), limit: self.max_bytes };
         if resp.content_length().is_some_and(|n| n > self.max_bytes as u64) {

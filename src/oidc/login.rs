@@ -5,12 +5,13 @@
 //! plumbing, JWKS types and id_token verifier, while authgate verifies every token, bearer or
 //! id_token, with one `JwksCache` and one set of rules.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use super::budget::{Grant, TokenBudget};
 use super::discovery::Discovery;
 use super::fetch::{FetchError, Fetcher};
 use crate::config::Secret;
@@ -47,8 +48,11 @@ pub enum LoginError {
     #[error("the provider is unavailable: {0}")]
     Unavailable(String),
     /// The provider refused the request (`invalid_grant`, `invalid_client`, ...).
-    #[error("the provider refused the code exchange: {0}")]
+    #[error("the provider refused the grant: {0}")]
     Refused(String),
+    /// The token-endpoint budget is spent or the provider answered 429; try again after this.
+    #[error("the token endpoint is rate-limited for {0:?}")]
+    RateLimited(Duration),
     /// Randomness failed.
     #[error(transparent)]
     Seal(#[from] SealError),
@@ -129,22 +133,74 @@ impl std::fmt::Debug for TokenResponse {
     }
 }
 
-/// Redeems a code with its PKCE verifier. Client authentication follows discovery:
-/// `client_secret_basic` unless the provider only supports `client_secret_post`.
+/// Redeems a code with its PKCE verifier. Sign-ins come first in the token-endpoint budget,
+/// and a 429 is waited out and retried while the code can still be redeemed.
 pub async fn exchange_code(
     fetcher: &Fetcher,
     discovery: &Discovery,
     settings: &LoginSettings,
+    budget: &TokenBudget,
     code: &str,
     login: &LoginState,
 ) -> Result<TokenResponse, LoginError> {
-    let endpoint = discovery.token_endpoint.as_deref().ok_or(LoginError::NotReady("token_endpoint"))?;
-    let mut form = vec![
+    let form = [
         ("grant_type", "authorization_code"),
         ("code", code),
         ("redirect_uri", login.redirect_uri.as_str()),
         ("code_verifier", login.verifier.as_str()),
     ];
+    // providers keep a code for about a minute; the user has already waited for part of it
+    let deadline = Instant::now() + CODE_PATIENCE;
+    loop {
+        let wait = match budget.try_take(Grant::CodeExchange) {
+            Ok(()) => {
+                match token_request(fetcher, discovery, settings, budget, Grant::CodeExchange, &form).await {
+                    Err(LoginError::RateLimited(pause)) => pause,
+                    other => return other,
+                }
+            }
+            Err(wait) => {
+                crate::metrics::METRICS
+                    .token_budget_waits
+                    .with_label_values(&[Grant::CodeExchange.label()])
+                    .inc();
+                wait
+            }
+        };
+        if Instant::now() + wait > deadline {
+            return Err(LoginError::RateLimited(wait));
+        }
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// How long a code exchange may wait for the token-endpoint budget or a 429's `Retry-After`.
+const CODE_PATIENCE: Duration = Duration::from_secs(40);
+
+/// Redeems a refresh token (the caller has taken budget for it).
+pub async fn refresh_grant(
+    fetcher: &Fetcher,
+    discovery: &Discovery,
+    settings: &LoginSettings,
+    budget: &TokenBudget,
+    refresh_token: &str,
+) -> Result<TokenResponse, LoginError> {
+    let form = [("grant_type", "refresh_token"), ("refresh_token", refresh_token)];
+    token_request(fetcher, discovery, settings, budget, Grant::Refresh, &form).await
+}
+
+/// One call to the token endpoint. Client authentication follows discovery:
+/// `client_secret_basic` unless the provider only supports `client_secret_post`.
+async fn token_request(
+    fetcher: &Fetcher,
+    discovery: &Discovery,
+    settings: &LoginSettings,
+    budget: &TokenBudget,
+    grant: Grant,
+    form: &[(&str, &str)],
+) -> Result<TokenResponse, LoginError> {
+    let endpoint = discovery.token_endpoint.as_deref().ok_or(LoginError::NotReady("token_endpoint"))?;
+    let mut form = form.to_vec();
     let methods = &discovery.token_endpoint_auth_methods_supported;
     let use_post = !methods.is_empty()
         && !methods.iter().any(|m| m == "client_secret_basic")
@@ -163,13 +219,31 @@ pub async fn exchange_code(
             fetcher.post_form_anonymous(endpoint, &form).await
         }
     };
+    let outcome =
+        |o: &str| crate::metrics::METRICS.token_requests.with_label_values(&[grant.label(), o]).inc();
     let fetched = match result {
         Ok(f) => f,
+        Err(FetchError::Status { status: 429, retry_after, .. }) => {
+            outcome("throttled");
+            let pause = budget.throttled(retry_after);
+            tracing::warn!(
+                grant = grant.label(),
+                pause_ms = pause.as_millis() as u64,
+                "the token endpoint answered 429"
+            );
+            return Err(LoginError::RateLimited(pause));
+        }
         Err(FetchError::Status { status, body, .. }) if (400..500).contains(&status) => {
+            outcome("refused");
             return Err(LoginError::Refused(oauth_error(&body).unwrap_or_else(|| format!("HTTP {status}"))));
         }
-        Err(e) => return Err(LoginError::Unavailable(e.to_string())),
+        Err(e) => {
+            outcome("failed");
+            return Err(LoginError::Unavailable(e.to_string()));
+        }
     };
+    budget.succeeded();
+    outcome("ok");
     serde_json::from_slice(&fetched.body)
         .map_err(|_| LoginError::Unavailable("malformed token response".into()))
 }

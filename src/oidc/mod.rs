@@ -3,6 +3,7 @@
 //! for one bounded refetch when a token names a key not seen before.
 
 pub mod browser;
+pub mod budget;
 pub mod cookies;
 pub mod discovery;
 pub mod fetch;
@@ -46,6 +47,8 @@ pub struct OidcProvider {
     discovery: ArcSwapOption<Discovery>,
     /// The signing keys.
     pub jwks: JwksCache,
+    /// The client's token-endpoint allowance, shared by every grant.
+    pub budget: budget::TokenBudget,
 }
 
 impl OidcProvider {
@@ -61,6 +64,7 @@ impl OidcProvider {
                 min_refresh: config.jwks_min_refresh.get(),
                 max_refresh: config.jwks_max_refresh.get(),
             }),
+            budget: budget::TokenBudget::new(config.token_endpoint_rate),
         })
     }
 

@@ -172,6 +172,13 @@ fn open<T: serde::de::DeserializeOwned>(key: &[u8; 32], aad: &[u8], sealed: &[u8
     serde_json::from_slice(&plain).map_err(|_| SealError::Malformed)
 }
 
+/// `N` random bytes.
+pub fn random_bytes<const N: usize>() -> Result<[u8; N], SealError> {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b).map_err(|_| SealError::Random)?;
+    Ok(b)
+}
+
 /// `n` random bytes as base64url (for `state`, `nonce`, PKCE verifiers, binding cookies).
 pub fn random_token(n: usize) -> Result<String, SealError> {
     let mut b = vec![0u8; n];

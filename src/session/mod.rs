@@ -7,11 +7,13 @@
 
 mod crypto;
 mod model;
+mod redis;
 mod store;
 
-pub use crypto::{SealError, SessionKey, SessionSealer, SessionTicket, random_token};
+pub use crypto::{SealError, SessionKey, SessionSealer, SessionTicket, random_bytes, random_token};
 pub use model::{LoginState, Session, SessionTokens};
-pub use store::{MemoryStore, SessionStore, StoreError, StoredSession};
+pub use redis::{RedisSettings, RedisStore};
+pub use store::{MemoryStore, SessionStore, StoreError, StoreEvent, StoreListener, StoredSession};
 
 #[cfg(test)]
 mod tests {
@@ -48,6 +50,7 @@ mod tests {
                 refresh_token: Some("REFRESH-TOKEN-VALUE".into()),
                 id_token: "eyJhbGciOiJSUzI1NiJ9.ID-TOKEN-PAYLOAD.sig".into(),
                 access_expires_at: 0,
+                access_issued_at: 0,
             },
             sid: Some("idp-session-id".into()),
             created_at: 0,

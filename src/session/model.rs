@@ -30,6 +30,9 @@ pub struct SessionTokens {
     pub id_token: String,
     /// When the access token expires, seconds since the epoch.
     pub access_expires_at: u64,
+    /// When the access token was issued (its lifetime bounds how early it is refreshed).
+    #[serde(default)]
+    pub access_issued_at: u64,
 }
 
 impl std::fmt::Debug for SessionTokens {
@@ -39,6 +42,7 @@ impl std::fmt::Debug for SessionTokens {
             .field("refresh_token", &self.refresh_token.as_ref().map(|_| "<redacted>"))
             .field("id_token", &"<redacted>")
             .field("access_expires_at", &self.access_expires_at)
+            .field("access_issued_at", &self.access_issued_at)
             .finish()
     }
 }

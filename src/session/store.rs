@@ -1,7 +1,8 @@
-//! Session stores: one trait, the embedded memory store now, Redis later behind the same trait.
+//! Session stores: one trait, the embedded memory store here and Redis (`redis.rs`) behind it.
 //! Stores see only ciphertext, keyed hashes and expiry times.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -22,7 +23,21 @@ pub struct StoredSession {
     pub expires_at: u64,
 }
 
-/// A store failure (the memory store has none; Redis will).
+/// A change to stored sessions that instances holding decrypted copies must drop them for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreEvent {
+    /// One session was rewritten (refresh, identity change) or ended.
+    Session(SessionKey),
+    /// Every session of a user (by the keyed hash of `sub`) ended.
+    User([u8; 32]),
+    /// Changes may have been missed (e.g. the store connection was lost): drop every copy.
+    Reset,
+}
+
+/// Called with every `StoreEvent`, from this instance or (Redis) any other.
+pub type StoreListener = Arc<dyn Fn(StoreEvent) + Send + Sync>;
+
+/// A store failure (the memory store has none; Redis has).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The backend could not be reached or answered an error.
@@ -57,6 +72,24 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     /// Takes a pending login (single use: a second take finds nothing).
     async fn take_login(&self, key: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError>;
 
+    /// Takes the lock named `key` for at most `ttl` (across instances when the store is shared);
+    /// returns its token, or `None` when someone else holds it.
+    async fn lock(&self, key: &SessionKey, ttl: Duration) -> Result<Option<u64>, StoreError>;
+
+    /// Releases a lock taken with `token` (a lock that expired and was retaken is left alone).
+    async fn unlock(&self, key: &SessionKey, token: u64) -> Result<(), StoreError>;
+
+    /// Records `key` for `ttl`; returns false when it was already recorded (de-duplication).
+    async fn remember(&self, key: &[u8; 32], ttl: Duration) -> Result<bool, StoreError>;
+
+    /// Registers the one listener told about every `StoreEvent`.
+    fn listen(&self, listener: StoreListener);
+
+    /// Checks that the store answers (for readiness).
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// How many sessions the store holds, when it can tell cheaply.
     fn session_count(&self) -> Option<u64> {
         None
@@ -67,10 +100,19 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
 const MAX_LOGIN_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Sessions in this process: bounded, with idle and absolute lifetimes enforced on every read.
-#[derive(Debug)]
 pub struct MemoryStore {
     sessions: moka::sync::Cache<SessionKey, Arc<StoredSession>>,
     logins: moka::sync::Cache<[u8; 32], Arc<Vec<u8>>>,
+    locks: Mutex<HashMap<SessionKey, (u64, Instant)>>,
+    /// De-duplication keys and when each is forgotten (`Instant`).
+    seen: moka::sync::Cache<[u8; 32], Instant>,
+    listener: OnceLock<StoreListener>,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore").field("sessions", &self.sessions.entry_count()).finish_non_exhaustive()
+    }
 }
 
 /// A session expires at its absolute end, or after `idle` without a read.
@@ -129,6 +171,18 @@ impl MemoryStore {
                 .eviction_policy(moka::policy::EvictionPolicy::lru())
                 .time_to_live(login_ttl)
                 .build(),
+            locks: Mutex::new(HashMap::new()),
+            seen: moka::sync::Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_live(Duration::from_secs(48 * 3600))
+                .build(),
+            listener: OnceLock::new(),
+        }
+    }
+
+    fn tell(&self, event: StoreEvent) {
+        if let Some(listener) = self.listener.get() {
+            listener(event);
         }
     }
 
@@ -166,11 +220,15 @@ impl SessionStore for MemoryStore {
                 Op::Nop
             }
         });
+        if written && expected.is_some() {
+            self.tell(StoreEvent::Session(*key));
+        }
         Ok(written)
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<(), StoreError> {
         self.sessions.invalidate(key);
+        self.tell(StoreEvent::Session(*key));
         Ok(())
     }
 
@@ -181,6 +239,7 @@ impl SessionStore for MemoryStore {
         for k in &doomed {
             self.sessions.invalidate(k);
         }
+        self.tell(StoreEvent::User(*user));
         Ok(doomed.len())
     }
 
@@ -191,6 +250,46 @@ impl SessionStore for MemoryStore {
 
     async fn take_login(&self, key: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.logins.remove(key).map(|v| (*v).clone()))
+    }
+
+    async fn lock(&self, key: &SessionKey, ttl: Duration) -> Result<Option<u64>, StoreError> {
+        let now = Instant::now();
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks.retain(|_, (_, until)| *until > now);
+        if locks.contains_key(key) {
+            return Ok(None);
+        }
+        let token = u64::from_le_bytes(
+            super::crypto::random_bytes::<8>().map_err(|e| StoreError::Unavailable(e.to_string()))?,
+        );
+        locks.insert(*key, (token, now + ttl));
+        Ok(Some(token))
+    }
+
+    async fn unlock(&self, key: &SessionKey, token: u64) -> Result<(), StoreError> {
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        if locks.get(key).is_some_and(|(t, _)| *t == token) {
+            locks.remove(key);
+        }
+        Ok(())
+    }
+
+    async fn remember(&self, key: &[u8; 32], ttl: Duration) -> Result<bool, StoreError> {
+        use moka::ops::compute::Op;
+        let now = Instant::now();
+        let mut first = false;
+        self.seen.entry(*key).and_compute_with(|current| match current {
+            Some(e) if *e.value() > now => Op::Nop,
+            _ => {
+                first = true;
+                Op::Put(now + ttl)
+            }
+        });
+        Ok(first)
+    }
+
+    fn listen(&self, listener: StoreListener) {
+        let _ = self.listener.set(listener);
     }
 
     fn session_count(&self) -> Option<u64> {

@@ -777,3 +777,92 @@ fn hidden_inputs(html: &str) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+impl Idp {
+    /// Token-endpoint calls the IdP saw, by grant type and outcome (`ok`, or the error code).
+    pub async fn token_calls(&self, grant: &str, outcome: &str) -> u64 {
+        let stats: serde_json::Value =
+            reqwest::get(format!("{}/__stats", self.issuer)).await.unwrap().json().await.unwrap();
+        stats[grant][outcome].as_u64().unwrap_or(0)
+    }
+
+    /// Makes the next `count` token-endpoint calls answer 429 with `Retry-After: retry_after`.
+    pub async fn throttle_token_endpoint(&self, count: u32, retry_after: u32) {
+        let url = format!("{}/__faults?token429={count}&retry_after={retry_after}", self.issuer);
+        let resp = reqwest::Client::new().post(url).send().await.unwrap();
+        assert!(resp.status().is_success());
+    }
+}
+
+/// A real `redis-server` on a free port, persisting to a temporary directory (append-only file,
+/// synced on every write) so that a restart keeps its data.
+pub struct Redis {
+    child: Option<Child>,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Redis {
+    /// Starts it and waits until it answers.
+    pub fn start() -> Redis {
+        let mut redis = Redis { child: None, port: free_port(), dir: tempfile::tempdir().unwrap() };
+        redis.run();
+        redis
+    }
+
+    fn run(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", ""])
+            .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start redis-server (run scripts/test to install it): {e}"));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+                let _ = s.write_all(b"PING\r\n");
+                let mut buf = [0u8; 7];
+                if s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n" {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops it (its data stays on disk).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port with the same data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.run();
+    }
+
+    /// Runs one command with `redis-cli` and returns its output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli").args(["-p", &self.port.to_string()]).args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -16,6 +16,9 @@
 //   when present, else generated and written, so tests can sign tokens with the IdP's own keys
 //   and a restarted IdP keeps its keys. ROTATE_KEYS=1 with KEYS_DIR: a new RS256 key signs from now
 //   on and the previous one stays published (rs256-previous.pem), as a real IdP rotates.
+// Test hooks (loopback only, never in a real IdP): GET /__stats counts token-endpoint calls by
+// grant type and outcome; POST /__faults?token429=N&retry_after=S makes the next N token-endpoint
+// calls answer 429 with that Retry-After (a rate limit the real IdP would not hit in a test).
 // When it listens it prints one JSON line to stdout: {"issuer": "...", "port": N}.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -240,6 +243,25 @@ const provider = new Provider(issuer, {
     },
   },
 });
+const stats = {};
+const count = (grant, outcome) => {
+  stats[grant] ??= {};
+  stats[grant][outcome] = (stats[grant][outcome] ?? 0) + 1;
+};
+provider.on('grant.success', (ctx) => count(ctx.oidc.params.grant_type, 'ok'));
+provider.on('grant.error', (ctx, err) => count(ctx.oidc?.params?.grant_type ?? 'unknown', err.error ?? 'error'));
+const faults = { token429: 0, retryAfter: 1 };
+provider.use(async (ctx, next) => {
+  if (ctx.path === '/token' && ctx.method === 'POST' && faults.token429 > 0) {
+    faults.token429 -= 1;
+    count('any', 'throttled');
+    ctx.status = 429;
+    ctx.set('retry-after', String(faults.retryAfter));
+    ctx.body = { error: 'rate_limited' };
+    return;
+  }
+  await next();
+});
 // fail at start, not at the first request, if a client is misconfigured
 for (const c of clients) await provider.Client.find(c.client_id);
 
@@ -313,6 +335,16 @@ async function interaction(req, res, uid, action) {
 
 const callback = provider.callback();
 server.on('request', (req, res) => {
+  if (req.url === '/__stats') {
+    res.setHeader('content-type', 'application/json');
+    return res.end(JSON.stringify(stats));
+  }
+  if (req.url?.startsWith('/__faults') && req.method === 'POST') {
+    const q = new URL(req.url, issuer).searchParams;
+    faults.token429 = Number(q.get('token429') ?? 0);
+    faults.retryAfter = Number(q.get('retry_after') ?? 1);
+    return res.end('ok');
+  }
   const m = /^\/interaction\/([A-Za-z0-9_-]+)(?:\/(login))?(?:\?.*)?$/.exec(req.url ?? '');
   if (!m) return callback(req, res);
   interaction(req, res, m[1], m[2]).catch((err) => {

@@ -1,0 +1,275 @@
+//! Refreshing a session's tokens without ever failing a request because another one refreshed
+//! first (the rotating-refresh-token race that logs oauth2-proxy users out).
+//!
+//! In one process, concurrent requests on a session share one refresh (single flight). Across
+//! instances, a store lock picks one refresher; the others wait for its write and use its
+//! tokens. Every candidate re-reads the stored session first, so a refresh already done by
+//! someone else is never repeated with a spent refresh token. New tokens are written with a
+//! versioned compare-and-set, re-applied to the newest copy when a concurrent write won.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{ActiveSession, BrowserAuth, MAX_TOKEN_LIFETIME, SessionLookup};
+use crate::jwt::unix_now;
+use crate::oidc::budget::Grant;
+use crate::oidc::login::{self, LoginError, TokenResponse, access_token_claims};
+use crate::session::{Session, SessionTicket, SessionTokens, StoredSession};
+
+/// What a refresh came to, shared by every request that waited on it.
+#[derive(Debug, Clone)]
+pub(super) enum Outcome {
+    /// Newer tokens (from this refresh or someone else's).
+    Fresh(Arc<ActiveSession>),
+    /// Keep using the session as it is (deferred, or the provider or store is unavailable).
+    Kept,
+    /// The provider said the grant is gone (`invalid_grant`): the session has ended.
+    Ended,
+}
+
+/// How long one refresher holds the store lock at most (the provider call is time-limited).
+const LOCK_TTL: Duration = Duration::from_secs(15);
+/// How long a request waits for another instance's refresh before using what it has.
+const WAIT_FOR_OTHER: Duration = Duration::from_secs(5);
+/// How long a session's refresh is put off after the provider failed.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(10);
+
+fn counted(outcome: &'static str) {
+    crate::metrics::METRICS.refreshes.with_label_values(&[outcome]).inc();
+}
+
+impl BrowserAuth {
+    /// Should this request refresh the session's access token first? When it is within
+    /// `refresh_before` of expiry (at most half its lifetime) and not deferred.
+    pub(super) fn due_for_refresh(&self, active: &ActiveSession, now: u64) -> bool {
+        let tokens = &active.session.tokens;
+        if tokens.refresh_token.is_none() {
+            return false;
+        }
+        let lifetime = tokens.access_expires_at.saturating_sub(tokens.access_issued_at);
+        let window = self.refresh_before.as_secs().min(lifetime / 2);
+        if now.saturating_add(window) < tokens.access_expires_at {
+            return false;
+        }
+        self.deferred.get(&active.key).is_none_or(|until| until <= Instant::now())
+    }
+
+    /// Refreshes `seen` (opened from `cookie`), sharing the work with concurrent requests.
+    pub(super) async fn refresh(&self, cookie: &str, seen: Arc<ActiveSession>) -> SessionLookup {
+        let Some(ticket) = SessionTicket::decode(cookie) else { return SessionLookup::Invalid };
+        let cell = {
+            let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            inflight.entry(seen.key).or_default().clone()
+        };
+        let outcome = cell.get_or_init(|| self.refresh_shared(&ticket, &seen)).await.clone();
+        {
+            let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            if inflight.get(&seen.key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                inflight.remove(&seen.key);
+            }
+        }
+        match outcome {
+            Outcome::Fresh(active) => {
+                self.remember_opened(cookie, &active);
+                SessionLookup::Found(active)
+            }
+            Outcome::Kept => SessionLookup::Found(seen),
+            Outcome::Ended => {
+                self.opened.invalidate(cookie);
+                SessionLookup::Invalid
+            }
+        }
+    }
+
+    async fn refresh_shared(&self, ticket: &SessionTicket, seen: &ActiveSession) -> Outcome {
+        let current = match self.open(ticket).await {
+            Ok(Some(current)) => current,
+            Ok(None) => return Outcome::Ended,
+            Err(e) => {
+                tracing::warn!(error = %e, "session store unavailable; refresh put off");
+                return Outcome::Kept;
+            }
+        };
+        if current.version != seen.version && !self.due_for_refresh(&current, unix_now()) {
+            counted("shared");
+            return Outcome::Fresh(Arc::new(current));
+        }
+        let lock = match self.store.lock(&current.key, LOCK_TTL).await {
+            Ok(Some(token)) => token,
+            Ok(None) => return self.await_other_refresh(ticket, current).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "session store unavailable; refresh put off");
+                return Outcome::Kept;
+            }
+        };
+        let outcome = self.refresh_locked(ticket, current).await;
+        if let Err(e) = self.store.unlock(&seen.key, lock).await {
+            tracing::warn!(error = %e, "cannot release the refresh lock (it expires by itself)");
+        }
+        outcome
+    }
+
+    /// Another instance is refreshing: wait for its write, then use its tokens.
+    async fn await_other_refresh(&self, ticket: &SessionTicket, current: ActiveSession) -> Outcome {
+        let deadline = Instant::now() + WAIT_FOR_OTHER;
+        while Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            match self.open(ticket).await {
+                Ok(Some(newer)) if newer.version != current.version => {
+                    counted("shared");
+                    return Outcome::Fresh(Arc::new(newer));
+                }
+                Ok(None) => return Outcome::Ended,
+                _ => {}
+            }
+        }
+        Outcome::Kept
+    }
+
+    async fn refresh_locked(&self, ticket: &SessionTicket, current: ActiveSession) -> Outcome {
+        // the lock holder before us may have finished between our read and our lock
+        let current = match self.open(ticket).await {
+            Ok(Some(latest)) if latest.version != current.version => {
+                if !self.due_for_refresh(&latest, unix_now()) {
+                    counted("shared");
+                    return Outcome::Fresh(Arc::new(latest));
+                }
+                latest
+            }
+            Ok(Some(_)) => current,
+            Ok(None) => return Outcome::Ended,
+            Err(_) => return Outcome::Kept,
+        };
+        let Some(refresh_token) = current.session.tokens.refresh_token.clone() else { return Outcome::Kept };
+        let provider = self.verifier.provider();
+        if let Err(wait) = provider.budget.try_take(Grant::Refresh) {
+            crate::metrics::METRICS.token_budget_waits.with_label_values(&[Grant::Refresh.label()]).inc();
+            return self.defer(&current, wait, "no token-endpoint budget");
+        }
+        let Some(discovery) = provider.discovery() else {
+            return self.defer(&current, RETRY_AFTER_FAILURE, "discovery not loaded");
+        };
+        let tokens = match login::refresh_grant(
+            provider.fetcher(),
+            &discovery,
+            &self.settings,
+            &provider.budget,
+            &refresh_token,
+        )
+        .await
+        {
+            Ok(tokens) => tokens,
+            Err(LoginError::Refused(code)) if code == "invalid_grant" => {
+                tracing::info!("the provider ended the session (invalid_grant at refresh)");
+                return self.end(&current).await;
+            }
+            Err(LoginError::RateLimited(pause)) => {
+                return self.defer(&current, pause, "the provider answered 429");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "token refresh failed");
+                counted("failed");
+                return self.defer_quietly(&current, RETRY_AFTER_FAILURE);
+            }
+        };
+        let Some(refreshed) = self.apply_tokens(&current.session, tokens) else {
+            tracing::warn!("refreshed tokens name another subject; ending the session");
+            return self.end(&current).await;
+        };
+        self.write_refreshed(ticket, current, refreshed).await
+    }
+
+    /// The session with new tokens and the identity they carry now.
+    fn apply_tokens(&self, old: &Session, tokens: TokenResponse) -> Option<Session> {
+        let now = unix_now();
+        let id_token = tokens.id_token.unwrap_or_else(|| old.tokens.id_token.clone());
+        // both came from the token endpoint over TLS, or were verified at sign-in
+        let id_claims = access_token_claims(&id_token)?;
+        let access_claims = access_token_claims(&tokens.access_token);
+        let same = |claims: &serde_json::Value| {
+            claims.get("sub").and_then(|s| s.as_str()).is_none_or(|s| s == old.identity.subject)
+        };
+        if !same(&id_claims) || !access_claims.as_ref().is_none_or(same) {
+            return None;
+        }
+        let mut session = old.clone();
+        session.identity = self.session_identity(&id_claims, access_claims.as_ref(), old.expires_at);
+        session.tokens = SessionTokens {
+            access_token: tokens.access_token,
+            // a provider that does not rotate keeps the old refresh token valid
+            refresh_token: tokens.refresh_token.or_else(|| old.tokens.refresh_token.clone()),
+            id_token,
+            access_expires_at: now.saturating_add(tokens.expires_in.unwrap_or(300).min(MAX_TOKEN_LIFETIME)),
+            access_issued_at: now,
+        };
+        Some(session)
+    }
+
+    /// Writes the refreshed session over `base` (compare-and-set); when a concurrent write
+    /// won, the new tokens and identity are applied to the newest copy instead.
+    async fn write_refreshed(
+        &self,
+        ticket: &SessionTicket,
+        mut base: ActiveSession,
+        refreshed: Session,
+    ) -> Outcome {
+        for _ in 0..3 {
+            let mut session = base.session.clone();
+            session.tokens = refreshed.tokens.clone();
+            session.identity = refreshed.identity.clone();
+            let version = base.version + 1;
+            let sealed = match self.sealer.seal_session(ticket, &session) {
+                Ok(s) => s,
+                Err(_) => return Outcome::Kept,
+            };
+            let stored = StoredSession { sealed, version, user: base.user, expires_at: session.expires_at };
+            match self.store.save(&base.key, stored, Some(base.version)).await {
+                Ok(true) => {
+                    counted("refreshed");
+                    return Outcome::Fresh(Arc::new(ActiveSession {
+                        key: base.key,
+                        session,
+                        version,
+                        user: base.user,
+                    }));
+                }
+                Ok(false) => match self.open(ticket).await {
+                    Ok(Some(latest)) => base = latest,
+                    Ok(None) => return Outcome::Ended,
+                    Err(_) => break,
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot store refreshed tokens");
+                    break;
+                }
+            }
+        }
+        // the refresh token may have rotated: keep the new tokens in this process at least
+        counted("unsaved");
+        Outcome::Fresh(Arc::new(ActiveSession {
+            key: base.key,
+            session: refreshed,
+            version: base.version,
+            user: base.user,
+        }))
+    }
+
+    async fn end(&self, current: &ActiveSession) -> Outcome {
+        counted("ended");
+        if let Err(e) = self.store.delete(&current.key).await {
+            tracing::warn!(error = %e, "cannot delete the ended session");
+        }
+        Outcome::Ended
+    }
+
+    fn defer(&self, current: &ActiveSession, wait: Duration, why: &'static str) -> Outcome {
+        tracing::info!(reason = why, retry_in_ms = wait.as_millis() as u64, "session refresh deferred");
+        counted("deferred");
+        self.defer_quietly(current, wait)
+    }
+
+    fn defer_quietly(&self, current: &ActiveSession, wait: Duration) -> Outcome {
+        self.deferred.insert(current.key, Instant::now() + wait);
+        Outcome::Kept
+    }
+}

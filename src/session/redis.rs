@@ -1,0 +1,419 @@
+//! The Redis session store: shared by every instance, surviving restarts. Redis holds what the
+//! memory store holds (ciphertext, keyed hashes, expiry times) and enforces the lifetimes
+//! itself with key TTLs. Writes are compare-and-set in Lua so that no concurrent update is
+//! lost; changes are published so that every instance drops its decrypted copies.
+//!
+//! Keys (under the configured prefix): `s:<hex>` a session (hash: v version, u user, d sealed,
+//! e absolute end), `u:<hex>` the set of a user's session keys, `l:<hex>` a pending login,
+//! `k:<hex>` a lock, `d:<hex>` a de-duplication mark; the channel `events` carries
+//! `s<hex>` and `u<hex>` messages. Lua reaches keys it is not given as `KEYS`, so a Redis Cluster
+//! is not supported (a single primary, with replicas or Sentinel in front, is).
+
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::SessionKey;
+use super::store::{SessionStore, StoreError, StoreEvent, StoreListener, StoredSession};
+use crate::config::Secret;
+use crate::jwt::unix_now;
+
+/// How to reach Redis.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// `redis://` or `rediss://` URL (may hold a password).
+    pub url: Secret,
+    /// Prefix of every key and of the channel.
+    pub prefix: String,
+    /// Connect and command time limit.
+    pub timeout: Duration,
+    /// Connections to keep.
+    pub connections: usize,
+    /// A session unused this long ends.
+    pub idle: Duration,
+    /// How long a pending login is kept.
+    pub login_ttl: Duration,
+}
+
+/// Sessions in Redis.
+pub struct RedisStore {
+    connections: Vec<ConnectionManager>,
+    next: AtomicUsize,
+    prefix: String,
+    channel: String,
+    idle_ms: u64,
+    login_ttl_ms: u64,
+    client: redis::Client,
+    listener: Arc<OnceLock<StoreListener>>,
+    scripts: Scripts,
+    /// Redis I/O runs on its own small runtime: the connections' driver tasks must outlive
+    /// whichever request or service runtime first touched them.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore").field("prefix", &self.prefix).finish_non_exhaustive()
+    }
+}
+
+struct Scripts {
+    load: redis::Script,
+    save: redis::Script,
+    delete: redis::Script,
+    delete_user: redis::Script,
+    unlock: redis::Script,
+}
+
+/// Reads a session and slides its idle expiry (never past its absolute end).
+const LOAD: &str = r"
+local v = redis.call('HMGET', KEYS[1], 'v', 'u', 'd', 'e')
+if not v[1] then return false end
+local left = (tonumber(v[4]) - tonumber(ARGV[1])) * 1000
+if left <= 0 then redis.call('DEL', KEYS[1]) return false end
+local idle = tonumber(ARGV[2])
+if idle < left then left = idle end
+redis.call('PEXPIRE', KEYS[1], left)
+return v
+";
+
+/// Writes a session if its version is the expected one ('' = must not exist), indexes it by
+/// user, and announces a rewrite.
+const SAVE: &str = r"
+local cur = redis.call('HGET', KEYS[1], 'v')
+if ARGV[1] == '' then
+  if cur then return 0 end
+elseif cur ~= ARGV[1] then
+  return 0
+end
+local left = (tonumber(ARGV[5]) - tonumber(ARGV[6])) * 1000
+if left <= 0 then return 0 end
+redis.call('HSET', KEYS[1], 'v', ARGV[2], 'u', ARGV[3], 'd', ARGV[4], 'e', ARGV[5])
+local idle = tonumber(ARGV[7])
+if idle < left then redis.call('PEXPIRE', KEYS[1], idle) else redis.call('PEXPIRE', KEYS[1], left) end
+redis.call('SADD', KEYS[2], KEYS[1])
+if redis.call('PTTL', KEYS[2]) < left then redis.call('PEXPIRE', KEYS[2], left) end
+if ARGV[1] ~= '' then redis.call('PUBLISH', ARGV[8], ARGV[9]) end
+return 1
+";
+
+/// Ends one session and announces it.
+const DELETE: &str = r"
+local u = redis.call('HGET', KEYS[1], 'u')
+redis.call('DEL', KEYS[1])
+if u then redis.call('SREM', ARGV[3] .. u, KEYS[1]) end
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return 1
+";
+
+/// Ends every session of a user and announces it.
+const DELETE_USER: &str = r"
+local n = 0
+for _, k in ipairs(redis.call('SMEMBERS', KEYS[1])) do n = n + redis.call('DEL', k) end
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return n
+";
+
+/// Releases a lock only if it is still ours.
+const UNLOCK: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
+fn unavailable(e: redis::RedisError) -> StoreError {
+    // the error text never holds the URL's password (redis-rs prints kinds and server replies)
+    StoreError::Unavailable(format!("redis: {e}"))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+fn unhex(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
+        out[i] = u8::from_str_radix(std::str::from_utf8(chunk).ok()?, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+impl RedisStore {
+    /// Connects lazily (a Redis that is down at start only makes requests that need a session
+    /// fail with 503 until it is back) and starts listening for other instances' changes.
+    pub fn new(settings: &RedisSettings) -> Result<Self, StoreError> {
+        let client = redis::Client::open(settings.url.expose()).map_err(unavailable)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("authgate-redis")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the Redis runtime: {e}")))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(settings.timeout))
+            .set_response_timeout(Some(settings.timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1));
+        let connections = {
+            let _inside = runtime.enter();
+            (0..settings.connections.max(1))
+                .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), config.clone()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(unavailable)?
+        };
+        let store = Self {
+            connections,
+            next: AtomicUsize::new(0),
+            prefix: settings.prefix.clone(),
+            channel: format!("{}events", settings.prefix),
+            idle_ms: ms(settings.idle),
+            login_ttl_ms: ms(settings.login_ttl),
+            client,
+            listener: Arc::new(OnceLock::new()),
+            scripts: Scripts {
+                load: redis::Script::new(LOAD),
+                save: redis::Script::new(SAVE),
+                delete: redis::Script::new(DELETE),
+                delete_user: redis::Script::new(DELETE_USER),
+                unlock: redis::Script::new(UNLOCK),
+            },
+            runtime: Some(runtime),
+        };
+        store.subscribe();
+        Ok(store)
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.connections.len();
+        self.connections[i].clone()
+    }
+
+    fn key(&self, kind: &str, bytes: &[u8]) -> String {
+        format!("{}{kind}:{}", self.prefix, hex(bytes))
+    }
+
+    /// Follows the channel for as long as the store lives, reconnecting after a loss. After
+    /// every (re)connection all cached copies are dropped: messages may have been missed.
+    fn subscribe(&self) {
+        let Some(runtime) = &self.runtime else { return };
+        let (client, channel, listener) = (self.client.clone(), self.channel.clone(), self.listener.clone());
+        runtime.spawn(async move {
+            let tell = |event| {
+                if let Some(l) = listener.get() {
+                    l(event);
+                }
+            };
+            loop {
+                match client.get_async_pubsub().await {
+                    Ok(mut pubsub) => {
+                        if pubsub.subscribe(&channel).await.is_ok() {
+                            tell(StoreEvent::Reset);
+                            let mut messages = pubsub.on_message();
+                            while let Some(msg) = messages.next().await {
+                                if let Some(event) = parse_event(msg.get_payload_bytes()) {
+                                    tell(event);
+                                }
+                            }
+                            // changes made meanwhile would go unseen: copies must not outlive them
+                            tell(StoreEvent::Reset);
+                            tracing::warn!("lost the Redis change channel; reconnecting");
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "cannot subscribe to Redis changes yet"),
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        });
+    }
+}
+
+fn parse_event(payload: &[u8]) -> Option<StoreEvent> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let (kind, rest) = text.split_at_checked(1)?;
+    let bytes = unhex(rest)?;
+    match kind {
+        "s" => Some(StoreEvent::Session(SessionKey(bytes))),
+        "u" => Some(StoreEvent::User(bytes)),
+        _ => None,
+    }
+}
+
+impl Drop for RedisStore {
+    fn drop(&mut self) {
+        // dropping a runtime may block; this may run inside another runtime
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn load(&self, key: &SessionKey) -> Result<Option<Arc<StoredSession>>, StoreError> {
+        let found: Option<(u64, String, Vec<u8>, u64)> = self
+            .scripts
+            .load
+            .key(self.key("s", &key.0))
+            .arg(unix_now())
+            .arg(self.idle_ms)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(found.and_then(|(version, user, sealed, expires_at)| {
+            Some(Arc::new(StoredSession { sealed, version, user: unhex(&user)?, expires_at }))
+        }))
+    }
+
+    async fn save(
+        &self,
+        key: &SessionKey,
+        session: StoredSession,
+        expected: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        let written: i64 = self
+            .scripts
+            .save
+            .key(self.key("s", &key.0))
+            .key(self.key("u", &session.user))
+            .arg(expected.map(|v| v.to_string()).unwrap_or_default())
+            .arg(session.version)
+            .arg(hex(&session.user))
+            .arg(&session.sealed)
+            .arg(session.expires_at)
+            .arg(unix_now())
+            .arg(self.idle_ms)
+            .arg(&self.channel)
+            .arg(format!("s{}", hex(&key.0)))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(written == 1)
+    }
+
+    async fn delete(&self, key: &SessionKey) -> Result<(), StoreError> {
+        let _: i64 = self
+            .scripts
+            .delete
+            .key(self.key("s", &key.0))
+            .arg(&self.channel)
+            .arg(format!("s{}", hex(&key.0)))
+            .arg(format!("{}u:", self.prefix))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn delete_user(&self, user: &[u8; 32]) -> Result<usize, StoreError> {
+        let n: i64 = self
+            .scripts
+            .delete_user
+            .key(self.key("u", user))
+            .arg(&self.channel)
+            .arg(format!("u{}", hex(user)))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    async fn put_login(&self, key: [u8; 32], sealed: Vec<u8>) -> Result<(), StoreError> {
+        let _: () = redis::cmd("SET")
+            .arg(self.key("l", &key))
+            .arg(sealed)
+            .arg("PX")
+            .arg(self.login_ttl_ms)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn take_login(&self, key: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
+        redis::cmd("GETDEL").arg(self.key("l", key)).query_async(&mut self.conn()).await.map_err(unavailable)
+    }
+
+    async fn lock(&self, key: &SessionKey, ttl: Duration) -> Result<Option<u64>, StoreError> {
+        let token = u64::from_le_bytes(
+            super::random_bytes::<8>().map_err(|e| StoreError::Unavailable(e.to_string()))?,
+        );
+        let taken: Option<String> = redis::cmd("SET")
+            .arg(self.key("k", &key.0))
+            .arg(token)
+            .arg("NX")
+            .arg("PX")
+            .arg(ms(ttl))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(taken.map(|_| token))
+    }
+
+    async fn unlock(&self, key: &SessionKey, token: u64) -> Result<(), StoreError> {
+        let _: i64 = self
+            .scripts
+            .unlock
+            .key(self.key("k", &key.0))
+            .arg(token)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn remember(&self, key: &[u8; 32], ttl: Duration) -> Result<bool, StoreError> {
+        let set: Option<String> = redis::cmd("SET")
+            .arg(self.key("d", key))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(ms(ttl))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(set.is_some())
+    }
+
+    fn listen(&self, listener: StoreListener) {
+        let _ = self.listener.set(listener);
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let _: String = redis::cmd("PING").query_async(&mut self.conn()).await.map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn change_messages_round_trip() {
+        let key = [0xab; 32];
+        assert_eq!(
+            parse_event(format!("s{}", hex(&key)).as_bytes()),
+            Some(StoreEvent::Session(SessionKey(key)))
+        );
+        assert_eq!(parse_event(format!("u{}", hex(&key)).as_bytes()), Some(StoreEvent::User(key)));
+        for junk in ["", "s", "x00", "sZZ", &format!("q{}", hex(&key))] {
+            assert_eq!(parse_event(junk.as_bytes()), None, "{junk:?}");
+        }
+    }
+}

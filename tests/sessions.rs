@@ -1,0 +1,359 @@
+//! Token lifecycle and scale-out against the real test IdP and a real `redis-server`: race-free
+//! refresh with rotating refresh tokens, the token-endpoint budget under 429s, and sessions
+//! shared by two authgate instances through Redis (sign-out, restarts, Redis outages).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Browser, Echo, Gate, Idp, Redis, echoed, free_port};
+
+const BOB: &str = "b0b0b0b0-0000-4000-8000-000000000b0b";
+
+/// authgate's config for one instance at `base`; `store` is the `[session]` store setting.
+fn config(base: &str, idp: &Idp, echo: &Echo, store: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = ["{{listen}}"]
+admin_listen = "{{admin}}"
+public_url = "{base}"
+
+[provider]
+issuer = "{issuer}"
+client_id = "authgate"
+client_secret = "authgate-test-secret"
+audience = "authgate"
+scopes = ["openid", "profile", "email", "organization", "permissions"]
+
+[session]
+secret = "sessions-test-secret-0123456789abcdefghijkl"
+{store}
+
+[[routes]]
+name = "app"
+path = "/app"
+upstream = "{echo}"
+auth = "browser"
+pass_access_token = true
+
+[[routes]]
+name = "public"
+path = "/public"
+upstream = "{echo}"
+auth = "public"
+"#,
+        issuer = idp.issuer,
+        echo = echo.url()
+    )
+}
+
+/// An IdP that knows the callback and post-logout addresses of every base in `bases`.
+fn idp_for(bases: &[String], extra: &[(&str, &str)]) -> Idp {
+    let redirects = bases.iter().map(|b| format!("{b}/oauth2/callback")).collect::<Vec<_>>().join(",");
+    let logouts = bases.iter().map(|b| format!("{b}/")).collect::<Vec<_>>().join(",");
+    let mut env =
+        vec![("REDIRECT_URIS", redirects.as_str()), ("POST_LOGOUT_REDIRECT_URIS", logouts.as_str())];
+    env.extend_from_slice(extra);
+    Idp::start(&env)
+}
+
+fn base_url(port: u16) -> String {
+    format!("http://127.0.0.1:{port}")
+}
+
+/// Signs bob in through `base` and returns the session cookie's value.
+async fn sign_in(base: &str) -> String {
+    let mut b = Browser::new();
+    let (page, redirects) = b.navigate(&format!("{base}/app/"), Some("bob")).await;
+    assert_eq!(page.status, 200, "{redirects:?} {}", page.body);
+    b.cookie(base, "authgate_session").expect("a session cookie")
+}
+
+/// A non-navigation request with the session cookie: (status, echoed JSON when 200).
+async fn call(client: &reqwest::Client, base: &str, cookie: &str) -> (u16, serde_json::Value) {
+    let resp = client
+        .get(format!("{base}/app/data"))
+        .header("cookie", format!("authgate_session={cookie}"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.text().await.unwrap();
+    (status, serde_json::from_str(&body).unwrap_or(serde_json::Value::Null))
+}
+
+/// The admin listener's answer to `GET path`, as text.
+fn admin_get(gate: &Gate, path: &str) -> (u16, String) {
+    let r = common::try_raw(
+        gate.admin_port,
+        &format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"),
+    )
+    .unwrap();
+    (r.status, String::from_utf8_lossy(&r.body).into_owned())
+}
+
+fn bearer(seen: &serde_json::Value) -> String {
+    echoed(seen, "authorization").first().cloned().unwrap_or_default()
+}
+
+/// 50 requests at once on a session whose access token is due: all succeed, and together they
+/// cause exactly one refresh at the IdP.
+async fn fifty_at_once(client: &reqwest::Client, bases: &[&str], cookie: &str) -> Vec<String> {
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let (client, base, cookie) = (client.clone(), bases[i % bases.len()].to_owned(), cookie.to_owned());
+        tasks.push(tokio::spawn(async move { call(&client, &base, &cookie).await }));
+    }
+    let mut tokens = Vec::new();
+    for t in tasks {
+        let (status, seen) = t.await.unwrap();
+        assert_eq!(status, 200, "{seen}");
+        assert_eq!(echoed(&seen, "x-user-id"), [BOB]);
+        tokens.push(bearer(&seen));
+    }
+    tokens
+}
+
+#[tokio::test]
+async fn concurrent_requests_share_one_refresh_and_keep_the_rotated_token() {
+    let port = free_port();
+    let base = base_url(port);
+    // 6 s access tokens: refreshed in their last 3 s (half their lifetime)
+    let idp = idp_for(std::slice::from_ref(&base), &[("AT_TTL", "6")]);
+    let echo = Echo::start("app");
+    let gate = Gate::start_on(port, &config(&base, &idp, &echo, ""));
+    gate.wait_ready();
+    let client = reqwest::Client::new();
+
+    let cookie = sign_in(&base).await;
+    let (status, seen) = call(&client, &base, &cookie).await;
+    assert_eq!(status, 200);
+    let first = bearer(&seen);
+    assert!(first.starts_with("Bearer ey"), "{first}");
+    assert_eq!(idp.token_calls("refresh_token", "ok").await, 0, "nothing is due yet");
+
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let tokens = fifty_at_once(&client, &[&base], &cookie).await;
+    assert_eq!(idp.token_calls("refresh_token", "ok").await, 1, "exactly one refresh reached the IdP");
+    assert!(tokens.iter().all(|t| *t == tokens[0] && *t != first), "every request used the new token");
+
+    // the rotated refresh token was kept: the next refresh succeeds (the spent one would be
+    // refused with invalid_grant, and oidc-provider would revoke the whole grant)
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let (status, seen) = call(&client, &base, &cookie).await;
+    assert_eq!(status, 200, "{seen}");
+    assert_eq!(idp.token_calls("refresh_token", "ok").await, 2);
+    assert_eq!(idp.token_calls("refresh_token", "invalid_grant").await, 0);
+    assert_ne!(bearer(&seen), tokens[0]);
+    let metrics = admin_get(&gate, "/metrics").1;
+    assert!(metrics.contains(r#"authgate_refreshes_total{outcome="refreshed"} 2"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"authgate_token_requests_total{grant="refresh_token",outcome="ok"} 2"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_grant_the_idp_forgot_ends_the_session() {
+    let port = free_port();
+    let base = base_url(port);
+    let mut idp = idp_for(std::slice::from_ref(&base), &[("AT_TTL", "6")]);
+    let echo = Echo::start("app");
+    let gate = Gate::start_on(port, &config(&base, &idp, &echo, ""));
+    gate.wait_ready();
+    let client = reqwest::Client::new();
+    let cookie = sign_in(&base).await;
+    assert_eq!(call(&client, &base, &cookie).await.0, 200);
+
+    // the IdP keeps grants in memory: after a restart the refresh token is unknown
+    let redirects = format!("{base}/oauth2/callback");
+    let logout = format!("{base}/");
+    idp.restart(&[("AT_TTL", "6"), ("REDIRECT_URIS", &redirects), ("POST_LOGOUT_REDIRECT_URIS", &logout)]);
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let (status, _) = call(&client, &base, &cookie).await;
+    assert_eq!(status, 401, "an API call on an ended session gets 401");
+    assert_eq!(idp.token_calls("refresh_token", "invalid_grant").await, 1);
+    // a browser navigation is sent to sign in again
+    let mut b = Browser::new();
+    b.set_cookie(&base, "authgate_session", &cookie);
+    let page = b.request("GET", &format!("{base}/app/"), None, &[]).await;
+    assert_eq!(page.status, 302);
+    assert!(page.location().starts_with(&format!("{}/auth?", idp.issuer)), "{}", page.location());
+}
+
+#[tokio::test]
+async fn a_throttled_token_endpoint_delays_but_never_fails_users() {
+    let port = free_port();
+    let base = base_url(port);
+    let idp = idp_for(std::slice::from_ref(&base), &[("AT_TTL", "10")]);
+    let echo = Echo::start("app");
+    let gate = Gate::start_on(port, &config(&base, &idp, &echo, ""));
+    gate.wait_ready();
+    let client = reqwest::Client::new();
+
+    // the code exchange meets a 429: it is retried after Retry-After, within the code's life
+    idp.throttle_token_endpoint(1, 2).await;
+    let started = Instant::now();
+    let cookie = sign_in(&base).await;
+    assert!(started.elapsed() >= Duration::from_secs(2), "Retry-After was honoured");
+    assert_eq!(idp.token_calls("any", "throttled").await, 1);
+    assert_eq!(idp.token_calls("authorization_code", "ok").await, 1);
+    let (status, seen) = call(&client, &base, &cookie).await;
+    assert_eq!(status, 200);
+    let first = bearer(&seen);
+
+    // a refresh meets a 429: deferred, and the still-valid token keeps working meanwhile
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    idp.throttle_token_endpoint(1, 2).await;
+    let (status, seen) = call(&client, &base, &cookie).await;
+    assert_eq!(status, 200, "{seen}");
+    assert_eq!(bearer(&seen), first, "the current token is used while the refresh waits");
+    assert_eq!(idp.token_calls("any", "throttled").await, 2);
+    let (status, _) = call(&client, &base, &cookie).await;
+    assert_eq!(status, 200);
+    assert_eq!(idp.token_calls("any", "throttled").await, 2, "no retry before Retry-After");
+
+    // after Retry-After the refresh goes through
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (status, seen) = call(&client, &base, &cookie).await;
+    assert_eq!(status, 200);
+    assert_ne!(bearer(&seen), first);
+    assert_eq!(idp.token_calls("refresh_token", "ok").await, 1);
+    let metrics = admin_get(&gate, "/metrics").1;
+    assert!(metrics.contains(r#"authgate_refreshes_total{outcome="deferred"} 1"#), "{metrics}");
+    assert!(
+        metrics
+            .contains(r#"authgate_token_requests_total{grant="authorization_code",outcome="throttled"} 1"#),
+        "{metrics}"
+    );
+}
+
+fn redis_store(redis: &Redis) -> String {
+    format!("store = \"redis\"\nredis_url = \"{}\"", redis.url())
+}
+
+#[tokio::test]
+async fn two_instances_share_sessions_through_redis() {
+    let redis = Redis::start();
+    let (port_a, port_b) = (free_port(), free_port());
+    let (a, b) = (base_url(port_a), base_url(port_b));
+    let idp = idp_for(&[a.clone(), b.clone()], &[]);
+    let echo = Echo::start("app");
+    let gate_a = Gate::start_on(port_a, &config(&a, &idp, &echo, &redis_store(&redis)));
+    let gate_b = Gate::start_on(port_b, &config(&b, &idp, &echo, &redis_store(&redis)));
+    gate_a.wait_ready();
+    gate_b.wait_ready();
+    let client = reqwest::Client::new();
+
+    // signed in through A, used through B
+    let cookie = sign_in(&a).await;
+    let (status, seen) = call(&client, &b, &cookie).await;
+    assert_eq!(status, 200);
+    assert_eq!(echoed(&seen, "x-user-id"), [BOB]);
+    let keys = redis.cli(&["--scan", "--pattern", "authgate:*"]);
+    assert!(keys.contains("authgate:s:") && keys.contains("authgate:u:"), "{keys}");
+    let dump =
+        redis.cli(&["--scan"]) + &redis.cli(&["HGETALL", keys.lines().find(|k| k.contains(":s:")).unwrap()]);
+    assert!(!dump.contains(BOB) && !dump.contains("bob@") && !dump.contains(&cookie), "plaintext in Redis");
+
+    // both restarted: the session is still there
+    drop(gate_a);
+    drop(gate_b);
+    let gate_a = Gate::start_on(port_a, &config(&a, &idp, &echo, &redis_store(&redis)));
+    let gate_b = Gate::start_on(port_b, &config(&b, &idp, &echo, &redis_store(&redis)));
+    gate_a.wait_ready();
+    gate_b.wait_ready();
+    assert_eq!(call(&client, &a, &cookie).await.0, 200);
+    assert_eq!(call(&client, &b, &cookie).await.0, 200);
+
+    // signed out through B: A (which has the session cached) refuses it within a second
+    let mut browser = Browser::new();
+    browser.set_cookie(&b, "authgate_session", &cookie);
+    let out = browser.request("POST", &format!("{b}/oauth2/sign_out"), Some(vec![]), &[("origin", &b)]).await;
+    assert_eq!(out.status, 302);
+    let signed_out = Instant::now();
+    loop {
+        let (status, _) = call(&client, &a, &cookie).await;
+        if status == 401 {
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(signed_out.elapsed() < Duration::from_secs(1), "A still accepts the session after 1 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(call(&client, &b, &cookie).await.0, 401);
+}
+
+#[tokio::test]
+async fn two_instances_refresh_a_session_once() {
+    let redis = Redis::start();
+    let (port_a, port_b) = (free_port(), free_port());
+    let (a, b) = (base_url(port_a), base_url(port_b));
+    let idp = idp_for(&[a.clone(), b.clone()], &[("AT_TTL", "6")]);
+    let echo = Echo::start("app");
+    let gate_a = Gate::start_on(port_a, &config(&a, &idp, &echo, &redis_store(&redis)));
+    let gate_b = Gate::start_on(port_b, &config(&b, &idp, &echo, &redis_store(&redis)));
+    gate_a.wait_ready();
+    gate_b.wait_ready();
+    let client = reqwest::Client::new();
+    let cookie = sign_in(&a).await;
+    let first = bearer(&call(&client, &b, &cookie).await.1);
+
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let tokens = fifty_at_once(&client, &[&a, &b], &cookie).await;
+    assert_eq!(idp.token_calls("refresh_token", "ok").await, 1, "one refresh for both instances");
+    assert!(tokens.iter().all(|t| *t == tokens[0] && *t != first), "{tokens:?}");
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(call(&client, &b, &cookie).await.0, 200);
+    assert_eq!(idp.token_calls("refresh_token", "ok").await, 2, "the rotated token was shared");
+    assert_eq!(idp.token_calls("refresh_token", "invalid_grant").await, 0);
+}
+
+#[tokio::test]
+async fn a_redis_outage_gives_503_for_sessions_and_heals_by_itself() {
+    let mut redis = Redis::start();
+    let port = free_port();
+    let base = base_url(port);
+    let idp = idp_for(std::slice::from_ref(&base), &[]);
+    let echo = Echo::start("app");
+    let gate = Gate::start_on(port, &config(&base, &idp, &echo, &redis_store(&redis)));
+    gate.wait_ready();
+    let client = reqwest::Client::new();
+    let cookie = sign_in(&base).await;
+    assert_eq!(call(&client, &base, &cookie).await.0, 200);
+
+    redis.stop();
+    let stopped = Instant::now();
+    loop {
+        let (status, _) = call(&client, &base, &cookie).await;
+        if status == 503 {
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(stopped.elapsed() < Duration::from_secs(3), "sessions still served without Redis");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let page = Browser::new().request("GET", &format!("{base}/app/"), None, &[]).await;
+    assert_eq!(page.status, 503, "a browser gets a 503 page, not a login loop");
+    assert!(page.body.contains("try again"), "{}", page.body);
+    let public = client.get(format!("{base}/public/x")).send().await.unwrap();
+    assert_eq!(public.status(), 200, "public routes do not need Redis");
+    let ready = admin_get(&gate, "/readyz");
+    assert_eq!(ready.0, 503);
+    assert!(ready.1.contains(r#""session_store":{"error""#), "{}", ready.1);
+
+    redis.restart();
+    let restarted = Instant::now();
+    loop {
+        let (status, seen) = call(&client, &base, &cookie).await;
+        if status == 200 {
+            assert_eq!(echoed(&seen, "x-user-id"), [BOB]);
+            break;
+        }
+        assert!(restarted.elapsed() < Duration::from_secs(10), "no recovery: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    gate.wait_ready();
+}
