@@ -55,6 +55,8 @@ fn bench(c: &mut Criterion) {
         version: 1,
         user: sealer.index("authgate user", s.identity.subject.as_bytes()),
         expires_at: s.expires_at,
+        created_at: s.created_at,
+        sid: None,
     };
     rt.block_on(store.save(&sealer.session_key(&ticket), stored, None)).unwrap();
     let cookie = ticket.encode();

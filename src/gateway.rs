@@ -8,6 +8,7 @@ use http::HeaderName;
 use ipnet::IpNet;
 
 use crate::config::{Config, HeaderNames, RouteConfig};
+use crate::events::webhook::WebhookKey;
 use crate::jwt::TokenVerifier;
 use crate::oidc::browser::BrowserAuth;
 use crate::policy::RoutePolicy;
@@ -58,6 +59,8 @@ pub struct Gateway {
     pub verifier: Option<Arc<TokenVerifier>>,
     /// Browser sign-in and sessions, when a provider and a session secret are configured.
     pub browser: Option<Arc<BrowserAuth>>,
+    /// The webhook signing key, when `[webhooks]` is configured.
+    pub webhook_key: Option<WebhookKey>,
     /// `public_url`s as (lower-case host, origin without trailing slash), parsed once.
     public_origins: Vec<(String, String)>,
 }
@@ -143,6 +146,11 @@ impl Gateway {
                     Some((parsed.host_str()?.to_ascii_lowercase(), u.trim_end_matches('/').to_owned()))
                 })
                 .collect(),
+            webhook_key: config
+                .webhooks
+                .as_ref()
+                .and_then(|w| w.secret.as_ref())
+                .map(|secret| WebhookKey::new(secret.expose().as_bytes())),
             verifier,
             browser,
             config,

@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod events;
 pub mod gateway;
 pub mod jwt;
 pub mod metrics;

@@ -36,6 +36,8 @@ pub struct Metrics {
     pub token_budget_waits: IntCounterVec,
     /// Session refreshes by outcome (`refreshed`, `shared`, `ended`, `deferred`, `failed`).
     pub refreshes: IntCounterVec,
+    /// Revocation events by source (`webhook`, `backchannel`), type and outcome.
+    pub events: IntCounterVec,
     /// Sessions held by the memory store (set when scraped).
     pub sessions: IntGauge,
     /// Seconds since the signing keys were last loaded (set when scraped).
@@ -106,6 +108,12 @@ impl Metrics {
                 &["grant"],
             ),
             refreshes: counter(&r, "authgate_refreshes_total", "Session refreshes by outcome", &["outcome"]),
+            events: counter(
+                &r,
+                "authgate_events_total",
+                "Webhook and back-channel logout events by source, type and outcome",
+                &["source", "event", "outcome"],
+            ),
             sessions: gauge(&r, "authgate_sessions", "Sessions in the memory store"),
             jwks_age_seconds: gauge(
                 &r,

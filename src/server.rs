@@ -3,6 +3,7 @@
 
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use jsonwebtoken::Algorithm;
@@ -15,9 +16,10 @@ use pingora::services::listening::Service;
 
 use crate::admin::AdminApp;
 use crate::config::{Config, ProviderConfig, StoreKind, resolve_path};
+use crate::events::{DenyListSync, Revocations};
 use crate::gateway::{BuildError, Gateway};
 use crate::jwt::{TokenVerifier, VerifierSettings};
-use crate::oidc::browser::BrowserAuth;
+use crate::oidc::browser::{BrowserAuth, RefreshSettings};
 use crate::oidc::cookies::CookieSettings;
 use crate::oidc::introspection::Introspector;
 use crate::oidc::login::LoginSettings;
@@ -93,14 +95,22 @@ fn browser_auth(
         s.absolute_lifetime.get().as_secs(),
         s.login_lifetime.get().as_secs(),
     );
-    Ok(Some(Arc::new(BrowserAuth::new(
+    let sealer = SessionSealer::new(secret.expose().as_bytes());
+    // revocation records outlive every session they may apply to
+    let keep = s.absolute_lifetime.get().max(Duration::from_secs(24 * 3600)) + Duration::from_secs(3600);
+    let deny_for = Duration::from_secs(crate::jwt::identity::MAX_LIFETIME_SECS);
+    let revocations = Revocations::new(store.clone(), sealer.clone(), keep, deny_for);
+    // one refresher holds a session's lock at most as long as its provider call may take
+    let lock_ttl = provider.http_timeout.get() * 2 + Duration::from_secs(5);
+    Ok(Some(BrowserAuth::new(
         verifier,
         store,
-        SessionSealer::new(secret.expose().as_bytes()),
+        sealer,
         settings,
         cookies,
-        s.refresh_before.get(),
-    ))))
+        RefreshSettings { before: s.refresh_before.get(), lock_ttl },
+        revocations,
+    )))
 }
 
 /// Builds the server for `config`, read from `config_path` (reloads re-read it; relative paths
@@ -189,6 +199,9 @@ pub fn build(config: Config, config_path: &std::path::Path) -> Result<Server, St
 
     if let Some(provider) = &provider {
         server.add_service(background_service("provider refresh", ProviderRefresher(provider.clone())));
+    }
+    if let Some(browser) = &gateway.load().browser {
+        server.add_service(background_service("deny-list sync", DenyListSync(browser.revocations().clone())));
     }
 
     let reloader = Arc::new(Reloader::new(config_path.to_path_buf(), gateway.clone()));

@@ -137,7 +137,8 @@ async fn concurrent_requests_share_one_refresh_and_keep_the_rotated_token() {
     tokio::time::sleep(Duration::from_millis(3500)).await;
     let tokens = fifty_at_once(&client, &[&base], &cookie).await;
     assert_eq!(idp.token_calls("refresh_token", "ok").await, 1, "exactly one refresh reached the IdP");
-    assert!(tokens.iter().all(|t| *t == tokens[0] && *t != first), "every request used the new token");
+    let new_ones = tokens.iter().filter(|t| **t == tokens[0] && **t != first).count();
+    assert_eq!(new_ones, 50, "every request used the one new token");
 
     // the rotated refresh token was kept: the next refresh succeeds (the spent one would be
     // refused with invalid_grant, and oidc-provider would revoke the whole grant)
@@ -304,7 +305,12 @@ async fn two_instances_refresh_a_session_once() {
     tokio::time::sleep(Duration::from_millis(3500)).await;
     let tokens = fifty_at_once(&client, &[&a, &b], &cookie).await;
     assert_eq!(idp.token_calls("refresh_token", "ok").await, 1, "one refresh for both instances");
-    assert!(tokens.iter().all(|t| *t == tokens[0] && *t != first), "{tokens:?}");
+    // the other instance goes on with the still-valid token rather than wait for the refresh
+    let renewed: Vec<&String> = tokens.iter().filter(|t| **t != first).collect();
+    assert!(!renewed.is_empty() && renewed.iter().all(|t| *t == renewed[0]), "more than one new token");
+    let (status, seen) = call(&client, &b, &cookie).await;
+    assert_eq!(status, 200);
+    assert_eq!(bearer(&seen), *renewed[0], "instance B uses the tokens A stored");
     tokio::time::sleep(Duration::from_millis(3500)).await;
     assert_eq!(call(&client, &b, &cookie).await.0, 200);
     assert_eq!(idp.token_calls("refresh_token", "ok").await, 2, "the rotated token was shared");

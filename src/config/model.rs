@@ -33,6 +33,32 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Signed provider webhooks (revocation events); off unless configured.
+    pub webhooks: Option<WebhookConfig>,
+}
+
+/// `[webhooks]`: where the provider delivers signed events (`license.revoked`, `user.suspended`...).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// The shared signing secret (at least 32 bytes), as registered at the provider.
+    pub secret: Option<Secret>,
+    /// File holding the secret (instead of `secret`).
+    pub secret_file: Option<PathBuf>,
+    /// The endpoint's path, under `/oauth2/`.
+    #[serde(default = "default_webhook_path")]
+    pub path: String,
+    /// Largest body accepted; a larger one gets 413 before any work.
+    #[serde(default = "default_webhook_body")]
+    pub max_body_size: ByteSize,
+}
+
+fn default_webhook_path() -> String {
+    "/oauth2/webhooks".into()
+}
+
+fn default_webhook_body() -> ByteSize {
+    ByteSize(256 * 1024)
 }
 
 /// `[log]`.

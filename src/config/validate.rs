@@ -71,6 +71,7 @@ pub fn validate(config: &mut Config, base_dir: &Path) -> Vec<Problem> {
     server(config, base_dir, &mut p);
     provider(config, base_dir, &mut p);
     session(config, base_dir, &mut p);
+    webhooks(config, base_dir, &mut p);
     headers(config, &mut p);
     routes(config, &mut p);
     if tracing_subscriber::EnvFilter::try_new(&config.log.level).is_err() {
@@ -490,6 +491,49 @@ fn readable(key: &str, path: &Path, p: &mut Problems) {
 }
 
 /// Fills `value` from `<key>_file` (trailing newline trimmed); giving both is an error.
+fn webhooks(config: &mut Config, base_dir: &Path, p: &mut Problems) {
+    let has_session_secret = config.session.secret.is_some();
+    let Some(w) = config.webhooks.as_mut() else { return };
+    secret_from_file("webhooks.secret", &mut w.secret, w.secret_file.as_deref(), base_dir, p);
+    match &w.secret {
+        None => p.at("webhooks.secret", "is required (or give `secret_file`)"),
+        Some(s) if s.expose().len() < MIN_SECRET_BYTES => p.at(
+            "webhooks.secret",
+            format!(
+                "is {} bytes; use at least {MIN_SECRET_BYTES} (register the same secret at the provider)",
+                s.expose().len()
+            ),
+        ),
+        Some(_) => {}
+    }
+    let reserved = [
+        "/oauth2/start",
+        "/oauth2/callback",
+        "/oauth2/sign_out",
+        "/oauth2/userinfo",
+        "/oauth2/backchannel-logout",
+    ];
+    if !w.path.starts_with("/oauth2/")
+        || w.path.len() <= "/oauth2/".len()
+        || reserved.contains(&w.path.as_str())
+        || !w.path.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b))
+    {
+        p.at(
+            "webhooks.path",
+            "must be a path under /oauth2/ not used by another endpoint (e.g. \"/oauth2/webhooks\")",
+        );
+    }
+    if !(1024..=16 * 1024 * 1024).contains(&w.max_body_size.0) {
+        p.at("webhooks.max_body_size", "must be between 1KiB and 16MiB");
+    }
+    if config.provider.is_none() {
+        p.at("webhooks", "needs a [provider] section");
+    }
+    if !has_session_secret {
+        p.at("webhooks", "needs session.secret: revocation records are sealed with it");
+    }
+}
+
 fn secret_from_file(
     key: &str,
     value: &mut Option<Secret>,

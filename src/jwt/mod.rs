@@ -231,6 +231,31 @@ impl TokenVerifier {
         Ok(claims)
     }
 
+    /// Verifies a back-channel logout token's header, signature, `iss`, `exp` and `iat`; the
+    /// caller checks the logout-specific claims (`events::backchannel::read_logout_claims`).
+    pub async fn verify_logout_token(&self, token: &str) -> Result<serde_json::Value, TokenError> {
+        let (header, claims) =
+            self.decode_verified::<serde_json::Value>(token, &["exp", "iss", "aud", "iat"]).await?;
+        // `logout+jwt` is recommended; an explicit other type (e.g. `at+jwt`) is a different token
+        if header
+            .typ
+            .as_deref()
+            .is_some_and(|t| !t.eq_ignore_ascii_case("logout+jwt") && !t.eq_ignore_ascii_case("JWT"))
+        {
+            return Err(TokenError::Invalid("typ"));
+        }
+        let iat = claims["iat"].as_u64().ok_or(TokenError::Invalid("iat"))?;
+        if iat > unix_now() + self.settings.leeway {
+            return Err(TokenError::Claims(ClaimsError::IssuedInFuture));
+        }
+        Ok(claims)
+    }
+
+    /// The gateway's client id (the audience of id_tokens and logout tokens).
+    pub fn client_id(&self) -> &str {
+        &self.settings.client_id
+    }
+
     /// Header checks, key lookup, signature, `iss`, `exp`, `nbf` and the `required` claims.
     async fn decode_verified<T: serde::de::DeserializeOwned>(
         &self,

@@ -4,7 +4,8 @@
 mod refresh;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
@@ -13,6 +14,7 @@ use super::cookies::{CookieSettings, cookie_values};
 use super::login::{self, AuthorizationRequest, LoginError, LoginSettings};
 use super::pages::{bad_callback, retry_page, unavailable_page};
 pub use super::pages::{sign_out_page, userinfo};
+use crate::events::{Revocations, Verdict};
 use crate::jwt::{Identity, TokenVerifier, unix_now};
 use crate::reply::Reply;
 use crate::session::{
@@ -25,6 +27,9 @@ const MAX_TOKEN_LIFETIME: u64 = crate::jwt::identity::MAX_LIFETIME_SECS;
 
 /// Longest return-to address kept for after sign-in; longer ones become `/`.
 pub const MAX_RETURN_TO: usize = 2048;
+
+/// The message suspended users see.
+pub const ACCOUNT_DISABLED: &str = "Your account has been disabled. Please contact your administrator.";
 
 /// The message users see when the provider says they may not use the app.
 pub const NO_ACCESS: &str = "You do not have access to this application. Please contact your administrator.";
@@ -49,6 +54,23 @@ pub struct BrowserAuth {
     inflight: Mutex<HashMap<SessionKey, Arc<tokio::sync::OnceCell<refresh::Outcome>>>>,
     /// Sessions whose refresh was deferred (no budget, 429, provider down) until then.
     deferred: moka::sync::Cache<SessionKey, Instant>,
+    /// Bumped by every store change event: a session read before an event is not cached after it.
+    generation: Arc<AtomicU64>,
+    /// How long one refresher holds a session's store lock at most.
+    lock_ttl: Duration,
+    /// Revocation records applied to every session opened.
+    revocations: Arc<Revocations>,
+    /// Itself, for refreshes that must finish even when the request that began them is gone.
+    me: Weak<BrowserAuth>,
+}
+
+/// When sessions' tokens are refreshed.
+#[derive(Debug, Clone, Copy)]
+pub struct RefreshSettings {
+    /// Refresh this long before the access token expires (at most half its lifetime).
+    pub before: Duration,
+    /// How long one refresher holds a session's store lock at most (past any provider call).
+    pub lock_ttl: Duration,
 }
 
 /// How long an opened session is reused before the store is asked again.
@@ -84,6 +106,8 @@ pub struct ActiveSession {
     pub version: u64,
     /// The keyed hash of its user.
     pub user: [u8; 32],
+    /// Its user's identity changed at the provider: refresh before use.
+    pub stale: bool,
 }
 
 impl BrowserAuth {
@@ -94,8 +118,9 @@ impl BrowserAuth {
         sealer: SessionSealer,
         settings: LoginSettings,
         cookies: CookieSettings,
-        refresh_before: Duration,
-    ) -> Self {
+        refresh: RefreshSettings,
+        revocations: Arc<Revocations>,
+    ) -> Arc<Self> {
         fn cache<K, V>() -> moka::sync::Cache<K, V>
         where
             K: std::hash::Hash + Eq + Send + Sync + 'static,
@@ -110,25 +135,30 @@ impl BrowserAuth {
         let opened: moka::sync::Cache<String, Arc<ActiveSession>> = cache();
         let opened_by_key: moka::sync::Cache<SessionKey, String> = cache();
         let (cached, by_key) = (opened.clone(), opened_by_key.clone());
-        store.listen(Arc::new(move |event| match event {
-            StoreEvent::Session(key) => {
-                if let Some(cookie) = by_key.remove(&key) {
-                    cached.invalidate(&cookie);
-                }
-            }
-            // rare (webhooks, back-channel logout): a scan is fine
-            StoreEvent::User(user) => {
-                for (cookie, active) in cached.iter() {
-                    if active.user == user {
-                        cached.invalidate(cookie.as_str());
+        let generation = Arc::new(AtomicU64::new(0));
+        let bump = generation.clone();
+        store.listen(Arc::new(move |event| {
+            bump.fetch_add(1, Ordering::SeqCst);
+            match event {
+                StoreEvent::Session(key) => {
+                    if let Some(cookie) = by_key.remove(&key) {
+                        cached.invalidate(&cookie);
                     }
                 }
+                // rare (webhooks, back-channel logout): a scan is fine
+                StoreEvent::User(user) => {
+                    for (cookie, active) in cached.iter() {
+                        if active.user == user {
+                            cached.invalidate(cookie.as_str());
+                        }
+                    }
+                }
+                StoreEvent::Reset => cached.invalidate_all(),
             }
-            StoreEvent::Reset => cached.invalidate_all(),
         }));
         let deferred =
             moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(600)).build();
-        Self {
+        Arc::new_cyclic(|me| Self {
             verifier,
             store,
             sealer,
@@ -136,16 +166,29 @@ impl BrowserAuth {
             cookies,
             opened,
             opened_by_key,
-            refresh_before,
+            refresh_before: refresh.before,
             inflight: Mutex::new(HashMap::new()),
             deferred,
-        }
+            generation,
+            lock_ttl: refresh.lock_ttl,
+            revocations,
+            me: me.clone(),
+        })
     }
 
-    /// Keeps `active` as the session `cookie` opens, for `SESSION_CACHE_TTL`.
-    fn remember_opened(&self, cookie: &str, active: &Arc<ActiveSession>) {
+    /// The revocation records and deny-list.
+    pub fn revocations(&self) -> &Arc<Revocations> {
+        &self.revocations
+    }
+
+    /// Keeps `active` as the session `cookie` opens, for `SESSION_CACHE_TTL`, unless a store
+    /// change was announced since `generation` (the copy may predate it).
+    fn remember_opened(&self, cookie: &str, active: &Arc<ActiveSession>, generation: u64) {
         self.opened_by_key.insert(active.key, cookie.to_owned());
         self.opened.insert(cookie.to_owned(), active.clone());
+        if self.generation.load(Ordering::SeqCst) != generation {
+            self.opened.invalidate(cookie);
+        }
     }
 
     /// The cookie settings.
@@ -158,8 +201,17 @@ impl BrowserAuth {
         self.store.as_ref()
     }
 
-    /// The session a request's cookies name, if any.
+    /// The session a request's cookies name, if any, its tokens refreshed when due.
     pub async fn lookup(&self, cookie_header: Option<&str>) -> SessionLookup {
+        self.find(cookie_header, true).await
+    }
+
+    /// The session a request's cookies name, as it is (for sign-out and userinfo).
+    pub async fn peek(&self, cookie_header: Option<&str>) -> SessionLookup {
+        self.find(cookie_header, false).await
+    }
+
+    async fn find(&self, cookie_header: Option<&str>, refresh: bool) -> SessionLookup {
         let mut seen = false;
         for value in cookie_values(cookie_header, &self.cookies.session) {
             seen = true;
@@ -169,10 +221,11 @@ impl BrowserAuth {
                 Some(active) => active,
                 None => {
                     let Some(ticket) = SessionTicket::decode(value) else { continue };
+                    let generation = self.generation.load(Ordering::SeqCst);
                     match self.open(&ticket).await {
                         Ok(Some(active)) => {
                             let active = Arc::new(active);
-                            self.remember_opened(value, &active);
+                            self.remember_opened(value, &active, generation);
                             active
                         }
                         Ok(None) => continue,
@@ -183,7 +236,7 @@ impl BrowserAuth {
                     }
                 }
             };
-            if self.due_for_refresh(&active, now) {
+            if refresh && self.due_for_refresh(&active, now) {
                 return self.refresh(value, active).await;
             }
             return SessionLookup::Found(active);
@@ -199,11 +252,26 @@ impl BrowserAuth {
     ) -> Result<Option<ActiveSession>, crate::session::StoreError> {
         let key = self.sealer.session_key(ticket);
         let Some(stored) = self.store.load(&key).await? else { return Ok(None) };
-        Ok(match self.sealer.open_session::<Session>(ticket, &stored.sealed) {
-            Ok(session) if session.expires_at > unix_now() => {
-                Some(ActiveSession { key, session, version: stored.version, user: stored.user })
-            }
-            _ => None,
+        let mut session = match self.sealer.open_session::<Session>(ticket, &stored.sealed) {
+            Ok(session) if session.expires_at > unix_now() => session,
+            _ => return Ok(None),
+        };
+        let stale = match self.apply_marks(&stored.user, &mut session).await? {
+            Verdict::Usable { stale } => stale,
+            Verdict::Ended => return Ok(None),
+        };
+        Ok(Some(ActiveSession { key, session, version: stored.version, user: stored.user, stale }))
+    }
+
+    /// Applies the user's revocation record (revoked licenses, suspension, identity changes).
+    async fn apply_marks(
+        &self,
+        user: &[u8; 32],
+        session: &mut Session,
+    ) -> Result<Verdict, crate::session::StoreError> {
+        Ok(match self.revocations.marks(user).await? {
+            Some(marks) => marks.apply(session),
+            None => Verdict::Usable { stale: false },
         })
     }
 
@@ -368,6 +436,10 @@ impl BrowserAuth {
                 return bad_callback("The sign-in could not be verified.");
             }
         };
+        if id_claims["sub"].as_str().is_some_and(|sub| self.revocations.is_denied(sub)) {
+            tracing::info!("sign-in refused: the user is suspended");
+            return Reply::page(StatusCode::FORBIDDEN, "Account disabled", &[ACCOUNT_DISABLED], "");
+        }
         let access_claims = login::access_token_claims(&tokens.access_token);
         if let Some(sub) = access_claims.as_ref().and_then(|c| c.get("sub")).and_then(|s| s.as_str()) {
             if Some(sub) != id_claims["sub"].as_str() {
@@ -427,12 +499,7 @@ impl BrowserAuth {
     /// Stores `session` under a brand-new ticket (never reusing an id: fixation-proof).
     async fn create_session(&self, session: &Session) -> Result<SessionTicket, LoginError> {
         let ticket = SessionTicket::generate()?;
-        let stored = StoredSession {
-            sealed: self.sealer.seal_session(&ticket, session)?,
-            version: 1,
-            user: self.user_index(&session.identity.subject),
-            expires_at: session.expires_at,
-        };
+        let stored = self.stored(&ticket, session, 1)?;
         let written = self
             .store
             .save(&self.sealer.session_key(&ticket), stored, None)
@@ -442,6 +509,28 @@ impl BrowserAuth {
             return Err(LoginError::Seal(SealError::Random));
         }
         Ok(ticket)
+    }
+
+    /// What the store keeps of `session` (sealed with `ticket`) at `version`.
+    fn stored(
+        &self,
+        ticket: &SessionTicket,
+        session: &Session,
+        version: u64,
+    ) -> Result<StoredSession, SealError> {
+        Ok(StoredSession {
+            sealed: self.sealer.seal_session(ticket, session)?,
+            version,
+            user: self.user_index(&session.identity.subject),
+            expires_at: session.expires_at,
+            created_at: session.created_at,
+            sid: session.sid.as_deref().map(|sid| self.sid_index(sid)),
+        })
+    }
+
+    /// The keyed hash a provider session id (`sid`) is indexed by.
+    pub fn sid_index(&self, sid: &str) -> [u8; 32] {
+        self.sealer.index("authgate provider session", sid.as_bytes())
     }
 
     /// Where a pending login is stored: a keyed hash of its `state`.
@@ -462,7 +551,7 @@ impl BrowserAuth {
     /// Signs out: ends the session, revokes its refresh token (in the background), and sends
     /// the browser to the provider's end-session endpoint.
     pub async fn sign_out(&self, origin: &str, cookie_header: Option<&str>) -> Reply {
-        let active = match self.lookup(cookie_header).await {
+        let active = match self.peek(cookie_header).await {
             SessionLookup::Found(a) => Some(a),
             _ => None,
         };

@@ -105,7 +105,8 @@ impl TokenBudget {
             None => backoff,
         };
         let pause = pause.min(Duration::from_secs(3600)) + jitter(pause);
-        // the provider said when it takes calls again: the local count is left as it is
+        // no burst when the pause ends: sign-ins first, and one refresh to probe
+        s.tokens = s.tokens.min(self.reserve + 1.0);
         s.blocked_until = Some(Instant::now() + pause);
         pause
     }

@@ -5,6 +5,7 @@ use http::StatusCode;
 use pingora::proxy::Session;
 
 use super::pipeline::RequestTarget;
+use crate::events;
 use crate::gateway::Gateway;
 use crate::oidc::browser::{self, SessionLookup};
 pub use crate::oidc::cookies::cookie_header;
@@ -23,6 +24,33 @@ pub async fn handle(
     let Some(auth) = gateway.browser.as_deref() else {
         return Ok(Reply::json(StatusCode::NOT_FOUND, &serde_json::json!({ "error": "no_route" })));
     };
+    // provider-to-gateway events: signed or verified, never proxied, never given identity headers
+    if let Some(webhooks) = &gateway.config.webhooks {
+        if target.path == webhooks.path {
+            return Ok(match (session.req_header().method.as_str(), &gateway.webhook_key) {
+                ("POST", Some(key)) => match read_body(session, webhooks.max_body_size.bytes()).await? {
+                    Ok(body) => {
+                        let headers = session.req_header().headers.clone();
+                        events::webhook::handle(auth.revocations(), key, &headers, &body).await
+                    }
+                    Err(reply) => reply,
+                },
+                _ => method_not_allowed("POST"),
+            });
+        }
+    }
+    if target.path == "/oauth2/backchannel-logout" {
+        if session.req_header().method != http::Method::POST {
+            return Ok(method_not_allowed("POST"));
+        }
+        let Some(verifier) = gateway.verifier.as_deref() else {
+            return Ok(Reply::json(StatusCode::NOT_FOUND, &serde_json::json!({ "error": "not_found" })));
+        };
+        return Ok(match read_body(session, 64 * 1024).await? {
+            Ok(body) => events::backchannel::handle(auth.revocations(), verifier, &body).await,
+            Err(reply) => reply,
+        });
+    }
     let req = session.req_header();
     let method = req.method.clone();
     // owned: the body may be read below (endpoints are not on the hot path)
@@ -54,7 +82,7 @@ pub async fn handle(
             }
             auth.sign_out(origin, cookies.as_deref()).await
         }
-        ("/oauth2/userinfo", "GET") => match auth.lookup(cookies.as_deref()).await {
+        ("/oauth2/userinfo", "GET") => match auth.peek(cookies.as_deref()).await {
             SessionLookup::Found(active) => browser::userinfo(&active),
             _ => Reply::json(
                 StatusCode::UNAUTHORIZED,
@@ -65,12 +93,7 @@ pub async fn handle(
             if ["/oauth2/start", "/oauth2/callback", "/oauth2/sign_out", "/oauth2/userinfo"]
                 .contains(&path) =>
         {
-            let mut r = Reply::json(
-                StatusCode::METHOD_NOT_ALLOWED,
-                &serde_json::json!({ "error": "method_not_allowed" }),
-            );
-            r.header(http::header::ALLOW, http::HeaderValue::from_static("GET, POST"));
-            r
+            method_not_allowed("GET, POST")
         }
         _ => Reply::json(StatusCode::NOT_FOUND, &serde_json::json!({ "error": "not_found" })),
     };
@@ -90,6 +113,41 @@ pub fn same_origin(req: &pingora::http::RequestHeader, origin: &str) -> bool {
         Some(o) => o == origin,
         None => site.is_some(),
     }
+}
+
+fn method_not_allowed(allow: &'static str) -> Reply {
+    let mut r =
+        Reply::json(StatusCode::METHOD_NOT_ALLOWED, &serde_json::json!({ "error": "method_not_allowed" }));
+    r.header(http::header::ALLOW, http::HeaderValue::from_static(allow));
+    r
+}
+
+/// Reads a request body of at most `limit` bytes; a larger one gets 413, before reading it
+/// when `Content-Length` says so.
+async fn read_body(session: &mut Session, limit: usize) -> pingora::Result<Result<Vec<u8>, Reply>> {
+    let too_large = || {
+        Reply::json(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &serde_json::json!({ "error": "body_too_large", "message": "The request body is too large." }),
+        )
+    };
+    let declared = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Ok(Err(too_large()));
+    }
+    let mut body = Vec::with_capacity(declared.unwrap_or(0).min(limit));
+    while let Some(chunk) = session.read_request_body().await? {
+        if body.len() + chunk.len() > limit {
+            return Ok(Err(too_large()));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Ok(body))
 }
 
 /// Reads (and discards) a request body up to the configured limit; a larger one gets 413.

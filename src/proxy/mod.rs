@@ -154,9 +154,17 @@ impl ProxyHttp for AuthGate {
         let navigation = is_navigation(session.req_header());
         let decision = match credentials {
             Ok(credentials) => {
-                authenticate(&route, credentials, gateway.verifier.as_deref(), &lookup, navigation)
-                    .await
-                    .and_then(|caller| authorize(&route, &caller).map(|()| caller))
+                let revocations = gateway.browser.as_ref().map(|b| b.revocations().as_ref());
+                authenticate(
+                    &route,
+                    credentials,
+                    gateway.verifier.as_deref(),
+                    revocations,
+                    &lookup,
+                    navigation,
+                )
+                .await
+                .and_then(|caller| authorize(&route, &caller).map(|()| caller))
             }
             Err(rejection) => Err(rejection),
         };

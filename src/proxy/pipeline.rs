@@ -8,6 +8,7 @@ use std::sync::Arc;
 use pingora::http::RequestHeader;
 
 use crate::config::AuthMode;
+use crate::events::Revocations;
 use crate::gateway::Gateway;
 use crate::jwt::{Identity, TokenError, TokenVerifier};
 use crate::oidc::browser::{ActiveSession, SessionLookup};
@@ -209,6 +210,7 @@ pub async fn authenticate(
     route: &Route,
     credentials: Credentials<'_>,
     verifier: Option<&TokenVerifier>,
+    revocations: Option<&Revocations>,
     session: &SessionLookup,
     navigation: bool,
 ) -> Result<Caller, Rejection> {
@@ -217,6 +219,10 @@ pub async fn authenticate(
         (AuthMode::Api | AuthMode::Any, Credentials::Bearer(token)) => {
             let verifier = verifier.ok_or_else(invalid_token)?;
             match verifier.verify(token, &route.audiences).await {
+                Ok(identity) if revocations.is_some_and(|r| r.is_denied(&identity.subject)) => {
+                    tracing::debug!(route = %route.name, "bearer token of a suspended user refused");
+                    Err(invalid_token())
+                }
                 Ok(identity) => Ok(Caller::Bearer(identity)),
                 Err(TokenError::IntrospectionFailed) => Err(Rejection::new(
                     503,
@@ -234,6 +240,17 @@ pub async fn authenticate(
                 .with_challenge(BearerChallenge::Required))
         }
         (AuthMode::Browser | AuthMode::Any, _) => match session {
+            // a dead token must not reach an app that uses it (its refresh is being retried)
+            SessionLookup::Found(active)
+                if route.pass_access_token
+                    && active.session.tokens.access_expires_at <= crate::jwt::unix_now() =>
+            {
+                Err(Rejection::new(
+                    503,
+                    "token_unavailable",
+                    "Your sign-in cannot be renewed right now; please try again in a moment.",
+                ))
+            }
             SessionLookup::Found(active) => Ok(Caller::Session(active.clone())),
             SessionLookup::Unavailable => Err(Rejection::new(
                 503,

@@ -65,6 +65,8 @@ mod tests {
             version: 1,
             user: sealer.index("authgate user", session.identity.subject.as_bytes()),
             expires_at: session.expires_at,
+            created_at: session.created_at,
+            sid: None,
         };
         assert!(store.save(&key, stored, None).await.unwrap());
 

@@ -4,13 +4,14 @@
 //! lost; changes are published so that every instance drops its decrypted copies.
 //!
 //! Keys (under the configured prefix): `s:<hex>` a session (hash: v version, u user, d sealed,
-//! e absolute end), `u:<hex>` the set of a user's session keys, `l:<hex>` a pending login,
-//! `k:<hex>` a lock, `d:<hex>` a de-duplication mark; the channel `events` carries
-//! `s<hex>` and `u<hex>` messages. Lua reaches keys it is not given as `KEYS`, so a Redis Cluster
+//! e absolute end, c creation, i provider session), `u:<hex>` the set of a user's session keys,
+//! `i:<hex>` the set of a provider session's keys, `m:<hex>` a user's sealed revocation record,
+//! `denied` the deny-list (sorted set of users by end time), `l:<hex>` a pending login,
+//! `k:<hex>` a lock, `d:<hex>` a de-duplication mark; the channel `events` carries `s<hex>` and
+//! `u<hex>` messages. Lua reaches keys it is not given as `KEYS`, so a Redis Cluster
 //! is not supported (a single primary, with replicas or Sentinel in front, is).
 
 use std::sync::Arc;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::SessionKey;
-use super::store::{SessionStore, StoreError, StoreEvent, StoreListener, StoredSession};
+use super::store::{Listeners, SessionStore, StoreError, StoreEvent, StoreListener, StoredSession};
 use crate::config::Secret;
 use crate::jwt::unix_now;
 
@@ -49,7 +50,7 @@ pub struct RedisStore {
     idle_ms: u64,
     login_ttl_ms: u64,
     client: redis::Client,
-    listener: Arc<OnceLock<StoreListener>>,
+    listeners: Listeners,
     scripts: Scripts,
     /// Redis I/O runs on its own small runtime: the connections' driver tasks must outlive
     /// whichever request or service runtime first touched them.
@@ -67,12 +68,14 @@ struct Scripts {
     save: redis::Script,
     delete: redis::Script,
     delete_user: redis::Script,
+    delete_sid: redis::Script,
+    save_marks: redis::Script,
     unlock: redis::Script,
 }
 
 /// Reads a session and slides its idle expiry (never past its absolute end).
 const LOAD: &str = r"
-local v = redis.call('HMGET', KEYS[1], 'v', 'u', 'd', 'e')
+local v = redis.call('HMGET', KEYS[1], 'v', 'u', 'd', 'e', 'c', 'i')
 if not v[1] then return false end
 local left = (tonumber(v[4]) - tonumber(ARGV[1])) * 1000
 if left <= 0 then redis.call('DEL', KEYS[1]) return false end
@@ -93,11 +96,15 @@ elseif cur ~= ARGV[1] then
 end
 local left = (tonumber(ARGV[5]) - tonumber(ARGV[6])) * 1000
 if left <= 0 then return 0 end
-redis.call('HSET', KEYS[1], 'v', ARGV[2], 'u', ARGV[3], 'd', ARGV[4], 'e', ARGV[5])
+redis.call('HSET', KEYS[1], 'v', ARGV[2], 'u', ARGV[3], 'd', ARGV[4], 'e', ARGV[5], 'c', ARGV[10], 'i', ARGV[11])
 local idle = tonumber(ARGV[7])
 if idle < left then redis.call('PEXPIRE', KEYS[1], idle) else redis.call('PEXPIRE', KEYS[1], left) end
 redis.call('SADD', KEYS[2], KEYS[1])
 if redis.call('PTTL', KEYS[2]) < left then redis.call('PEXPIRE', KEYS[2], left) end
+if ARGV[11] ~= '' then
+  redis.call('SADD', KEYS[3], KEYS[1])
+  if redis.call('PTTL', KEYS[3]) < left then redis.call('PEXPIRE', KEYS[3], left) end
+end
 if ARGV[1] ~= '' then redis.call('PUBLISH', ARGV[8], ARGV[9]) end
 return 1
 ";
@@ -111,13 +118,45 @@ redis.call('PUBLISH', ARGV[1], ARGV[2])
 return 1
 ";
 
-/// Ends every session of a user and announces it.
+/// Ends every session of a user created before ARGV[3] and announces it.
 const DELETE_USER: &str = r"
 local n = 0
-for _, k in ipairs(redis.call('SMEMBERS', KEYS[1])) do n = n + redis.call('DEL', k) end
-redis.call('DEL', KEYS[1])
+local before = tonumber(ARGV[3])
+for _, k in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local c = redis.call('HGET', k, 'c')
+  if not c then
+    redis.call('SREM', KEYS[1], k)
+  elseif tonumber(c) < before then
+    n = n + redis.call('DEL', k)
+    redis.call('SREM', KEYS[1], k)
+  end
+end
 redis.call('PUBLISH', ARGV[1], ARGV[2])
 return n
+";
+
+/// Ends every session of a provider session and announces each.
+const DELETE_SID: &str = r"
+local n = 0
+for _, k in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  n = n + redis.call('DEL', k)
+  redis.call('PUBLISH', ARGV[1], 's' .. string.sub(k, #ARGV[2] + 1))
+end
+redis.call('DEL', KEYS[1])
+return n
+";
+
+/// Replaces a user's revocation record and deny-list entry, and announces it.
+const SAVE_MARKS: &str = r"
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if ARGV[3] ~= '' then
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+else
+  redis.call('ZREM', KEYS[2], ARGV[4])
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[5])
+redis.call('PUBLISH', ARGV[6], 'u' .. ARGV[4])
+return 1
 ";
 
 /// Releases a lock only if it is still ours.
@@ -185,12 +224,14 @@ impl RedisStore {
             idle_ms: ms(settings.idle),
             login_ttl_ms: ms(settings.login_ttl),
             client,
-            listener: Arc::new(OnceLock::new()),
+            listeners: Listeners::default(),
             scripts: Scripts {
                 load: redis::Script::new(LOAD),
                 save: redis::Script::new(SAVE),
                 delete: redis::Script::new(DELETE),
                 delete_user: redis::Script::new(DELETE_USER),
+                delete_sid: redis::Script::new(DELETE_SID),
+                save_marks: redis::Script::new(SAVE_MARKS),
                 unlock: redis::Script::new(UNLOCK),
             },
             runtime: Some(runtime),
@@ -212,13 +253,10 @@ impl RedisStore {
     /// every (re)connection all cached copies are dropped: messages may have been missed.
     fn subscribe(&self) {
         let Some(runtime) = &self.runtime else { return };
-        let (client, channel, listener) = (self.client.clone(), self.channel.clone(), self.listener.clone());
+        let (client, channel, listeners) =
+            (self.client.clone(), self.channel.clone(), self.listeners.clone());
         runtime.spawn(async move {
-            let tell = |event| {
-                if let Some(l) = listener.get() {
-                    l(event);
-                }
-            };
+            let tell = |event| listeners.tell(event);
             loop {
                 match client.get_async_pubsub().await {
                     Ok(mut pubsub) => {
@@ -266,7 +304,8 @@ impl Drop for RedisStore {
 #[async_trait]
 impl SessionStore for RedisStore {
     async fn load(&self, key: &SessionKey) -> Result<Option<Arc<StoredSession>>, StoreError> {
-        let found: Option<(u64, String, Vec<u8>, u64)> = self
+        type Fields = (u64, String, Vec<u8>, u64, Option<u64>, Option<String>);
+        let found: Option<Fields> = self
             .scripts
             .load
             .key(self.key("s", &key.0))
@@ -275,8 +314,15 @@ impl SessionStore for RedisStore {
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        Ok(found.and_then(|(version, user, sealed, expires_at)| {
-            Some(Arc::new(StoredSession { sealed, version, user: unhex(&user)?, expires_at }))
+        Ok(found.and_then(|(version, user, sealed, expires_at, created_at, sid)| {
+            Some(Arc::new(StoredSession {
+                sealed,
+                version,
+                user: unhex(&user)?,
+                expires_at,
+                created_at: created_at.unwrap_or(0),
+                sid: sid.as_deref().and_then(unhex),
+            }))
         }))
     }
 
@@ -291,6 +337,7 @@ impl SessionStore for RedisStore {
             .save
             .key(self.key("s", &key.0))
             .key(self.key("u", &session.user))
+            .key(self.key("i", &session.sid.unwrap_or_default()))
             .arg(expected.map(|v| v.to_string()).unwrap_or_default())
             .arg(session.version)
             .arg(hex(&session.user))
@@ -300,6 +347,8 @@ impl SessionStore for RedisStore {
             .arg(self.idle_ms)
             .arg(&self.channel)
             .arg(format!("s{}", hex(&key.0)))
+            .arg(session.created_at)
+            .arg(session.sid.map(|s| hex(&s)).unwrap_or_default())
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
@@ -320,17 +369,72 @@ impl SessionStore for RedisStore {
         Ok(())
     }
 
-    async fn delete_user(&self, user: &[u8; 32]) -> Result<usize, StoreError> {
+    async fn delete_user(&self, user: &[u8; 32], before: u64) -> Result<usize, StoreError> {
         let n: i64 = self
             .scripts
             .delete_user
             .key(self.key("u", user))
             .arg(&self.channel)
             .arg(format!("u{}", hex(user)))
+            .arg(before)
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
         Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    async fn delete_sid(&self, sid: &[u8; 32]) -> Result<usize, StoreError> {
+        let n: i64 = self
+            .scripts
+            .delete_sid
+            .key(self.key("i", sid))
+            .arg(&self.channel)
+            .arg(format!("{}s:", self.prefix))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    async fn user_marks(&self, user: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
+        redis::cmd("GET").arg(self.key("m", user)).query_async(&mut self.conn()).await.map_err(unavailable)
+    }
+
+    async fn save_user_marks(
+        &self,
+        user: &[u8; 32],
+        sealed: Vec<u8>,
+        ttl: Duration,
+        denied_until: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let _: i64 = self
+            .scripts
+            .save_marks
+            .key(self.key("m", user))
+            .key(format!("{}denied", self.prefix))
+            .arg(sealed)
+            .arg(ms(ttl))
+            .arg(denied_until.map(|u| u.to_string()).unwrap_or_default())
+            .arg(hex(user))
+            .arg(unix_now())
+            .arg(&self.channel)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn denied_users(&self) -> Result<Vec<([u8; 32], u64)>, StoreError> {
+        let list: Vec<(String, u64)> = redis::cmd("ZRANGE")
+            .arg(format!("{}denied", self.prefix))
+            .arg(unix_now())
+            .arg("+inf")
+            .arg("BYSCORE")
+            .arg("WITHSCORES")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(list.into_iter().filter_map(|(u, until)| Some((unhex(&u)?, until))).collect())
     }
 
     async fn put_login(&self, key: [u8; 32], sealed: Vec<u8>) -> Result<(), StoreError> {
@@ -390,8 +494,17 @@ impl SessionStore for RedisStore {
         Ok(set.is_some())
     }
 
+    async fn forget(&self, key: &[u8; 32]) -> Result<(), StoreError> {
+        let _: i64 = redis::cmd("DEL")
+            .arg(self.key("d", key))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
     fn listen(&self, listener: StoreListener) {
-        let _ = self.listener.set(listener);
+        self.listeners.add(listener);
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -2,7 +2,7 @@
 //! Stores see only ciphertext, keyed hashes and expiry times.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -21,6 +21,11 @@ pub struct StoredSession {
     pub user: [u8; 32],
     /// Absolute end of the session, seconds since the epoch.
     pub expires_at: u64,
+    /// Sign-in time, seconds since the epoch (revocation events name a time: only sessions
+    /// created before it are affected).
+    pub created_at: u64,
+    /// Keyed hash of the provider's session id (`sid`), for back-channel logout.
+    pub sid: Option<[u8; 32]>,
 }
 
 /// A change to stored sessions that instances holding decrypted copies must drop them for.
@@ -36,6 +41,24 @@ pub enum StoreEvent {
 
 /// Called with every `StoreEvent`, from this instance or (Redis) any other.
 pub type StoreListener = Arc<dyn Fn(StoreEvent) + Send + Sync>;
+
+/// The listeners of a store.
+#[derive(Default, Clone)]
+pub struct Listeners(Arc<RwLock<Vec<StoreListener>>>);
+
+impl Listeners {
+    /// Adds one.
+    pub fn add(&self, listener: StoreListener) {
+        self.0.write().unwrap_or_else(|e| e.into_inner()).push(listener);
+    }
+
+    /// Tells every listener.
+    pub fn tell(&self, event: StoreEvent) {
+        for listener in self.0.read().unwrap_or_else(|e| e.into_inner()).iter() {
+            listener(event);
+        }
+    }
+}
 
 /// A store failure (the memory store has none; Redis has).
 #[derive(Debug, thiserror::Error)]
@@ -63,8 +86,27 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     /// Ends one session.
     async fn delete(&self, key: &SessionKey) -> Result<(), StoreError>;
 
-    /// Ends every session of a user; returns how many.
-    async fn delete_user(&self, user: &[u8; 32]) -> Result<usize, StoreError>;
+    /// Ends every session of a user created before `before` (seconds); returns how many.
+    async fn delete_user(&self, user: &[u8; 32], before: u64) -> Result<usize, StoreError>;
+
+    /// Ends every session of one provider session (keyed hash of its `sid`); returns how many.
+    async fn delete_sid(&self, sid: &[u8; 32]) -> Result<usize, StoreError>;
+
+    /// The sealed revocation record of a user, if any.
+    async fn user_marks(&self, user: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Replaces a user's sealed revocation record for `ttl`, and keeps the user on the deny-list
+    /// until `denied_until` (seconds) when given, else takes them off it. Announces the change.
+    async fn save_user_marks(
+        &self,
+        user: &[u8; 32],
+        sealed: Vec<u8>,
+        ttl: Duration,
+        denied_until: Option<u64>,
+    ) -> Result<(), StoreError>;
+
+    /// Users on the deny-list, with the time (seconds) each stays there.
+    async fn denied_users(&self) -> Result<Vec<([u8; 32], u64)>, StoreError>;
 
     /// Keeps a pending login for the store's login lifetime.
     async fn put_login(&self, key: [u8; 32], sealed: Vec<u8>) -> Result<(), StoreError>;
@@ -82,7 +124,10 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     /// Records `key` for `ttl`; returns false when it was already recorded (de-duplication).
     async fn remember(&self, key: &[u8; 32], ttl: Duration) -> Result<bool, StoreError>;
 
-    /// Registers the one listener told about every `StoreEvent`.
+    /// Drops a key recorded by `remember` (its processing failed and may be retried).
+    async fn forget(&self, key: &[u8; 32]) -> Result<(), StoreError>;
+
+    /// Registers a listener told about every `StoreEvent`.
     fn listen(&self, listener: StoreListener);
 
     /// Checks that the store answers (for readiness).
@@ -104,9 +149,12 @@ pub struct MemoryStore {
     sessions: moka::sync::Cache<SessionKey, Arc<StoredSession>>,
     logins: moka::sync::Cache<[u8; 32], Arc<Vec<u8>>>,
     locks: Mutex<HashMap<SessionKey, (u64, Instant)>>,
+    /// Sealed revocation records by user, each until its `Instant`.
+    marks: moka::sync::Cache<[u8; 32], (Arc<Vec<u8>>, Instant)>,
+    denied: Mutex<HashMap<[u8; 32], u64>>,
     /// De-duplication keys and when each is forgotten (`Instant`).
     seen: moka::sync::Cache<[u8; 32], Instant>,
-    listener: OnceLock<StoreListener>,
+    listeners: Listeners,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -172,18 +220,18 @@ impl MemoryStore {
                 .time_to_live(login_ttl)
                 .build(),
             locks: Mutex::new(HashMap::new()),
+            marks: moka::sync::Cache::builder().max_capacity(1_000_000).build(),
+            denied: Mutex::new(HashMap::new()),
             seen: moka::sync::Cache::builder()
                 .max_capacity(1_000_000)
                 .time_to_live(Duration::from_secs(48 * 3600))
                 .build(),
-            listener: OnceLock::new(),
+            listeners: Listeners::default(),
         }
     }
 
     fn tell(&self, event: StoreEvent) {
-        if let Some(listener) = self.listener.get() {
-            listener(event);
-        }
+        self.listeners.tell(event);
     }
 
     /// Sessions currently held (approximate, for metrics).
@@ -232,15 +280,60 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
-    async fn delete_user(&self, user: &[u8; 32]) -> Result<usize, StoreError> {
-        // a scan: user-wide logout is rare (webhooks, admin action), reads are not
-        let doomed: Vec<SessionKey> =
-            self.sessions.iter().filter(|(_, s)| &s.user == user).map(|(k, _)| *k).collect();
+    async fn delete_user(&self, user: &[u8; 32], before: u64) -> Result<usize, StoreError> {
+        // a scan: user-wide logout is rare (webhooks, back-channel logout), reads are not
+        let doomed: Vec<SessionKey> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| &s.user == user && s.created_at < before)
+            .map(|(k, _)| *k)
+            .collect();
         for k in &doomed {
             self.sessions.invalidate(k);
         }
         self.tell(StoreEvent::User(*user));
         Ok(doomed.len())
+    }
+
+    async fn delete_sid(&self, sid: &[u8; 32]) -> Result<usize, StoreError> {
+        let doomed: Vec<SessionKey> =
+            self.sessions.iter().filter(|(_, s)| s.sid.as_ref() == Some(sid)).map(|(k, _)| *k).collect();
+        for k in &doomed {
+            self.sessions.invalidate(k);
+            self.tell(StoreEvent::Session(*k));
+        }
+        Ok(doomed.len())
+    }
+
+    async fn user_marks(&self, user: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.marks.get(user).filter(|(_, until)| *until > Instant::now()).map(|(m, _)| (*m).clone()))
+    }
+
+    async fn save_user_marks(
+        &self,
+        user: &[u8; 32],
+        sealed: Vec<u8>,
+        ttl: Duration,
+        denied_until: Option<u64>,
+    ) -> Result<(), StoreError> {
+        self.marks.insert(*user, (Arc::new(sealed), Instant::now() + ttl));
+        {
+            let mut denied = self.denied.lock().unwrap_or_else(|e| e.into_inner());
+            let now = unix_now();
+            denied.retain(|_, until| *until > now);
+            match denied_until {
+                Some(until) => denied.insert(*user, until),
+                None => denied.remove(user),
+            };
+        }
+        self.tell(StoreEvent::User(*user));
+        Ok(())
+    }
+
+    async fn denied_users(&self) -> Result<Vec<([u8; 32], u64)>, StoreError> {
+        let now = unix_now();
+        let denied = self.denied.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(denied.iter().filter(|(_, until)| **until > now).map(|(u, until)| (*u, *until)).collect())
     }
 
     async fn put_login(&self, key: [u8; 32], sealed: Vec<u8>) -> Result<(), StoreError> {
@@ -288,8 +381,13 @@ impl SessionStore for MemoryStore {
         Ok(first)
     }
 
+    async fn forget(&self, key: &[u8; 32]) -> Result<(), StoreError> {
+        self.seen.invalidate(key);
+        Ok(())
+    }
+
     fn listen(&self, listener: StoreListener) {
-        let _ = self.listener.set(listener);
+        self.listeners.add(listener);
     }
 
     fn session_count(&self) -> Option<u64> {
@@ -307,6 +405,8 @@ mod tests {
             version,
             user: [user; 32],
             expires_at: unix_now() + expires_in,
+            created_at: unix_now() - 10,
+            sid: Some([user; 32]),
         }
     }
 
@@ -346,7 +446,8 @@ mod tests {
             store.save(&SessionKey([i; 32]), stored(1, 9, 60), None).await.unwrap();
         }
         store.save(&SessionKey([50; 32]), stored(1, 8, 60), None).await.unwrap();
-        assert_eq!(store.delete_user(&[9; 32]).await.unwrap(), 3);
+        assert_eq!(store.delete_user(&[9; 32], unix_now() - 20).await.unwrap(), 0, "all newer than that");
+        assert_eq!(store.delete_user(&[9; 32], unix_now()).await.unwrap(), 3);
         assert!(store.load(&SessionKey([50; 32])).await.unwrap().is_some());
 
         store.put_login([3; 32], vec![9]).await.unwrap();

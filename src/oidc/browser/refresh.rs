@@ -5,16 +5,18 @@
 //! instances, a store lock picks one refresher; the others wait for its write and use its
 //! tokens. Every candidate re-reads the stored session first, so a refresh already done by
 //! someone else is never repeated with a spent refresh token. New tokens are written with a
-//! versioned compare-and-set, re-applied to the newest copy when a concurrent write won.
+//! versioned compare-and-set, re-applied to the newest copy when a concurrent write won. The
+//! refresh runs as its own task: a request that goes away mid-refresh cannot lose rotated tokens.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{ActiveSession, BrowserAuth, MAX_TOKEN_LIFETIME, SessionLookup};
+use crate::events::Verdict;
 use crate::jwt::unix_now;
 use crate::oidc::budget::Grant;
 use crate::oidc::login::{self, LoginError, TokenResponse, access_token_claims};
-use crate::session::{Session, SessionTicket, SessionTokens, StoredSession};
+use crate::session::{Session, SessionTicket, SessionTokens};
 
 /// What a refresh came to, shared by every request that waited on it.
 #[derive(Debug, Clone)]
@@ -27,20 +29,23 @@ pub(super) enum Outcome {
     Ended,
 }
 
-/// How long one refresher holds the store lock at most (the provider call is time-limited).
-const LOCK_TTL: Duration = Duration::from_secs(15);
-/// How long a request waits for another instance's refresh before using what it has.
+/// How long a request waits for another instance's refresh when its own token has expired.
 const WAIT_FOR_OTHER: Duration = Duration::from_secs(5);
 /// How long a session's refresh is put off after the provider failed.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(10);
+/// How long an expired session waits for token-endpoint budget before going on without.
+const EXPIRED_PATIENCE: Duration = Duration::from_secs(5);
+/// How long rotated tokens that could not be stored are kept and retried.
+const UNSAVED_RETRY_FOR: Duration = Duration::from_secs(60);
 
 fn counted(outcome: &'static str) {
     crate::metrics::METRICS.refreshes.with_label_values(&[outcome]).inc();
 }
 
 impl BrowserAuth {
-    /// Should this request refresh the session's access token first? When it is within
-    /// `refresh_before` of expiry (at most half its lifetime) and not deferred.
+    /// Should this request refresh the session's tokens first? When the access token is within
+    /// `refresh_before` of expiry (at most half its lifetime) or the identity changed at the
+    /// provider, and the refresh is not deferred.
     pub(super) fn due_for_refresh(&self, active: &ActiveSession, now: u64) -> bool {
         let tokens = &active.session.tokens;
         if tokens.refresh_token.is_none() {
@@ -48,7 +53,7 @@ impl BrowserAuth {
         }
         let lifetime = tokens.access_expires_at.saturating_sub(tokens.access_issued_at);
         let window = self.refresh_before.as_secs().min(lifetime / 2);
-        if now.saturating_add(window) < tokens.access_expires_at {
+        if !active.stale && now.saturating_add(window) < tokens.access_expires_at {
             return false;
         }
         self.deferred.get(&active.key).is_none_or(|until| until <= Instant::now())
@@ -56,12 +61,24 @@ impl BrowserAuth {
 
     /// Refreshes `seen` (opened from `cookie`), sharing the work with concurrent requests.
     pub(super) async fn refresh(&self, cookie: &str, seen: Arc<ActiveSession>) -> SessionLookup {
-        let Some(ticket) = SessionTicket::decode(cookie) else { return SessionLookup::Invalid };
+        let (Some(ticket), Some(me)) = (SessionTicket::decode(cookie), self.me.upgrade()) else {
+            return SessionLookup::Invalid;
+        };
         let cell = {
             let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
             inflight.entry(seen.key).or_default().clone()
         };
-        let outcome = cell.get_or_init(|| self.refresh_shared(&ticket, &seen)).await.clone();
+        let outcome = cell
+            .get_or_init(|| {
+                let seen = seen.clone();
+                async move {
+                    tokio::spawn(async move { me.refresh_shared(&ticket, &seen).await })
+                        .await
+                        .unwrap_or(Outcome::Kept)
+                }
+            })
+            .await
+            .clone();
         {
             let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
             if inflight.get(&seen.key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
@@ -70,7 +87,11 @@ impl BrowserAuth {
         }
         match outcome {
             Outcome::Fresh(active) => {
-                self.remember_opened(cookie, &active);
+                self.remember_opened(
+                    cookie,
+                    &active,
+                    self.generation.load(std::sync::atomic::Ordering::SeqCst),
+                );
                 SessionLookup::Found(active)
             }
             Outcome::Kept => SessionLookup::Found(seen),
@@ -94,7 +115,7 @@ impl BrowserAuth {
             counted("shared");
             return Outcome::Fresh(Arc::new(current));
         }
-        let lock = match self.store.lock(&current.key, LOCK_TTL).await {
+        let lock = match self.store.lock(&current.key, self.lock_ttl).await {
             Ok(Some(token)) => token,
             Ok(None) => return self.await_other_refresh(ticket, current).await,
             Err(e) => {
@@ -109,8 +130,12 @@ impl BrowserAuth {
         outcome
     }
 
-    /// Another instance is refreshing: wait for its write, then use its tokens.
+    /// Another instance is refreshing. A still-valid token goes on being used at once; an
+    /// expired one waits for the other instance's write and uses its tokens.
     async fn await_other_refresh(&self, ticket: &SessionTicket, current: ActiveSession) -> Outcome {
+        if current.session.tokens.access_expires_at > unix_now() {
+            return Outcome::Kept;
+        }
         let deadline = Instant::now() + WAIT_FOR_OTHER;
         while Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -142,7 +167,7 @@ impl BrowserAuth {
         };
         let Some(refresh_token) = current.session.tokens.refresh_token.clone() else { return Outcome::Kept };
         let provider = self.verifier.provider();
-        if let Err(wait) = provider.budget.try_take(Grant::Refresh) {
+        if let Err(wait) = self.take_budget(&current).await {
             crate::metrics::METRICS.token_budget_waits.with_label_values(&[Grant::Refresh.label()]).inc();
             return self.defer(&current, wait, "no token-endpoint budget");
         }
@@ -160,6 +185,13 @@ impl BrowserAuth {
         {
             Ok(tokens) => tokens,
             Err(LoginError::Refused(code)) if code == "invalid_grant" => {
+                // refused because someone else redeemed it after all? then use their tokens
+                if let Ok(Some(latest)) = self.open(ticket).await {
+                    if latest.version != current.version {
+                        counted("shared");
+                        return Outcome::Fresh(Arc::new(latest));
+                    }
+                }
                 tracing::info!("the provider ended the session (invalid_grant at refresh)");
                 return self.end(&current).await;
             }
@@ -177,6 +209,23 @@ impl BrowserAuth {
             return self.end(&current).await;
         };
         self.write_refreshed(ticket, current, refreshed).await
+    }
+
+    /// Budget for a refresh: an early one only from what sign-ins can spare; one whose access
+    /// token has expired goes with sign-ins' priority and may wait a few seconds for it.
+    async fn take_budget(&self, current: &ActiveSession) -> Result<(), Duration> {
+        let budget = &self.verifier.provider().budget;
+        if current.session.tokens.access_expires_at > unix_now() {
+            return budget.try_take(Grant::Refresh);
+        }
+        let deadline = Instant::now() + EXPIRED_PATIENCE;
+        loop {
+            match budget.try_take(Grant::CodeExchange) {
+                Ok(()) => return Ok(()),
+                Err(wait) if Instant::now() + wait <= deadline => tokio::time::sleep(wait).await,
+                Err(wait) => return Err(wait),
+            }
+        }
     }
 
     /// The session with new tokens and the identity they carry now.
@@ -206,7 +255,8 @@ impl BrowserAuth {
     }
 
     /// Writes the refreshed session over `base` (compare-and-set); when a concurrent write
-    /// won, the new tokens and identity are applied to the newest copy instead.
+    /// won, the new tokens and identity are applied to the newest copy instead. Tokens that
+    /// cannot be stored now are kept in this process and stored as soon as the store answers.
     async fn write_refreshed(
         &self,
         ticket: &SessionTicket,
@@ -218,20 +268,14 @@ impl BrowserAuth {
             session.tokens = refreshed.tokens.clone();
             session.identity = refreshed.identity.clone();
             let version = base.version + 1;
-            let sealed = match self.sealer.seal_session(ticket, &session) {
-                Ok(s) => s,
-                Err(_) => return Outcome::Kept,
-            };
-            let stored = StoredSession { sealed, version, user: base.user, expires_at: session.expires_at };
+            let Ok(stored) = self.stored(ticket, &session, version) else { break };
             match self.store.save(&base.key, stored, Some(base.version)).await {
                 Ok(true) => {
                     counted("refreshed");
-                    return Outcome::Fresh(Arc::new(ActiveSession {
-                        key: base.key,
-                        session,
-                        version,
-                        user: base.user,
-                    }));
+                    return match self.admitted(base.key, session, version, base.user).await {
+                        Some(active) => Outcome::Fresh(Arc::new(active)),
+                        None => Outcome::Ended,
+                    };
                 }
                 Ok(false) => match self.open(ticket).await {
                     Ok(Some(latest)) => base = latest,
@@ -239,19 +283,57 @@ impl BrowserAuth {
                     Err(_) => break,
                 },
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot store refreshed tokens");
+                    tracing::warn!(error = %e, "cannot store refreshed tokens yet");
                     break;
                 }
             }
         }
-        // the refresh token may have rotated: keep the new tokens in this process at least
         counted("unsaved");
-        Outcome::Fresh(Arc::new(ActiveSession {
-            key: base.key,
-            session: refreshed,
-            version: base.version,
-            user: base.user,
-        }))
+        self.keep_unsaved(ticket.clone(), refreshed.clone());
+        match self.admitted(base.key, refreshed, base.version, base.user).await {
+            Some(active) => Outcome::Fresh(Arc::new(active)),
+            None => Outcome::Ended,
+        }
+    }
+
+    /// The refreshed session as requests may use it (the user's revocation record applied).
+    async fn admitted(
+        &self,
+        key: crate::session::SessionKey,
+        mut session: Session,
+        version: u64,
+        user: [u8; 32],
+    ) -> Option<ActiveSession> {
+        let stale = match self.apply_marks(&user, &mut session).await {
+            Ok(Verdict::Usable { stale }) => stale,
+            Ok(Verdict::Ended) => return None,
+            Err(_) => false,
+        };
+        Some(ActiveSession { key, session, version, user, stale })
+    }
+
+    /// Retries storing rotated tokens in the background: the provider has spent the old refresh
+    /// token, so losing the new one would end the session at the next refresh.
+    fn keep_unsaved(&self, ticket: SessionTicket, refreshed: Session) {
+        let Some(me) = self.me.upgrade() else { return };
+        tokio::spawn(async move {
+            let deadline = Instant::now() + UNSAVED_RETRY_FOR;
+            let key = me.sealer.session_key(&ticket);
+            while Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let based_on = match me.store.load(&key).await {
+                    Ok(Some(stored)) => stored.version,
+                    Ok(None) => return,
+                    Err(_) => continue,
+                };
+                let Ok(stored) = me.stored(&ticket, &refreshed, based_on + 1) else { return };
+                if let Ok(true) = me.store.save(&key, stored, Some(based_on)).await {
+                    tracing::info!("refreshed tokens stored after a store outage");
+                    return;
+                }
+            }
+            tracing::warn!("refreshed tokens could not be stored; the session may need a new sign-in");
+        });
     }
 
     async fn end(&self, current: &ActiveSession) -> Outcome {
