@@ -159,6 +159,18 @@ fn bad_configs_name_the_key_and_the_line() {
             "gate.toml:11:1: `session.redis_url`: is not a redis:// or rediss:// URL",
         ),
         (
+            "short webhook secret",
+            format!("{BASE}\n[webhooks]\nsecret = \"whsec_short\"\n"),
+            "gate.toml:18:1: `webhooks.secret`: is 11 bytes; use at least 32",
+        ),
+        (
+            "webhook path outside /oauth2/",
+            format!(
+                "{BASE}\n[webhooks]\nsecret = \"whsec_0123456789abcdefghijklmnopqrstuvwxyz\"\npath = \"/hooks\"\n"
+            ),
+            "gate.toml:19:1: `webhooks.path`: must be a path under /oauth2/",
+        ),
+        (
             "token endpoint rate of zero",
             BASE.replace("client_id = \"authgate\"", "client_id = \"authgate\"\ntoken_endpoint_rate = 0"),
             "gate.toml:8:1: `provider.token_endpoint_rate`: must be between 1 and 100000",

@@ -1,0 +1,425 @@
+//! Revocation that takes effect now, against the real test IdP and echo app: signed webhooks
+//! (`license.revoked`, `user.suspended`, `user.reactivated`), forged and oversized deliveries,
+//! OIDC Back-Channel Logout from the IdP itself, and both across two instances on Redis.
+
+mod common;
+
+use std::time::{Duration, Instant, SystemTime};
+
+use common::{Browser, Echo, Gate, Idp, Redis, echoed, free_port};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+const ALICE: &str = "a1b2c3d4-0000-4000-8000-00000000a11c";
+const WEBHOOK_SECRET: &str = "whsec_events-test-0123456789abcdefghijklmnop";
+
+fn config(base: &str, idp: &Idp, echo: &Echo, store: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = ["{{listen}}"]
+admin_listen = "{{admin}}"
+public_url = "{base}"
+
+[provider]
+issuer = "{issuer}"
+client_id = "authgate"
+client_secret = "authgate-test-secret"
+audience = "authgate"
+scopes = ["openid", "profile", "email", "organization", "permissions"]
+
+[session]
+secret = "events-test-secret-0123456789abcdefghijklmno"
+{store}
+
+[webhooks]
+secret = "{WEBHOOK_SECRET}"
+
+[[routes]]
+name = "wiki"
+path = "/wiki"
+upstream = "{echo}"
+auth = "browser"
+licenses = ["wiki"]
+
+[[routes]]
+name = "crm"
+path = "/crm"
+upstream = "{echo}"
+auth = "browser"
+licenses = ["crm"]
+
+[[routes]]
+name = "api"
+path = "/api"
+upstream = "{echo}"
+auth = "api"
+"#,
+        issuer = idp.issuer,
+        echo = echo.url()
+    )
+}
+
+/// An IdP that knows every base's callback and back-channel logout address.
+fn idp_for(bases: &[&str]) -> Idp {
+    let mut redirects: Vec<String> = bases.iter().map(|b| format!("{b}/oauth2/callback")).collect();
+    redirects.push(common::REDIRECT_URI.to_owned());
+    let redirects = redirects.join(",");
+    let logouts = bases.iter().map(|b| format!("{b}/")).collect::<Vec<_>>().join(",");
+    let backchannel = format!("{}/oauth2/backchannel-logout", bases[0]);
+    Idp::start(&[
+        ("REDIRECT_URIS", &redirects),
+        ("POST_LOGOUT_REDIRECT_URIS", &logouts),
+        ("BACKCHANNEL_LOGOUT_URI", &backchannel),
+    ])
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+fn signature(body: &[u8]) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(WEBHOOK_SECRET.as_bytes()).unwrap();
+    mac.update(body);
+    let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256={hex}")
+}
+
+fn event(id: &str, kind: &str, timestamp: &str, application: Option<&str>) -> Vec<u8> {
+    let mut data = serde_json::json!({ "userId": ALICE, "email": "alice@acme.test" });
+    if let Some(app) = application {
+        data["application"] = app.into();
+    }
+    serde_json::to_vec(&serde_json::json!({ "id": id, "event": kind, "timestamp": timestamp, "data": data }))
+        .unwrap()
+}
+
+/// Delivers `body` with the given signature headers; returns (status, body).
+async fn deliver(base: &str, body: Vec<u8>, signatures: &[String]) -> (u16, String) {
+    let mut req = reqwest::Client::new()
+        .post(format!("{base}/oauth2/webhooks"))
+        .header("content-type", "application/json")
+        .body(body);
+    for s in signatures {
+        req = req.header("x-webhook-signature", s);
+    }
+    let resp = req.send().await.unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+async fn signed(base: &str, body: Vec<u8>) -> (u16, String) {
+    let sig = signature(&body);
+    deliver(base, body, &[sig]).await
+}
+
+/// A session request as a script makes it (no redirects): the status.
+async fn status(base: &str, path: &str, cookie: &str) -> u16 {
+    reqwest::Client::new()
+        .get(format!("{base}{path}"))
+        .header("cookie", format!("authgate_session={cookie}"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn bearer_status(base: &str, token: &str) -> u16 {
+    reqwest::Client::new()
+        .get(format!("{base}/api/x"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn sign_in(base: &str) -> String {
+    let mut b = Browser::new();
+    let (page, _) = b.navigate(&format!("{base}/wiki/"), Some("alice")).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_eq!(echoed(&page.json(), "x-user-id"), [ALICE]);
+    b.cookie(base, "authgate_session").unwrap()
+}
+
+/// Polls `check` until it returns true, for at most `limit`.
+async fn within<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return true;
+        }
+        if start.elapsed() > limit {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test]
+async fn webhooks_revoke_licenses_suspend_and_reactivate_users() {
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let idp = idp_for(&[&base]);
+    let echo = Echo::start("app");
+    let gate = Gate::start_on(port, &config(&base, &idp, &echo, ""));
+    gate.wait_ready();
+    let cookie = sign_in(&base).await;
+    let token = common::login(&idp.issuer, "alice").await.access_token;
+    assert_eq!(status(&base, "/crm/", &cookie).await, 200);
+    assert_eq!(bearer_status(&base, &token).await, 200);
+
+    // license.revoked for wiki: wiki is gone at once, crm stays
+    let revoked_at = now_rfc3339();
+    let revoke = event("evt-revoke-1", "license.revoked", &revoked_at, Some("wiki"));
+    let (code, body) = signed(&base, revoke.clone()).await;
+    assert_eq!((code, body.contains("\"ok\":true")), (200, true), "{body}");
+    assert_eq!(status(&base, "/wiki/", &cookie).await, 403);
+    assert_eq!(status(&base, "/crm/", &cookie).await, 200);
+    // a browser gets the no-access page, not a sign-in loop
+    let mut b = Browser::new();
+    b.set_cookie(&base, "authgate_session", &cookie);
+    assert_eq!(b.request("GET", &format!("{base}/wiki/"), None, &[]).await.status, 403);
+    // a delivered-again event is acknowledged and does nothing more
+    let (code, body) = signed(&base, revoke.clone()).await;
+    assert_eq!((code, body.contains("duplicate")), (200, true), "{body}");
+
+    // user.suspended: the session is gone and the bearer token refused
+    let (code, _) = signed(&base, event("evt-suspend-1", "user.suspended", &now_rfc3339(), None)).await;
+    assert_eq!(code, 200);
+    assert_eq!(status(&base, "/crm/", &cookie).await, 401);
+    let page = b.request("GET", &format!("{base}/crm/"), None, &[]).await;
+    assert_eq!(page.status, 302, "a browser signs in again");
+    assert!(page.location().starts_with(&format!("{}/auth?", idp.issuer)));
+    assert_eq!(bearer_status(&base, &token).await, 401);
+    // signing in while suspended is refused (a provider may let them in until it catches up)
+    let (page, _) = Browser::new().navigate(&format!("{base}/crm/"), Some("alice")).await;
+    assert_eq!(page.status, 403, "{}", page.body);
+    assert!(page.body.contains("disabled"), "{}", page.body);
+
+    // user.reactivated: a fresh sign-in works, and so does the token
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (code, _) = signed(&base, event("evt-reactivate-1", "user.reactivated", &now_rfc3339(), None)).await;
+    assert_eq!(code, 200);
+    assert_eq!(bearer_status(&base, &token).await, 200);
+    let fresh = sign_in(&base).await;
+    assert_eq!(status(&base, "/wiki/", &fresh).await, 200, "the new session has wiki again");
+
+    // the old revocation delivered again (same id, or re-sent under a new id) leaves the
+    // newer session alone
+    assert_eq!(signed(&base, revoke).await.0, 200);
+    assert_eq!(
+        signed(&base, event("evt-revoke-2", "license.revoked", &revoked_at, Some("wiki"))).await.0,
+        200
+    );
+    assert_eq!(status(&base, "/wiki/", &fresh).await, 200);
+    // an old suspension re-sent after the reactivation changes nothing either
+    let (code, _) = signed(&base, event("evt-suspend-old", "user.suspended", &revoked_at, None)).await;
+    assert_eq!(code, 200);
+    assert_eq!(status(&base, "/crm/", &fresh).await, 200);
+    assert_eq!(bearer_status(&base, &token).await, 200);
+
+    let metrics =
+        common::try_raw(gate.admin_port, "GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        metrics.contains(
+            r#"authgate_events_total{event="license.revoked",outcome="applied",source="webhook"} 2"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"authgate_events_total{event="license.revoked",outcome="duplicate",source="webhook"} 2"#
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn forged_or_oversized_webhooks_change_nothing() {
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let idp = idp_for(&[&base]);
+    let echo = Echo::start("app");
+    let gate = Gate::start_on(port, &config(&base, &idp, &echo, ""));
+    gate.wait_ready();
+    let cookie = sign_in(&base).await;
+
+    let body = event("evt-forged", "license.revoked", &now_rfc3339(), Some("wiki"));
+    let good = signature(&body);
+    let hex = good.trim_start_matches("sha256=");
+    let bytes: Vec<u8> = (0..32).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap()).collect();
+    let reserialised =
+        serde_json::to_vec_pretty(&serde_json::from_slice::<serde_json::Value>(&body).unwrap()).unwrap();
+    {
+        use base64::Engine;
+        let cases: Vec<(&str, Vec<String>)> = vec![
+            ("missing signature", vec![]),
+            ("zeros", vec![format!("sha256={}", "0".repeat(64))]),
+            ("sha1 prefix", vec![good.replacen("sha256=", "sha1=", 1)]),
+            ("upper-case prefix", vec![good.replacen("sha256=", "SHA256=", 1)]),
+            (
+                "base64 instead of hex",
+                vec![format!("sha256={}", base64::engine::general_purpose::STANDARD.encode(&bytes))],
+            ),
+            ("signature of the re-serialised JSON", vec![signature(&reserialised)]),
+            ("two signature headers", vec![good.clone(), good.clone()]),
+        ];
+        for (what, sigs) in cases {
+            let (code, _) = deliver(&base, body.clone(), &sigs).await;
+            assert_eq!(code, 401, "{what}");
+        }
+    }
+    assert_eq!(status(&base, "/wiki/", &cookie).await, 200, "no forged delivery had an effect");
+
+    // 10 MiB: refused from its Content-Length, before the body is read or anything is done
+    let sig = signature(&vec![b' '; 10 * 1024 * 1024]);
+    let head = format!(
+        "POST /oauth2/webhooks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nx-webhook-signature: {sig}\r\nContent-Length: {}\r\n\r\n",
+        10 * 1024 * 1024
+    );
+    assert_eq!(common::try_raw(port, &head).unwrap().status, 413);
+    // and a body that grows past the limit without announcing its size
+    let mut chunked = String::from(
+        "POST /oauth2/webhooks HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nx-webhook-signature: sha256=00\r\n\r\n",
+    );
+    for _ in 0..5 {
+        chunked.push_str(&format!("10000\r\n{}\r\n", " ".repeat(0x10000)));
+    }
+    assert_eq!(common::try_raw(port, &chunked).unwrap().status, 413);
+    // signed but not an event
+    assert_eq!(signed(&base, b"{not json".to_vec()).await.0, 400);
+    assert_eq!(signed(&base, br#"{"event":"user.suspended","data":{}}"#.to_vec()).await.0, 400);
+    // unknown events are acknowledged
+    let (code, body) = signed(&base, event("evt-x", "organization.updated", &now_rfc3339(), None)).await;
+    assert_eq!((code, body.contains("ignored")), (200, true));
+    // never proxied: GET is not allowed and reaches no app
+    let resp = reqwest::get(format!("{base}/oauth2/webhooks")).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 405);
+    assert_eq!(status(&base, "/wiki/", &cookie).await, 200);
+    drop(gate);
+}
+
+/// A logout token signed with the IdP's own key.
+fn logout_token(idp: &Idp, claims: serde_json::Value) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some(idp.kid("rs"));
+    header.typ = Some("logout+jwt".into());
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(&idp.private_pem("rs256.pem")).unwrap();
+    jsonwebtoken::encode(&header, &claims, &key).unwrap()
+}
+
+async fn backchannel(base: &str, token: &str) -> u16 {
+    reqwest::Client::new()
+        .post(format!("{base}/oauth2/backchannel-logout"))
+        .form(&[("logout_token", token)])
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn back_channel_logout_from_the_idp_ends_the_session() {
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let idp = idp_for(&[&base]);
+    let echo = Echo::start("app");
+    let gate = Gate::start_on(port, &config(&base, &idp, &echo, ""));
+    gate.wait_ready();
+
+    // alice signs out at the IdP (not through authgate): the IdP calls back and the session ends
+    let mut b = Browser::new();
+    let (page, _) = b.navigate(&format!("{base}/wiki/"), Some("alice")).await;
+    assert_eq!(page.status, 200);
+    let cookie = b.cookie(&base, "authgate_session").unwrap();
+    assert_eq!(status(&base, "/wiki/", &cookie).await, 200);
+    b.navigate(&format!("{}/session/end", idp.issuer), None).await;
+    assert!(
+        within(Duration::from_secs(5), || async { status(&base, "/wiki/", &cookie).await == 401 }).await,
+        "the IdP's back-channel logout did not end the session; log:\n{}",
+        gate.log()
+    );
+
+    // a logout token is accepted once; malformed ones are refused
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+    let claims = serde_json::json!({
+        "iss": idp.issuer, "aud": "authgate", "iat": now, "exp": now + 120, "jti": "logout-1",
+        "sub": ALICE, "events": { "http://schemas.openid.net/event/backchannel-logout": {} },
+    });
+    let token = logout_token(&idp, claims.clone());
+    assert_eq!(backchannel(&base, &token).await, 200);
+    assert_eq!(backchannel(&base, &token).await, 400, "the same jti again");
+    let with = |k: &str, v: serde_json::Value| {
+        let mut c = claims.clone();
+        c[k] = v;
+        c["jti"] = format!("logout-{k}").into();
+        c
+    };
+    for (what, bad) in [
+        ("nonce", with("nonce", "n".into())),
+        ("audience", with("aud", "someone-else".into())),
+        ("events", with("events", serde_json::json!({}))),
+        ("issuer", with("iss", "http://evil.example".into())),
+    ] {
+        assert_eq!(backchannel(&base, &logout_token(&idp, bad)).await, 400, "{what}");
+    }
+    assert_eq!(backchannel(&base, "not-a-jwt").await, 400);
+}
+
+#[tokio::test]
+async fn revocations_reach_every_instance_on_redis() {
+    let redis = Redis::start();
+    let (port_a, port_b) = (free_port(), free_port());
+    let (a, b) = (format!("http://127.0.0.1:{port_a}"), format!("http://127.0.0.1:{port_b}"));
+    let idp = idp_for(&[&a, &b]);
+    let echo = Echo::start("app");
+    let store = format!("store = \"redis\"\nredis_url = \"{}\"", redis.url());
+    let gate_a = Gate::start_on(port_a, &config(&a, &idp, &echo, &store));
+    let gate_b = Gate::start_on(port_b, &config(&b, &idp, &echo, &store));
+    gate_a.wait_ready();
+    gate_b.wait_ready();
+    let cookie = sign_in(&a).await;
+    let token = common::login(&idp.issuer, "alice").await.access_token;
+    assert_eq!(status(&b, "/wiki/", &cookie).await, 200, "B has the session cached now");
+    assert_eq!(bearer_status(&b, &token).await, 200);
+
+    // delivered to A, seen by B within a second
+    assert_eq!(signed(&a, event("evt-r", "license.revoked", &now_rfc3339(), Some("wiki"))).await.0, 200);
+    assert!(within(Duration::from_secs(1), || async { status(&b, "/wiki/", &cookie).await == 403 }).await);
+    assert_eq!(status(&b, "/crm/", &cookie).await, 200);
+    // the dedup key is shared too
+    let (code, body) = signed(&b, event("evt-r", "license.revoked", &now_rfc3339(), Some("wiki"))).await;
+    assert_eq!((code, body.contains("duplicate")), (200, true));
+
+    // suspended through B: A refuses the bearer token and the session within a second
+    assert_eq!(signed(&b, event("evt-s", "user.suspended", &now_rfc3339(), None)).await.0, 200);
+    assert!(within(Duration::from_secs(1), || async { bearer_status(&a, &token).await == 401 }).await);
+    assert_eq!(status(&a, "/crm/", &cookie).await, 401);
+
+    // back-channel logout through A ends a session B has cached
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(signed(&a, event("evt-u", "user.reactivated", &now_rfc3339(), None)).await.0, 200);
+    let fresh = sign_in(&b).await;
+    assert_eq!(status(&b, "/crm/", &fresh).await, 200);
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+    let token = logout_token(
+        &idp,
+        serde_json::json!({
+            "iss": idp.issuer, "aud": "authgate", "iat": now, "exp": now + 120, "jti": "logout-redis",
+            "sub": ALICE, "events": { "http://schemas.openid.net/event/backchannel-logout": {} },
+        }),
+    );
+    assert_eq!(backchannel(&a, &token).await, 200);
+    assert!(within(Duration::from_secs(1), || async { status(&b, "/crm/", &fresh).await == 401 }).await);
+    assert_eq!(backchannel(&b, &token).await, 400, "the jti is shared");
+}
