@@ -62,16 +62,62 @@ auth = "api"
 
 /// An IdP that knows every base's callback and back-channel logout address.
 fn idp_for(bases: &[&str]) -> Idp {
+    let backchannel = format!("{}/oauth2/backchannel-logout", bases[0]);
+    idp_with_backchannel(bases, &backchannel)
+}
+
+fn idp_with_backchannel(bases: &[&str], backchannel: &str) -> Idp {
     let mut redirects: Vec<String> = bases.iter().map(|b| format!("{b}/oauth2/callback")).collect();
     redirects.push(common::REDIRECT_URI.to_owned());
     let redirects = redirects.join(",");
     let logouts = bases.iter().map(|b| format!("{b}/")).collect::<Vec<_>>().join(",");
-    let backchannel = format!("{}/oauth2/backchannel-logout", bases[0]);
     Idp::start(&[
         ("REDIRECT_URIS", &redirects),
         ("POST_LOGOUT_REDIRECT_URIS", &logouts),
-        ("BACKCHANNEL_LOGOUT_URI", &backchannel),
+        ("BACKCHANNEL_LOGOUT_URI", backchannel),
     ])
+}
+
+/// A form POST of `body` to authgate's back-channel logout endpoint, as raw HTTP.
+fn backchannel_request(body: &str) -> String {
+    format!(
+        "POST /oauth2/backchannel-logout HTTP/1.1\r\nHost: gate\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Passes the IdP's back-channel logout calls on to authgate on `gate_port`, keeping a copy of
+/// each form body (so that a test can replay the IdP's own logout token). Returns its URL.
+fn logout_relay(gate_port: u16, seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>) -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://127.0.0.1:{}/backchannel", listener.local_addr().unwrap().port());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; length];
+            if reader.read_exact(&mut body).is_err() {
+                continue;
+            }
+            let body = String::from_utf8_lossy(&body).into_owned();
+            seen.lock().unwrap().push(body.clone());
+            let status =
+                common::try_raw(gate_port, &backchannel_request(&body)).map(|r| r.status).unwrap_or(502);
+            let mut out = stream;
+            let _ = write!(out, "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    url
 }
 
 fn now_rfc3339() -> String {
@@ -225,6 +271,15 @@ async fn webhooks_revoke_licenses_suspend_and_reactivate_users() {
     assert_eq!(status(&base, "/crm/", &fresh).await, 200);
     assert_eq!(bearer_status(&base, &token).await, 200);
 
+    // user.updated: the next request refreshes the session's identity at the provider
+    assert_eq!(idp.token_calls("refresh_token", "ok").await, 0);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(signed(&base, event("evt-updated", "user.updated", &now_rfc3339(), None)).await.0, 200);
+    assert_eq!(status(&base, "/crm/", &fresh).await, 200);
+    assert_eq!(idp.token_calls("refresh_token", "ok").await, 1, "the identity was refreshed");
+    assert_eq!(status(&base, "/crm/", &fresh).await, 200);
+    assert_eq!(idp.token_calls("refresh_token", "ok").await, 1, "once");
+
     let metrics =
         common::try_raw(gate.admin_port, "GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
             .unwrap();
@@ -332,7 +387,8 @@ async fn backchannel(base: &str, token: &str) -> u16 {
 async fn back_channel_logout_from_the_idp_ends_the_session() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let idp = idp_for(&[&base]);
+    let delivered = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let idp = idp_with_backchannel(&[&base], &logout_relay(port, delivered.clone()));
     let echo = Echo::start("app");
     let gate = Gate::start_on(port, &config(&base, &idp, &echo, ""));
     gate.wait_ready();
@@ -349,6 +405,11 @@ async fn back_channel_logout_from_the_idp_ends_the_session() {
         "the IdP's back-channel logout did not end the session; log:\n{}",
         gate.log()
     );
+    // the IdP's own logout token, delivered again, is refused (its jti was used)
+    let original = delivered.lock().unwrap().first().cloned().expect("the IdP called back");
+    assert!(original.starts_with("logout_token=ey"), "{original}");
+    let replay = common::try_raw(port, &backchannel_request(&original)).unwrap();
+    assert_eq!(replay.status, 400, "a replayed logout token");
 
     // a logout token is accepted once; malformed ones are refused
     let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
