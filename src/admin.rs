@@ -71,6 +71,10 @@ impl ServeHttp for AdminApp {
         let method = session.req_header().method.clone();
         let (status, body) = match path.as_str() {
             "/healthz" => (StatusCode::OK, b"ok\n".to_vec()),
+            crate::assertion::JWKS_PATH => match &self.gateway.load().assertion {
+                Some(signer) => (StatusCode::OK, format!("{}\n", signer.jwks()).into_bytes()),
+                None => (StatusCode::NOT_FOUND, b"{\"error\":\"not_found\"}\n".to_vec()),
+            },
             "/metrics" => {
                 let m = &*METRICS;
                 let gateway = self.gateway.load();

@@ -7,13 +7,14 @@ use std::sync::Arc;
 use http::HeaderName;
 use ipnet::IpNet;
 
-use crate::config::{Config, HeaderNames, RouteConfig};
+use crate::assertion::AssertionSigner;
+use crate::config::{AuthMode, Config, HeaderNames, RouteConfig};
 use crate::events::webhook::WebhookKey;
 use crate::jwt::TokenVerifier;
 use crate::oidc::browser::BrowserAuth;
 use crate::policy::RoutePolicy;
 use crate::proxy::canonical_header;
-use crate::routing::{HostPattern, Route, RouteTable, Timeouts, normalize_route_path};
+use crate::routing::{HostPattern, Route, RouteAssertion, RouteTable, Timeouts, normalize_route_path};
 use crate::upstream::{UpstreamError, UpstreamPool};
 
 /// Why a validated config still cannot be served.
@@ -30,6 +31,9 @@ pub enum BuildError {
     /// A header name that validation should have refused.
     #[error("{0}")]
     Header(String),
+    /// The assertion signing key cannot be loaded or created.
+    #[error("assertion.key_file: {0}")]
+    Assertion(#[from] crate::assertion::keys::KeyError),
     /// A route key that validation should have refused.
     #[error("routes[{index}]: {message}")]
     Route {
@@ -59,6 +63,8 @@ pub struct Gateway {
     pub verifier: Option<Arc<TokenVerifier>>,
     /// Browser sign-in and sessions, when a provider and a session secret are configured.
     pub browser: Option<Arc<BrowserAuth>>,
+    /// Signs identity assertions, when `[assertion] enabled`.
+    pub assertion: Option<Arc<AssertionSigner>>,
     /// The webhook signing key, when `[webhooks]` is configured.
     pub webhook_key: Option<WebhookKey>,
     /// `public_url`s as (lower-case host, origin without trailing slash), parsed once.
@@ -130,7 +136,14 @@ impl Gateway {
         for (index, rc) in config.routes.iter().enumerate() {
             routes.push(Arc::new(build_route(&config, index, rc)?));
         }
-        let identity_headers = config.headers.all().iter().map(|(_, name)| canonical_header(name)).collect();
+        let mut identity_headers: Vec<String> =
+            config.headers.all().iter().map(|(_, name)| canonical_header(name)).collect();
+        // a client-sent assertion is removed whether assertions are on or not
+        identity_headers.push(canonical_header(&config.assertion.header));
+        let assertion = match config.assertion.enabled {
+            true => Some(Arc::new(AssertionSigner::new(&config.assertion)?)),
+            false => None,
+        };
         Ok(Self {
             trusted_proxies: config.server.trusted_proxies.clone(),
             routes: RouteTable::new(routes, |r| &r.host, |r| &r.path),
@@ -146,6 +159,7 @@ impl Gateway {
                     Some((parsed.host_str()?.to_ascii_lowercase(), u.trim_end_matches('/').to_owned()))
                 })
                 .collect(),
+            assertion,
             webhook_key: config
                 .webhooks
                 .as_ref()
@@ -173,6 +187,24 @@ impl Gateway {
     }
 }
 
+/// The assertion a route sends: on every authenticated route when `[assertion] enabled`, unless
+/// the route opts out; its audience is the route's upstream origin unless configured.
+fn route_assertion(config: &Config, index: usize, rc: &RouteConfig) -> Option<RouteAssertion> {
+    if !config.assertion.enabled || rc.auth == AuthMode::Public || rc.assertion == Some(false) {
+        return None;
+    }
+    let audience = match &rc.assertion_audience {
+        Some(a) => a.clone(),
+        None => rc
+            .upstream
+            .first()
+            .and_then(|u| url::Url::parse(u).ok())
+            .map(|u| u.origin().ascii_serialization())
+            .unwrap_or_default(),
+    };
+    Some(RouteAssertion { index, audience })
+}
+
 fn build_route(config: &Config, index: usize, rc: &RouteConfig) -> Result<Route, BuildError> {
     let bad = |message: String| BuildError::Route { index, message };
     let host = HostPattern::parse(&rc.host).map_err(bad)?;
@@ -197,6 +229,7 @@ fn build_route(config: &Config, index: usize, rc: &RouteConfig) -> Result<Route,
         },
         pass_access_token: rc.pass_access_token,
         preserve_host: rc.preserve_host,
+        assertion: route_assertion(config, index, rc),
         timeouts: Timeouts {
             connect: rc.connect_timeout.unwrap_or(limits.connect_timeout).get(),
             read: rc.read_timeout.unwrap_or(limits.read_timeout).get(),

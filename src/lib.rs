@@ -7,6 +7,7 @@
 //! endpoints), `reload` (SIGHUP) and `server` (assembling and running the Pingora server).
 
 pub mod admin;
+pub mod assertion;
 pub mod config;
 pub mod events;
 pub mod gateway;

@@ -1,4 +1,4 @@
-//! The `authgate` command line: `run`, `check`, `--version`.
+//! The `authgate` command line: `run`, `check`, `reload`, `keys rotate`, `--version`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,6 +33,22 @@ enum Command {
         #[arg(long, short, env = "AUTHGATE_CONFIG")]
         config: PathBuf,
     },
+    /// Manage the identity-assertion signing key.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Replace the signing key: new assertions use the new key at once (the running gateway is
+    /// asked to reload), and the previous key stays published until its assertions expire.
+    Rotate {
+        /// Configuration file.
+        #[arg(long, short, env = "AUTHGATE_CONFIG")]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -43,6 +59,7 @@ fn main() -> ExitCode {
         Command::Check { config } => check(&config),
         Command::Run { config } => run(&config),
         Command::Reload { config } => reload(&config),
+        Command::Keys { action: KeysAction::Rotate { config } } => rotate(&config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -67,6 +84,27 @@ fn reload(path: &std::path::Path) -> anyhow::Result<()> {
     let answer =
         authgate::admin::request_reload(admin).map_err(|e| anyhow::anyhow!("reload refused: {e}"))?;
     println!("{answer}");
+    Ok(())
+}
+
+fn rotate(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = authgate::config::load_file(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let a = &config.assertion;
+    let kid = authgate::assertion::keys::rotate(&a.key_file, &a.algorithm)?;
+    println!(
+        "{}: new key {kid}; the previous key stays published for {}",
+        a.key_file.display(),
+        humantime::format_duration(a.lifetime.get())
+    );
+    // the running gateway (if any) picks it up now; other instances sharing the file on reload
+    if let Ok(admin) = config.server.admin_listen.parse::<std::net::SocketAddr>() {
+        match authgate::admin::request_reload(admin) {
+            Ok(_) => println!("the gateway at {admin} reloaded"),
+            Err(e) => println!(
+                "the gateway at {admin} did not reload ({e}); run `authgate reload` on every instance"
+            ),
+        }
+    }
     Ok(())
 }
 

@@ -171,6 +171,16 @@ fn bad_configs_name_the_key_and_the_line() {
             "gate.toml:19:1: `webhooks.path`: must be a path under /oauth2/",
         ),
         (
+            "assertion algorithm",
+            format!("{BASE}\n[assertion]\nenabled = true\nalgorithm = \"HS256\"\n"),
+            "`assertion.algorithm`: \"HS256\" is not supported",
+        ),
+        (
+            "assertion on a public route",
+            BASE.replace("auth = \"browser\"", "auth = \"public\"\nassertion = true"),
+            "`routes[0].assertion`: has no effect on a `public` route",
+        ),
+        (
             "token endpoint rate of zero",
             BASE.replace("client_id = \"authgate\"", "client_id = \"authgate\"\ntoken_endpoint_rate = 0"),
             "gate.toml:8:1: `provider.token_endpoint_rate`: must be between 1 and 100000",

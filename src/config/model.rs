@@ -35,6 +35,40 @@ pub struct Config {
     pub log: LogConfig,
     /// Signed provider webhooks (revocation events); off unless configured.
     pub webhooks: Option<WebhookConfig>,
+    /// The signed identity assertion sent to upstream apps.
+    #[serde(default)]
+    pub assertion: AssertionConfig,
+}
+
+/// `[assertion]`: a short-lived JWT signed by the gateway, for apps that verify who is calling.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AssertionConfig {
+    /// Send it (on every authenticated route unless the route says `assertion = false`).
+    pub enabled: bool,
+    /// The header it travels in.
+    pub header: String,
+    /// `ES256` or `EdDSA`.
+    pub algorithm: String,
+    /// How long an assertion is valid (never past the session's or token's own end).
+    pub lifetime: Duration,
+    /// Reuse a signed assertion until this fraction of its lifetime has passed.
+    pub reuse_fraction: f64,
+    /// The PKCS#8 PEM signing key; created (mode 0600) at first start when absent.
+    pub key_file: PathBuf,
+}
+
+impl Default for AssertionConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            header: "X-Authgate-Assertion".into(),
+            algorithm: "ES256".into(),
+            lifetime: Duration::from_secs(300),
+            reuse_fraction: 0.5,
+            key_file: PathBuf::from("authgate-assertion-key.pem"),
+        }
+    }
 }
 
 /// `[webhooks]`: where the provider delivers signed events (`license.revoked`, `user.suspended`...).
@@ -495,6 +529,11 @@ pub struct RouteConfig {
     /// Send the client's `Host` upstream instead of the upstream's own.
     #[serde(default)]
     pub preserve_host: bool,
+    /// Send the signed identity assertion here (default: on for authenticated routes when
+    /// `[assertion] enabled`).
+    pub assertion: Option<bool>,
+    /// The assertion's `aud` (default: the route's upstream origin).
+    pub assertion_audience: Option<String>,
     /// Overrides `[server.limits] connect_timeout` for this route.
     pub connect_timeout: Option<Duration>,
     /// Overrides `[server.limits] read_timeout` for this route.

@@ -72,6 +72,7 @@ pub fn validate(config: &mut Config, base_dir: &Path) -> Vec<Problem> {
     provider(config, base_dir, &mut p);
     session(config, base_dir, &mut p);
     webhooks(config, base_dir, &mut p);
+    assertion(config, base_dir, &mut p);
     headers(config, &mut p);
     routes(config, &mut p);
     if tracing_subscriber::EnvFilter::try_new(&config.log.level).is_err() {
@@ -531,6 +532,58 @@ fn webhooks(config: &mut Config, base_dir: &Path, p: &mut Problems) {
     }
     if !has_session_secret {
         p.at("webhooks", "needs session.secret: revocation records are sealed with it");
+    }
+}
+
+fn assertion(config: &mut Config, base_dir: &Path, p: &mut Problems) {
+    let public_url_set = !config.server.public_url.is_empty();
+    let identity_headers: Vec<String> =
+        config.headers.all().iter().map(|(_, n)| crate::proxy::canonical_header(n)).collect();
+    for (i, r) in config.routes.iter().enumerate() {
+        if r.auth == AuthMode::Public && r.assertion == Some(true) {
+            p.at(format!("routes[{i}].assertion"), "has no effect on a `public` route (no caller to assert)");
+        }
+        if r.assertion_audience.as_deref().is_some_and(|a| a.is_empty() || a.len() > 512) {
+            p.at(format!("routes[{i}].assertion_audience"), "must be 1 to 512 characters");
+        }
+    }
+    let a = &mut config.assertion;
+    a.key_file = resolve_path(base_dir, &a.key_file);
+    match http::HeaderName::from_bytes(a.header.as_bytes()) {
+        Err(_) => p.at("assertion.header", format!("{:?} is not a valid header name", a.header)),
+        Ok(_) => {
+            let canonical = crate::proxy::canonical_header(&a.header);
+            if RESERVED_HEADERS.contains(&canonical.as_str()) || identity_headers.contains(&canonical) {
+                p.at("assertion.header", format!("{:?} is already a standard or identity header", a.header));
+            }
+        }
+    }
+    if !matches!(a.algorithm.as_str(), "ES256" | "EdDSA") {
+        p.at(
+            "assertion.algorithm",
+            format!("{:?} is not supported: use \"ES256\" or \"EdDSA\"", a.algorithm),
+        );
+    }
+    if !(std::time::Duration::from_secs(10)..=std::time::Duration::from_secs(3600))
+        .contains(&a.lifetime.get())
+    {
+        p.at("assertion.lifetime", "must be between 10s and 1h");
+    }
+    if !(a.reuse_fraction > 0.0 && a.reuse_fraction <= 1.0) {
+        p.at("assertion.reuse_fraction", "must be more than 0 and at most 1");
+    }
+    if !a.enabled {
+        return;
+    }
+    if !public_url_set {
+        p.at("assertion.enabled", "needs server.public_url: it is the assertion's issuer");
+    }
+    if a.key_file.exists() {
+        if let Err(e) = crate::assertion::keys::read_key(&a.key_file, &a.algorithm) {
+            p.at("assertion.key_file", e.to_string());
+        }
+    } else if !a.key_file.parent().is_some_and(Path::is_dir) {
+        p.at("assertion.key_file", format!("{}: its directory does not exist", a.key_file.display()));
     }
 }
 

@@ -108,6 +108,16 @@ pub struct ActiveSession {
     pub user: [u8; 32],
     /// Its user's identity changed at the provider: refresh before use.
     pub stale: bool,
+    /// What a signed assertion would say of it, hashed (computed once, when opened).
+    pub fingerprint: [u8; 32],
+}
+
+impl ActiveSession {
+    /// A session opened at `version`.
+    pub fn new(key: SessionKey, session: Session, version: u64, user: [u8; 32], stale: bool) -> Self {
+        let fingerprint = crate::assertion::fingerprint(&session.identity);
+        Self { key, session, version, user, stale, fingerprint }
+    }
 }
 
 impl BrowserAuth {
@@ -260,7 +270,7 @@ impl BrowserAuth {
             Verdict::Usable { stale } => stale,
             Verdict::Ended => return Ok(None),
         };
-        Ok(Some(ActiveSession { key, session, version: stored.version, user: stored.user, stale }))
+        Ok(Some(ActiveSession::new(key, session, stored.version, stored.user, stale)))
     }
 
     /// Applies the user's revocation record (revoked licenses, suspension, identity changes).

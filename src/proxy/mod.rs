@@ -123,6 +123,13 @@ impl ProxyHttp for AuthGate {
             respond::send_reply(session, reply).await?;
             return Ok(true);
         }
+        if target.path == crate::assertion::JWKS_PATH {
+            if let Some(signer) = &gateway.assertion {
+                ctx.decision = "gateway_endpoint";
+                respond::send_reply(session, metadata::reply(&signer.jwks())).await?;
+                return Ok(true);
+            }
+        }
         if target.path.starts_with(WELL_KNOWN) {
             if let Some(doc) =
                 metadata::document(&gateway, target.authority.host(), &target.path, &origin(&target))
@@ -292,6 +299,19 @@ impl ProxyHttp for AuthGate {
             };
             if let Some(identity) = caller.identity() {
                 add_identity_headers(upstream, &ctx.gateway.identity_header_names, identity, token)?;
+                if let (Some(signer), Some(ra)) = (&ctx.gateway.assertion, &route.assertion) {
+                    let fingerprint = match caller {
+                        Caller::Session(s) => s.fingerprint,
+                        _ => crate::assertion::fingerprint(identity),
+                    };
+                    let issuer =
+                        ctx.gateway.public_origin(target.authority.host(), target.authority.as_str(), tls);
+                    if let Some(value) =
+                        signer.assertion(ra.index, &ra.audience, &issuer, identity, fingerprint)
+                    {
+                        upstream.insert_header(signer.header.clone(), value)?;
+                    }
+                }
             }
         }
         upstream.set_raw_path(target.path_and_query.as_bytes())?;

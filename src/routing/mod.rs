@@ -9,7 +9,7 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use path::{PathRejection, normalize_path, normalize_route_path, path_has_prefix, route_key};
-pub use route::{Route, Timeouts};
+pub use route::{Route, RouteAssertion, Timeouts};
 
 /// The host part of a route.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -30,6 +30,17 @@ pub struct Route {
     pub preserve_host: bool,
     /// Upstream timeouts.
     pub timeouts: Timeouts,
+    /// The signed identity assertion sent here, if any.
+    pub assertion: Option<RouteAssertion>,
+}
+
+/// How a route's upstream gets the signed identity assertion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteAssertion {
+    /// The route's index in the config (the assertion cache keys on it).
+    pub index: usize,
+    /// The assertion's `aud`.
+    pub audience: String,
 }
 
 /// Upstream timeouts of a route.

@@ -309,7 +309,7 @@ impl BrowserAuth {
             Ok(Verdict::Ended) => return None,
             Err(_) => false,
         };
-        Some(ActiveSession { key, session, version, user, stale })
+        Some(ActiveSession::new(key, session, version, user, stale))
     }
 
     /// Retries storing rotated tokens in the background: the provider has spent the old refresh

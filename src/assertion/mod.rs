@@ -1,0 +1,279 @@
+//! The signed identity assertion: a short-lived JWT, signed with the gateway's own key, that
+//! tells the upstream app who is calling in a form it can verify (against the JWK Set at
+//! `/.well-known/authgate/jwks.json`) even when the network to it is not trusted.
+//!
+//! Signing costs tens of microseconds, so a signed assertion is reused for the same identity
+//! and route until `reuse_fraction` of its lifetime has passed. The cache is keyed by a hash
+//! of everything the assertion says about the caller, so a changed identity (refresh, revoked
+//! license) never gets an old assertion.
+
+pub mod keys;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::config::AssertionConfig;
+use crate::jwt::{Identity, unix_now};
+use keys::{KeyError, KeySet};
+
+/// Where the JWK Set is served (main and admin listeners).
+pub const JWKS_PATH: &str = "/.well-known/authgate/jwks.json";
+
+/// What an assertion says about its caller; hashed for the cache key.
+#[derive(Serialize)]
+struct Subject<'a> {
+    sub: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    licenses: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    organization_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_type: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    permissions: &'a [String],
+}
+
+impl<'a> Subject<'a> {
+    fn of(who: &'a Identity) -> Self {
+        if who.machine {
+            let client = who.client_id.as_deref().unwrap_or(&who.subject);
+            return Subject {
+                sub: client,
+                client_id: Some(client),
+                email: None,
+                name: None,
+                licenses: &[],
+                organization_id: None,
+                user_type: None,
+                permissions: &[],
+            };
+        }
+        Subject {
+            sub: &who.subject,
+            client_id: None,
+            email: who.email.as_deref(),
+            name: who.name.as_deref(),
+            licenses: &who.licenses,
+            organization_id: who.organization_id.as_deref(),
+            user_type: who.user_type.as_deref(),
+            permissions: &who.permissions,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Claims<'a> {
+    iss: &'a str,
+    aud: &'a str,
+    #[serde(flatten)]
+    subject: Subject<'a>,
+    iat: u64,
+    nbf: u64,
+    exp: u64,
+}
+
+/// A hash of what an assertion would say about `who` (and until when): equal hashes, equal
+/// assertions. Computed once per opened session, or per bearer request.
+pub fn fingerprint(who: &Identity) -> [u8; 32] {
+    let mut h = Sha256::new();
+    // serialising to a hasher cannot fail; a failure would only cost a cache miss
+    let _ = serde_json::to_writer(HashWriter(&mut h), &Subject::of(who));
+    h.update(who.expires_at.to_be_bytes());
+    h.finalize().into()
+}
+
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+struct Signed {
+    value: HeaderValue,
+    issuer: Box<str>,
+    issued_at: u64,
+    expires_at: u64,
+}
+
+/// Signs assertions and serves the gateway's JWK Set.
+pub struct AssertionSigner {
+    keys: KeySet,
+    /// The header it travels in.
+    pub header: http::HeaderName,
+    lifetime: u64,
+    reuse_for: u64,
+    cache: moka::sync::Cache<([u8; 32], usize), Arc<Signed>>,
+}
+
+impl std::fmt::Debug for AssertionSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AssertionSigner").field("kid", &self.keys.current.kid).finish_non_exhaustive()
+    }
+}
+
+impl AssertionSigner {
+    /// Loads (or creates) the keys named by `config`.
+    pub fn new(config: &AssertionConfig) -> Result<Self, KeyError> {
+        let lifetime = config.lifetime.get();
+        let keys = KeySet::load(&config.key_file, &config.algorithm, lifetime)?;
+        let header = http::HeaderName::from_bytes(config.header.as_bytes())
+            .map_err(|_| KeyError::Generate(format!("bad header name {:?}", config.header)))?;
+        let reuse_for = (lifetime.as_secs_f64() * config.reuse_fraction).floor() as u64;
+        Ok(Self {
+            keys,
+            header,
+            lifetime: lifetime.as_secs(),
+            reuse_for,
+            cache: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(lifetime.max(Duration::from_secs(1)))
+                .build(),
+        })
+    }
+
+    /// The `kid` new assertions carry.
+    pub fn kid(&self) -> &str {
+        &self.keys.current.kid
+    }
+
+    /// The JWK Set (current key, and the previous one while its assertions may be valid).
+    pub fn jwks(&self) -> serde_json::Value {
+        self.keys.jwks()
+    }
+
+    /// The assertion for `who` (whose `fingerprint` is given) on route number `route` with
+    /// `audience`, issued by `issuer`: a cached one while it is fresh enough, else a new one.
+    pub fn assertion(
+        &self,
+        route: usize,
+        audience: &str,
+        issuer: &str,
+        who: &Identity,
+        fingerprint: [u8; 32],
+    ) -> Option<HeaderValue> {
+        let now = unix_now();
+        let key = (fingerprint, route);
+        if let Some(s) = self.cache.get(&key) {
+            if now < s.issued_at + self.reuse_for && now + 1 < s.expires_at && &*s.issuer == issuer {
+                return Some(s.value.clone());
+            }
+        }
+        let exp = now.saturating_add(self.lifetime).min(who.expires_at);
+        if exp <= now {
+            return None;
+        }
+        let claims =
+            Claims { iss: issuer, aud: audience, subject: Subject::of(who), iat: now, nbf: now, exp };
+        let mut header = jsonwebtoken::Header::new(self.keys.current.algorithm);
+        header.typ = Some("JWT".into());
+        header.kid = Some(self.keys.current.kid.clone());
+        let token = match jsonwebtoken::encode(&header, &claims, &self.keys.current.encoding) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot sign an identity assertion");
+                return None;
+            }
+        };
+        let value = HeaderValue::from_str(&token).ok()?;
+        self.cache.insert(
+            key,
+            Arc::new(Signed { value: value.clone(), issuer: issuer.into(), issued_at: now, expires_at: exp }),
+        );
+        Some(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(licenses: &[&str]) -> Identity {
+        Identity {
+            subject: "u1".into(),
+            machine: false,
+            client_id: Some("authgate".into()),
+            email: Some("u1@example.com".into()),
+            name: Some("U One".into()),
+            given_name: None,
+            family_name: None,
+            organization_id: Some("org".into()),
+            user_type: Some("customer_user".into()),
+            licenses: licenses.iter().map(|s| s.to_string()).collect(),
+            permissions: vec![],
+            scopes: vec![],
+            expires_at: unix_now() + 3600,
+            audiences: vec![],
+            claims: vec![],
+        }
+    }
+
+    fn signer(dir: &std::path::Path) -> AssertionSigner {
+        let config =
+            AssertionConfig { enabled: true, key_file: dir.join("k.pem"), ..AssertionConfig::default() };
+        AssertionSigner::new(&config).unwrap()
+    }
+
+    #[test]
+    fn assertions_are_reused_for_the_same_identity_and_renewed_when_it_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = signer(dir.path());
+        let wiki = identity(&["wiki"]);
+        let a = s.assertion(0, "http://app", "https://gw", &wiki, fingerprint(&wiki)).unwrap();
+        let b = s.assertion(0, "http://app", "https://gw", &wiki, fingerprint(&wiki)).unwrap();
+        assert_eq!(a, b, "reused");
+        let other_route = s.assertion(1, "http://other", "https://gw", &wiki, fingerprint(&wiki)).unwrap();
+        assert_ne!(a, other_route);
+        let none = identity(&[]);
+        let c = s.assertion(0, "http://app", "https://gw", &none, fingerprint(&none)).unwrap();
+        assert_ne!(a, c, "a revoked license means a new assertion");
+
+        // verify with the published key
+        let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_value(s.jwks()).unwrap();
+        let jwk = jwks.find(s.kid()).unwrap();
+        let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+        v.set_audience(&["http://app"]);
+        v.set_issuer(&["https://gw"]);
+        let data = jsonwebtoken::decode::<serde_json::Value>(
+            a.to_str().unwrap(),
+            &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(),
+            &v,
+        )
+        .unwrap();
+        assert_eq!(data.claims["licenses"], serde_json::json!(["wiki"]));
+        assert_eq!(data.header.typ.as_deref(), Some("JWT"));
+    }
+
+    #[test]
+    fn an_assertion_never_outlives_its_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = signer(dir.path());
+        let mut who = identity(&["wiki"]);
+        who.expires_at = unix_now() + 30;
+        let t = s.assertion(0, "a", "i", &who, fingerprint(&who)).unwrap();
+        let payload = t.to_str().unwrap().split('.').nth(1).unwrap().to_owned();
+        use base64::Engine;
+        let claims: serde_json::Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(claims["exp"].as_u64(), Some(who.expires_at));
+        who.expires_at = unix_now();
+        assert!(s.assertion(0, "a", "i", &who, fingerprint(&who)).is_none());
+    }
+}
