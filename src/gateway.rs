@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::HeaderName;
 use ipnet::IpNet;
 
@@ -71,37 +72,39 @@ pub struct Gateway {
     public_origins: Vec<(String, String)>,
 }
 
-/// The `[headers]` names as ready-made header names.
+/// The `[headers]` names, validated, as configured (their case is kept on the wire). Bytes,
+/// because that is what Pingora's header insertion takes without copying.
 #[derive(Debug, Clone)]
 pub struct IdentityHeaderNames {
     /// `sub`.
-    pub user_id: HeaderName,
+    pub user_id: Bytes,
     /// `email`.
-    pub email: HeaderName,
+    pub email: Bytes,
     /// `name`.
-    pub name: HeaderName,
+    pub name: Bytes,
     /// `given_name`.
-    pub given_name: HeaderName,
+    pub given_name: Bytes,
     /// `family_name`.
-    pub family_name: HeaderName,
+    pub family_name: Bytes,
     /// `licenses`, comma-separated.
-    pub licenses: HeaderName,
+    pub licenses: Bytes,
     /// `organization_id`.
-    pub organization: HeaderName,
+    pub organization: Bytes,
     /// `permissions`, comma-separated.
-    pub permissions: HeaderName,
+    pub permissions: Bytes,
     /// `user_type`.
-    pub user_type: HeaderName,
+    pub user_type: Bytes,
     /// An M2M token's client id.
-    pub client_id: HeaderName,
+    pub client_id: Bytes,
     /// Configured extra claims: claim name → header.
-    pub claims: Vec<(String, HeaderName)>,
+    pub claims: Vec<(String, Bytes)>,
 }
 
 impl IdentityHeaderNames {
     fn parse(h: &HeaderNames) -> Result<Self, BuildError> {
         let name = |key: &str, v: &str| {
             HeaderName::from_bytes(v.as_bytes())
+                .map(|_| Bytes::copy_from_slice(v.as_bytes()))
                 .map_err(|_| BuildError::Header(format!("headers.{key}: {v:?} is not a header name")))
         };
         Ok(Self {

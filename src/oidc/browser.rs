@@ -110,13 +110,16 @@ pub struct ActiveSession {
     pub stale: bool,
     /// What a signed assertion would say of it, hashed (computed once, when opened).
     pub fingerprint: [u8; 32],
+    /// Its identity headers' values, encoded once, when opened.
+    pub header_values: crate::proxy::IdentityHeaderValues,
 }
 
 impl ActiveSession {
     /// A session opened at `version`.
     pub fn new(key: SessionKey, session: Session, version: u64, user: [u8; 32], stale: bool) -> Self {
         let fingerprint = crate::assertion::fingerprint(&session.identity);
-        Self { key, session, version, user, stale, fingerprint }
+        let header_values = crate::proxy::IdentityHeaderValues::of(&session.identity);
+        Self { key, session, version, user, stale, fingerprint, header_values }
     }
 }
 

@@ -6,16 +6,17 @@
 
 use std::net::IpAddr;
 
-use http::HeaderName;
+use http::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 
 use crate::gateway::IdentityHeaderNames;
 use crate::jwt::Identity;
 
 // parsed once: a `&str` name would be parsed again on every insert
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+// static strings: Pingora takes them into its case map without copying
+const X_FORWARDED_FOR: &str = "X-Forwarded-For";
+const X_FORWARDED_PROTO: &str = "X-Forwarded-Proto";
+const X_FORWARDED_HOST: &str = "X-Forwarded-Host";
 
 /// Headers removed from every client request, trusted peer or not.
 const ALWAYS_STRIPPED: &[&str] = &[
@@ -138,41 +139,90 @@ pub fn shape_request_headers(
     Ok(())
 }
 
+/// An identity as header values: encoded (`header_value`) and validated once, then cloned
+/// per request by reference count. A session computes them when it is opened.
+#[derive(Debug, Clone)]
+pub struct IdentityHeaderValues {
+    machine: bool,
+    user_id: Option<HeaderValue>,
+    client_id: Option<HeaderValue>,
+    /// email, name, given name, family name, organization, user type (in `IdentityHeaderNames` order).
+    optional: [Option<HeaderValue>; 6],
+    licenses: HeaderValue,
+    permissions: HeaderValue,
+    claims: Vec<(String, HeaderValue)>,
+}
+
+fn shared(value: String) -> Option<HeaderValue> {
+    // encoded values are visible ASCII only, so this cannot fail; a failure drops the header
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(value)).ok()
+}
+
+impl IdentityHeaderValues {
+    /// The header values of `who`.
+    pub fn of(who: &Identity) -> Self {
+        let one = |v: Option<&str>| v.and_then(|v| shared(header_value(v, false).into_owned()));
+        let empty = HeaderValue::from_static("");
+        Self {
+            machine: who.machine,
+            user_id: one(Some(&who.subject)),
+            client_id: one(who.client_id.as_deref()),
+            optional: [
+                one(who.email.as_deref()),
+                one(who.name.as_deref()),
+                one(who.given_name.as_deref()),
+                one(who.family_name.as_deref()),
+                one(who.organization_id.as_deref()),
+                one(who.user_type.as_deref()),
+            ],
+            licenses: shared(header_list(&who.licenses)).unwrap_or_else(|| empty.clone()),
+            permissions: shared(header_list(&who.permissions)).unwrap_or(empty),
+            claims: who
+                .claims
+                .iter()
+                .filter_map(|(claim, values)| Some((claim.clone(), shared(header_list(values))?)))
+                .collect(),
+        }
+    }
+}
+
 /// Adds the caller's identity headers (after `shape_request_headers` removed any client copies)
 /// and drops the caller's `Authorization`: the app learns who is calling, not their token,
-/// unless the route passes it (`Authorization: Bearer`). Values go through `header_value`.
+/// unless the route passes it (`Authorization: Bearer`). Values went through `header_value`.
 pub fn add_identity_headers(
     req: &mut RequestHeader,
     names: &IdentityHeaderNames,
-    who: &Identity,
+    values: &IdentityHeaderValues,
     pass_token: Option<&str>,
 ) -> pingora::Result<()> {
     req.remove_header(&http::header::AUTHORIZATION);
-    if who.machine {
-        if let Some(client) = &who.client_id {
-            req.insert_header(names.client_id.clone(), header_value(client, false).as_ref())?;
+    if values.machine {
+        if let Some(client) = &values.client_id {
+            req.insert_header(names.client_id.clone(), client.clone())?;
         }
     } else {
-        req.insert_header(names.user_id.clone(), header_value(&who.subject, false).as_ref())?;
+        if let Some(user) = &values.user_id {
+            req.insert_header(names.user_id.clone(), user.clone())?;
+        }
         let optional = [
-            (&names.email, who.email.as_deref()),
-            (&names.name, who.name.as_deref()),
-            (&names.given_name, who.given_name.as_deref()),
-            (&names.family_name, who.family_name.as_deref()),
-            (&names.organization, who.organization_id.as_deref()),
-            (&names.user_type, who.user_type.as_deref()),
+            &names.email,
+            &names.name,
+            &names.given_name,
+            &names.family_name,
+            &names.organization,
+            &names.user_type,
         ];
-        for (name, value) in optional {
+        for (name, value) in optional.into_iter().zip(&values.optional) {
             if let Some(v) = value {
-                req.insert_header(name.clone(), header_value(v, false).as_ref())?;
+                req.insert_header(name.clone(), v.clone())?;
             }
         }
-        req.insert_header(names.licenses.clone(), header_list(&who.licenses))?;
-        req.insert_header(names.permissions.clone(), header_list(&who.permissions))?;
+        req.insert_header(names.licenses.clone(), values.licenses.clone())?;
+        req.insert_header(names.permissions.clone(), values.permissions.clone())?;
     }
-    for (claim, values) in &who.claims {
+    for (claim, value) in &values.claims {
         if let Some((_, header)) = names.claims.iter().find(|(c, _)| c == claim) {
-            req.insert_header(header.clone(), header_list(values))?;
+            req.insert_header(header.clone(), value.clone())?;
         }
     }
     if let Some(token) = pass_token {

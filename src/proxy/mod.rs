@@ -19,8 +19,8 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 
 pub use headers::{
-    ClientConnection, add_identity_headers, canonical_header, header_value, shape_request_headers,
-    strip_cookies, strip_set_cookies,
+    ClientConnection, IdentityHeaderValues, add_identity_headers, canonical_header, header_value,
+    shape_request_headers, strip_cookies, strip_set_cookies,
 };
 pub use metadata::{WELL_KNOWN, metadata_url};
 pub use pipeline::{
@@ -298,7 +298,11 @@ impl ProxyHttp for AuthGate {
                 Caller::Anonymous => None,
             };
             if let Some(identity) = caller.identity() {
-                add_identity_headers(upstream, &ctx.gateway.identity_header_names, identity, token)?;
+                let names = &ctx.gateway.identity_header_names;
+                match caller {
+                    Caller::Session(s) => add_identity_headers(upstream, names, &s.header_values, token)?,
+                    _ => add_identity_headers(upstream, names, &IdentityHeaderValues::of(identity), token)?,
+                }
                 if let (Some(signer), Some(ra)) = (&ctx.gateway.assertion, &route.assertion) {
                     let fingerprint = match caller {
                         Caller::Session(s) => s.fingerprint,
