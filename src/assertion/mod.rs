@@ -109,7 +109,24 @@ struct Signed {
     issuer: Box<str>,
     issued_at: u64,
     expires_at: u64,
+    /// The signer (config generation) and route it was made by and for.
+    signer: u64,
+    route: usize,
 }
+
+/// The last assertion made for one opened session, so that its next request on the same route
+/// skips even the cache lookup.
+#[derive(Default)]
+pub struct AssertionSlot(arc_swap::ArcSwapOption<Signed>);
+
+impl std::fmt::Debug for AssertionSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AssertionSlot")
+    }
+}
+
+/// Tells signers apart (a reload builds a new one, perhaps with a new key).
+static SIGNERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// Signs assertions and serves the gateway's JWK Set.
 pub struct AssertionSigner {
@@ -119,6 +136,7 @@ pub struct AssertionSigner {
     lifetime: u64,
     reuse_for: u64,
     cache: moka::sync::Cache<([u8; 32], usize), Arc<Signed>>,
+    id: u64,
 }
 
 impl std::fmt::Debug for AssertionSigner {
@@ -144,6 +162,7 @@ impl AssertionSigner {
                 .max_capacity(100_000)
                 .time_to_live(lifetime.max(Duration::from_secs(1)))
                 .build(),
+            id: SIGNERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
     }
 
@@ -157,8 +176,17 @@ impl AssertionSigner {
         self.keys.jwks()
     }
 
+    fn fresh(&self, s: &Signed, route: usize, issuer: &str, now: u64) -> bool {
+        s.signer == self.id
+            && s.route == route
+            && now < s.issued_at + self.reuse_for
+            && now + 1 < s.expires_at
+            && &*s.issuer == issuer
+    }
+
     /// The assertion for `who` (whose `fingerprint` is given) on route number `route` with
     /// `audience`, issued by `issuer`: a cached one while it is fresh enough, else a new one.
+    /// `slot` (an opened session's) remembers the last one, in front of the shared cache.
     pub fn assertion(
         &self,
         route: usize,
@@ -166,11 +194,20 @@ impl AssertionSigner {
         issuer: &str,
         who: &Identity,
         fingerprint: [u8; 32],
+        slot: Option<&AssertionSlot>,
     ) -> Option<HeaderValue> {
         let now = unix_now();
+        if let Some(s) = slot.and_then(|slot| slot.0.load_full()) {
+            if self.fresh(&s, route, issuer, now) {
+                return Some(s.value.clone());
+            }
+        }
         let key = (fingerprint, route);
         if let Some(s) = self.cache.get(&key) {
-            if now < s.issued_at + self.reuse_for && now + 1 < s.expires_at && &*s.issuer == issuer {
+            if self.fresh(&s, route, issuer, now) {
+                if let Some(slot) = slot {
+                    slot.0.store(Some(s.clone()));
+                }
                 return Some(s.value.clone());
             }
         }
@@ -190,11 +227,19 @@ impl AssertionSigner {
                 return None;
             }
         };
-        let value = HeaderValue::from_str(&token).ok()?;
-        self.cache.insert(
-            key,
-            Arc::new(Signed { value: value.clone(), issuer: issuer.into(), issued_at: now, expires_at: exp }),
-        );
+        let value = HeaderValue::from_maybe_shared(bytes::Bytes::from(token)).ok()?;
+        let signed = Arc::new(Signed {
+            value: value.clone(),
+            issuer: issuer.into(),
+            issued_at: now,
+            expires_at: exp,
+            signer: self.id,
+            route,
+        });
+        if let Some(slot) = slot {
+            slot.0.store(Some(signed.clone()));
+        }
+        self.cache.insert(key, signed);
         Some(value)
     }
 }
@@ -234,13 +279,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = signer(dir.path());
         let wiki = identity(&["wiki"]);
-        let a = s.assertion(0, "http://app", "https://gw", &wiki, fingerprint(&wiki)).unwrap();
-        let b = s.assertion(0, "http://app", "https://gw", &wiki, fingerprint(&wiki)).unwrap();
+        let a = s.assertion(0, "http://app", "https://gw", &wiki, fingerprint(&wiki), None).unwrap();
+        let b = s.assertion(0, "http://app", "https://gw", &wiki, fingerprint(&wiki), None).unwrap();
         assert_eq!(a, b, "reused");
-        let other_route = s.assertion(1, "http://other", "https://gw", &wiki, fingerprint(&wiki)).unwrap();
+        let other_route =
+            s.assertion(1, "http://other", "https://gw", &wiki, fingerprint(&wiki), None).unwrap();
         assert_ne!(a, other_route);
         let none = identity(&[]);
-        let c = s.assertion(0, "http://app", "https://gw", &none, fingerprint(&none)).unwrap();
+        let c = s.assertion(0, "http://app", "https://gw", &none, fingerprint(&none), None).unwrap();
         assert_ne!(a, c, "a revoked license means a new assertion");
 
         // verify with the published key
@@ -265,7 +311,7 @@ mod tests {
         let s = signer(dir.path());
         let mut who = identity(&["wiki"]);
         who.expires_at = unix_now() + 30;
-        let t = s.assertion(0, "a", "i", &who, fingerprint(&who)).unwrap();
+        let t = s.assertion(0, "a", "i", &who, fingerprint(&who), None).unwrap();
         let payload = t.to_str().unwrap().split('.').nth(1).unwrap().to_owned();
         use base64::Engine;
         let claims: serde_json::Value = serde_json::from_slice(
@@ -274,6 +320,6 @@ mod tests {
         .unwrap();
         assert_eq!(claims["exp"].as_u64(), Some(who.expires_at));
         who.expires_at = unix_now();
-        assert!(s.assertion(0, "a", "i", &who, fingerprint(&who)).is_none());
+        assert!(s.assertion(0, "a", "i", &who, fingerprint(&who), None).is_none());
     }
 }

@@ -112,6 +112,8 @@ pub struct ActiveSession {
     pub fingerprint: [u8; 32],
     /// Its identity headers' values, encoded once, when opened.
     pub header_values: crate::proxy::IdentityHeaderValues,
+    /// The last signed assertion made for it.
+    pub assertion: crate::assertion::AssertionSlot,
 }
 
 impl ActiveSession {
@@ -119,7 +121,7 @@ impl ActiveSession {
     pub fn new(key: SessionKey, session: Session, version: u64, user: [u8; 32], stale: bool) -> Self {
         let fingerprint = crate::assertion::fingerprint(&session.identity);
         let header_values = crate::proxy::IdentityHeaderValues::of(&session.identity);
-        Self { key, session, version, user, stale, fingerprint, header_values }
+        Self { key, session, version, user, stale, fingerprint, header_values, assertion: Default::default() }
     }
 }
 

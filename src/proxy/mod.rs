@@ -304,14 +304,14 @@ impl ProxyHttp for AuthGate {
                     _ => add_identity_headers(upstream, names, &IdentityHeaderValues::of(identity), token)?,
                 }
                 if let (Some(signer), Some(ra)) = (&ctx.gateway.assertion, &route.assertion) {
-                    let fingerprint = match caller {
-                        Caller::Session(s) => s.fingerprint,
-                        _ => crate::assertion::fingerprint(identity),
+                    let (fingerprint, slot) = match caller {
+                        Caller::Session(s) => (s.fingerprint, Some(&s.assertion)),
+                        _ => (crate::assertion::fingerprint(identity), None),
                     };
                     let issuer =
                         ctx.gateway.public_origin(target.authority.host(), target.authority.as_str(), tls);
                     if let Some(value) =
-                        signer.assertion(ra.index, &ra.audience, &issuer, identity, fingerprint)
+                        signer.assertion(ra.index, &ra.audience, &issuer, identity, fingerprint, slot)
                     {
                         upstream.insert_header(signer.header.clone(), value)?;
                     }
