@@ -117,9 +117,15 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
     server.run_forever()
 }
 
+/// The most verbose level Pingora's own records may log at.
+const PINGORA_CAP: &str = "pingora=info";
+
 fn init_logging(log: &authgate::config::LogConfig) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level))
+        // Pingora's debug records print whole request headers (cookies, Authorization, the
+        // identity assertion): never below info, whatever the level asked for
+        .add_directive(PINGORA_CAP.parse().unwrap_or_default());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match log.format {
         authgate::config::LogFormat::Json => builder.json().init(),

@@ -484,3 +484,76 @@ async fn revocations_reach_every_instance_on_redis() {
     assert!(within(Duration::from_secs(1), || async { status(&b, "/crm/", &fresh).await == 401 }).await);
     assert_eq!(backchannel(&b, &token).await, 400, "the jti is shared");
 }
+
+#[tokio::test]
+async fn no_secret_reaches_the_debug_log_through_refresh_revocation_and_logout() {
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let delivered = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let relay = logout_relay(port, delivered.clone());
+    let redirects = format!("{base}/oauth2/callback,{}", common::REDIRECT_URI);
+    let logout = format!("{base}/");
+    let idp = Idp::start(&[
+        ("REDIRECT_URIS", &redirects),
+        ("POST_LOGOUT_REDIRECT_URIS", &logout),
+        ("BACKCHANNEL_LOGOUT_URI", &relay),
+        ("AT_TTL", "6"),
+    ]);
+    let echo = Echo::start("app");
+    let config = config(&base, &idp, &echo, "")
+        .replace("licenses = [\"crm\"]\n", "licenses = [\"crm\"]\npass_access_token = true\n")
+        + "\n[assertion]\nenabled = true\nkey_file = \"assertion-key.pem\"\n";
+    let gate = Gate::start_logging(port, &config, "debug");
+    gate.wait_ready();
+
+    // sign in, keeping the code and state the browser carried
+    let mut b = Browser::new();
+    let (page, seen) = b.navigate(&format!("{base}/crm/"), Some("alice")).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let callback = seen.iter().find(|u| u.contains("/oauth2/callback?")).unwrap();
+    let callback = reqwest::Url::parse(callback).unwrap();
+    let param = |name: &str| callback.query_pairs().find(|(k, _)| k == name).unwrap().1.into_owned();
+    let (code, state) = (param("code"), param("state"));
+    let cookie = b.cookie(&base, "authgate_session").unwrap();
+    let echoed_page = page.json();
+    let access_token = echoed(&echoed_page, "authorization")[0].trim_start_matches("Bearer ").to_owned();
+    let assertion = echoed(&echoed_page, "x-authgate-assertion")[0].clone();
+    let bearer = common::login(&idp.issuer, "alice").await.access_token;
+    assert_eq!(bearer_status(&base, &bearer).await, 200);
+
+    // a refresh, webhooks, and a back-channel logout
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(status(&base, "/crm/", &cookie).await, 200);
+    assert_eq!(idp.token_calls("refresh_token", "ok").await, 1);
+    let body = event("evt-log-1", "license.revoked", &now_rfc3339(), Some("wiki"));
+    let signature_value = signature(&body);
+    assert_eq!(signed(&base, body).await.0, 200);
+    assert_eq!(deliver(&base, b"{}".to_vec(), &[format!("sha256={}", "ab".repeat(32))]).await.0, 401);
+    b.navigate(&format!("{}/session/end", idp.issuer), None).await;
+    assert!(within(Duration::from_secs(5), || async { status(&base, "/crm/", &cookie).await == 401 }).await);
+    let logout_token = delivered.lock().unwrap().first().cloned().unwrap();
+
+    let log = gate.log();
+    assert!(log.contains("DEBUG"), "debug logging was not on");
+    assert!(log.contains("webhook applied") && log.contains("back-channel logout applied"), "{log}");
+    for (what, secret) in [
+        ("code", code.as_str()),
+        ("state", state.as_str()),
+        ("session cookie", cookie.as_str()),
+        ("access token", access_token.as_str()),
+        ("bearer token", bearer.as_str()),
+        ("assertion", assertion.as_str()),
+        ("logout token", logout_token.trim_start_matches("logout_token=")),
+        ("webhook secret", WEBHOOK_SECRET),
+        ("webhook signature", signature_value.trim_start_matches("sha256=")),
+        ("client secret", "authgate-test-secret"),
+        ("session secret", "events-test-secret"),
+        ("any JWT", "eyJ"),
+    ] {
+        if let Some(at) = log.find(secret) {
+            let line_start = log[..at].rfind('\n').map_or(0, |i| i + 1);
+            let line_end = log[at..].find('\n').map_or(log.len(), |i| at + i);
+            panic!("the {what} was logged: {}", &log[line_start..line_end.min(line_start + 400)]);
+        }
+    }
+}
