@@ -90,7 +90,7 @@ fn reload(path: &std::path::Path) -> anyhow::Result<()> {
 fn rotate(path: &std::path::Path) -> anyhow::Result<()> {
     let config = authgate::config::load_file(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let a = &config.assertion;
-    let kid = authgate::assertion::keys::rotate(&a.key_file, &a.algorithm)?;
+    let kid = authgate::assertion::keys::rotate(&a.key_file, &a.algorithm, a.lifetime.get())?;
     println!(
         "{}: new key {kid}; the previous key stays published for {}",
         a.key_file.display(),

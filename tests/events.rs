@@ -353,6 +353,13 @@ async fn forged_or_oversized_webhooks_change_nothing() {
     // signed but not an event
     assert_eq!(signed(&base, b"{not json".to_vec()).await.0, 400);
     assert_eq!(signed(&base, br#"{"event":"user.suspended","data":{}}"#.to_vec()).await.0, 400);
+    // an event older than the platform's retries is acknowledged and not applied
+    let two_days_ago =
+        humantime::format_rfc3339(SystemTime::now() - Duration::from_secs(48 * 3600)).to_string();
+    let (code, body) =
+        signed(&base, event("evt-ancient", "license.revoked", &two_days_ago, Some("wiki"))).await;
+    assert_eq!((code, body.contains("stale")), (200, true), "{body}");
+    assert_eq!(status(&base, "/wiki/", &cookie).await, 200);
     // unknown events are acknowledged
     let (code, body) = signed(&base, event("evt-x", "organization.updated", &now_rfc3339(), None)).await;
     assert_eq!((code, body.contains("ignored")), (200, true));

@@ -32,6 +32,19 @@ pub enum KeyError {
     /// Key generation failed.
     #[error("cannot generate a key: {0}")]
     Generate(String),
+    /// Others than the owner may read the key.
+    #[error("{path}: mode {mode:o} lets others read the signing key; chmod 600 it")]
+    Exposed {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A rotation so soon would drop a key whose assertions are still valid.
+    #[error(
+        "the previous key was retired less than {0:?} ago: its assertions may still be valid; wait, or remove {1} first"
+    )]
+    TooSoon(Duration, PathBuf),
 }
 
 /// A private key ready to sign, with its public JWK.
@@ -76,9 +89,15 @@ pub fn parse_key(pem: &[u8], algorithm_name: &str, path: &Path) -> Result<Signin
     Ok(SigningKey { kid, algorithm: alg, encoding, jwk })
 }
 
-/// Reads the key at `path`.
+/// Reads the key at `path` (refusing one that others than its owner may read).
 pub fn read_key(path: &Path, algorithm_name: &str) -> Result<SigningKey, KeyError> {
-    let pem = std::fs::read(path).map_err(|source| KeyError::Io { path: path.to_owned(), source })?;
+    use std::os::unix::fs::PermissionsExt;
+    let io = |source| KeyError::Io { path: path.to_owned(), source };
+    let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(KeyError::Exposed { path: path.to_owned(), mode: mode & 0o777 });
+    }
+    let pem = std::fs::read(path).map_err(io)?;
     parse_key(&pem, algorithm_name, path)
 }
 
@@ -117,15 +136,13 @@ pub fn generate_pem(algorithm_name: &str) -> Result<String, KeyError> {
 fn create_key_file(path: &Path, pem: &str) -> Result<bool, KeyError> {
     use std::os::unix::fs::OpenOptionsExt;
     let io = |source| KeyError::Io { path: path.to_owned(), source };
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    // a random name (instances in containers share PIDs), created exclusively (never following
+    // a file or link someone put there), owner-only from the start
+    let nonce = crate::session::random_token(9).map_err(|e| KeyError::Generate(e.to_string()))?;
+    let tmp = path.with_extension(format!("tmp-{nonce}"));
     {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io)?;
+        let mut f =
+            std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io)?;
         f.write_all(pem.as_bytes()).map_err(io)?;
         f.sync_all().map_err(io)?;
     }
@@ -155,9 +172,15 @@ pub fn previous_path(path: &Path) -> PathBuf {
 
 /// Replaces the key at `path` with a new one; the old one becomes `<path>.previous` (its
 /// modification time is the rotation time). Returns the new key's `kid`.
-pub fn rotate(path: &Path, algorithm_name: &str) -> Result<String, KeyError> {
+pub fn rotate(path: &Path, algorithm_name: &str, lifetime: Duration) -> Result<String, KeyError> {
     let io = |source| KeyError::Io { path: path.to_owned(), source };
     let previous = previous_path(path);
+    let retired_recently = std::fs::metadata(&previous)
+        .and_then(|m| m.modified())
+        .is_ok_and(|at| at + lifetime > SystemTime::now());
+    if retired_recently {
+        return Err(KeyError::TooSoon(lifetime, previous));
+    }
     if path.exists() {
         std::fs::rename(path, &previous).map_err(io)?;
         let f = std::fs::OpenOptions::new().append(true).open(&previous).map_err(io)?;
@@ -223,7 +246,11 @@ mod tests {
             let set = KeySet::load(&path, alg, Duration::from_secs(300)).unwrap();
             assert_eq!(set.jwks()["keys"].as_array().unwrap().len(), 1);
 
-            let new_kid = rotate(&path, alg).unwrap();
+            let new_kid = rotate(&path, alg, Duration::from_secs(300)).unwrap();
+            assert!(
+                matches!(rotate(&path, alg, Duration::from_secs(300)), Err(KeyError::TooSoon(..))),
+                "a second rotation would drop a key still in use"
+            );
             assert_ne!(new_kid, first.kid);
             let set = KeySet::load(&path, alg, Duration::from_secs(300)).unwrap();
             let published = set.jwks();
@@ -240,6 +267,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("key.pem");
         std::fs::write(&path, generate_pem("EdDSA").unwrap()).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(matches!(read_key(&path, "EdDSA"), Err(KeyError::Exposed { mode: 0o644, .. })));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(matches!(read_key(&path, "ES256"), Err(KeyError::Invalid { .. })));
         std::fs::write(&path, "not a key").unwrap();
         assert!(matches!(read_key(&path, "EdDSA"), Err(KeyError::Invalid { .. })));

@@ -89,13 +89,20 @@ pub async fn handle(revocations: &Revocations, verifier: &TokenVerifier, body: &
         Ok(false) => return refused("replayed jti"),
         Err(e) => return unavailable(&e),
     }
+    let by_sub = |sub: &str| {
+        let user = revocations.user_index(sub);
+        async move { store.delete_user(&user, request.issued_at.saturating_add(1)).await }
+    };
     let ended = match (&request.sid, &request.sub) {
-        (Some(sid), _) => {
-            store.delete_sid(&revocations.sealer().index("authgate provider session", sid.as_bytes())).await
+        (Some(sid), sub) => {
+            let sid = revocations.sealer().index("authgate provider session", sid.as_bytes());
+            match (store.delete_sid(&sid).await, sub) {
+                // a sid no session knows (its id_token had none): the user's sessions, then
+                (Ok(0), Some(sub)) => by_sub(sub).await,
+                (other, _) => other,
+            }
         }
-        (None, Some(sub)) => {
-            store.delete_user(&revocations.user_index(sub), request.issued_at.saturating_add(1)).await
-        }
+        (None, Some(sub)) => by_sub(sub).await,
         (None, None) => Ok(0),
     };
     match ended {

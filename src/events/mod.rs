@@ -58,7 +58,12 @@ impl UserMarks {
             return Verdict::Ended;
         }
         session.identity.licenses.retain(|l| !self.revoked.iter().any(|(r, at)| r == l && created <= *at));
-        Verdict::Usable { stale: self.stale_since.is_some_and(|t| session.tokens.access_issued_at < t) }
+        let stale = self.stale_since.is_some_and(|t| session.tokens.access_issued_at < t);
+        if stale && session.tokens.refresh_token.is_none() {
+            // without a refresh token the identity can only be renewed by signing in again
+            return Verdict::Ended;
+        }
+        Verdict::Usable { stale }
     }
 }
 
@@ -72,6 +77,8 @@ pub struct Revocations {
     any_denied: AtomicBool,
     /// Records recently read, dropped when the store announces a change for the user.
     cache: moka::sync::Cache<[u8; 32], Option<Arc<UserMarks>>>,
+    /// Bumped by every change announcement: a record read before one is not cached after it.
+    generation: std::sync::atomic::AtomicU64,
     /// How long a record is kept after its last change.
     keep: Duration,
     /// How long a suspended user's bearer tokens are refused (the longest token lifetime).
@@ -98,6 +105,7 @@ impl Revocations {
             sealer,
             denied: RwLock::new(HashMap::new()),
             any_denied: AtomicBool::new(false),
+            generation: std::sync::atomic::AtomicU64::new(0),
             cache: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(30))
@@ -108,6 +116,7 @@ impl Revocations {
         let weak = Arc::downgrade(&revocations);
         store.listen(Arc::new(move |event| {
             let Some(this) = weak.upgrade() else { return };
+            this.generation.fetch_add(1, Ordering::SeqCst);
             match event {
                 StoreEvent::User(user) => {
                     this.cache.invalidate(&user);
@@ -152,6 +161,7 @@ impl Revocations {
         if let Some(cached) = self.cache.get(user) {
             return Ok(cached);
         }
+        let generation = self.generation.load(Ordering::SeqCst);
         let marks = match self.store.user_marks(user).await? {
             Some(sealed) => match self.sealer.open_with::<UserMarks>("authgate user marks", user, &sealed) {
                 Ok(m) => Some(Arc::new(m)),
@@ -163,6 +173,9 @@ impl Revocations {
             None => None,
         };
         self.cache.insert(*user, marks.clone());
+        if self.generation.load(Ordering::SeqCst) != generation {
+            self.cache.invalidate(user);
+        }
         Ok(marks)
     }
 
@@ -214,7 +227,13 @@ impl Revocations {
             .sealer
             .seal_with("authgate user marks", user, &marks)
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        self.store.save_user_marks(user, sealed, self.keep, denied_until).await?;
+        // a suspension's record must outlive its deny-list entry: a later event for the user
+        // starts from it, and must not lift the suspension by forgetting it
+        let ttl = match denied_until {
+            Some(until) => self.keep.max(Duration::from_secs(until - now + 60)),
+            None => self.keep,
+        };
+        self.store.save_user_marks(user, sealed, ttl, denied_until).await?;
         self.cache.invalidate(user);
         self.set_denied(user, denied_until);
         Ok(true)

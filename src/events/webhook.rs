@@ -16,6 +16,13 @@ use crate::reply::Reply;
 /// How long event ids are remembered for de-duplication (the platform retries for 24 h).
 const DEDUP_FOR: Duration = Duration::from_secs(24 * 3600);
 
+/// How far the provider's clock may be behind authgate's.
+const CLOCK_SKEW: u64 = 60;
+
+/// Events older than this are acknowledged and not applied: past the platform's retries and the
+/// de-duplication window, a re-sent old event must not act again.
+const MAX_EVENT_AGE: u64 = 24 * 3600 + 3600;
+
 /// The webhook signing key.
 #[derive(Clone)]
 pub struct WebhookKey(Hmac<Sha256>);
@@ -88,7 +95,11 @@ pub fn parse_event(body: &[u8]) -> Result<WebhookEvent, &'static str> {
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|d| d.as_secs())
             .ok_or("`timestamp` is not an RFC 3339 time")?,
-        Some(serde_json::Value::Number(n)) => n.as_u64().ok_or("`timestamp` is not a time")?,
+        // seconds, or milliseconds as JavaScript's Date.now() gives them
+        Some(serde_json::Value::Number(n)) => match n.as_u64().ok_or("`timestamp` is not a time")? {
+            ms if ms > 100_000_000_000 => ms / 1000,
+            s => s,
+        },
         _ => return Err("no `timestamp`"),
     };
     let data = v.get("data").filter(|d| d.is_object()).ok_or("no `data` object")?;
@@ -122,7 +133,9 @@ impl Revocations {
     pub async fn apply_event(&self, e: &WebhookEvent) -> Result<Applied, crate::session::StoreError> {
         let Some(sub) = e.user.as_deref() else { return Ok(Applied::Ignored) };
         let user = self.user_index(sub);
-        let at = e.timestamp;
+        let now = unix_now();
+        // a provider clock ahead of ours must not make an event reach into the future
+        let at = e.timestamp.min(now);
         match e.event.as_str() {
             "license.revoked" => {
                 let Some(app) = e.application.clone() else { return Ok(Applied::Ignored) };
@@ -140,15 +153,23 @@ impl Revocations {
                 self.update(&user, |m| m.revoked.retain(|(r, t)| !(*r == app && *t <= at))).await?;
             }
             "user.suspended" | "user.deleted" | "user.deactivated" => {
+                // a provider clock behind ours must not spare a session begun just before: no
+                // session can legitimately begin after a suspension
+                let cutoff = at.saturating_add(CLOCK_SKEW).min(now);
+                let mut newer = false;
                 self.update(&user, |m| {
                     if at >= m.status_at {
                         m.status_at = at;
-                        m.suspended_at = Some(at);
+                        m.suspended_at = Some(cutoff);
+                        newer = true;
                     }
                 })
                 .await?;
-                // sessions begun after the event (a late replay) are left alone
-                self.store().delete_user(&user, at.saturating_add(1)).await?;
+                // an older event than the user's latest status change (a late replay, or a
+                // suspension re-sent after the reactivation) ends nothing
+                if newer {
+                    self.store().delete_user(&user, cutoff.saturating_add(1)).await?;
+                }
             }
             "user.reactivated" => {
                 self.update(&user, |m| {
@@ -198,6 +219,11 @@ pub async fn handle(
         None => revocations.sealer().index("authgate webhook body", body),
     };
     let label = event_label(&event.event);
+    if event.timestamp + MAX_EVENT_AGE < unix_now() {
+        count(label, "stale");
+        tracing::warn!(event = label, "webhook acknowledged but not applied: older than 25 h");
+        return Reply::json(StatusCode::OK, &serde_json::json!({ "ok": true, "stale": true }));
+    }
     match revocations.store().remember(&id_key, DEDUP_FOR).await {
         Ok(true) => {}
         Ok(false) => {
@@ -305,6 +331,8 @@ mod tests {
         assert_eq!(e.id.as_deref(), Some("evt_1"));
         assert_eq!(e.timestamp, 1_795_428_000);
         assert_eq!((e.user.as_deref(), e.application.as_deref()), (Some("u1"), Some("wiki")));
+        let ms = parse_event(br#"{"event":"user.updated","timestamp":1795428000123,"data":{}}"#).unwrap();
+        assert_eq!(ms.timestamp, 1_795_428_000, "milliseconds are read as such");
         for bad in [
             &b"not json"[..],
             br#"{"timestamp":"2026-11-23T10:00:00Z","data":{}}"#,

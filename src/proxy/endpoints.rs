@@ -28,13 +28,15 @@ pub async fn handle(
     if let Some(webhooks) = &gateway.config.webhooks {
         if target.path == webhooks.path {
             return Ok(match (session.req_header().method.as_str(), &gateway.webhook_key) {
-                ("POST", Some(key)) => match read_body(session, webhooks.max_body_size.bytes()).await? {
-                    Ok(body) => {
-                        let headers = session.req_header().headers.clone();
-                        events::webhook::handle(auth.revocations(), key, &headers, &body).await
+                ("POST", Some(key)) => {
+                    match read_event_body(session, webhooks.max_body_size.bytes()).await? {
+                        Ok(body) => {
+                            let headers = session.req_header().headers.clone();
+                            events::webhook::handle(auth.revocations(), key, &headers, &body).await
+                        }
+                        Err(reply) => reply,
                     }
-                    Err(reply) => reply,
-                },
+                }
                 _ => method_not_allowed("POST"),
             });
         }
@@ -46,7 +48,7 @@ pub async fn handle(
         let Some(verifier) = gateway.verifier.as_deref() else {
             return Ok(Reply::json(StatusCode::NOT_FOUND, &serde_json::json!({ "error": "not_found" })));
         };
-        return Ok(match read_body(session, 64 * 1024).await? {
+        return Ok(match read_event_body(session, 64 * 1024).await? {
             Ok(body) => events::backchannel::handle(auth.revocations(), verifier, &body).await,
             Err(reply) => reply,
         });
@@ -120,6 +122,28 @@ fn method_not_allowed(allow: &'static str) -> Reply {
         Reply::json(StatusCode::METHOD_NOT_ALLOWED, &serde_json::json!({ "error": "method_not_allowed" }));
     r.header(http::header::ALLOW, http::HeaderValue::from_static(allow));
     r
+}
+
+/// Event bodies (webhooks, back-channel logout) read at once at most, and how long one may take:
+/// these endpoints answer unauthenticated clients before any signature is checked.
+static EVENT_BODIES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(32);
+const EVENT_BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads an event body (see `read_body`) within the concurrency and time bounds.
+async fn read_event_body(session: &mut Session, limit: usize) -> pingora::Result<Result<Vec<u8>, Reply>> {
+    let Ok(_permit) = EVENT_BODIES.try_acquire() else {
+        return Ok(Err(Reply::json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({ "error": "busy", "message": "Try again later." }),
+        )));
+    };
+    match tokio::time::timeout(EVENT_BODY_DEADLINE, read_body(session, limit)).await {
+        Ok(result) => result,
+        Err(_) => Ok(Err(Reply::json(
+            StatusCode::REQUEST_TIMEOUT,
+            &serde_json::json!({ "error": "timeout", "message": "The request body was too slow." }),
+        ))),
+    }
 }
 
 /// Reads a request body of at most `limit` bytes; a larger one gets 413, before reading it

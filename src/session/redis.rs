@@ -123,10 +123,9 @@ const DELETE_USER: &str = r"
 local n = 0
 local before = tonumber(ARGV[3])
 for _, k in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local c = redis.call('HGET', k, 'c')
-  if not c then
+  if redis.call('EXISTS', k) == 0 then
     redis.call('SREM', KEYS[1], k)
-  elseif tonumber(c) < before then
+  elseif tonumber(redis.call('HGET', k, 'c') or '0') < before then
     n = n + redis.call('DEL', k)
     redis.call('SREM', KEYS[1], k)
   end

@@ -61,6 +61,7 @@ impl BrowserAuth {
 
     /// Refreshes `seen` (opened from `cookie`), sharing the work with concurrent requests.
     pub(super) async fn refresh(&self, cookie: &str, seen: Arc<ActiveSession>) -> SessionLookup {
+        let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
         let (Some(ticket), Some(me)) = (SessionTicket::decode(cookie), self.me.upgrade()) else {
             return SessionLookup::Invalid;
         };
@@ -87,11 +88,7 @@ impl BrowserAuth {
         }
         match outcome {
             Outcome::Fresh(active) => {
-                self.remember_opened(
-                    cookie,
-                    &active,
-                    self.generation.load(std::sync::atomic::Ordering::SeqCst),
-                );
+                self.remember_opened(cookie, &active, generation);
                 SessionLookup::Found(active)
             }
             Outcome::Kept => SessionLookup::Found(seen),
@@ -273,8 +270,9 @@ impl BrowserAuth {
                 Ok(true) => {
                     counted("refreshed");
                     return match self.admitted(base.key, session, version, base.user).await {
-                        Some(active) => Outcome::Fresh(Arc::new(active)),
-                        None => Outcome::Ended,
+                        Some(Some(active)) => Outcome::Fresh(Arc::new(active)),
+                        Some(None) => Outcome::Ended,
+                        None => Outcome::Kept,
                     };
                 }
                 Ok(false) => match self.open(ticket).await {
@@ -291,8 +289,9 @@ impl BrowserAuth {
         counted("unsaved");
         self.keep_unsaved(ticket.clone(), refreshed.clone());
         match self.admitted(base.key, refreshed, base.version, base.user).await {
-            Some(active) => Outcome::Fresh(Arc::new(active)),
-            None => Outcome::Ended,
+            Some(Some(active)) => Outcome::Fresh(Arc::new(active)),
+            Some(None) => Outcome::Ended,
+            None => Outcome::Kept,
         }
     }
 
@@ -303,13 +302,14 @@ impl BrowserAuth {
         mut session: Session,
         version: u64,
         user: [u8; 32],
-    ) -> Option<ActiveSession> {
+    ) -> Option<Option<ActiveSession>> {
         let stale = match self.apply_marks(&user, &mut session).await {
             Ok(Verdict::Usable { stale }) => stale,
-            Ok(Verdict::Ended) => return None,
-            Err(_) => false,
+            Ok(Verdict::Ended) => return Some(None),
+            // revocations cannot be checked: the session as it was opened (with them) is used
+            Err(_) => return None,
         };
-        Some(ActiveSession::new(key, session, version, user, stale))
+        Some(Some(ActiveSession::new(key, session, version, user, stale)))
     }
 
     /// Retries storing rotated tokens in the background: the provider has spent the old refresh
