@@ -126,7 +126,10 @@ fn init_logging(log: &authgate::config::LogConfig) {
         // Pingora's debug records print whole request headers (cookies, Authorization, the
         // identity assertion): never below info, whatever the level asked for
         .add_directive(PINGORA_CAP.parse().unwrap_or_default());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // colours only for a person at a terminal, never into files or journald
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match log.format {
         authgate::config::LogFormat::Json => builder.json().init(),
         authgate::config::LogFormat::Text => builder.init(),

@@ -77,4 +77,32 @@ clients = ["reporting-service"]
     for leak in ["secret-path", "alice", "nowhere", &token[..20]] {
         assert!(!text.contains(leak), "{leak} leaked into metrics");
     }
+
+    // one access-log line per request: request id (the caller's, or one made here), route,
+    // method, path without its query, status, decision, user or client, latencies
+    assert_eq!(
+        gate.get("a", "/api/x", &[("Authorization", &bearer), ("X-Request-Id", "lb-4711")]).status,
+        200
+    );
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let log = gate.log();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("authgate::access")).collect();
+    assert_eq!(lines.len(), 8, "{log}");
+    let tagged =
+        lines.iter().find(|l| l.contains("lb-4711")).unwrap_or_else(|| panic!("no request id in {lines:#?}"));
+    for field in [
+        "route=\"api\"",
+        "method=GET",
+        "path=\"/api/x\"",
+        "status=200",
+        "decision=\"allowed\"",
+        "user=\"reporting-service\"",
+        "duration_us=",
+        "upstream_us=",
+    ] {
+        assert!(tagged.contains(field), "{field} missing in {tagged}");
+    }
+    let public = lines.iter().find(|l| l.contains("route=\"pub\"")).unwrap();
+    assert!(public.contains("user=\"-\"") && public.contains("request_id="), "{public}");
+    assert!(!log.contains("user=alice"), "a query string reached the log");
 }

@@ -123,3 +123,126 @@ fn sigterm_lets_requests_in_flight_finish() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A config with browser sign-in; `crm_license` is what the crm route requires, and `extra`
+/// adds routes.
+fn session_config(base: &str, idp: &common::Idp, echo: &Echo, crm_license: &str, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = ["{{listen}}"]
+admin_listen = "{{admin}}"
+public_url = "{base}"
+
+[provider]
+issuer = "{issuer}"
+client_id = "authgate"
+client_secret = "authgate-test-secret"
+
+[session]
+secret = "reload-test-secret-0123456789abcdefghijklmn"
+
+[[routes]]
+name = "wiki"
+path = "/wiki"
+upstream = "{echo}"
+auth = "browser"
+licenses = ["wiki"]
+
+[[routes]]
+name = "crm"
+path = "/crm"
+upstream = "{echo}"
+auth = "browser"
+licenses = ["{crm_license}"]
+{extra}"#,
+        issuer = idp.issuer,
+        echo = echo.url()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_under_load_drops_nothing_and_keeps_sessions() {
+    let port = common::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let redirect = format!("{base}/oauth2/callback");
+    let idp = common::Idp::start(&[("REDIRECT_URIS", &redirect)]);
+    let echo = Echo::start("app");
+    let gate = Gate::start_on(port, &session_config(&base, &idp, &echo, "crm", ""));
+    gate.wait_ready();
+    let mut b = common::Browser::new();
+    let (page, _) = b.navigate(&format!("{base}/wiki/"), Some("bob")).await;
+    assert_eq!(page.status, 200);
+    let cookie = format!("authgate_session={}", b.cookie(&base, "authgate_session").unwrap());
+    let client = reqwest::Client::new();
+    let get = |path: &str| {
+        client
+            .get(format!("{base}{path}"))
+            .header("cookie", &cookie)
+            .header("accept", "application/json")
+            .send()
+    };
+    assert_eq!(get("/crm/").await.unwrap().status(), 403, "bob has no crm license");
+
+    // concurrent signed-in traffic across the reload
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (client, url, cookie, stop) =
+            (client.clone(), format!("{base}/wiki/x"), cookie.clone(), stop.clone());
+        workers.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match client
+                    .get(&url)
+                    .header("cookie", &cookie)
+                    .header("accept", "application/json")
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status() == 200 => ok += 1,
+                    Ok(r) => failed.push(r.status().to_string()),
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // a new route, and crm now admits wiki holders
+    let new_route = format!(
+        "\n[[routes]]\nname = \"new\"\npath = \"/new\"\nupstream = \"{}\"\nauth = \"public\"\n",
+        echo.url()
+    );
+    gate.rewrite_config(&session_config(&base, &idp, &echo, "wiki", &new_route));
+    gate.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while get("/new/").await.unwrap().status() != 200 {
+        assert!(Instant::now() < deadline, "the new route never answered: {}", gate.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // a broken config is refused while the load goes on
+    gate.rewrite_config("[server]\nlisten = [");
+    gate.signal("HUP");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for w in workers {
+        let (ok, failed) = w.await.unwrap();
+        assert!(failed.is_empty(), "requests failed across the reload: {failed:?}");
+        total += ok;
+    }
+    assert!(total > 100, "too little load to mean anything: {total}");
+    assert_eq!(
+        get("/crm/").await.unwrap().status(),
+        200,
+        "the license change applies to the existing session"
+    );
+    assert_eq!(get("/new/").await.unwrap().status(), 200, "the refused config left the new routes in place");
+    let ready = admin(&gate, "GET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").json();
+    assert_eq!(
+        (ready["checks"]["config"]["reloads"].as_u64(), ready["checks"]["config"]["failed_reloads"].as_u64()),
+        (Some(1), Some(1))
+    );
+}

@@ -411,14 +411,58 @@ impl ProxyHttp for AuthGate {
             m.upstream_seconds.with_label_values(&[route]).observe(upstream.as_secs_f64());
         }
         let req = session.req_header();
+        let who =
+            ctx.caller.as_ref().and_then(Caller::identity).map(|id| match (id.machine, &id.client_id) {
+                (true, Some(client)) => client.as_str(),
+                _ => id.subject.as_str(),
+            });
+        let micros = |d: std::time::Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         tracing::info!(
             target: "authgate::access",
+            request_id = %RequestId::of(req),
             route,
             method = %req.method,
             path = ctx.target.as_ref().map_or("-", |t| t.path.as_str()),
             status,
             decision = ctx.decision,
-            duration_us = u64::try_from(total.as_micros()).unwrap_or(u64::MAX),
+            user = who.unwrap_or("-"),
+            duration_us = micros(total),
+            upstream_us = ctx.upstream_elapsed.map_or(0, micros),
         );
+    }
+}
+
+/// A request's id in the access log: the client's (or load balancer's) `X-Request-Id` when it
+/// is a plain token, else one made here (a per-process random prefix and a counter: unique
+/// without a random draw per request).
+enum RequestId<'a> {
+    Given(&'a str),
+    Made(u32, u64),
+}
+
+impl<'a> RequestId<'a> {
+    fn of(req: &'a pingora::http::RequestHeader) -> Self {
+        static PREFIX: std::sync::LazyLock<u32> = std::sync::LazyLock::new(|| {
+            crate::session::random_bytes::<4>().map(u32::from_le_bytes).unwrap_or(0)
+        });
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let plain = |v: &str| {
+            !v.is_empty()
+                && v.len() <= 128
+                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        };
+        match req.headers.get("x-request-id").and_then(|v| v.to_str().ok()).filter(|v| plain(v)) {
+            Some(given) => RequestId::Given(given),
+            None => RequestId::Made(*PREFIX, NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
+        }
+    }
+}
+
+impl std::fmt::Display for RequestId<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RequestId::Given(id) => f.write_str(id),
+            RequestId::Made(prefix, n) => write!(f, "{prefix:08x}-{n:x}"),
+        }
     }
 }
