@@ -261,10 +261,26 @@ impl RedisStore {
                     Ok(mut pubsub) => {
                         if pubsub.subscribe(&channel).await.is_ok() {
                             tell(StoreEvent::Reset);
-                            let mut messages = pubsub.on_message();
-                            while let Some(msg) = messages.next().await {
-                                if let Some(event) = parse_event(msg.get_payload_bytes()) {
-                                    tell(event);
+                            let (mut sink, mut messages) = pubsub.split();
+                            // a half-open connection delivers nothing and reports nothing: ping it
+                            let mut heartbeat = tokio::time::interval(HEARTBEAT);
+                            heartbeat.tick().await;
+                            loop {
+                                tokio::select! {
+                                    msg = messages.next() => match msg {
+                                        Some(msg) => {
+                                            if let Some(event) = parse_event(msg.get_payload_bytes()) {
+                                                tell(event);
+                                            }
+                                        }
+                                        None => break,
+                                    },
+                                    _ = heartbeat.tick() => {
+                                        let pong = tokio::time::timeout(HEARTBEAT / 3, sink.ping::<redis::Value>()).await;
+                                        if !matches!(pong, Ok(Ok(_))) {
+                                            break;
+                                        }
+                                    }
                                 }
                             }
                             // changes made meanwhile would go unseen: copies must not outlive them
@@ -279,6 +295,9 @@ impl RedisStore {
         });
     }
 }
+
+/// How often the change channel is checked for life.
+const HEARTBEAT: Duration = Duration::from_secs(15);
 
 fn parse_event(payload: &[u8]) -> Option<StoreEvent> {
     let text = std::str::from_utf8(payload).ok()?;
