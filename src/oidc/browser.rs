@@ -1,25 +1,24 @@
-//! Browser sign-in: starting a login, the callback, the session lookup on every request,
-//! sign-out and userinfo. Each endpoint returns a `Reply`; the proxy only writes it.
+//! Browser sessions: the lookup on every request (with its cache and the revocation records),
+//! sign-out and userinfo here; signing in (`sign_in`) and refreshing tokens (`refresh`) beside.
+//! Each endpoint returns a `Reply`; the proxy only writes it.
 
 mod refresh;
+mod sign_in;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use http::StatusCode;
-
 use super::cookies::{CookieSettings, cookie_values};
-use super::login::{self, AuthorizationRequest, LoginError, LoginSettings};
-use super::pages::{bad_callback, retry_page, unavailable_page};
+use super::login::LoginSettings;
 pub use super::pages::{sign_out_page, userinfo};
 use crate::events::{Revocations, Verdict};
-use crate::jwt::{Identity, TokenVerifier, unix_now};
+use crate::jwt::{TokenVerifier, unix_now};
 use crate::reply::Reply;
 use crate::session::{
-    LoginState, SealError, Session, SessionKey, SessionSealer, SessionStore, SessionTicket, SessionTokens,
-    StoreEvent, StoredSession, random_token,
+    SealError, Session, SessionKey, SessionSealer, SessionStore, SessionTicket, StoreEvent, StoredSession,
+    random_token,
 };
 
 /// Longest access-token lifetime believed from `expires_in`.
@@ -290,242 +289,6 @@ impl BrowserAuth {
         })
     }
 
-    /// Starts a sign-in: stores the login state and redirects to the provider. The browser is
-    /// bound to the login by a cookie (reused across tabs, so parallel logins all succeed).
-    pub async fn start_login(&self, origin: &str, return_to: String, cookie_header: Option<&str>) -> Reply {
-        match self.try_start_login(origin, return_to, cookie_header).await {
-            Ok(reply) => reply,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot start a sign-in");
-                unavailable_page()
-            }
-        }
-    }
-
-    async fn try_start_login(
-        &self,
-        origin: &str,
-        return_to: String,
-        cookie_header: Option<&str>,
-    ) -> Result<Reply, LoginError> {
-        let discovery = self.verifier.provider().discovery().ok_or(LoginError::NotReady("discovery"))?;
-        let existing =
-            cookie_values(cookie_header, &self.cookies.login).find(|v| v.len() == 43 && is_b64url(v));
-        let binding = match existing {
-            Some(b) => b.to_owned(),
-            None => random_token(32)?,
-        };
-        let browser = self.binding_hash(&binding);
-        let redirect_uri = format!("{origin}/oauth2/callback");
-        let AuthorizationRequest { url, state, login } = login::authorization_request(
-            &discovery,
-            &self.settings,
-            &redirect_uri,
-            return_to,
-            browser,
-            unix_now(),
-        )?;
-        let sealed = self.sealer.seal_with("authgate login", state.as_bytes(), &login)?;
-        let key = self.login_key(&state);
-        self.store.put_login(key, sealed).await.map_err(|e| LoginError::Unavailable(e.to_string()))?;
-        let mut reply = Reply::redirect(&url);
-        reply.header(http::header::SET_COOKIE, self.cookies.login_cookie(&binding));
-        login_outcome("started");
-        Ok(reply)
-    }
-
-    /// Completes a sign-in at `/oauth2/callback`.
-    pub async fn callback(&self, origin: &str, query: Option<&str>, cookie_header: Option<&str>) -> Reply {
-        let reply = self.complete_login(origin, query, cookie_header).await;
-        login_outcome(match reply.status.as_u16() {
-            302 => "completed",
-            403 => "access_denied",
-            400 => "refused",
-            _ => "provider_error",
-        });
-        reply
-    }
-
-    async fn complete_login(&self, origin: &str, query: Option<&str>, cookie_header: Option<&str>) -> Reply {
-        let params = match parse_unique_query(query.unwrap_or("")) {
-            Some(p) => p,
-            None => return bad_callback("The sign-in response is malformed (a parameter appears twice)."),
-        };
-        let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-        let retry = format!("{origin}/oauth2/start");
-        if let Some(error) = get("error") {
-            // the state is still consumed, so the response cannot be replayed later
-            if let Some(state) = get("state") {
-                let _ = self.store.take_login(&self.login_key(state)).await;
-            }
-            if error == "access_denied" {
-                return Reply::page(StatusCode::FORBIDDEN, "Access denied", &[NO_ACCESS], "");
-            }
-            tracing::warn!(error = %sanitize(error), "the provider returned a sign-in error");
-            return retry_page(
-                StatusCode::BAD_GATEWAY,
-                "The identity provider could not sign you in.",
-                &retry,
-            );
-        }
-        let Some(state) = get("state") else { return bad_callback("The sign-in response has no state.") };
-        let key = self.login_key(state);
-        let sealed = match self.store.take_login(&key).await {
-            Ok(Some(s)) => s,
-            Ok(None) => {
-                return bad_callback("This sign-in has expired or was already used. Please start again.");
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "session store unavailable");
-                return unavailable_page();
-            }
-        };
-        let login: LoginState = match self.sealer.open_with("authgate login", state.as_bytes(), &sealed) {
-            Ok(l) => l,
-            Err(_) => return bad_callback("This sign-in cannot be read. Please start again."),
-        };
-        let bound =
-            cookie_values(cookie_header, &self.cookies.login).any(|v| self.binding_hash(v) == login.browser);
-        if !bound {
-            return bad_callback("This sign-in was started in another browser. Please start again.");
-        }
-        if login.created_at + self.settings.login_ttl.as_secs() < unix_now() {
-            return bad_callback("This sign-in has expired. Please start again.");
-        }
-        let Some(discovery) = self.verifier.provider().discovery() else { return unavailable_page() };
-        let issuer = &self.verifier.provider().issuer;
-        match get("iss") {
-            Some(iss) if iss != issuer => {
-                return bad_callback("The sign-in response comes from an unexpected issuer.");
-            }
-            None if discovery.authorization_response_iss_parameter_supported => {
-                return bad_callback("The sign-in response does not name its issuer.");
-            }
-            _ => {}
-        }
-        let Some(code) = get("code") else { return bad_callback("The sign-in response has no code.") };
-
-        let tokens = match login::exchange_code(
-            self.verifier.provider().fetcher(),
-            &discovery,
-            &self.settings,
-            &self.verifier.provider().budget,
-            code,
-            &login,
-        )
-        .await
-        {
-            Ok(t) => t,
-            Err(LoginError::Refused(code)) if code == "invalid_grant" => {
-                tracing::info!("the provider refused the sign-in code (invalid_grant)");
-                return retry_page(StatusCode::BAD_REQUEST, "This sign-in has expired.", &retry);
-            }
-            Err(LoginError::RateLimited(_)) => {
-                return retry_page(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "The identity provider is busy. Please try again in a minute.",
-                    &retry,
-                );
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "code exchange failed");
-                return retry_page(
-                    StatusCode::BAD_GATEWAY,
-                    "The identity provider could not complete your sign-in.",
-                    &retry,
-                );
-            }
-        };
-        let Some(id_token) = tokens.id_token.clone() else {
-            tracing::warn!("the token response has no id_token");
-            return retry_page(
-                StatusCode::BAD_GATEWAY,
-                "The identity provider could not complete your sign-in.",
-                &retry,
-            );
-        };
-        let id_claims = match self.verifier.verify_id_token(&id_token, &login.nonce).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(reason = %e, "id_token refused");
-                return bad_callback("The sign-in could not be verified.");
-            }
-        };
-        if id_claims["sub"].as_str().is_some_and(|sub| self.revocations.is_denied(sub)) {
-            tracing::info!("sign-in refused: the user is suspended");
-            return Reply::page(StatusCode::FORBIDDEN, "Account disabled", &[ACCOUNT_DISABLED], "");
-        }
-        let access_claims = login::access_token_claims(&tokens.access_token);
-        if let Some(sub) = access_claims.as_ref().and_then(|c| c.get("sub")).and_then(|s| s.as_str()) {
-            if Some(sub) != id_claims["sub"].as_str() {
-                tracing::warn!("access token and id_token name different subjects");
-                return bad_callback("The sign-in could not be verified.");
-            }
-        }
-        let now = unix_now();
-        let expires_at = now + self.settings.session_lifetime;
-        let identity = self.session_identity(&id_claims, access_claims.as_ref(), expires_at);
-        let session = Session {
-            sid: id_claims.get("sid").and_then(|s| s.as_str()).map(String::from),
-            tokens: SessionTokens {
-                access_token: tokens.access_token,
-                refresh_token: tokens.refresh_token,
-                id_token,
-                access_expires_at: now
-                    .saturating_add(tokens.expires_in.unwrap_or(300).min(MAX_TOKEN_LIFETIME)),
-                access_issued_at: now,
-            },
-            identity,
-            created_at: now,
-            expires_at,
-        };
-        match self.create_session(&session).await {
-            Ok(ticket) => {
-                tracing::info!("sign-in completed");
-                let mut reply = Reply::redirect(&login.return_to);
-                reply.header(http::header::SET_COOKIE, self.cookies.session_cookie(&ticket));
-                reply
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot store the new session");
-                unavailable_page()
-            }
-        }
-    }
-
-    /// Who a session stands for, from the id_token's claims and the access token's (which carry
-    /// Calimatic's licenses, organization and permissions). An address the provider has not
-    /// verified must not become an identity apps key on.
-    fn session_identity(
-        &self,
-        id_claims: &serde_json::Value,
-        access_claims: Option<&serde_json::Value>,
-        expires_at: u64,
-    ) -> Identity {
-        let mut identity =
-            Identity::from_login(id_claims, access_claims, expires_at, self.verifier.extra_claims());
-        let verified = id_claims.get("email_verified") == Some(&serde_json::Value::Bool(true));
-        if !verified && !self.settings.trust_unverified_email {
-            identity.email = None;
-        }
-        identity
-    }
-
-    /// Stores `session` under a brand-new ticket (never reusing an id: fixation-proof).
-    async fn create_session(&self, session: &Session) -> Result<SessionTicket, LoginError> {
-        let ticket = SessionTicket::generate()?;
-        let stored = self.stored(&ticket, session, 1)?;
-        let written = self
-            .store
-            .save(&self.sealer.session_key(&ticket), stored, None)
-            .await
-            .map_err(|e| LoginError::Unavailable(e.to_string()))?;
-        if !written {
-            return Err(LoginError::Seal(SealError::Random));
-        }
-        Ok(ticket)
-    }
-
     /// What the store keeps of `session` (sealed with `ticket`) at `version`.
     fn stored(
         &self,
@@ -628,10 +391,6 @@ impl BrowserAuth {
     }
 }
 
-fn login_outcome(outcome: &'static str) {
-    crate::metrics::METRICS.logins.with_label_values(&[outcome]).inc();
-}
-
 /// A return-to address that stays on this gateway: a path (not `//host`, not `/\\host`), or
 /// an absolute URL on one of `origins`. Anything else becomes `/`.
 pub fn safe_return_to(candidate: &str, origins: &[String]) -> String {
@@ -667,15 +426,6 @@ pub fn parse_unique_query(query: &str) -> Option<Vec<(String, String)>> {
         out.push((k.into_owned(), v.into_owned()));
     }
     Some(out)
-}
-
-fn is_b64url(s: &str) -> bool {
-    s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-/// An error code from the provider, safe to log (no free text, bounded).
-fn sanitize(code: &str) -> String {
-    code.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(64).collect()
 }
 
 #[cfg(test)]
