@@ -143,6 +143,8 @@ impl ProxyHttp for AuthGate {
             Ok(r) => r,
             Err(rejection) => {
                 ctx.decision = rejection.code;
+                // the access log names the path nothing was routed for
+                ctx.target = Some(target);
                 return reject(session, &rejection, None).await;
             }
         };
