@@ -6,7 +6,8 @@
 //!
 //! `<jwks-url>` is the gateway's `https://<gateway>/.well-known/authgate/jwks.json`, `<audience>`
 //! the `aud` the gateway sends this app (by default the app's own origin, e.g.
-//! `http://10.0.1.10:8000`), `[issuer]` the gateway's public URL. Prints the verified claims and
+//! `http://10.0.1.10:8000`), `[issuer]` the gateway's public URL (default: the JWK Set URL's
+//! origin, which is that public URL). Prints the verified claims and
 //! exits 0, or prints why the assertion is refused and exits 1. The same four checks in any
 //! language make the header trustworthy:
 //!
@@ -34,7 +35,18 @@ async fn main() -> ExitCode {
         eprintln!("refused: cannot read the assertion from stdin");
         return ExitCode::FAILURE;
     }
-    match verify(token.trim(), jwks_url, audience, args.get(2).map(String::as_str)).await {
+    // the gateway publishes its keys under its public URL, which is also the assertions' issuer
+    let issuer = match args.get(2) {
+        Some(iss) => iss.clone(),
+        None => match reqwest::Url::parse(jwks_url) {
+            Ok(url) => url.origin().ascii_serialization(),
+            Err(e) => {
+                eprintln!("refused: the JWK Set URL is not a URL: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    match verify(token.trim(), jwks_url, audience, &issuer).await {
         Ok(claims) => {
             println!("{claims:#}");
             ExitCode::SUCCESS
@@ -50,7 +62,7 @@ async fn verify(
     token: &str,
     jwks_url: &str,
     audience: &str,
-    issuer: Option<&str>,
+    issuer: &str,
 ) -> Result<serde_json::Value, String> {
     // 1. the gateway's public keys
     let jwks: JwkSet = reqwest::get(jwks_url)
@@ -73,9 +85,7 @@ async fn verify(
     // 3 and 4. signature, audience, issuer, lifetime
     let mut validation = Validation::new(header.alg);
     validation.set_audience(&[audience]);
-    if let Some(iss) = issuer {
-        validation.set_issuer(&[iss]);
-    }
+    validation.set_issuer(&[issuer]);
     validation.set_required_spec_claims(&["exp", "iat", "nbf", "iss", "aud", "sub"]);
     validation.validate_nbf = true;
     validation.leeway = 30;
