@@ -4,7 +4,6 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::HeaderName;
 use ipnet::IpNet;
 
@@ -72,39 +71,37 @@ pub struct Gateway {
     public_origins: Vec<(String, String)>,
 }
 
-/// The `[headers]` names, validated, as configured (their case is kept on the wire). Bytes,
-/// because that is what Pingora's header insertion takes without copying.
+/// The `[headers]` names as ready-made header names (cloning one is a reference count).
 #[derive(Debug, Clone)]
 pub struct IdentityHeaderNames {
     /// `sub`.
-    pub user_id: Bytes,
+    pub user_id: HeaderName,
     /// `email`.
-    pub email: Bytes,
+    pub email: HeaderName,
     /// `name`.
-    pub name: Bytes,
+    pub name: HeaderName,
     /// `given_name`.
-    pub given_name: Bytes,
+    pub given_name: HeaderName,
     /// `family_name`.
-    pub family_name: Bytes,
+    pub family_name: HeaderName,
     /// `licenses`, comma-separated.
-    pub licenses: Bytes,
+    pub licenses: HeaderName,
     /// `organization_id`.
-    pub organization: Bytes,
+    pub organization: HeaderName,
     /// `permissions`, comma-separated.
-    pub permissions: Bytes,
+    pub permissions: HeaderName,
     /// `user_type`.
-    pub user_type: Bytes,
+    pub user_type: HeaderName,
     /// An M2M token's client id.
-    pub client_id: Bytes,
+    pub client_id: HeaderName,
     /// Configured extra claims: claim name → header.
-    pub claims: Vec<(String, Bytes)>,
+    pub claims: Vec<(String, HeaderName)>,
 }
 
 impl IdentityHeaderNames {
     fn parse(h: &HeaderNames) -> Result<Self, BuildError> {
         let name = |key: &str, v: &str| {
             HeaderName::from_bytes(v.as_bytes())
-                .map(|_| Bytes::copy_from_slice(v.as_bytes()))
                 .map_err(|_| BuildError::Header(format!("headers.{key}: {v:?} is not a header name")))
         };
         Ok(Self {

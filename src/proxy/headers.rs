@@ -6,17 +6,15 @@
 
 use std::net::IpAddr;
 
-use http::{HeaderName, HeaderValue};
-use pingora::http::RequestHeader;
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::gateway::IdentityHeaderNames;
 use crate::jwt::Identity;
 
 // parsed once: a `&str` name would be parsed again on every insert
-// static strings: Pingora takes them into its case map without copying
-const X_FORWARDED_FOR: &str = "X-Forwarded-For";
-const X_FORWARDED_PROTO: &str = "X-Forwarded-Proto";
-const X_FORWARDED_HOST: &str = "X-Forwarded-Host";
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Headers removed from every client request, trusted peer or not.
 const ALWAYS_STRIPPED: &[&str] = &[
@@ -87,10 +85,10 @@ pub struct ClientConnection<'a> {
 ///
 /// `identity_headers` are the configured identity header names in canonical form.
 pub fn shape_request_headers(
-    req: &mut RequestHeader,
+    headers: &mut HeaderMap,
     identity_headers: &[String],
     conn: &ClientConnection<'_>,
-) -> pingora::Result<()> {
+) -> Result<(), http::header::InvalidHeaderValue> {
     let mut doomed: Vec<HeaderName> = Vec::new();
     // only names starting like a stripped one need the full comparison: most request headers
     // (accept, user-agent, cookie, sec-*) are passed over after one byte
@@ -102,7 +100,7 @@ pub fn shape_request_headers(
         }
     }
     starts[usize::from(b'x')] = true;
-    for name in req.headers.keys() {
+    for name in headers.keys() {
         let n = name.as_str();
         if !n.as_bytes().first().is_some_and(|&b| starts[usize::from(b)]) {
             continue;
@@ -118,23 +116,23 @@ pub fn shape_request_headers(
         }
     }
     for name in &doomed {
-        req.remove_header(name);
+        headers.remove(name);
     }
 
     let client = conn.peer_ip.map(|ip| ip.to_string()).unwrap_or_default();
-    let xff = match (conn.trusted, joined(req, "x-forwarded-for")) {
+    let xff = match (conn.trusted, joined(headers, "x-forwarded-for")) {
         (true, Some(prior)) if !client.is_empty() => format!("{prior}, {client}"),
         (true, Some(prior)) => prior,
         _ => client,
     };
     if !xff.is_empty() {
-        req.insert_header(X_FORWARDED_FOR, xff)?;
+        headers.insert(X_FORWARDED_FOR, HeaderValue::try_from(xff)?);
     }
-    if !(conn.trusted && req.headers.contains_key("x-forwarded-proto")) {
-        req.insert_header(X_FORWARDED_PROTO, conn.proto)?;
+    if !(conn.trusted && headers.contains_key("x-forwarded-proto")) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(conn.proto));
     }
-    if !(conn.trusted && req.headers.contains_key("x-forwarded-host")) {
-        req.insert_header(X_FORWARDED_HOST, conn.host)?;
+    if !(conn.trusted && headers.contains_key("x-forwarded-host")) {
+        headers.insert(X_FORWARDED_HOST, HeaderValue::from_str(conn.host)?);
     }
     Ok(())
 }
@@ -190,19 +188,19 @@ impl IdentityHeaderValues {
 /// and drops the caller's `Authorization`: the app learns who is calling, not their token,
 /// unless the route passes it (`Authorization: Bearer`). Values went through `header_value`.
 pub fn add_identity_headers(
-    req: &mut RequestHeader,
+    headers: &mut HeaderMap,
     names: &IdentityHeaderNames,
     values: &IdentityHeaderValues,
     pass_token: Option<&str>,
-) -> pingora::Result<()> {
-    req.remove_header(&http::header::AUTHORIZATION);
+) -> Result<(), http::header::InvalidHeaderValue> {
+    headers.remove(http::header::AUTHORIZATION);
     if values.machine {
         if let Some(client) = &values.client_id {
-            req.insert_header(names.client_id.clone(), client.clone())?;
+            headers.insert(names.client_id.clone(), client.clone());
         }
     } else {
         if let Some(user) = &values.user_id {
-            req.insert_header(names.user_id.clone(), user.clone())?;
+            headers.insert(names.user_id.clone(), user.clone());
         }
         let optional = [
             &names.email,
@@ -214,43 +212,42 @@ pub fn add_identity_headers(
         ];
         for (name, value) in optional.into_iter().zip(&values.optional) {
             if let Some(v) = value {
-                req.insert_header(name.clone(), v.clone())?;
+                headers.insert(name.clone(), v.clone());
             }
         }
-        req.insert_header(names.licenses.clone(), values.licenses.clone())?;
-        req.insert_header(names.permissions.clone(), values.permissions.clone())?;
+        headers.insert(names.licenses.clone(), values.licenses.clone());
+        headers.insert(names.permissions.clone(), values.permissions.clone());
     }
     for (claim, value) in &values.claims {
         if let Some((_, header)) = names.claims.iter().find(|(c, _)| c == claim) {
-            req.insert_header(header.clone(), value.clone())?;
+            headers.insert(header.clone(), value.clone());
         }
     }
     if let Some(token) = pass_token {
-        req.insert_header(http::header::AUTHORIZATION, format!("Bearer {token}"))?;
+        headers.insert(http::header::AUTHORIZATION, HeaderValue::try_from(format!("Bearer {token}"))?);
     }
     Ok(())
 }
 
 /// Removes the gateway's own cookies from the `Cookie` header(s) sent upstream: the app never
 /// sees a session ticket.
-pub fn strip_cookies(req: &mut RequestHeader, names: &[&str]) -> pingora::Result<()> {
+pub fn strip_cookies(
+    headers: &mut HeaderMap,
+    names: &[&str],
+) -> Result<(), http::header::InvalidHeaderValue> {
     // the common case, no gateway cookie at all, costs no allocation
     let mentions = |v: &http::HeaderValue| {
         names.iter().any(|n| v.as_bytes().windows(n.len()).any(|w| w == n.as_bytes()))
     };
-    if !req.headers.get_all(http::header::COOKIE).iter().any(mentions) {
+    if !headers.get_all(http::header::COOKIE).iter().any(mentions) {
         return Ok(());
     }
-    let values: Vec<String> = req
-        .headers
+    let values: Vec<String> = headers
         .get_all(http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .map(String::from)
         .collect();
-    if values.is_empty() {
-        return Ok(());
-    }
     let kept: Vec<&str> = values
         .iter()
         .flat_map(|v| v.split(';'))
@@ -258,9 +255,9 @@ pub fn strip_cookies(req: &mut RequestHeader, names: &[&str]) -> pingora::Result
         .filter(|pair| !pair.is_empty())
         .filter(|pair| !names.iter().any(|n| pair.split('=').next() == Some(*n)))
         .collect();
-    req.remove_header(&http::header::COOKIE);
+    headers.remove(http::header::COOKIE);
     if !kept.is_empty() {
-        req.insert_header(http::header::COOKIE, kept.join("; "))?;
+        headers.insert(http::header::COOKIE, HeaderValue::try_from(kept.join("; "))?);
     }
     Ok(())
 }
@@ -318,8 +315,8 @@ fn header_list(items: &[String]) -> String {
 }
 
 /// All values of a header joined with `, `, if it is present.
-fn joined(req: &RequestHeader, name: &str) -> Option<String> {
-    let values: Vec<&str> = req.headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
+fn joined(headers: &HeaderMap, name: &str) -> Option<String> {
+    let values: Vec<&str> = headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
     (!values.is_empty()).then(|| values.join(", "))
 }
 
@@ -327,16 +324,16 @@ fn joined(req: &RequestHeader, name: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn request(headers: &[(&str, &str)]) -> RequestHeader {
-        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+    fn request(headers: &[(&str, &str)]) -> HeaderMap {
+        let mut req = HeaderMap::new();
         for (k, v) in headers {
-            req.append_header(k.to_string(), *v).unwrap();
+            req.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
         }
         req
     }
 
-    fn names(req: &RequestHeader) -> Vec<String> {
-        let mut v: Vec<String> = req.headers.keys().map(|k| k.as_str().to_owned()).collect();
+    fn names(req: &HeaderMap) -> Vec<String> {
+        let mut v: Vec<String> = req.keys().map(|k| k.as_str().to_owned()).collect();
         v.sort();
         v.dedup();
         v
@@ -400,9 +397,9 @@ mod tests {
         ]);
         shape_request_headers(&mut req, &identity(), &conn(false)).unwrap();
         assert_eq!(names(&req), ["x-forwarded-for", "x-forwarded-host", "x-forwarded-proto"]);
-        assert_eq!(req.headers["x-forwarded-for"], "10.0.0.7");
-        assert_eq!(req.headers["x-forwarded-proto"], "http");
-        assert_eq!(req.headers["x-forwarded-host"], "app.example.com:8080");
+        assert_eq!(req["x-forwarded-for"], "10.0.0.7");
+        assert_eq!(req["x-forwarded-proto"], "http");
+        assert_eq!(req["x-forwarded-host"], "app.example.com:8080");
     }
 
     #[test]
@@ -417,12 +414,12 @@ mod tests {
             ("X-Forwarded-Prefix", "/admin"),
         ]);
         shape_request_headers(&mut req, &identity(), &conn(true)).unwrap();
-        assert_eq!(req.headers["x-forwarded-for"], "1.2.3.4, 192.168.1.1, 10.0.0.7");
-        assert_eq!(req.headers["x-forwarded-proto"], "https");
-        assert_eq!(req.headers["x-forwarded-host"], "app.example.com");
-        assert_eq!(req.headers["x-real-ip"], "1.2.3.4");
-        assert!(!req.headers.contains_key("x-forwarded-prefix"));
-        assert_eq!(req.headers.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(req["x-forwarded-for"], "1.2.3.4, 192.168.1.1, 10.0.0.7");
+        assert_eq!(req["x-forwarded-proto"], "https");
+        assert_eq!(req["x-forwarded-host"], "app.example.com");
+        assert_eq!(req["x-real-ip"], "1.2.3.4");
+        assert!(!req.contains_key("x-forwarded-prefix"));
+        assert_eq!(req.get_all("x-forwarded-for").iter().count(), 1);
     }
 
     #[test]
@@ -450,10 +447,10 @@ mod tests {
             ("Cookie", "authgate_session_login=x"),
         ]);
         strip_cookies(&mut req, &["authgate_session", "authgate_session_login"]).unwrap();
-        assert_eq!(req.headers.get_all("cookie").iter().collect::<Vec<_>>(), ["a=1; b=2"]);
+        assert_eq!(req.get_all("cookie").iter().collect::<Vec<_>>(), ["a=1; b=2"]);
         let mut only = request(&[("Cookie", "authgate_session=secret")]);
         strip_cookies(&mut only, &["authgate_session"]).unwrap();
-        assert!(!only.headers.contains_key("cookie"));
+        assert!(!only.contains_key("cookie"));
     }
 
     #[test]
