@@ -26,6 +26,8 @@ pub struct Metrics {
     pub logins: IntCounterVec,
     /// Bearer-token checks by result (`cached`, `verified`, `refused`).
     pub tokens: IntCounterVec,
+    /// `tokens{result="cached"}`, resolved once: it is counted on every bearer request.
+    pub tokens_cached: prometheus::IntCounter,
     /// JWKS fetches by outcome (`ok`, `error`).
     pub jwks_fetches: IntCounterVec,
     /// Config reloads by outcome (`ok`, `refused`).
@@ -69,7 +71,10 @@ fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
 impl Metrics {
     fn new() -> Self {
         let r = Registry::new();
+        let tokens =
+            counter(&r, "authgate_bearer_tokens_total", "Bearer-token checks by result", &["result"]);
         Self {
+            tokens_cached: tokens.with_label_values(&["cached"]),
             requests: counter(
                 &r,
                 "authgate_requests_total",
@@ -87,7 +92,7 @@ impl Metrics {
                 "Time waiting for the upstream's response header",
             ),
             logins: counter(&r, "authgate_logins_total", "Browser sign-ins by outcome", &["outcome"]),
-            tokens: counter(&r, "authgate_bearer_tokens_total", "Bearer-token checks by result", &["result"]),
+            tokens,
             jwks_fetches: counter(&r, "authgate_jwks_fetches_total", "JWKS fetches by outcome", &["outcome"]),
             reloads: counter(
                 &r,

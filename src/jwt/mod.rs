@@ -143,7 +143,7 @@ impl TokenVerifier {
         let identity = match (is_jwt, &self.introspector) {
             (true, _) => match self.verified.get(&hash) {
                 Some(id) => {
-                    tokens.with_label_values(&["cached"]).inc();
+                    crate::metrics::METRICS.tokens_cached.inc();
                     id
                 }
                 None => {
