@@ -51,10 +51,20 @@ clients = ["reporting-service"]
     assert_eq!(gate.get("a", "/api/x", &[]).status, 401);
     assert_eq!(gate.get("a", "/api/x", &[("Authorization", "Bearer a.b.c")]).status, 401);
 
-    let r =
-        try_raw(gate.admin_port, "GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();
-    assert_eq!(r.status, 200);
-    let text = String::from_utf8(r.body).unwrap();
+    // requests are counted once answered (Pingora's logging phase): wait for the last one
+    let scrape = || {
+        let r = try_raw(gate.admin_port, "GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        assert_eq!(r.status, 200);
+        String::from_utf8(r.body).unwrap()
+    };
+    let last = r#"authgate_requests_total{decision="invalid_token",route="api",status="4xx"}"#;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut text = scrape();
+    while metric(&text, last).is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        text = scrape();
+    }
     let expect = [
         (r#"authgate_requests_total{decision="public",route="pub",status="2xx"}"#, 2.0),
         (r#"authgate_requests_total{decision="allowed",route="api",status="2xx"}"#, 2.0),
@@ -84,7 +94,11 @@ clients = ["reporting-service"]
         gate.get("a", "/api/x", &[("Authorization", &bearer), ("X-Request-Id", "lb-4711")]).status,
         200
     );
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    let access_lines = |log: &str| log.lines().filter(|l| l.contains("authgate::access")).count();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while access_lines(&gate.log()) < 8 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let log = gate.log();
     let lines: Vec<&str> = log.lines().filter(|l| l.contains("authgate::access")).collect();
     assert_eq!(lines.len(), 8, "{log}");
