@@ -452,7 +452,7 @@ impl ProxyHttp for AuthGate {
 }
 
 /// Room reserved in the upstream header map for what the gateway adds (forwarding, identity,
-/// extra claims, assertion, Host), so that it grows at most once.
+/// extra claims, assertion, Host), so that adding them never grows it.
 const UPSTREAM_HEADER_ROOM: usize = 24;
 
 /// A request's id in the access log: the client's (or load balancer's) `X-Request-Id` when it
