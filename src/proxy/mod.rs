@@ -282,7 +282,8 @@ impl ProxyHttp for AuthGate {
         // app in lower case, as over HTTP/2 and from Envoy-based gateways (RFC 9110 §5.1: they
         // are case-insensitive).
         let keep_end = upstream.send_end_stream();
-        let placeholder = RequestHeader::build_no_case(http::Method::GET, b"/", Some(0))?;
+        // an empty request (no allocation) holds the place until the shaped one is put back
+        let placeholder = RequestHeader::from(http::Request::new(()).into_parts().0);
         let mut parts: http::request::Parts = std::mem::replace(upstream, placeholder).into();
         parts.headers.reserve(UPSTREAM_HEADER_ROOM);
         let headers = &mut parts.headers;
