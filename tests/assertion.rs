@@ -27,22 +27,7 @@ fn stack() -> Stack {
     let idp = Idp::start(&[("REDIRECT_URIS", &redirects), ("POST_LOGOUT_REDIRECT_URIS", &logout)]);
     let echo = Echo::start("app");
     let config = format!(
-        r#"
-[server]
-listen = ["{{listen}}"]
-admin_listen = "{{admin}}"
-public_url = "{base}"
-
-[provider]
-issuer = "{issuer}"
-client_id = "authgate"
-client_secret = "authgate-test-secret"
-audience = "authgate"
-scopes = ["openid", "profile", "email", "organization", "permissions"]
-
-[session]
-secret = "assertion-test-secret-0123456789abcdefghijklm"
-
+        r#"{tables}
 [assertion]
 enabled = true
 key_file = "assertion-key.pem"
@@ -80,7 +65,7 @@ upstream = "{echo}"
 auth = "api"
 clients = ["reporting-service"]
 "#,
-        issuer = idp.issuer,
+        tables = common::gateway_tables(&base, &idp.issuer, ""),
         echo = echo.url()
     );
     let gate = Gate::start_on(port, &config);

@@ -15,23 +15,7 @@ const WEBHOOK_SECRET: &str = "whsec_events-test-0123456789abcdefghijklmnop";
 
 fn config(base: &str, idp: &Idp, echo: &Echo, store: &str) -> String {
     format!(
-        r#"
-[server]
-listen = ["{{listen}}"]
-admin_listen = "{{admin}}"
-public_url = "{base}"
-
-[provider]
-issuer = "{issuer}"
-client_id = "authgate"
-client_secret = "authgate-test-secret"
-audience = "authgate"
-scopes = ["openid", "profile", "email", "organization", "permissions"]
-
-[session]
-secret = "events-test-secret-0123456789abcdefghijklmno"
-{store}
-
+        r#"{tables}
 [webhooks]
 secret = "{WEBHOOK_SECRET}"
 
@@ -55,7 +39,7 @@ path = "/api"
 upstream = "{echo}"
 auth = "api"
 "#,
-        issuer = idp.issuer,
+        tables = common::gateway_tables(base, &idp.issuer, store),
         echo = echo.url()
     )
 }
@@ -280,10 +264,7 @@ async fn webhooks_revoke_licenses_suspend_and_reactivate_users() {
     assert_eq!(status(&base, "/crm/", &fresh).await, 200);
     assert_eq!(idp.token_calls("refresh_token", "ok").await, 1, "once");
 
-    let metrics =
-        common::try_raw(gate.admin_port, "GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-            .unwrap();
-    let metrics = String::from_utf8_lossy(&metrics.body);
+    let metrics = gate.admin_get("/metrics").1;
     assert!(
         metrics.contains(
             r#"authgate_events_total{event="license.revoked",outcome="applied",source="webhook"} 2"#
@@ -554,7 +535,7 @@ async fn no_secret_reaches_the_debug_log_through_refresh_revocation_and_logout()
         ("webhook secret", WEBHOOK_SECRET),
         ("webhook signature", signature_value.trim_start_matches("sha256=")),
         ("client secret", "authgate-test-secret"),
-        ("session secret", "events-test-secret"),
+        ("session secret", common::SESSION_SECRET),
         ("any JWT", "eyJ"),
     ] {
         if let Some(at) = log.find(secret) {

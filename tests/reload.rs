@@ -128,20 +128,7 @@ fn sigterm_lets_requests_in_flight_finish() {
 /// adds routes.
 fn session_config(base: &str, idp: &common::Idp, echo: &Echo, crm_license: &str, extra: &str) -> String {
     format!(
-        r#"
-[server]
-listen = ["{{listen}}"]
-admin_listen = "{{admin}}"
-public_url = "{base}"
-
-[provider]
-issuer = "{issuer}"
-client_id = "authgate"
-client_secret = "authgate-test-secret"
-
-[session]
-secret = "reload-test-secret-0123456789abcdefghijklmn"
-
+        r#"{tables}
 [[routes]]
 name = "wiki"
 path = "/wiki"
@@ -156,7 +143,7 @@ upstream = "{echo}"
 auth = "browser"
 licenses = ["{crm_license}"]
 {extra}"#,
-        issuer = idp.issuer,
+        tables = common::gateway_tables(base, &idp.issuer, ""),
         echo = echo.url()
     )
 }

@@ -13,23 +13,7 @@ const BOB: &str = "b0b0b0b0-0000-4000-8000-000000000b0b";
 /// authgate's config for one instance at `base`; `store` is the `[session]` store setting.
 fn config(base: &str, idp: &Idp, echo: &Echo, store: &str) -> String {
     format!(
-        r#"
-[server]
-listen = ["{{listen}}"]
-admin_listen = "{{admin}}"
-public_url = "{base}"
-
-[provider]
-issuer = "{issuer}"
-client_id = "authgate"
-client_secret = "authgate-test-secret"
-audience = "authgate"
-scopes = ["openid", "profile", "email", "organization", "permissions"]
-
-[session]
-secret = "sessions-test-secret-0123456789abcdefghijkl"
-{store}
-
+        r#"{tables}
 [[routes]]
 name = "app"
 path = "/app"
@@ -43,7 +27,7 @@ path = "/public"
 upstream = "{echo}"
 auth = "public"
 "#,
-        issuer = idp.issuer,
+        tables = common::gateway_tables(base, &idp.issuer, store),
         echo = echo.url()
     )
 }
@@ -82,16 +66,6 @@ async fn call(client: &reqwest::Client, base: &str, cookie: &str) -> (u16, serde
     let status = resp.status().as_u16();
     let body = resp.text().await.unwrap();
     (status, serde_json::from_str(&body).unwrap_or(serde_json::Value::Null))
-}
-
-/// The admin listener's answer to `GET path`, as text.
-fn admin_get(gate: &Gate, path: &str) -> (u16, String) {
-    let r = common::try_raw(
-        gate.admin_port,
-        &format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"),
-    )
-    .unwrap();
-    (r.status, String::from_utf8_lossy(&r.body).into_owned())
 }
 
 fn bearer(seen: &serde_json::Value) -> String {
@@ -148,7 +122,7 @@ async fn concurrent_requests_share_one_refresh_and_keep_the_rotated_token() {
     assert_eq!(idp.token_calls("refresh_token", "ok").await, 2);
     assert_eq!(idp.token_calls("refresh_token", "invalid_grant").await, 0);
     assert_ne!(bearer(&seen), tokens[0]);
-    let metrics = admin_get(&gate, "/metrics").1;
+    let metrics = gate.admin_get("/metrics").1;
     assert!(metrics.contains(r#"authgate_refreshes_total{outcome="refreshed"} 2"#), "{metrics}");
     assert!(
         metrics.contains(r#"authgate_token_requests_total{grant="refresh_token",outcome="ok"} 2"#),
@@ -222,7 +196,7 @@ async fn a_throttled_token_endpoint_delays_but_never_fails_users() {
     assert_eq!(status, 200);
     assert_ne!(bearer(&seen), first);
     assert_eq!(idp.token_calls("refresh_token", "ok").await, 1);
-    let metrics = admin_get(&gate, "/metrics").1;
+    let metrics = gate.admin_get("/metrics").1;
     assert!(metrics.contains(r#"authgate_refreshes_total{outcome="deferred"} 1"#), "{metrics}");
     assert!(
         metrics
@@ -346,7 +320,7 @@ async fn a_redis_outage_gives_503_for_sessions_and_heals_by_itself() {
     assert!(page.body.contains("try again"), "{}", page.body);
     let public = client.get(format!("{base}/public/x")).send().await.unwrap();
     assert_eq!(public.status(), 200, "public routes do not need Redis");
-    let ready = admin_get(&gate, "/readyz");
+    let ready = gate.admin_get("/readyz");
     assert_eq!(ready.0, 503);
     assert!(ready.1.contains(r#""session_store":{"error""#), "{}", ready.1);
 

@@ -866,3 +866,41 @@ impl Drop for Redis {
         self.stop();
     }
 }
+
+/// The session secret of `gateway_tables`.
+pub const SESSION_SECRET: &str = "test-session-secret-0123456789abcdefghijklmn";
+
+/// The `[server]`, `[provider]` and `[session]` tables of a gateway at `base` that signs users in
+/// at `issuer` as the test IdP's `authgate` client; `session` lines go into `[session]` (e.g. the
+/// Redis store). Callers add `[[routes]]` and any other table.
+pub fn gateway_tables(base: &str, issuer: &str, session: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = ["{{listen}}"]
+admin_listen = "{{admin}}"
+public_url = "{base}"
+
+[provider]
+issuer = "{issuer}"
+client_id = "authgate"
+client_secret = "authgate-test-secret"
+audience = "authgate"
+scopes = ["openid", "profile", "email", "organization", "permissions"]
+
+[session]
+secret = "{SESSION_SECRET}"
+{session}
+"#
+    )
+}
+
+impl Gate {
+    /// The admin listener's answer to `GET path`: (status, body as text).
+    pub fn admin_get(&self, path: &str) -> (u16, String) {
+        let r =
+            try_raw(self.admin_port, &format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"))
+                .unwrap();
+        (r.status, String::from_utf8_lossy(&r.body).into_owned())
+    }
+}
