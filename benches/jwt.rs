@@ -104,13 +104,15 @@ fn bench(c: &mut Criterion) {
         b.to_async(&rt).iter(|| async { black_box(warm.verify(black_box(&t), &audiences).await.is_ok()) })
     });
 
-    let identity = rt.block_on(warm.verify(&t, &audiences)).unwrap();
+    let verified = rt.block_on(warm.verify(&t, &audiences)).unwrap();
     let policy = RoutePolicy {
         licenses_any: vec!["wiki".into()],
         permissions: vec!["org:users:read".into()],
         ..RoutePolicy::default()
     };
-    c.bench_function("policy/authorize", |b| b.iter(|| policy.authorize(black_box(&identity)).is_ok()));
+    c.bench_function("policy/authorize", |b| {
+        b.iter(|| policy.authorize(black_box(&verified.identity)).is_ok())
+    });
 }
 
 criterion_group!(benches, bench);

@@ -248,6 +248,7 @@ async fn forged_stale_and_misdirected_tokens_are_refused() {
             401,
         ),
         (
+            // same signature, so the same last bytes as `good`, which is cached by now
             "payload swapped",
             {
                 let evil = claims(&idp, json!({"sub": "someone-else"}));

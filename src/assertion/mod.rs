@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::AssertionConfig;
 use crate::jwt::{Identity, unix_now};
+use crate::proxy::PreparedIdentity;
 use keys::{KeyError, KeySet};
 
 /// Where the JWK Set is served (main and admin listeners).
@@ -114,8 +115,8 @@ struct Signed {
     route: usize,
 }
 
-/// The last assertion made for one opened session, so that its next request on the same route
-/// skips even the cache lookup.
+/// The last assertion made for one opened session or verified token, so that its next request
+/// on the same route skips even the cache lookup.
 #[derive(Default)]
 pub struct AssertionSlot(arc_swap::ArcSwapOption<Signed>);
 
@@ -184,30 +185,30 @@ impl AssertionSigner {
             && &*s.issuer == issuer
     }
 
-    /// The assertion for `who` (whose `fingerprint` is given) on route number `route` with
-    /// `audience`, issued by `issuer`: a cached one while it is fresh enough, else a new one.
-    /// `slot` (an opened session's) remembers the last one, in front of the shared cache.
+    /// The assertion for `who` on route number `route` with `audience`, issued by `issuer`: a
+    /// cached one while it is fresh enough, else a new one. `prepared` (the caller's, made once
+    /// per opened session or verified token) gives the cache key and remembers the last one, in
+    /// front of the shared cache.
     pub fn assertion(
         &self,
         route: usize,
         audience: &str,
         issuer: &str,
         who: &Identity,
-        fingerprint: [u8; 32],
-        slot: Option<&AssertionSlot>,
+        prepared: &PreparedIdentity,
     ) -> Option<HeaderValue> {
         let now = unix_now();
-        if let Some(s) = slot.and_then(|slot| slot.0.load_full()) {
-            if self.fresh(&s, route, issuer, now) {
+        let slot = &prepared.assertion.0;
+        // a guard, not a clone of the Arc: both worker threads would bounce its count
+        if let Some(s) = &*slot.load() {
+            if self.fresh(s, route, issuer, now) {
                 return Some(s.value.clone());
             }
         }
-        let key = (fingerprint, route);
+        let key = (prepared.fingerprint, route);
         if let Some(s) = self.cache.get(&key) {
             if self.fresh(&s, route, issuer, now) {
-                if let Some(slot) = slot {
-                    slot.0.store(Some(s.clone()));
-                }
+                slot.store(Some(s.clone()));
                 return Some(s.value.clone());
             }
         }
@@ -236,9 +237,7 @@ impl AssertionSigner {
             signer: self.id,
             route,
         });
-        if let Some(slot) = slot {
-            slot.0.store(Some(signed.clone()));
-        }
+        slot.store(Some(signed.clone()));
         self.cache.insert(key, signed);
         Some(value)
     }
@@ -279,14 +278,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = signer(dir.path());
         let wiki = identity(&["wiki"]);
-        let a = s.assertion(0, "http://app", "https://gw", &wiki, fingerprint(&wiki), None).unwrap();
-        let b = s.assertion(0, "http://app", "https://gw", &wiki, fingerprint(&wiki), None).unwrap();
-        assert_eq!(a, b, "reused");
-        let other_route =
-            s.assertion(1, "http://other", "https://gw", &wiki, fingerprint(&wiki), None).unwrap();
+        let first = PreparedIdentity::of(&wiki);
+        let a = s.assertion(0, "http://app", "https://gw", &wiki, &first).unwrap();
+        assert_eq!(
+            s.assertion(0, "http://app", "https://gw", &wiki, &first).unwrap(),
+            a,
+            "reused by its slot"
+        );
+        // another session of the same identity: a fresh slot, found in the shared cache
+        let b = s.assertion(0, "http://app", "https://gw", &wiki, &PreparedIdentity::of(&wiki)).unwrap();
+        assert_eq!(a, b, "reused from the cache");
+        let other_route = s.assertion(1, "http://other", "https://gw", &wiki, &first).unwrap();
         assert_ne!(a, other_route);
+        assert_eq!(s.assertion(0, "http://app", "https://gw", &wiki, &first).unwrap(), a, "back on route 0");
         let none = identity(&[]);
-        let c = s.assertion(0, "http://app", "https://gw", &none, fingerprint(&none), None).unwrap();
+        let c = s.assertion(0, "http://app", "https://gw", &none, &PreparedIdentity::of(&none)).unwrap();
         assert_ne!(a, c, "a revoked license means a new assertion");
 
         // verify with the published key
@@ -311,7 +317,7 @@ mod tests {
         let s = signer(dir.path());
         let mut who = identity(&["wiki"]);
         who.expires_at = unix_now() + 30;
-        let t = s.assertion(0, "a", "i", &who, fingerprint(&who), None).unwrap();
+        let t = s.assertion(0, "a", "i", &who, &PreparedIdentity::of(&who)).unwrap();
         let payload = t.to_str().unwrap().split('.').nth(1).unwrap().to_owned();
         use base64::Engine;
         let claims: serde_json::Value = serde_json::from_slice(
@@ -320,6 +326,6 @@ mod tests {
         .unwrap();
         assert_eq!(claims["exp"].as_u64(), Some(who.expires_at));
         who.expires_at = unix_now();
-        assert!(s.assertion(0, "a", "i", &who, fingerprint(&who), None).is_none());
+        assert!(s.assertion(0, "a", "i", &who, &PreparedIdentity::of(&who)).is_none());
     }
 }

@@ -107,20 +107,15 @@ pub struct ActiveSession {
     pub user: [u8; 32],
     /// Its user's identity changed at the provider: refresh before use.
     pub stale: bool,
-    /// What a signed assertion would say of it, hashed (computed once, when opened).
-    pub fingerprint: [u8; 32],
-    /// Its identity headers' values, encoded once, when opened.
-    pub header_values: crate::proxy::IdentityHeaderValues,
-    /// The last signed assertion made for it.
-    pub assertion: crate::assertion::AssertionSlot,
+    /// Its identity, prepared for forwarding once, when opened.
+    pub prepared: crate::proxy::PreparedIdentity,
 }
 
 impl ActiveSession {
     /// A session opened at `version`.
     pub fn new(key: SessionKey, session: Session, version: u64, user: [u8; 32], stale: bool) -> Self {
-        let fingerprint = crate::assertion::fingerprint(&session.identity);
-        let header_values = crate::proxy::IdentityHeaderValues::of(&session.identity);
-        Self { key, session, version, user, stale, fingerprint, header_values, assertion: Default::default() }
+        let prepared = crate::proxy::PreparedIdentity::of(&session.identity);
+        Self { key, session, version, user, stale, prepared }
     }
 }
 

@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::fetch::Fetcher;
 use crate::config::Secret;
 use crate::jwt::identity::{AccessClaims, TokenContext};
-use crate::jwt::{Identity, TokenError, UntilTokenExpiry, unix_now};
+use crate::jwt::{Identity, TokenError, UntilTokenExpiry, VerifiedToken, unix_now};
 
 /// At most this many introspection calls are in flight; others queue (each bounded by the
 /// provider time limit), so a flood of made-up tokens cannot open unbounded connections.
@@ -43,7 +43,7 @@ pub struct Introspector {
     client_id: String,
     client_secret: Secret,
     ttl: Duration,
-    active: moka::sync::Cache<[u8; 32], Arc<Identity>>,
+    active: moka::sync::Cache<[u8; 32], Arc<VerifiedToken>>,
     /// Refused tokens, apart from the active ones so that a flood of junk cannot evict them.
     refused: moka::sync::Cache<[u8; 32], ()>,
     in_flight: tokio::sync::Semaphore,
@@ -79,7 +79,7 @@ impl Introspector {
         &self,
         fetcher: &Fetcher,
         req: IntrospectionRequest<'_>,
-    ) -> Result<Arc<Identity>, TokenError> {
+    ) -> Result<Arc<VerifiedToken>, TokenError> {
         if let Some(id) = self.active.get(&req.hash) {
             return Ok(id);
         }
@@ -99,9 +99,9 @@ impl Introspector {
             serde_json::from_slice(&fetched.body).map_err(|_| TokenError::IntrospectionFailed)?;
         match identity_from_response(body, req) {
             Ok(identity) => {
-                let identity = Arc::new(identity);
-                self.active.insert(req.hash, identity.clone());
-                Ok(identity)
+                let verified = Arc::new(VerifiedToken::new(identity, ""));
+                self.active.insert(req.hash, verified.clone());
+                Ok(verified)
             }
             Err(e) => {
                 self.refused.insert(req.hash, ());

@@ -7,6 +7,7 @@ mod endpoints;
 mod headers;
 mod metadata;
 mod pipeline;
+mod prepared;
 mod respond;
 
 use std::sync::Arc;
@@ -27,6 +28,7 @@ pub use pipeline::{
     BearerChallenge, Caller, Credentials, Rejection, RequestTarget, authenticate, authorize, is_navigation,
     match_route, read_credentials, read_target,
 };
+pub use prepared::PreparedIdentity;
 pub use respond::{prefers_html, render, www_authenticate};
 
 use crate::config::AuthMode;
@@ -312,22 +314,13 @@ impl ProxyHttp for AuthGate {
                 },
                 Caller::Anonymous => None,
             };
-            if let Some(identity) = caller.identity() {
+            if let Some((identity, prepared)) = caller.prepared() {
                 let names = &ctx.gateway.identity_header_names;
-                match caller {
-                    Caller::Session(s) => add_identity_headers(headers, names, &s.header_values, token),
-                    _ => add_identity_headers(headers, names, &IdentityHeaderValues::of(identity), token),
-                }
-                .map_err(invalid)?;
+                add_identity_headers(headers, names, &prepared.header_values, token).map_err(invalid)?;
                 if let (Some(signer), Some(ra)) = (&ctx.gateway.assertion, &route.assertion) {
-                    let (fingerprint, slot) = match caller {
-                        Caller::Session(s) => (s.fingerprint, Some(&s.assertion)),
-                        _ => (crate::assertion::fingerprint(identity), None),
-                    };
                     let issuer =
                         ctx.gateway.public_origin(target.authority.host(), target.authority.as_str(), tls);
-                    if let Some(value) =
-                        signer.assertion(ra.index, &ra.audience, &issuer, identity, fingerprint, slot)
+                    if let Some(value) = signer.assertion(ra.index, &ra.audience, &issuer, identity, prepared)
                     {
                         headers.insert(signer.header.clone(), value);
                     }
