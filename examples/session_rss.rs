@@ -8,6 +8,10 @@
 
 use std::time::Duration;
 
+/// The allocator authgate runs with (`src/main.rs`): RSS depends on it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use authgate::jwt::Identity;
 use authgate::session::{
     MemoryStore, Session, SessionSealer, SessionStore, SessionTicket, SessionTokens, StoredSession,
