@@ -84,7 +84,7 @@ struct Claims<'a> {
 }
 
 /// A hash of what an assertion would say about `who` (and until when): equal hashes, equal
-/// assertions. Computed once per opened session, or per bearer request.
+/// assertions. Computed once per opened session or verified bearer token (`PreparedIdentity`).
 pub fn fingerprint(who: &Identity) -> [u8; 32] {
     let mut h = Sha256::new();
     // serialising to a hasher cannot fail; a failure would only cost a cache miss

@@ -81,7 +81,6 @@ pub struct VerifierSettings {
 }
 
 /// A verified bearer token: who it speaks for, prepared for forwarding once (not per request).
-#[derive(Debug)]
 pub struct VerifiedToken {
     /// The identity its claims give.
     pub identity: Identity,
@@ -105,7 +104,27 @@ impl VerifiedToken {
         let (a, b) = (self.token.as_bytes(), token.as_bytes());
         a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
     }
+
+    /// Its weight in the verified-token cache: one per started `CACHE_UNIT_BYTES` of token, so
+    /// that large tokens (whose claims, and so identity and header values, grow with them)
+    /// cannot make the cache take more memory than `token_cache_size` ordinary ones.
+    fn weight(&self) -> u32 {
+        u32::try_from(self.token.len().div_ceil(CACHE_UNIT_BYTES).max(1)).unwrap_or(u32::MAX)
+    }
 }
+
+impl std::fmt::Debug for VerifiedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifiedToken")
+            .field("identity", &self.identity)
+            .field("token", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// Token bytes that count as one entry of the verified-token cache (a Keycloak access token is
+/// 1-2 KiB).
+const CACHE_UNIT_BYTES: usize = 2048;
 
 /// The verified-token cache key of a JWT: its last 32 bytes, which lie in its signature (at
 /// least 86 characters for every accepted algorithm). A SHA-256 of the whole token was 0.75% of
@@ -154,11 +173,12 @@ impl moka::Expiry<[u8; 32], Arc<VerifiedToken>> for UntilTokenExpiry {
 }
 
 impl TokenVerifier {
-    /// A verifier judging tokens by `settings`; it caches up
-    /// to `cache_size` verified tokens.
+    /// A verifier judging tokens by `settings`; it caches up to `cache_size` verified tokens
+    /// of up to 2 KiB (a larger one counts as several).
     pub fn new(provider: Arc<OidcProvider>, settings: VerifierSettings) -> Self {
         let verified = moka::sync::Cache::builder()
             .max_capacity(settings.cache_size)
+            .weigher(|_, v: &Arc<VerifiedToken>| v.weight())
             .expire_after(UntilTokenExpiry { leeway: settings.leeway, cap: MAX_CACHE_LIFETIME })
             .build();
         Self { provider, settings, verified, introspector: None }
@@ -360,4 +380,58 @@ impl TokenVerifier {
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn someone() -> Identity {
+        Identity {
+            subject: "u1".into(),
+            machine: false,
+            client_id: None,
+            email: None,
+            name: None,
+            given_name: None,
+            family_name: None,
+            organization_id: None,
+            user_type: None,
+            licenses: vec!["wiki".into()],
+            permissions: vec![],
+            scopes: vec![],
+            expires_at: unix_now() + 60,
+            audiences: vec!["api".into()],
+            claims: vec![],
+        }
+    }
+
+    #[test]
+    fn a_cached_verification_belongs_to_exactly_its_token() {
+        let token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1MSJ9.c2lnbmF0dXJlLW9mLXRoZS1wcm92aWRlci0xMjM0NTY3ODk";
+        let v = VerifiedToken::new(someone(), token);
+        assert!(v.is_of(token));
+        // the same last bytes (so the same cache key), another payload
+        let forged = token.replacen("eyJzdWIiOiJ1MSJ9", "eyJzdWIiOiJ1MiJ9", 1);
+        assert_eq!(jwt_cache_key(&forged), jwt_cache_key(token));
+        assert!(!v.is_of(&forged));
+        assert!(!v.is_of(&token[1..]), "a shorter token");
+        assert!(!v.is_of(&format!("{token}x")), "a longer token");
+        assert!(!v.is_of(""));
+        // a token shorter than the key is padded (the comparison decides, not the key)
+        let mut padded = [0u8; 32];
+        padded[..5].copy_from_slice(b"a.b.c");
+        assert_eq!(jwt_cache_key("a.b.c"), padded);
+    }
+
+    #[test]
+    fn large_tokens_weigh_more_and_no_token_is_printed() {
+        assert_eq!(VerifiedToken::new(someone(), "").weight(), 1);
+        assert_eq!(VerifiedToken::new(someone(), &"a".repeat(1500)).weight(), 1);
+        assert_eq!(VerifiedToken::new(someone(), &"a".repeat(2049)).weight(), 2);
+        assert_eq!(VerifiedToken::new(someone(), &"a".repeat(MAX_TOKEN_BYTES)).weight(), 8);
+        let printed = format!("{:?}", VerifiedToken::new(someone(), "secret-token-value.x.y"));
+        assert!(!printed.contains("secret-token-value"), "{printed}");
+        assert!(printed.contains("u1"));
+    }
 }

@@ -138,7 +138,8 @@ pub fn shape_request_headers(
 }
 
 /// An identity as header values: encoded (`header_value`) and validated once, then cloned
-/// per request by reference count. A session computes them when it is opened.
+/// per request by reference count. Computed once per opened session or verified bearer token
+/// (`PreparedIdentity`).
 #[derive(Debug, Clone)]
 pub struct IdentityHeaderValues {
     machine: bool,
