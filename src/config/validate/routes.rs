@@ -1,0 +1,113 @@
+//! The rules of `[[routes]]`: unique host + path and names, upstream origins, and what each
+//! `auth` mode needs from the rest of the configuration.
+
+use std::collections::HashMap;
+
+use super::{Problems, origin_url, timeout};
+use crate::config::{AuthMode, Config};
+use crate::routing::{HostPattern, normalize_route_path};
+
+/// Checks every route.
+pub(super) fn routes(config: &Config, p: &mut Problems) {
+    if config.routes.is_empty() {
+        p.at("routes", "no routes: add at least one [[routes]] table");
+    }
+    let mut keys: HashMap<(String, String), usize> = HashMap::new();
+    let mut names: HashMap<String, usize> = HashMap::new();
+    for (i, r) in config.routes.iter().enumerate() {
+        let at = |k: &str| format!("routes[{i}].{k}");
+        let host = match HostPattern::parse(&r.host) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                p.at(at("host"), e);
+                None
+            }
+        };
+        let path = match normalize_route_path(&r.path) {
+            Ok(path) => Some(path),
+            Err(e) => {
+                p.at(at("path"), e);
+                None
+            }
+        };
+        if let (Some(h), Some(mut path)) = (host, path) {
+            if config.server.case_insensitive_paths {
+                path.make_ascii_lowercase();
+            }
+            if let Some(first) = keys.insert((h.to_string(), path.clone()), i) {
+                p.at(at("path"), format!("host {} path {path} is already routed by routes[{first}]", h));
+            }
+        }
+        if let Some(name) = &r.name {
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+                p.at(at("name"), "use letters, digits, '-', '_' and '.' only");
+            } else if let Some(first) = names.insert(name.clone(), i) {
+                p.at(at("name"), format!("{name:?} is already the name of routes[{first}]"));
+            }
+        }
+        if r.upstream.is_empty() {
+            p.at(at("upstream"), "needs at least one upstream URL");
+        }
+        for (j, u) in r.upstream.iter().enumerate() {
+            if let Err(e) = origin_url(u) {
+                p.at(format!("routes[{i}].upstream[{j}]"), e);
+            }
+        }
+        match r.auth {
+            AuthMode::Public => {
+                for key in r.policy_keys_set() {
+                    p.at(at(key), "has no effect on a `public` route: nobody is authenticated there");
+                }
+            }
+            mode => {
+                if config.provider.is_none() {
+                    p.at(at("auth"), format!("`{}` routes need a [provider] section", mode.as_str()));
+                }
+                if mode == AuthMode::Browser && !r.clients.is_empty() {
+                    p.at(
+                        at("clients"),
+                        "client-credentials tokens are bearer tokens: use auth = \"api\" or \"any\"",
+                    );
+                }
+                let audience_known = !r.audience.is_empty()
+                    || config.provider.as_ref().is_some_and(|pr| !pr.audience.is_empty());
+                if matches!(mode, AuthMode::Api | AuthMode::Any) && !audience_known {
+                    p.at(
+                        at("audience"),
+                        "bearer tokens need an expected audience: set it here or in [provider] audience",
+                    );
+                }
+                if mode == AuthMode::Browser && !r.audience.is_empty() {
+                    p.at(at("audience"), "applies to bearer tokens only: use auth = \"api\" or \"any\"");
+                }
+                // sign-in sets cookies on the host it returns to: it must be a public_url's host
+                if let (AuthMode::Browser | AuthMode::Any, Ok(HostPattern::Exact(h))) =
+                    (mode, HostPattern::parse(&r.host))
+                {
+                    let covered = config.server.public_url.iter().any(|u| {
+                        url::Url::parse(u).ok().and_then(|u| u.host_str().map(|x| x.eq_ignore_ascii_case(&h)))
+                            == Some(true)
+                    });
+                    if !covered && !config.server.public_url.is_empty() {
+                        p.at(
+                            at("host"),
+                            format!("browser sign-in on {h} needs a server.public_url with that host"),
+                        );
+                    }
+                }
+                if mode != AuthMode::Api && config.server.public_url.is_empty() {
+                    p.at(at("auth"), "browser sign-in needs `server.public_url` to build the redirect URI");
+                }
+            }
+        }
+        for (key, d) in [
+            ("connect_timeout", r.connect_timeout),
+            ("read_timeout", r.read_timeout),
+            ("write_timeout", r.write_timeout),
+        ] {
+            if let Some(d) = d {
+                timeout(&at(key), d, p);
+            }
+        }
+    }
+}
