@@ -66,8 +66,15 @@ fn browser_auth(
                 .redis_url
                 .clone()
                 .ok_or(StartError::Unsupported("session.store = \"redis\" without redis_url"))?;
+            let ca_pem = match &s.redis_ca_file {
+                Some(file) => Some(std::fs::read(file).map_err(|e| {
+                    StartError::Store(format!("cannot read session.redis_ca_file {}: {e}", file.display()))
+                })?),
+                None => None,
+            };
             let settings = RedisSettings {
                 url,
+                ca_pem,
                 prefix: s.redis_prefix.clone(),
                 timeout: s.redis_timeout.get(),
                 connections: s.redis_connections,

@@ -159,6 +159,38 @@ fn bad_configs_name_the_key_and_the_line() {
             "gate.toml:11:1: `session.redis_url`: is not a redis:// or rediss:// URL",
         ),
         (
+            "redis certificate checks turned off",
+            BASE.replace(
+                "[session]\n",
+                "[session]\nstore = \"redis\"\nredis_url = \"rediss://:hunter2hunter2@cache:6380/#insecure\"\n",
+            ),
+            "gate.toml:11:1: `session.redis_url`: #insecure would turn off the server certificate check",
+        ),
+        (
+            "redis CA file for a plain-text URL",
+            BASE.replace(
+                "[session]\n",
+                "[session]\nstore = \"redis\"\nredis_url = \"redis://cache:6379\"\nredis_ca_file = \"gate.toml\"\n",
+            ),
+            "gate.toml:12:1: `session.redis_ca_file`: only applies to a rediss:// (TLS) redis_url",
+        ),
+        (
+            "redis CA file that is no certificate",
+            BASE.replace(
+                "[session]\n",
+                "[session]\nstore = \"redis\"\nredis_url = \"rediss://cache:6380\"\nredis_ca_file = \"gate.toml\"\n",
+            ),
+            "gate.toml: holds no PEM certificate",
+        ),
+        (
+            "redis CA file missing",
+            BASE.replace(
+                "[session]\n",
+                "[session]\nstore = \"redis\"\nredis_url = \"rediss://cache:6380\"\nredis_ca_file = \"ca.pem\"\n",
+            ),
+            "gate.toml:12:1: `session.redis_ca_file`: cannot read",
+        ),
+        (
             "short webhook secret",
             format!("{BASE}\n[webhooks]\nsecret = \"whsec_short\"\n"),
             "gate.toml:18:1: `webhooks.secret`: is 11 bytes; use at least 32",

@@ -334,6 +334,9 @@ pub struct SessionConfig {
     /// Redis URL (`redis://` or `rediss://`, credentials in it or from `${VAR}`) when
     /// `store = "redis"`.
     pub redis_url: Option<Secret>,
+    /// PEM file of the CA certificate(s) a `rediss://` server must chain to, instead of the
+    /// system's roots (a private CA).
+    pub redis_ca_file: Option<PathBuf>,
     /// Prefix of every Redis key and the pub/sub channel (several gateways can share a Redis).
     pub redis_prefix: String,
     /// Time limit of a Redis connect or command; beyond it the request gets a 503.
@@ -363,6 +366,7 @@ impl Default for SessionConfig {
         Self {
             store: StoreKind::Memory,
             redis_url: None,
+            redis_ca_file: None,
             redis_prefix: "authgate:".into(),
             redis_timeout: Duration::from_secs(2),
             redis_connections: 2,

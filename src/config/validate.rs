@@ -278,12 +278,29 @@ fn session(config: &mut Config, base_dir: &Path, p: &mut Problems) {
             if !matches!(scheme, Some("redis" | "rediss")) || redis::Client::open(url.expose()).is_err() {
                 // the URL may hold a password: never echo it
                 p.at("session.redis_url", "is not a redis:// or rediss:// URL");
+            } else if url.expose().ends_with("#insecure") {
+                p.at(
+                    "session.redis_url",
+                    "#insecure would turn off the server certificate check: trust a private CA with session.redis_ca_file instead",
+                );
             }
         }
         (StoreKind::Memory, Some(_)) => {
             p.at("session.redis_url", "is set but store is \"memory\": set store = \"redis\" or remove it")
         }
         (StoreKind::Memory, None) => {}
+    }
+    if let Some(file) = &s.redis_ca_file {
+        let path = resolve_path(base_dir, file);
+        let tls = s.redis_url.as_ref().is_some_and(|u| u.expose().starts_with("rediss://"));
+        match std::fs::read(&path) {
+            _ if !tls => p.at("session.redis_ca_file", "only applies to a rediss:// (TLS) redis_url"),
+            Err(e) => p.at("session.redis_ca_file", format!("cannot read {}: {e}", path.display())),
+            Ok(pem) => match crate::session::redis_roots(&pem) {
+                Ok(_) => s.redis_ca_file = Some(path),
+                Err(e) => p.at("session.redis_ca_file", format!("{}: {e}", path.display())),
+            },
+        }
     }
     if s.redis_prefix.is_empty()
         || s.redis_prefix.len() > 64

@@ -29,6 +29,8 @@ use crate::jwt::unix_now;
 pub struct RedisSettings {
     /// `redis://` or `rediss://` URL (may hold a password).
     pub url: Secret,
+    /// PEM CA certificate(s) a `rediss://` server must chain to, instead of the system's roots.
+    pub ca_pem: Option<Vec<u8>>,
     /// Prefix of every key and of the channel.
     pub prefix: String,
     /// Connect and command time limit.
@@ -188,6 +190,18 @@ fn unhex(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
+/// The certificates of a PEM CA bundle for `redis_ca_file`: at least one, each well-formed.
+pub fn redis_roots(pem: &[u8]) -> Result<usize, String> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("not a PEM certificate bundle ({e})"))?;
+    if certs.is_empty() {
+        return Err("holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into());
+    }
+    Ok(certs.len())
+}
+
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
@@ -196,7 +210,14 @@ impl RedisStore {
     /// Connects lazily (a Redis that is down at start only makes requests that need a session
     /// fail with 503 until it is back) and starts listening for other instances' changes.
     pub fn new(settings: &RedisSettings) -> Result<Self, StoreError> {
-        let client = redis::Client::open(settings.url.expose()).map_err(unavailable)?;
+        let client = match &settings.ca_pem {
+            None => redis::Client::open(settings.url.expose()),
+            Some(pem) => redis::Client::build_with_tls(
+                settings.url.expose(),
+                redis::TlsCertificates { client_tls: None, root_cert: Some(pem.clone()) },
+            ),
+        }
+        .map_err(unavailable)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("authgate-redis")

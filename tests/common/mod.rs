@@ -801,19 +801,59 @@ pub struct Redis {
     /// Its port on 127.0.0.1.
     pub port: u16,
     dir: tempfile::TempDir,
+    /// It speaks only TLS, with a certificate from the CA at `ca_file()`.
+    tls: bool,
 }
 
 impl Redis {
     /// Starts it and waits until it answers.
     pub fn start() -> Redis {
-        let mut redis = Redis { child: None, port: free_port(), dir: tempfile::tempdir().unwrap() };
+        let mut redis =
+            Redis { child: None, port: free_port(), dir: tempfile::tempdir().unwrap(), tls: false };
         redis.run();
         redis
     }
 
+    /// Starts one that speaks only TLS (`rediss://`), with a certificate for 127.0.0.1 issued
+    /// by a private CA made for it (`ca_file`).
+    pub fn start_tls() -> Redis {
+        let mut redis =
+            Redis { child: None, port: free_port(), dir: tempfile::tempdir().unwrap(), tls: true };
+        let dir = redis.dir.path();
+        std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        let openssl = |args: &str| {
+            let out = Command::new("openssl").args(args.split(' ')).current_dir(dir).output().unwrap();
+            assert!(out.status.success(), "openssl {args}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        let key = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
+        openssl(&format!("req -x509 {key} -keyout ca.key -out ca.pem -days 1 -subj /CN=authgate-test-ca"));
+        openssl(&format!("req {key} -keyout server.key -out server.csr -subj /CN=127.0.0.1"));
+        openssl(
+            "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 1 \
+             -extfile ext.cnf",
+        );
+        redis.run();
+        redis
+    }
+
+    /// The PEM file of the CA that issued a TLS server's certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
     fn run(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", ""])
+        let port = self.port.to_string();
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--bind", "127.0.0.1", "--save", ""]);
+        if self.tls {
+            cmd.args(["--port", "0", "--tls-port", &port, "--tls-auth-clients", "no"]);
+            cmd.arg("--tls-cert-file").arg(self.dir.path().join("server.pem"));
+            cmd.arg("--tls-key-file").arg(self.dir.path().join("server.key"));
+            cmd.arg("--tls-ca-cert-file").arg(self.ca_file());
+        } else {
+            cmd.args(["--port", &port]);
+        }
+        let child = cmd
             .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
             .arg(self.dir.path())
             .stdout(Stdio::null())
@@ -823,7 +863,11 @@ impl Redis {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+            if self.tls {
+                if self.cli(&["PING"]).trim() == "PONG" {
+                    return;
+                }
+            } else if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
                 let _ = s.write_all(b"PING\r\n");
                 let mut buf = [0u8; 7];
                 if s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n" {
@@ -835,9 +879,9 @@ impl Redis {
         panic!("redis-server did not start on port {}", self.port);
     }
 
-    /// `redis://127.0.0.1:<port>`.
+    /// `redis://127.0.0.1:<port>`, or `rediss://` for a TLS server.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        format!("{}://127.0.0.1:{}", if self.tls { "rediss" } else { "redis" }, self.port)
     }
 
     /// Stops it (its data stays on disk).
@@ -856,7 +900,12 @@ impl Redis {
 
     /// Runs one command with `redis-cli` and returns its output.
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli").args(["-p", &self.port.to_string()]).args(args).output().unwrap();
+        let mut cmd = Command::new("redis-cli");
+        cmd.args(["-p", &self.port.to_string()]);
+        if self.tls {
+            cmd.arg("--tls").arg("--cacert").arg(self.ca_file());
+        }
+        let out = cmd.args(args).output().unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
