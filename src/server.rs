@@ -66,15 +66,24 @@ fn browser_auth(
                 .redis_url
                 .clone()
                 .ok_or(StartError::Unsupported("session.store = \"redis\" without redis_url"))?;
-            let ca_pem = match &s.redis_ca_file {
-                Some(file) => Some(std::fs::read(file).map_err(|e| {
-                    StartError::Store(format!("cannot read session.redis_ca_file {}: {e}", file.display()))
-                })?),
-                None => None,
+            let read = |key: &str, file: &std::path::Path| {
+                std::fs::read(file).map_err(|e| {
+                    StartError::Store(format!("cannot read session.{key} {}: {e}", file.display()))
+                })
+            };
+            let ca_pem = s.redis_ca_file.as_deref().map(|f| read("redis_ca_file", f)).transpose()?;
+            let client_pem = match (&s.redis_client_cert_file, &s.redis_client_key_file) {
+                (Some(cert), Some(key)) => {
+                    let key = String::from_utf8(read("redis_client_key_file", key)?)
+                        .map_err(|_| StartError::Store("session.redis_client_key_file is not PEM".into()))?;
+                    Some((read("redis_client_cert_file", cert)?, crate::config::Secret::new(key)))
+                }
+                _ => None,
             };
             let settings = RedisSettings {
                 url,
                 ca_pem,
+                client_pem,
                 prefix: s.redis_prefix.clone(),
                 timeout: s.redis_timeout.get(),
                 connections: s.redis_connections,

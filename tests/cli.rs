@@ -191,6 +191,22 @@ fn bad_configs_name_the_key_and_the_line() {
             "gate.toml:12:1: `session.redis_ca_file`: cannot read",
         ),
         (
+            "redis client certificate without its key",
+            BASE.replace(
+                "[session]\n",
+                "[session]\nstore = \"redis\"\nredis_url = \"rediss://cache:6380\"\nredis_client_cert_file = \"c.pem\"\n",
+            ),
+            "`session.redis_client_key_file`: is needed too",
+        ),
+        (
+            "redis client key that is no key",
+            BASE.replace(
+                "[session]\n",
+                "[session]\nstore = \"redis\"\nredis_url = \"rediss://cache:6380\"\nredis_client_key_file = \"gate.toml\"\n",
+            ),
+            "gate.toml: holds no PEM private key",
+        ),
+        (
             "short webhook secret",
             format!("{BASE}\n[webhooks]\nsecret = \"whsec_short\"\n"),
             "gate.toml:18:1: `webhooks.secret`: is 11 bytes; use at least 32",

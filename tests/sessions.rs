@@ -339,59 +339,67 @@ async fn a_redis_outage_gives_503_for_sessions_and_heals_by_itself() {
 }
 
 #[tokio::test]
-async fn sessions_work_over_tls_with_a_private_ca_and_never_with_an_unchecked_certificate() {
+async fn sessions_work_over_mutual_tls_with_a_private_ca_and_never_with_an_unchecked_certificate() {
     let redis = Redis::start_tls();
-    let (port, untrusting_port) = (free_port(), free_port());
-    let (base, untrusting) = (base_url(port), base_url(untrusting_port));
-    let idp = idp_for(&[base.clone(), untrusting.clone()], &[]);
-    let echo = Echo::start("app");
-    let store = format!(
-        "store = \"redis\"\nredis_url = \"{}\"\nredis_ca_file = \"{}\"",
-        redis.url(),
-        redis.ca_file().display()
-    );
     assert!(redis.url().starts_with("rediss://"));
-    let gate = Gate::start_on(port, &config(&base, &idp, &echo, &store));
+    let ports = [free_port(), free_port(), free_port()];
+    let bases = ports.map(base_url);
+    let idp = idp_for(&bases, &[]);
+    let echo = Echo::start("app");
+    let (cert, key) = redis.client_files();
+    let ca = format!("redis_ca_file = \"{}\"", redis.ca_file().display());
+    let client = format!(
+        "redis_client_cert_file = \"{}\"\nredis_client_key_file = \"{}\"",
+        cert.display(),
+        key.display()
+    );
+    let store = |tls: &str| format!("store = \"redis\"\nredis_url = \"{}\"\n{tls}", redis.url());
+    let gate = Gate::start_on(ports[0], &config(&bases[0], &idp, &echo, &store(&format!("{ca}\n{client}"))));
     gate.wait_ready();
-    let cookie = sign_in(&base).await;
-    let (status, seen) = call(&reqwest::Client::new(), &base, &cookie).await;
+    let cookie = sign_in(&bases[0]).await;
+    let (status, seen) = call(&reqwest::Client::new(), &bases[0], &cookie).await;
     assert_eq!(status, 200);
     assert_eq!(echoed(&seen, "x-user-id"), [BOB]);
     let keys = redis.cli(&["--scan", "--pattern", "authgate:s:*"]);
     assert!(!keys.trim().is_empty(), "the session is in the TLS Redis");
 
-    // the same server without its CA: the certificate is refused, so no session is served
-    let system_roots = format!("store = \"redis\"\nredis_url = \"{}\"", redis.url());
-    let other = Gate::start_on(untrusting_port, &config(&untrusting, &idp, &echo, &system_roots));
-    let started = Instant::now();
-    let ready = loop {
-        let answer =
-            common::try_raw(other.admin_port, "GET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    // without the CA, the server's certificate is refused; without a client certificate, the
+    // server refuses authgate: either way no session is served and readiness says why
+    for (port, base, tls, why) in [
+        (ports[1], &bases[1], client.clone(), "invalid peer certificate: UnknownIssuer"),
+        (ports[2], &bases[2], ca.clone(), "CertificateRequired"),
+    ] {
+        let other = Gate::start_on(port, &config(base, &idp, &echo, &store(&tls)));
+        let started = Instant::now();
+        let ready = loop {
+            let request = "GET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+            let answer = common::try_raw(other.admin_port, request)
                 .map(|r| (r.status, String::from_utf8_lossy(&r.body).into_owned()));
-        match answer {
-            Ok(r) if r.1.contains(r#""session_store":{"error""#) => break r,
-            _ if started.elapsed() < Duration::from_secs(10) => std::thread::sleep(Duration::from_millis(50)),
-            r => panic!("the store check never failed: {r:?}"),
-        }
-    };
-    assert_eq!(ready.0, 503, "{}", ready.1);
-    assert!(ready.1.contains("certificate"), "refused for its certificate: {}", ready.1);
-    let page = Browser::new().request("GET", &format!("{untrusting}/app/"), None, &[]).await;
-    assert_eq!(page.status, 503, "no sign-in without the store: {}", page.body);
+            match answer {
+                Ok(r) if r.1.contains(r#""session_store":{"error""#) => break r,
+                _ if started.elapsed() < Duration::from_secs(10) => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                r => panic!("the store check never failed: {r:?}"),
+            }
+        };
+        assert_eq!(ready.0, 503, "{}", ready.1);
+        assert!(ready.1.contains(why), "{why}: {}", ready.1);
+        let page = Browser::new().request("GET", &format!("{base}/app/"), None, &[]).await;
+        assert_eq!(page.status, 503, "no sign-in without the store: {}", page.body);
+    }
 
     // and `#insecure` (no certificate check at all) is refused before it can start
     let insecure = format!("store = \"redis\"\nredis_url = \"{}/#insecure\"", redis.url());
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("authgate.toml");
-    std::fs::write(&file, config(&untrusting, &idp, &echo, &insecure)).unwrap();
+    std::fs::write(&file, config(&bases[1], &idp, &echo, &insecure)).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_authgate"))
         .args(["check", "--config"])
         .arg(&file)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && stderr.contains("session.redis_url") && stderr.contains("#insecure"),
-        "{stderr}"
-    );
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("session.redis_url") && stderr.contains("#insecure"), "{stderr}");
 }

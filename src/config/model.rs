@@ -337,6 +337,10 @@ pub struct SessionConfig {
     /// PEM file of the CA certificate(s) a `rediss://` server must chain to, instead of the
     /// system's roots (a private CA).
     pub redis_ca_file: Option<PathBuf>,
+    /// PEM certificate (chain) and key authgate shows a `rediss://` server that asks for one.
+    pub redis_client_cert_file: Option<PathBuf>,
+    /// The private key of `redis_client_cert_file` (PEM).
+    pub redis_client_key_file: Option<PathBuf>,
     /// Prefix of every Redis key and the pub/sub channel (several gateways can share a Redis).
     pub redis_prefix: String,
     /// Time limit of a Redis connect or command; beyond it the request gets a 503.
@@ -367,6 +371,8 @@ impl Default for SessionConfig {
             store: StoreKind::Memory,
             redis_url: None,
             redis_ca_file: None,
+            redis_client_cert_file: None,
+            redis_client_key_file: None,
             redis_prefix: "authgate:".into(),
             redis_timeout: Duration::from_secs(2),
             redis_connections: 2,

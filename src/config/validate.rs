@@ -290,18 +290,7 @@ fn session(config: &mut Config, base_dir: &Path, p: &mut Problems) {
         }
         (StoreKind::Memory, None) => {}
     }
-    if let Some(file) = &s.redis_ca_file {
-        let path = resolve_path(base_dir, file);
-        let tls = s.redis_url.as_ref().is_some_and(|u| u.expose().starts_with("rediss://"));
-        match std::fs::read(&path) {
-            _ if !tls => p.at("session.redis_ca_file", "only applies to a rediss:// (TLS) redis_url"),
-            Err(e) => p.at("session.redis_ca_file", format!("cannot read {}: {e}", path.display())),
-            Ok(pem) => match crate::session::redis_roots(&pem) {
-                Ok(_) => s.redis_ca_file = Some(path),
-                Err(e) => p.at("session.redis_ca_file", format!("{}: {e}", path.display())),
-            },
-        }
-    }
+    redis_tls_files(s, base_dir, p);
     if s.redis_prefix.is_empty()
         || s.redis_prefix.len() > 64
         || s.redis_prefix.bytes().any(|b| !b.is_ascii_graphic())
@@ -349,6 +338,39 @@ fn session(config: &mut Config, base_dir: &Path, p: &mut Problems) {
         p.at(
             "session.idle_lifetime",
             format!("({}) is longer than absolute_lifetime ({})", s.idle_lifetime, s.absolute_lifetime),
+        );
+    }
+}
+
+/// `redis_ca_file` and the client certificate pair: only for `rediss://`, readable, and holding
+/// what they say (paths are made absolute here).
+fn redis_tls_files(s: &mut super::SessionConfig, base_dir: &Path, p: &mut Problems) {
+    use crate::session::{RedisPem, redis_pem};
+    let tls = s.redis_url.as_ref().is_some_and(|u| u.expose().starts_with("rediss://"));
+    let files = [
+        ("session.redis_ca_file", &mut s.redis_ca_file, RedisPem::Roots),
+        ("session.redis_client_cert_file", &mut s.redis_client_cert_file, RedisPem::ClientCertificate),
+        ("session.redis_client_key_file", &mut s.redis_client_key_file, RedisPem::ClientKey),
+    ];
+    let mut client_files = 0;
+    for (key, file, kind) in files {
+        let Some(given) = file.as_deref() else { continue };
+        client_files += usize::from(kind != RedisPem::Roots);
+        let path = resolve_path(base_dir, given);
+        match std::fs::read(&path) {
+            _ if !tls => p.at(key, "only applies to a rediss:// (TLS) redis_url"),
+            Err(e) => p.at(key, format!("cannot read {}: {e}", path.display())),
+            Ok(pem) => match redis_pem(kind, &pem) {
+                Ok(()) => *file = Some(path),
+                Err(e) => p.at(key, format!("{}: {e}", path.display())),
+            },
+        }
+    }
+    if client_files == 1 {
+        let missing = if s.redis_client_cert_file.is_none() { "cert" } else { "key" };
+        p.at(
+            format!("session.redis_client_{missing}_file"),
+            "is needed too: a client certificate goes with its key",
         );
     }
 }

@@ -31,6 +31,8 @@ pub struct RedisSettings {
     pub url: Secret,
     /// PEM CA certificate(s) a `rediss://` server must chain to, instead of the system's roots.
     pub ca_pem: Option<Vec<u8>>,
+    /// PEM client certificate chain and key, for a server that asks for one.
+    pub client_pem: Option<(Vec<u8>, Secret)>,
     /// Prefix of every key and of the channel.
     pub prefix: String,
     /// Connect and command time limit.
@@ -190,16 +192,33 @@ fn unhex(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// The certificates of a PEM CA bundle for `redis_ca_file`: at least one, each well-formed.
-pub fn redis_roots(pem: &[u8]) -> Result<usize, String> {
-    use rustls::pki_types::{CertificateDer, pem::PemObject};
+/// What a PEM file given for a `rediss://` connection must hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisPem {
+    /// CA certificates to trust (`redis_ca_file`).
+    Roots,
+    /// authgate's client certificate chain (`redis_client_cert_file`).
+    ClientCertificate,
+    /// Its private key (`redis_client_key_file`).
+    ClientKey,
+}
+
+/// Checks that `pem` holds what `kind` needs: at least one well-formed certificate, or a key.
+pub fn redis_pem(kind: RedisPem, pem: &[u8]) -> Result<(), String> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    if kind == RedisPem::ClientKey {
+        // the error never quotes the key
+        return PrivateKeyDer::from_pem_slice(pem)
+            .map(drop)
+            .map_err(|_| "holds no PEM private key (PKCS#8, PKCS#1 or SEC1)".into());
+    }
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("not a PEM certificate bundle ({e})"))?;
+        .map_err(|e| format!("not a PEM certificate file ({e})"))?;
     if certs.is_empty() {
         return Err("holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into());
     }
-    Ok(certs.len())
+    Ok(())
 }
 
 fn ms(d: Duration) -> u64 {
@@ -210,11 +229,17 @@ impl RedisStore {
     /// Connects lazily (a Redis that is down at start only makes requests that need a session
     /// fail with 503 until it is back) and starts listening for other instances' changes.
     pub fn new(settings: &RedisSettings) -> Result<Self, StoreError> {
-        let client = match &settings.ca_pem {
-            None => redis::Client::open(settings.url.expose()),
-            Some(pem) => redis::Client::build_with_tls(
+        let client = match (&settings.ca_pem, &settings.client_pem) {
+            (None, None) => redis::Client::open(settings.url.expose()),
+            (roots, client) => redis::Client::build_with_tls(
                 settings.url.expose(),
-                redis::TlsCertificates { client_tls: None, root_cert: Some(pem.clone()) },
+                redis::TlsCertificates {
+                    client_tls: client.as_ref().map(|(cert, key)| redis::ClientTlsConfig {
+                        client_cert: cert.clone(),
+                        client_key: key.expose().as_bytes().to_vec(),
+                    }),
+                    root_cert: roots.clone(),
+                },
             ),
         }
         .map_err(unavailable)?;

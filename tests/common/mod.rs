@@ -815,12 +815,14 @@ impl Redis {
     }
 
     /// Starts one that speaks only TLS (`rediss://`), with a certificate for 127.0.0.1 issued
-    /// by a private CA made for it (`ca_file`).
+    /// by a private CA made for it (`ca_file`), and that accepts only clients showing a
+    /// certificate from that CA (`client_files`), as redis-server does by default.
     pub fn start_tls() -> Redis {
         let mut redis =
             Redis { child: None, port: free_port(), dir: tempfile::tempdir().unwrap(), tls: true };
         let dir = redis.dir.path();
         std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        std::fs::write(dir.join("client.cnf"), "extendedKeyUsage=clientAuth\n").unwrap();
         let openssl = |args: &str| {
             let out = Command::new("openssl").args(args.split(' ')).current_dir(dir).output().unwrap();
             assert!(out.status.success(), "openssl {args}: {}", String::from_utf8_lossy(&out.stderr));
@@ -832,6 +834,11 @@ impl Redis {
             "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 1 \
              -extfile ext.cnf",
         );
+        openssl(&format!("req {key} -keyout client.key -out client.csr -subj /CN=authgate"));
+        openssl(
+            "x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 1 \
+             -extfile client.cnf",
+        );
         redis.run();
         redis
     }
@@ -841,12 +848,17 @@ impl Redis {
         self.dir.path().join("ca.pem")
     }
 
+    /// A client certificate and key (PEM files) that a TLS server accepts.
+    pub fn client_files(&self) -> (PathBuf, PathBuf) {
+        (self.dir.path().join("client.pem"), self.dir.path().join("client.key"))
+    }
+
     fn run(&mut self) {
         let port = self.port.to_string();
         let mut cmd = Command::new("redis-server");
         cmd.args(["--bind", "127.0.0.1", "--save", ""]);
         if self.tls {
-            cmd.args(["--port", "0", "--tls-port", &port, "--tls-auth-clients", "no"]);
+            cmd.args(["--port", "0", "--tls-port", &port, "--tls-auth-clients", "yes"]);
             cmd.arg("--tls-cert-file").arg(self.dir.path().join("server.pem"));
             cmd.arg("--tls-key-file").arg(self.dir.path().join("server.key"));
             cmd.arg("--tls-ca-cert-file").arg(self.ca_file());
@@ -903,7 +915,14 @@ impl Redis {
         let mut cmd = Command::new("redis-cli");
         cmd.args(["-p", &self.port.to_string()]);
         if self.tls {
-            cmd.arg("--tls").arg("--cacert").arg(self.ca_file());
+            let (cert, key) = self.client_files();
+            cmd.arg("--tls")
+                .arg("--cacert")
+                .arg(self.ca_file())
+                .arg("--cert")
+                .arg(cert)
+                .arg("--key")
+                .arg(key);
         }
         let out = cmd.args(args).output().unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
