@@ -59,6 +59,17 @@ fn public_routes_forward_with_clean_headers() {
          x_user_email: boss@example.com\r\n\
          X-USER-LICENSES: wiki\r\n\
          X-Authgate-Assertion: forged\r\n\
+         X-Envoy-Original-Path: /admin\r\n\
+         x_envoy_internal: true\r\n\
+         OIDC_CLAIM_email: ceo@example.com\r\n\
+         OIDC-Access-Token: forged\r\n\
+         X-Pomerium-Jwt-Assertion: forged\r\n\
+         X-Amzn-Oidc-Identity: admin\r\n\
+         Cf-Access-Authenticated-User-Email: ceo@example.com\r\n\
+         X-Goog-Authenticated-User-Email: ceo@example.com\r\n\
+         Remote-User: admin\r\n\
+         Remote-Groups: admins\r\n\
+         X-Webauth-User: admin\r\n\
          X-Custom: kept\r\n\
          \r\n",
     );
@@ -84,6 +95,17 @@ fn public_routes_forward_with_clean_headers() {
         "x_user_email",
         "x-user-licenses",
         "x-authgate-assertion",
+        "x-envoy-original-path",
+        "x_envoy_internal",
+        "oidc_claim_email",
+        "oidc-access-token",
+        "x-pomerium-jwt-assertion",
+        "x-amzn-oidc-identity",
+        "cf-access-authenticated-user-email",
+        "x-goog-authenticated-user-email",
+        "remote-user",
+        "remote-groups",
+        "x-webauth-user",
     ] {
         assert!(echoed(&echo, gone).is_empty(), "{gone} reached the upstream: {:?}", echoed_headers(&echo));
     }

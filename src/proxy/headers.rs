@@ -31,7 +31,6 @@ const ALWAYS_STRIPPED: &[&str] = &[
     "x-forwarded-email",
     "x-forwarded-groups",
     "x-forwarded-preferred-username",
-    "remote-user",
     "x-remote-user",
     // RFC 7239 is not produced by authgate, so a client's copy can only lie
     "forwarded",
@@ -39,8 +38,29 @@ const ALWAYS_STRIPPED: &[&str] = &[
     "proxy",
 ];
 
-/// Header-name prefixes removed from every client request.
-const STRIPPED_PREFIXES: &[&str] = &["x-user-", "x-authgate-", "x-auth-request-"];
+/// Header-name prefixes removed from every client request: ours, and the identity headers of
+/// other gateways and sidecars that an app moved behind authgate may still trust.
+const STRIPPED_PREFIXES: &[&str] = &[
+    "x-user-",
+    "x-authgate-",
+    // oauth2-proxy
+    "x-auth-request-",
+    // Envoy / Istio sidecars act on these (CVE-2023-27487: x-envoy-original-path)
+    "x-envoy-",
+    // mod_auth_openidc (OIDC_CLAIM_*, OIDC_access_token, ...)
+    "oidc-",
+    "x-pomerium-",
+    // AWS ALB, Cloudflare Access, Google IAP
+    "x-amzn-oidc-",
+    "cf-access-",
+    "x-goog-authenticated-user-",
+    "x-goog-iap-",
+    // Authelia (Remote-User/-Groups/-Email/-Name), Authentik, Vouch, Grafana's auth proxy
+    "remote-",
+    "x-authentik-",
+    "x-vouch-",
+    "x-webauth-",
+];
 
 /// Client-address headers that only a trusted proxy may set.
 const CLIENT_ADDRESS_HEADERS: &[&str] =
