@@ -403,3 +403,51 @@ async fn sessions_work_over_mutual_tls_with_a_private_ca_and_never_with_an_unche
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("session.redis_url") && stderr.contains("#insecure"), "{stderr}");
 }
+
+#[tokio::test]
+async fn hundreds_of_forged_session_cookies_cost_a_few_store_reads() {
+    let redis = Redis::start();
+    let port = free_port();
+    let base = base_url(port);
+    let idp = idp_for(std::slice::from_ref(&base), &[]);
+    let echo = Echo::start("app");
+    let gate = Gate::start_on(port, &config(&base, &idp, &echo, &redis_store(&redis)));
+    gate.wait_ready();
+    let client = reqwest::Client::new();
+    let cookie = sign_in(&base).await;
+    // every Redis command but the test's own INFO and the change channel's heartbeat
+    let commands = || -> u64 {
+        redis
+            .cli(&["INFO", "commandstats"])
+            .lines()
+            .filter(|l| {
+                l.starts_with("cmdstat_")
+                    && !l.starts_with("cmdstat_info:")
+                    && !l.starts_with("cmdstat_ping:")
+            })
+            .filter_map(|l| l.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    // ticket-shaped values (43 base64url characters), so each would be a store read
+    let forged: Vec<String> = (0..500).map(|i| format!("authgate_session={i:042}A")).collect();
+    let before = commands();
+    let resp = client
+        .get(format!("{base}/app/data"))
+        .header("accept", "application/json")
+        .header("cookie", forged.join("; "))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let spent = commands() - before;
+    // a session read is one or two commands; 4 values are looked at (500 would be ~1000)
+    assert!(spent <= 10, "{spent} Redis commands for one request");
+    // the signed-in user, whose cookie a browser sends first, is not disturbed
+    let resp = client
+        .get(format!("{base}/app/data"))
+        .header("cookie", format!("authgate_session={cookie}; {}", forged.join("; ")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}

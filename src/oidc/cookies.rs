@@ -55,7 +55,8 @@ impl CookieSettings {
     }
 }
 
-/// Values of the cookie `name` in a `Cookie` header (several if a client sent several).
+/// Values of the cookie `name` in a `Cookie` header (several if a client sent several: a
+/// browser may hold one per path or domain), the first `MAX_COOKIE_VALUES` only.
 pub fn cookie_values<'a>(
     cookie_header: Option<&'a str>,
     name: &'a str,
@@ -64,7 +65,13 @@ pub fn cookie_values<'a>(
         .into_iter()
         .flat_map(|h| h.split(';'))
         .filter_map(move |pair| pair.trim().split_once('=').filter(|(k, _)| *k == name).map(|(_, v)| v))
+        .take(MAX_COOKIE_VALUES)
 }
+
+/// Values of one cookie looked at per request. Each session cookie value costs a store read
+/// (a Redis round trip): without a bound, one request of hundreds of forged values would cost
+/// hundreds (the class of mod_auth_openidc CVE-2024-24814).
+pub const MAX_COOKIE_VALUES: usize = 4;
 
 /// All `Cookie` headers of a request as one (HTTP/2 clients send one per cookie); borrowed,
 /// without allocating, in the usual case of a single header.
@@ -94,6 +101,8 @@ mod tests {
         assert_eq!(cookie_values(h, "authgate_session").collect::<Vec<_>>(), ["x", "z"]);
         assert_eq!(cookie_values(h, "authgate_session_login").collect::<Vec<_>>(), ["y"]);
         assert_eq!(cookie_values(None, "a").count(), 0);
+        let many = (0..100).map(|i| format!("a={i}")).collect::<Vec<_>>().join("; ");
+        assert_eq!(cookie_values(Some(&many), "a").collect::<Vec<_>>(), ["0", "1", "2", "3"]);
     }
 
     #[test]
