@@ -104,6 +104,7 @@ fn browser_auth(
         trust_unverified_email: provider.trust_unverified_email,
         session_lifetime: s.absolute_lifetime.get().as_secs(),
         post_logout_redirect_uri: provider.post_logout_redirect_uri.clone(),
+        max_pending_logins: s.max_pending_logins,
     };
     let cookies = CookieSettings::new(
         &s.cookie_name,

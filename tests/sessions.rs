@@ -451,3 +451,30 @@ async fn hundreds_of_forged_session_cookies_cost_a_few_store_reads() {
         .unwrap();
     assert_eq!(resp.status(), 200);
 }
+
+#[tokio::test]
+async fn anonymous_visits_cannot_fill_the_store_with_sign_ins() {
+    let port = free_port();
+    let base = base_url(port);
+    let idp = idp_for(std::slice::from_ref(&base), &[]);
+    let echo = Echo::start("app");
+    let gate = Gate::start_on(port, &config(&base, &idp, &echo, "max_pending_logins = 3"));
+    gate.wait_ready();
+    let cookie = sign_in(&base).await; // the first of the three
+    for _ in 0..2 {
+        let visit = Browser::new().request("GET", &format!("{base}/app/page"), None, &[]).await;
+        assert_eq!(visit.status, 302, "{}", visit.body);
+        assert!(visit.location().starts_with(&idp.issuer), "{}", visit.location());
+    }
+    let refused = Browser::new().request("GET", &format!("{base}/app/page"), None, &[]).await;
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert!(refused.body.contains("Too many sign-ins"), "{}", refused.body);
+    let retry: u64 = refused.header_all("retry-after").first().and_then(|v| v.parse().ok()).unwrap();
+    assert!((1..=3600).contains(&retry), "Retry-After {retry}");
+    // whoever is signed in already is not affected
+    let (status, seen) = call(&reqwest::Client::new(), &base, &cookie).await;
+    assert_eq!(status, 200);
+    assert_eq!(echoed(&seen, "x-user-id"), [BOB]);
+    let metrics = gate.admin_get("/metrics").1;
+    assert!(metrics.contains(r#"authgate_logins_total{outcome="throttled"} 1"#), "{metrics}");
+}

@@ -324,6 +324,9 @@ fn session(config: &mut Config, base_dir: &Path, p: &mut Problems) {
     {
         p.at("session.login_lifetime", "must be between 30s and 1h");
     }
+    if !(1..=10_000_000).contains(&s.max_pending_logins) {
+        p.at("session.max_pending_logins", "must be between 1 and 10000000");
+    }
     if s.max_sessions == 0 {
         p.at("session.max_sessions", "must be at least 1");
     }

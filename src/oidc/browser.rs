@@ -59,6 +59,8 @@ pub struct BrowserAuth {
     lock_ttl: Duration,
     /// Revocation records applied to every session opened.
     revocations: Arc<Revocations>,
+    /// Sign-ins this instance may still start (each keeps a login state in the store).
+    login_budget: sign_in::LoginBudget,
     /// Itself, for refreshes that must finish even when the request that began them is gone.
     me: Weak<BrowserAuth>,
 }
@@ -167,10 +169,12 @@ impl BrowserAuth {
         }));
         let deferred =
             moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(600)).build();
+        let login_budget = sign_in::LoginBudget::new(settings.max_pending_logins, settings.login_ttl);
         Arc::new_cyclic(|me| Self {
             verifier,
             store,
             sealer,
+            login_budget,
             settings,
             cookies,
             opened,

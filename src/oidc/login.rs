@@ -36,6 +36,8 @@ pub struct LoginSettings {
     pub session_lifetime: u64,
     /// Where the provider sends the browser after sign-out (default: the origin + `/`).
     pub post_logout_redirect_uri: Option<String>,
+    /// Most sign-ins started within one `login_ttl` (each keeps a login state in the store).
+    pub max_pending_logins: u64,
 }
 
 /// Why a sign-in step failed.
@@ -296,6 +298,7 @@ mod tests {
             login_ttl: Duration::from_secs(600),
             trust_unverified_email: false,
             session_lifetime: 3600,
+            max_pending_logins: 20_000,
             post_logout_redirect_uri: None,
         };
         let a = authorization_request(

@@ -60,3 +60,17 @@ pub(super) fn unavailable_page() -> Reply {
     r.header(HeaderName::from_static("retry-after"), HeaderValue::from_static("5"));
     r
 }
+
+/// Too many sign-ins are under way on this instance (`session.max_pending_logins`).
+pub(super) fn too_many_sign_ins(retry_after: u64) -> Reply {
+    let mut r = Reply::page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Sign-in busy",
+        &["Too many sign-ins are being started right now. Please try again in a moment."],
+        "<p><a href=\"/oauth2/start\">Try again</a></p>",
+    );
+    if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {
+        r.header(HeaderName::from_static("retry-after"), v);
+    }
+    r
+}

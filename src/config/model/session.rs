@@ -55,6 +55,9 @@ pub struct SessionConfig {
     pub login_lifetime: Duration,
     /// Most sessions the memory store holds (the least recently used go first).
     pub max_sessions: u64,
+    /// Most sign-ins this instance starts within one `login_lifetime` (each keeps a login state
+    /// in the store until it completes or expires); past it, new sign-ins get a 503 a while.
+    pub max_pending_logins: u64,
 }
 
 impl Default for SessionConfig {
@@ -76,6 +79,7 @@ impl Default for SessionConfig {
             absolute_lifetime: Duration::from_secs(12 * 60 * 60),
             login_lifetime: Duration::from_secs(10 * 60),
             max_sessions: 200_000,
+            max_pending_logins: 20_000,
         }
     }
 }
