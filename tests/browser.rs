@@ -257,11 +257,17 @@ async fn sign_out_ends_the_session_here_and_at_the_provider() {
         "still signed in"
     );
 
-    let out =
-        b.request("POST", &format!("{}/oauth2/sign_out", s.base), Some(vec![]), &[("origin", &s.base)]).await;
+    // where the browser goes afterwards is configuration, never the request's to say (the
+    // open redirects of mod_auth_openidc's logout, CVE-2019-14857, CVE-2021-32786, CVE-2022-23527)
+    let lure =
+        "rd=%2F%2Fevil.example&logout=%2F%5Cevil.example&post_logout_redirect_uri=https%3A%2F%2Fevil.example";
+    let out = b
+        .request("POST", &format!("{}/oauth2/sign_out?{lure}", s.base), Some(vec![]), &[("origin", &s.base)])
+        .await;
     assert_eq!(out.status, 302);
     let location = out.location();
     assert!(location.starts_with(&format!("{}/session/end?", s.idp.issuer)), "{location}");
+    assert!(!location.contains("evil"), "{location}");
     assert!(location.contains("id_token_hint="));
     assert!(b.cookie(&s.base, "authgate_session").is_none(), "cookie cleared");
     // the provider ends its session and sends the browser back to the app, which (the session
@@ -389,6 +395,27 @@ async fn callbacks_cannot_be_replayed_or_moved_to_another_browser() {
         .await;
     assert_eq!(unknown.status, 400);
     assert!(unknown.header_all("set-cookie").is_empty(), "no session from a bad callback");
+
+    // a response that names another issuer (RFC 9207, the mix-up attack) is refused before its
+    // code is exchanged, and its state is spent
+    let mut c = Browser::new();
+    let start = c.request("GET", &format!("{}/wiki/", s.base), None, &[]).await;
+    let auth_url = reqwest::Url::parse(&start.location()).unwrap();
+    let state = auth_url.query_pairs().find(|(k, _)| k == "state").map(|(_, v)| v.into_owned()).unwrap();
+    let callback = |iss: &str| format!("{}/oauth2/callback?code=c0de&state={state}&iss={iss}", s.base);
+    let mixed_up = c.request("GET", &callback("https%3A%2F%2Fevil.example"), None, &[]).await;
+    assert_eq!(mixed_up.status, 400, "{}", mixed_up.body);
+    assert!(mixed_up.body.contains("unexpected issuer"), "{}", mixed_up.body);
+    assert!(c.cookie(&s.base, "authgate_session").is_none());
+    let issuer = url_encode(&s.idp.issuer);
+    let again = c.request("GET", &callback(&issuer), None, &[]).await;
+    assert_eq!(again.status, 400);
+    assert!(again.body.contains("already used"), "{}", again.body);
+    assert_eq!(s.idp.token_calls("authorization_code", "ok").await, 1, "only the first sign-in's code");
+}
+
+fn url_encode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 #[tokio::test]

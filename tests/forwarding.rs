@@ -184,6 +184,13 @@ fn paths_are_normalised_before_routing_and_forwarded_as_matched() {
         ("/pub/..%5cadmin", 400, None),
         ("/pub/%00", 400, None),
         ("/../admin", 400, None),
+        // a fragment never belongs in a request target: it is dropped before anything reads
+        // the path, and never decides the route (Envoy CVE-2021-32779)
+        ("/admin#/../pub/x", 401, None),
+        ("/pub/x#/../../admin", 200, Some(("public", "/pub/x"))),
+        // routes match the path: a query naming a public path changes nothing
+        ("/admin?/pub/x", 401, None),
+        ("/admin?x=/../pub", 401, None),
     ];
     for (path, status, forwarded) in cases {
         let resp = gate.get("app.example.com", path, &[("Accept", "application/json")]);
@@ -228,6 +235,23 @@ fn hosts_pick_routes_and_unknown_places_get_404() {
     let split = gate.get("app.example.com:other.example.com:443", "/", &[("Accept", "application/json")]);
     assert_eq!(split.status, 400);
     assert_eq!(split.json()["error"], "bad_host");
+}
+
+#[test]
+fn the_admin_endpoints_are_not_on_the_main_listener() {
+    let echo = Echo::start("app");
+    let gate = Gate::start(&config(&route("app", "*", "/app", &format!("\"{}\"", echo.url()), "public"), ""));
+    // metrics, readiness and reload live on the admin listener only (Pomerium CVE-2022-24797)
+    for (method, path) in [("GET", "/metrics"), ("GET", "/readyz"), ("POST", "/reload"), ("GET", "/healthz")]
+    {
+        let resp = gate.raw(&format!(
+            "{method} {path} HTTP/1.1\r\nHost: app.example.com\r\nAccept: application/json\r\n\
+             Content-Length: 0\r\nConnection: close\r\n\r\n"
+        ));
+        assert_eq!(resp.status, 404, "{method} {path}");
+        assert_eq!(resp.json()["error"], "no_route", "{method} {path}");
+    }
+    assert_eq!(gate.admin_get("/healthz").0, 200);
 }
 
 #[test]
