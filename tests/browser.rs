@@ -412,6 +412,7 @@ async fn callbacks_cannot_be_replayed_or_moved_to_another_browser() {
     assert_eq!(again.status, 400);
     assert!(again.body.contains("already used"), "{}", again.body);
     assert_eq!(s.idp.token_calls("authorization_code", "ok").await, 1, "only the first sign-in's code");
+    assert_eq!(s.idp.token_calls("authorization_code", "invalid_grant").await, 0, "c0de never exchanged");
 }
 
 fn url_encode(s: &str) -> String {

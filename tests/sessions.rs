@@ -478,3 +478,33 @@ async fn anonymous_visits_cannot_fill_the_store_with_sign_ins() {
     let metrics = gate.admin_get("/metrics").1;
     assert!(metrics.contains(r#"authgate_logins_total{outcome="throttled"} 1"#), "{metrics}");
 }
+
+#[tokio::test]
+async fn one_client_cannot_spend_everyone_s_sign_ins() {
+    let port = free_port();
+    let base = base_url(port);
+    let idp = idp_for(std::slice::from_ref(&base), &[]);
+    let echo = Echo::start("app");
+    // behind a trusted load balancer (this test), clients are told apart by X-Forwarded-For
+    let text = config(&base, &idp, &echo, "max_pending_logins = 40")
+        .replace("[server]\n", "[server]\ntrusted_proxies = [\"127.0.0.0/8\"]\n");
+    let gate = Gate::start_on(port, &text);
+    gate.wait_ready();
+    let visit = |client: &'static str| {
+        let base = base.clone();
+        async move {
+            let page = format!("{base}/app/page");
+            Browser::new().request("GET", &page, None, &[("x-forwarded-for", client)]).await
+        }
+    };
+    // a twentieth of 40 is 2, but every client may start at least 10
+    for _ in 0..10 {
+        assert_eq!(visit("203.0.113.7").await.status, 302);
+    }
+    let refused = visit("203.0.113.7").await;
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert!(refused.body.contains("Too many sign-ins"));
+    let other = visit("198.51.100.4").await;
+    assert_eq!(other.status, 302, "another client still signs in: {}", other.body);
+    assert!(other.location().starts_with(&idp.issuer));
+}

@@ -278,7 +278,8 @@ fn session(config: &mut Config, base_dir: &Path, p: &mut Problems) {
             if !matches!(scheme, Some("redis" | "rediss")) || redis::Client::open(url.expose()).is_err() {
                 // the URL may hold a password: never echo it
                 p.at("session.redis_url", "is not a redis:// or rediss:// URL");
-            } else if url.expose().ends_with("#insecure") {
+            } else if url::Url::parse(url.expose()).is_ok_and(|u| u.fragment() == Some("insecure")) {
+                // the parsed fragment, as the Redis client reads it (it drops tabs and newlines)
                 p.at(
                     "session.redis_url",
                     "#insecure would turn off the server certificate check: trust a private CA with session.redis_ca_file instead",

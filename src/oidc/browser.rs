@@ -2,6 +2,7 @@
 //! sign-out and userinfo here; signing in (`sign_in`) and refreshing tokens (`refresh`) beside.
 //! Each endpoint returns a `Reply`; the proxy only writes it.
 
+mod login_budget;
 mod refresh;
 mod sign_in;
 
@@ -60,7 +61,7 @@ pub struct BrowserAuth {
     /// Revocation records applied to every session opened.
     revocations: Arc<Revocations>,
     /// Sign-ins this instance may still start (each keeps a login state in the store).
-    login_budget: sign_in::LoginBudget,
+    login_budget: login_budget::LoginBudget,
     /// Itself, for refreshes that must finish even when the request that began them is gone.
     me: Weak<BrowserAuth>,
 }
@@ -169,7 +170,7 @@ impl BrowserAuth {
         }));
         let deferred =
             moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(600)).build();
-        let login_budget = sign_in::LoginBudget::new(settings.max_pending_logins, settings.login_ttl);
+        let login_budget = login_budget::LoginBudget::new(settings.max_pending_logins, settings.login_ttl);
         Arc::new_cyclic(|me| Self {
             verifier,
             store,

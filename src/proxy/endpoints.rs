@@ -66,7 +66,7 @@ pub async fn handle(
                 .and_then(|q| q.into_iter().find(|(k, _)| k == "rd").map(|(_, v)| v))
                 .unwrap_or_else(|| "/".into());
             let return_to = browser::safe_return_to(&rd, &gateway.config.server.public_url);
-            auth.start_login(origin, return_to, cookies.as_deref()).await
+            auth.start_login(origin, return_to, cookies.as_deref(), super::requester(session, gateway)).await
         }
         ("/oauth2/callback", "GET") => auth.callback(origin, query.as_deref(), cookies.as_deref()).await,
         ("/oauth2/sign_out", "GET" | "HEAD") => browser::sign_out_page(),

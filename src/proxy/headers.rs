@@ -157,6 +157,32 @@ pub fn shape_request_headers(
     Ok(())
 }
 
+/// The address a request comes from: the peer's, or when the peer is a trusted proxy, the
+/// nearest address its `X-Forwarded-For` chain names that is not a trusted proxy too. For
+/// per-client limits; an entry that is not a plain address ends the walk.
+pub fn client_address(
+    headers: &HeaderMap,
+    peer: Option<IpAddr>,
+    trusted: impl Fn(IpAddr) -> bool,
+) -> Option<IpAddr> {
+    let mut nearest = peer?;
+    if !trusted(nearest) {
+        return Some(nearest);
+    }
+    // later headers were appended by nearer proxies: read right to left across all of them
+    for value in headers.get_all("x-forwarded-for").iter().rev() {
+        let Ok(value) = value.to_str() else { return Some(nearest) };
+        for entry in value.rsplit(',') {
+            match entry.trim().parse::<IpAddr>() {
+                Ok(ip) if trusted(ip) => nearest = ip,
+                Ok(ip) => return Some(ip),
+                Err(_) => return Some(nearest),
+            }
+        }
+    }
+    Some(nearest)
+}
+
 /// An identity as header values: encoded (`header_value`) and validated once, then cloned
 /// per request by reference count. Computed once per opened session or verified bearer token
 /// (`PreparedIdentity`).
@@ -344,6 +370,33 @@ fn joined(headers: &HeaderMap, name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_address_is_the_nearest_untrusted_one() {
+        let proxy: IpAddr = "10.0.0.2".parse().unwrap();
+        let trusted = |ip: IpAddr| ip.to_string().starts_with("10.");
+        let with = |values: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append("x-forwarded-for", HeaderValue::from_str(v).unwrap());
+            }
+            h
+        };
+        let client = |h: &HeaderMap, peer: &str| client_address(h, Some(peer.parse().unwrap()), trusted);
+        let spoofed = with(&["6.6.6.6, 203.0.113.7"]);
+        // an untrusted peer is the client, whatever it claims
+        assert_eq!(client(&spoofed, "198.51.100.1"), Some("198.51.100.1".parse().unwrap()));
+        // behind a trusted proxy: the last address it saw, not what the client wrote before it
+        assert_eq!(client(&spoofed, "10.0.0.2"), Some("203.0.113.7".parse().unwrap()));
+        assert_eq!(
+            client(&with(&["6.6.6.6", "203.0.113.7, 10.0.0.9"]), "10.0.0.2"),
+            Some("203.0.113.7".parse().unwrap())
+        );
+        // garbage ends the walk at the nearest trusted hop; no header: the proxy itself
+        assert_eq!(client(&with(&["203.0.113.7, unknown"]), "10.0.0.2"), Some(proxy));
+        assert_eq!(client(&HeaderMap::new(), "10.0.0.2"), Some(proxy));
+        assert_eq!(client_address(&spoofed, None, trusted), None);
+    }
 
     fn request(headers: &[(&str, &str)]) -> HeaderMap {
         let mut req = HeaderMap::new();

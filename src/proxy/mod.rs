@@ -20,8 +20,8 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 
 pub use headers::{
-    ClientConnection, IdentityHeaderValues, add_identity_headers, canonical_header, header_value,
-    shape_request_headers, strip_cookies, strip_set_cookies,
+    ClientConnection, IdentityHeaderValues, add_identity_headers, canonical_header, client_address,
+    header_value, shape_request_headers, strip_cookies, strip_set_cookies,
 };
 pub use metadata::{WELL_KNOWN, metadata_url};
 pub use pipeline::{
@@ -58,6 +58,12 @@ async fn reject(
     let reply = respond::rejection_reply(session.req_header(), rejection, resource_metadata);
     respond::send_reply(session, reply).await?;
     Ok(true)
+}
+
+/// The address the request comes from (through trusted proxies), for per-client limits.
+fn requester(session: &Session, gateway: &Gateway) -> Option<std::net::IpAddr> {
+    let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+    client_address(&session.req_header().headers, peer, |ip| gateway.trusts(Some(ip)))
 }
 
 fn is_tls(session: &Session) -> bool {
@@ -200,7 +206,8 @@ impl ProxyHttp for AuthGate {
                     "/".to_owned()
                 };
                 let cookies = endpoints::cookie_header(session.req_header());
-                auth.start_login(&origin, return_to, cookies.as_deref()).await
+                let client = requester(session, &gateway);
+                auth.start_login(&origin, return_to, cookies.as_deref(), client).await
             }
             _ => {
                 ctx.decision = rejection.code;

@@ -14,8 +14,16 @@ use crate::session::{LoginState, SealError, Session, SessionTicket, SessionToken
 impl BrowserAuth {
     /// Starts a sign-in: stores the login state and redirects to the provider. The browser is
     /// bound to the login by a cookie (reused across tabs, so parallel logins all succeed).
-    pub async fn start_login(&self, origin: &str, return_to: String, cookie_header: Option<&str>) -> Reply {
-        match self.try_start_login(origin, return_to, cookie_header).await {
+    /// `client` is the address the request came from (see `proxy::client_address`): each gets
+    /// a share of `max_pending_logins`.
+    pub async fn start_login(
+        &self,
+        origin: &str,
+        return_to: String,
+        cookie_header: Option<&str>,
+        client: Option<std::net::IpAddr>,
+    ) -> Reply {
+        match self.try_start_login(origin, return_to, cookie_header, client).await {
             Ok(reply) => reply,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot start a sign-in");
@@ -29,9 +37,10 @@ impl BrowserAuth {
         origin: &str,
         return_to: String,
         cookie_header: Option<&str>,
+        client: Option<std::net::IpAddr>,
     ) -> Result<Reply, LoginError> {
         let discovery = self.verifier.provider().discovery().ok_or(LoginError::NotReady("discovery"))?;
-        if let Err(retry_after) = self.login_budget.take() {
+        if let Err(retry_after) = self.login_budget.take(client) {
             login_outcome("throttled");
             tracing::warn!(retry_after, "too many sign-ins started: session.max_pending_logins reached");
             return Ok(too_many_sign_ins(retry_after));
@@ -54,7 +63,11 @@ impl BrowserAuth {
         )?;
         let sealed = self.sealer.seal_with("authgate login", state.as_bytes(), &login)?;
         let key = self.login_key(&state);
-        self.store.put_login(key, sealed).await.map_err(|e| LoginError::Unavailable(e.to_string()))?;
+        if let Err(e) = self.store.put_login(key, sealed).await {
+            // nothing was stored: the start goes back to the budget
+            self.login_budget.refund(client);
+            return Err(LoginError::Unavailable(e.to_string()));
+        }
         let mut reply = Reply::redirect(&url);
         reply.header(http::header::SET_COOKIE, self.cookies.login_cookie(&binding));
         login_outcome("started");
@@ -254,45 +267,6 @@ impl BrowserAuth {
     }
 }
 
-/// Sign-ins this instance may start: at most `capacity` within one login lifetime, refilled
-/// evenly. Every start keeps a login state in the store until it completes or expires, so
-/// anonymous page visits must not be able to fill the store (Redis has no cap of its own; a full
-/// Redis would evict or refuse real sessions). Locked only briefly, never across an await.
-pub(crate) struct LoginBudget {
-    capacity: f64,
-    per_second: f64,
-    /// Starts left, and when that was computed.
-    left: std::sync::Mutex<(f64, std::time::Instant)>,
-}
-
-impl LoginBudget {
-    /// `capacity` starts per `lifetime`.
-    pub(crate) fn new(capacity: u64, lifetime: std::time::Duration) -> Self {
-        // u64 → f64 loses nothing below 2^53; the config allows at most 10 million
-        let capacity = capacity.max(1) as f64;
-        Self {
-            capacity,
-            per_second: capacity / lifetime.as_secs_f64().max(1.0),
-            left: std::sync::Mutex::new((capacity, std::time::Instant::now())),
-        }
-    }
-
-    /// Takes one start, or says in how many seconds one will be available.
-    pub(crate) fn take(&self) -> Result<(), u64> {
-        let mut left = self.left.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let now = std::time::Instant::now();
-        let refilled =
-            (left.0 + now.duration_since(left.1).as_secs_f64() * self.per_second).min(self.capacity);
-        *left = (refilled, now);
-        if refilled >= 1.0 {
-            left.0 -= 1.0;
-            return Ok(());
-        }
-        // ceil, at least one second (a u64 from a small positive f64)
-        Err(((1.0 - refilled) / self.per_second).ceil().clamp(1.0, 3600.0) as u64)
-    }
-}
-
 fn login_outcome(outcome: &'static str) {
     crate::metrics::METRICS.logins.with_label_values(&[outcome]).inc();
 }
@@ -304,23 +278,4 @@ fn is_b64url(s: &str) -> bool {
 /// An error code from the provider, safe to log (no free text, bounded).
 fn sanitize(code: &str) -> String {
     code.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(64).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::LoginBudget;
-    use std::time::Duration;
-
-    #[test]
-    fn the_login_budget_allows_its_capacity_then_says_when_to_retry() {
-        let budget = LoginBudget::new(3, Duration::from_secs(600));
-        assert_eq!((budget.take(), budget.take(), budget.take()), (Ok(()), Ok(()), Ok(())));
-        // one start comes back every 200 s
-        let retry = budget.take().unwrap_err();
-        assert!((199..=200).contains(&retry), "{retry}");
-        // a lifetime shorter than a second is read as one second: the budget never divides by 0
-        let quick = LoginBudget::new(1, Duration::ZERO);
-        assert_eq!(quick.take(), Ok(()));
-        assert_eq!(quick.take(), Err(1));
-    }
 }
