@@ -46,6 +46,26 @@ fn base_url(port: u16) -> String {
     format!("http://127.0.0.1:{port}")
 }
 
+/// One gateway on a free port (`session` lines in its `[session]`, `server` lines in its
+/// `[server]`) with its own IdP (started with `idp_env`) and echo app, ready.
+struct Single {
+    base: String,
+    idp: Idp,
+    gate: Gate,
+    echo: Echo,
+}
+
+fn single(idp_env: &[(&str, &str)], session: &str, server: &str) -> Single {
+    let port = free_port();
+    let base = base_url(port);
+    let idp = idp_for(std::slice::from_ref(&base), idp_env);
+    let echo = Echo::start("app");
+    let text = config(&base, &idp, &echo, session).replace("[server]\n", &format!("[server]\n{server}\n"));
+    let gate = Gate::start_on(port, &text);
+    gate.wait_ready();
+    Single { base, idp, gate, echo }
+}
+
 /// Signs bob in through `base` and returns the session cookie's value.
 async fn sign_in(base: &str) -> String {
     let mut b = Browser::new();
@@ -92,13 +112,8 @@ async fn fifty_at_once(client: &reqwest::Client, bases: &[&str], cookie: &str) -
 
 #[tokio::test]
 async fn concurrent_requests_share_one_refresh_and_keep_the_rotated_token() {
-    let port = free_port();
-    let base = base_url(port);
     // 6 s access tokens: refreshed in their last 3 s (half their lifetime)
-    let idp = idp_for(std::slice::from_ref(&base), &[("AT_TTL", "6")]);
-    let echo = Echo::start("app");
-    let gate = Gate::start_on(port, &config(&base, &idp, &echo, ""));
-    gate.wait_ready();
+    let Single { base, idp, gate, echo: _echo } = single(&[("AT_TTL", "6")], "", "");
     let client = reqwest::Client::new();
 
     let cookie = sign_in(&base).await;
@@ -132,12 +147,7 @@ async fn concurrent_requests_share_one_refresh_and_keep_the_rotated_token() {
 
 #[tokio::test]
 async fn a_grant_the_idp_forgot_ends_the_session() {
-    let port = free_port();
-    let base = base_url(port);
-    let mut idp = idp_for(std::slice::from_ref(&base), &[("AT_TTL", "6")]);
-    let echo = Echo::start("app");
-    let gate = Gate::start_on(port, &config(&base, &idp, &echo, ""));
-    gate.wait_ready();
+    let Single { base, mut idp, gate: _gate, echo: _echo } = single(&[("AT_TTL", "6")], "", "");
     let client = reqwest::Client::new();
     let cookie = sign_in(&base).await;
     assert_eq!(call(&client, &base, &cookie).await.0, 200);
@@ -160,12 +170,7 @@ async fn a_grant_the_idp_forgot_ends_the_session() {
 
 #[tokio::test]
 async fn a_throttled_token_endpoint_delays_but_never_fails_users() {
-    let port = free_port();
-    let base = base_url(port);
-    let idp = idp_for(std::slice::from_ref(&base), &[("AT_TTL", "10")]);
-    let echo = Echo::start("app");
-    let gate = Gate::start_on(port, &config(&base, &idp, &echo, ""));
-    gate.wait_ready();
+    let Single { base, idp, gate, echo: _echo } = single(&[("AT_TTL", "10")], "", "");
     let client = reqwest::Client::new();
 
     // the code exchange meets a 429: it is retried after Retry-After, within the code's life
@@ -294,12 +299,7 @@ async fn two_instances_refresh_a_session_once() {
 #[tokio::test]
 async fn a_redis_outage_gives_503_for_sessions_and_heals_by_itself() {
     let mut redis = Redis::start();
-    let port = free_port();
-    let base = base_url(port);
-    let idp = idp_for(std::slice::from_ref(&base), &[]);
-    let echo = Echo::start("app");
-    let gate = Gate::start_on(port, &config(&base, &idp, &echo, &redis_store(&redis)));
-    gate.wait_ready();
+    let Single { base, gate, idp: _idp, echo: _echo } = single(&[], &redis_store(&redis), "");
     let client = reqwest::Client::new();
     let cookie = sign_in(&base).await;
     assert_eq!(call(&client, &base, &cookie).await.0, 200);
@@ -407,12 +407,7 @@ async fn sessions_work_over_mutual_tls_with_a_private_ca_and_never_with_an_unche
 #[tokio::test]
 async fn hundreds_of_forged_session_cookies_cost_a_few_store_reads() {
     let redis = Redis::start();
-    let port = free_port();
-    let base = base_url(port);
-    let idp = idp_for(std::slice::from_ref(&base), &[]);
-    let echo = Echo::start("app");
-    let gate = Gate::start_on(port, &config(&base, &idp, &echo, &redis_store(&redis)));
-    gate.wait_ready();
+    let Single { base, gate: _gate, idp: _idp, echo: _echo } = single(&[], &redis_store(&redis), "");
     let client = reqwest::Client::new();
     let cookie = sign_in(&base).await;
     // every Redis command but the test's own INFO and the change channel's heartbeat
@@ -454,12 +449,7 @@ async fn hundreds_of_forged_session_cookies_cost_a_few_store_reads() {
 
 #[tokio::test]
 async fn anonymous_visits_cannot_fill_the_store_with_sign_ins() {
-    let port = free_port();
-    let base = base_url(port);
-    let idp = idp_for(std::slice::from_ref(&base), &[]);
-    let echo = Echo::start("app");
-    let gate = Gate::start_on(port, &config(&base, &idp, &echo, "max_pending_logins = 3"));
-    gate.wait_ready();
+    let Single { base, idp, gate, echo: _echo } = single(&[], "max_pending_logins = 3", "");
     let cookie = sign_in(&base).await; // the first of the three
     for _ in 0..2 {
         let visit = Browser::new().request("GET", &format!("{base}/app/page"), None, &[]).await;
@@ -481,15 +471,9 @@ async fn anonymous_visits_cannot_fill_the_store_with_sign_ins() {
 
 #[tokio::test]
 async fn one_client_cannot_spend_everyone_s_sign_ins() {
-    let port = free_port();
-    let base = base_url(port);
-    let idp = idp_for(std::slice::from_ref(&base), &[]);
-    let echo = Echo::start("app");
     // behind a trusted load balancer (this test), clients are told apart by X-Forwarded-For
-    let text = config(&base, &idp, &echo, "max_pending_logins = 40")
-        .replace("[server]\n", "[server]\ntrusted_proxies = [\"127.0.0.0/8\"]\n");
-    let gate = Gate::start_on(port, &text);
-    gate.wait_ready();
+    let proxies = "trusted_proxies = [\"127.0.0.0/8\"]";
+    let Single { base, idp, gate: _gate, echo: _echo } = single(&[], "max_pending_logins = 40", proxies);
     let visit = |client: &'static str| {
         let base = base.clone();
         async move {
