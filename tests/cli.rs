@@ -276,3 +276,35 @@ fn secrets_come_from_files_and_environment() {
     let (code, err) = check(&text, &[("SESSION_KEY", "an-environment-secret-of-enough-length-42")]);
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn a_redis_client_certificate_must_go_with_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let openssl = |args: &str| {
+        let out =
+            std::process::Command::new("openssl").args(args.split(' ')).current_dir(dir.path()).output();
+        assert!(out.unwrap().status.success(), "openssl {args}");
+    };
+    let key = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1";
+    openssl(&format!("req -x509 {key} -keyout mine.key -out mine.pem -subj /CN=authgate"));
+    openssl(&format!("req -x509 {key} -keyout other.key -out other.pem -subj /CN=other"));
+    let text = |key_file: &str| {
+        BASE.replace(
+            "[session]\n",
+            &format!(
+                "[session]\nstore = \"redis\"\nredis_url = \"rediss://cache:6380\"\n\
+                 redis_client_cert_file = \"mine.pem\"\nredis_client_key_file = \"{key_file}\"\n"
+            ),
+        )
+    };
+    for (key_file, ok) in [("mine.key", true), ("other.key", false)] {
+        std::fs::write(dir.path().join("gate.toml"), text(key_file)).unwrap();
+        let (code, _, err) = authgate(&["check", "--config", "gate.toml"], &[], dir.path());
+        assert_eq!(code == 0, ok, "{key_file}: {err}");
+        if !ok {
+            assert!(err.contains("gate.toml:13:1: `session.redis_client_key_file`"), "{err}");
+            assert!(err.contains("cannot be used with session.redis_client_cert_file"), "{err}");
+            assert!(!err.contains("PRIVATE KEY"), "the key is never quoted: {err}");
+        }
+    }
+}

@@ -349,24 +349,31 @@ fn session(config: &mut Config, base_dir: &Path, p: &mut Problems) {
 /// `redis_ca_file` and the client certificate pair: only for `rediss://`, readable, and holding
 /// what they say (paths are made absolute here).
 fn redis_tls_files(s: &mut super::SessionConfig, base_dir: &Path, p: &mut Problems) {
-    use crate::session::{RedisPem, redis_pem};
+    use crate::session::{RedisPem, redis_client_pair, redis_pem};
     let tls = s.redis_url.as_ref().is_some_and(|u| u.expose().starts_with("rediss://"));
     let files = [
         ("session.redis_ca_file", &mut s.redis_ca_file, RedisPem::Roots),
         ("session.redis_client_cert_file", &mut s.redis_client_cert_file, RedisPem::ClientCertificate),
         ("session.redis_client_key_file", &mut s.redis_client_key_file, RedisPem::ClientKey),
     ];
-    let mut client_files = 0;
-    for (key, file, kind) in files {
+    let (mut client_files, mut cert, mut key) = (0, None, None);
+    for (name, file, kind) in files {
         let Some(given) = file.as_deref() else { continue };
         client_files += usize::from(kind != RedisPem::Roots);
         let path = resolve_path(base_dir, given);
         match std::fs::read(&path) {
-            _ if !tls => p.at(key, "only applies to a rediss:// (TLS) redis_url"),
-            Err(e) => p.at(key, format!("cannot read {}: {e}", path.display())),
+            _ if !tls => p.at(name, "only applies to a rediss:// (TLS) redis_url"),
+            Err(e) => p.at(name, format!("cannot read {}: {e}", path.display())),
             Ok(pem) => match redis_pem(kind, &pem) {
-                Ok(()) => *file = Some(path),
-                Err(e) => p.at(key, format!("{}: {e}", path.display())),
+                Ok(()) => {
+                    *file = Some(path);
+                    match kind {
+                        RedisPem::ClientCertificate => cert = Some(pem),
+                        RedisPem::ClientKey => key = Some(pem),
+                        RedisPem::Roots => {}
+                    }
+                }
+                Err(e) => p.at(name, format!("{}: {e}", path.display())),
             },
         }
     }
@@ -376,6 +383,11 @@ fn redis_tls_files(s: &mut super::SessionConfig, base_dir: &Path, p: &mut Proble
             format!("session.redis_client_{missing}_file"),
             "is needed too: a client certificate goes with its key",
         );
+    }
+    if let (Some(cert), Some(key)) = (cert, key) {
+        if let Err(e) = redis_client_pair(&cert, &key) {
+            p.at("session.redis_client_key_file", e);
+        }
     }
 }
 

@@ -12,7 +12,7 @@ mod store;
 
 pub use crypto::{SealError, SessionKey, SessionSealer, SessionTicket, random_bytes, random_token};
 pub use model::{LoginState, Session, SessionTokens};
-pub use redis::{RedisPem, RedisSettings, RedisStore, redis_pem};
+pub use redis::{RedisPem, RedisSettings, RedisStore, redis_client_pair, redis_pem};
 pub use store::{MemoryStore, SessionStore, StoreError, StoreEvent, StoreListener, StoredSession};
 
 #[cfg(test)]

@@ -221,6 +221,24 @@ pub fn redis_pem(kind: RedisPem, pem: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks that a client certificate chain and key (PEM, each already read by `redis_pem`) can
+/// be used together: the key is the certificate's, and the certificate is one TLS accepts.
+pub fn redis_client_pair(cert_pem: &[u8], key_pem: &[u8]) -> Result<(), String> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let chain = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("not a PEM certificate file ({e})"))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| "holds no PEM private key".to_owned())?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_client_auth_cert(chain, key)
+        .map(drop)
+        .map_err(|e| format!("cannot be used with session.redis_client_cert_file: {e}"))
+}
+
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
