@@ -420,6 +420,28 @@ fn url_encode(s: &str) -> String {
 }
 
 #[tokio::test]
+async fn a_planted_session_is_never_upgraded_by_a_sign_in() {
+    let s = stack(&[]);
+    // the attacker signs in and plants the session cookie in the victim's browser
+    let mut attacker = Browser::new();
+    let (page, _) = attacker.navigate(&format!("{}/wiki/", s.base), Some("alice")).await;
+    assert_eq!(page.status, 200);
+    let planted = attacker.cookie(&s.base, "authgate_session").unwrap();
+    let mut victim = Browser::new();
+    victim.set_cookie(&s.base, "authgate_session", &planted);
+    // the victim signs in as herself: she gets a session of her own
+    let (page, _) = victim.navigate(&format!("{}/oauth2/start?rd=/wiki/", s.base), Some("bob")).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let own = victim.cookie(&s.base, "authgate_session").unwrap();
+    assert_ne!(own, planted, "the sign-in kept the planted session (fixation)");
+    let userinfo = format!("{}/oauth2/userinfo", s.base);
+    assert_eq!(victim.request("GET", &userinfo, None, &[]).await.json()["sub"], BOB);
+    // and the planted cookie still speaks for the attacker only
+    let alice = attacker.request("GET", &userinfo, None, &[]).await.json()["sub"].clone();
+    assert!(alice.as_str().is_some_and(|sub| sub != BOB), "{alice}");
+}
+
+#[tokio::test]
 async fn return_to_addresses_stay_on_the_gateway() {
     let s = stack(&[]);
     for (rd, lands_on) in [
