@@ -60,10 +60,15 @@ async fn reject(
     Ok(true)
 }
 
+/// The peer's address; an IPv4 client of a dual-stack listener (`::ffff:a.b.c.d`) as IPv4, so
+/// that `trusted_proxies`, `X-Forwarded-For` and per-client limits see the address it is.
+fn peer_ip(session: &Session) -> Option<std::net::IpAddr> {
+    session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_canonical())
+}
+
 /// The address the request comes from (through trusted proxies), for per-client limits.
 fn requester(session: &Session, gateway: &Gateway) -> Option<std::net::IpAddr> {
-    let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
-    client_address(&session.req_header().headers, peer, |ip| gateway.trusts(Some(ip)))
+    client_address(&session.req_header().headers, peer_ip(session), |ip| gateway.trusts(Some(ip)))
 }
 
 fn is_tls(session: &Session) -> bool {
@@ -298,7 +303,7 @@ impl ProxyHttp for AuthGate {
         let headers = &mut parts.headers;
         let invalid =
             |e: http::header::InvalidHeaderValue| Error::because(InternalError, "upstream header", e);
-        let peer_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let peer_ip = peer_ip(session);
         let tls = is_tls(session);
         let conn = ClientConnection {
             peer_ip,

@@ -57,11 +57,15 @@ impl LoginBudget {
 }
 
 /// The unit a client is counted by: its IPv4 address, or its IPv6 /64 (one host can use a
-/// whole /64).
+/// whole /64). An IPv4 client of a dual-stack listener (`::ffff:a.b.c.d`) is its IPv4 address:
+/// a /64 would put every IPv4 client in one.
 fn network(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
     }
 }
 
@@ -141,6 +145,10 @@ mod tests {
         }
         assert!(budget.take(Some(v6b)).is_err(), "same /64");
         assert_eq!(budget.take(Some("2001:db8:0:1::1".parse().unwrap())), Ok(()), "another /64");
+        // IPv4 clients of a dual-stack listener are told apart, and are their IPv4 address
+        let mapped: IpAddr = "::ffff:203.0.113.8".parse().unwrap();
+        assert_eq!(network(mapped), b);
+        assert_ne!(network("::ffff:203.0.113.9".parse().unwrap()), network(mapped));
         // the whole budget (40) is spent at last: 10 + 1 + 10 + 1 taken, 18 left
         let others = (1..=18).map(|i| budget.take(Some(format!("198.51.100.{i}").parse().unwrap())));
         assert!(others.into_iter().all(|r| r.is_ok()));
