@@ -33,23 +33,11 @@ fn stack_logging(idp_env: &[(&str, &str)], client_secret: &str, log_level: &str)
     env.extend_from_slice(idp_env);
     let idp = Idp::start(&env);
     let echo = Echo::start("legacy-app");
+    // the test IdP's client, with `client_secret` (a wrong one in one test)
+    let tables = common::gateway_tables(&base, &idp.issuer, "")
+        .replace("client_secret = \"authgate-test-secret\"", &format!("client_secret = \"{client_secret}\""));
     let config = format!(
-        r#"
-[server]
-listen = ["{{listen}}"]
-admin_listen = "{{admin}}"
-public_url = "{base}"
-
-[provider]
-issuer = "{issuer}"
-client_id = "authgate"
-client_secret = "{client_secret}"
-audience = "authgate"
-scopes = ["openid", "profile", "email", "organization", "permissions"]
-
-[session]
-secret = "browser-test-secret-0123456789abcdefghijkl"
-
+        r#"{tables}
 [headers.claims]
 department = "X-User-Department"
 
@@ -66,7 +54,6 @@ path = "/"
 upstream = "{echo}"
 auth = "browser"
 "#,
-        issuer = idp.issuer,
         echo = echo.url()
     );
     let gate = Gate::start_logging(port, &config, log_level);
@@ -548,7 +535,7 @@ async fn nothing_secret_reaches_the_log_even_at_debug_level() {
         ("session cookie", session.as_str()),
         ("binding cookie", binding.as_str()),
         ("client secret", "authgate-test-secret"),
-        ("session secret", "browser-test-secret"),
+        ("session secret", common::SESSION_SECRET),
         ("a JWT", "eyJ"),
     ] {
         assert!(!log.contains(secret), "the {what} was logged");
