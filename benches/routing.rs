@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 
-use authgate::proxy::{ClientConnection, canonical_header, read_target, shape_request_headers};
+use authgate::proxy::{ClientConnection, StrippedHeaders, read_target, shape_request_headers};
 use authgate::routing::{HostPattern, RouteTable, normalize_path, normalize_route_path};
 use pingora::http::RequestHeader;
 
@@ -67,11 +67,13 @@ fn bench(c: &mut Criterion) {
     let req = browser_request();
     c.bench_function("read_target/browser_request", |b| b.iter(|| read_target(black_box(&req), 65536)));
 
-    let identity: Vec<String> =
-        ["X-User-Id", "X-User-Email", "X-User-Name", "X-User-Licenses", "X-Forwarded-Access-Token"]
-            .iter()
-            .map(|h| canonical_header(h))
-            .collect();
+    let identity = StrippedHeaders::new([
+        "X-User-Id",
+        "X-User-Email",
+        "X-User-Name",
+        "X-User-Licenses",
+        "X-Forwarded-Access-Token",
+    ]);
     let conn = ClientConnection {
         peer_ip: Some("192.0.2.10".parse().unwrap()),
         trusted: false,

@@ -13,7 +13,7 @@ use crate::events::webhook::WebhookKey;
 use crate::jwt::TokenVerifier;
 use crate::oidc::browser::BrowserAuth;
 use crate::policy::RoutePolicy;
-use crate::proxy::canonical_header;
+use crate::proxy::StrippedHeaders;
 use crate::routing::{HostPattern, Route, RouteAssertion, RouteTable, Timeouts, normalize_route_path};
 use crate::upstream::{UpstreamError, UpstreamPool};
 
@@ -55,8 +55,8 @@ pub struct Gateway {
     pub case_insensitive_paths: bool,
     /// Peers whose `X-Forwarded-*` headers are believed.
     pub trusted_proxies: Vec<IpNet>,
-    /// Configured identity header names in canonical form, stripped from every client request.
-    pub identity_headers: Vec<String>,
+    /// The client headers every request loses (the configured identity header names among them).
+    pub stripped_headers: StrippedHeaders,
     /// The identity headers to send upstream, parsed once.
     pub identity_header_names: IdentityHeaderNames,
     /// Bearer-token verification, when a provider is configured.
@@ -136,10 +136,11 @@ impl Gateway {
         for (index, rc) in config.routes.iter().enumerate() {
             routes.push(Arc::new(build_route(&config, index, rc)?));
         }
-        let mut identity_headers: Vec<String> =
-            config.headers.all().iter().map(|(_, name)| canonical_header(name)).collect();
+        let names = config.headers.all();
         // a client-sent assertion is removed whether assertions are on or not
-        identity_headers.push(canonical_header(&config.assertion.header));
+        let stripped_headers = StrippedHeaders::new(
+            names.iter().map(|(_, name)| *name).chain([config.assertion.header.as_str()]),
+        );
         let assertion = match config.assertion.enabled {
             true => Some(Arc::new(AssertionSigner::new(&config.assertion)?)),
             false => None,
@@ -148,7 +149,7 @@ impl Gateway {
             trusted_proxies: config.server.trusted_proxies.clone(),
             routes: RouteTable::new(routes, |r| &r.host, |r| &r.path),
             case_insensitive_paths: config.server.case_insensitive_paths,
-            identity_headers,
+            stripped_headers,
             identity_header_names: IdentityHeaderNames::parse(&config.headers)?,
             public_origins: config
                 .server

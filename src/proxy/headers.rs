@@ -101,25 +101,40 @@ pub struct ClientConnection<'a> {
     pub host: &'a str,
 }
 
+/// The client headers every request loses, prepared once per configuration: the configured
+/// identity header names (canonical form) and which first bytes can begin a stripped name.
+#[derive(Debug, Clone)]
+pub struct StrippedHeaders {
+    identity: Vec<String>,
+    /// Only names starting like a stripped one need the full comparison: most request headers
+    /// (accept, user-agent, sec-*) are passed over after one byte.
+    starts: [bool; 256],
+}
+
+impl StrippedHeaders {
+    /// The fixed lists plus these identity header names (any spelling).
+    pub fn new<'a>(identity_headers: impl IntoIterator<Item = &'a str>) -> Self {
+        let identity: Vec<String> = identity_headers.into_iter().map(canonical_header).collect();
+        let mut starts = [false; 256];
+        let statics = ALWAYS_STRIPPED.iter().chain(STRIPPED_PREFIXES).chain(CLIENT_ADDRESS_HEADERS);
+        for name in statics.map(|s| s.as_bytes()).chain(identity.iter().map(|h| h.as_bytes())) {
+            if let Some(&b) = name.first() {
+                starts[usize::from(b)] = true;
+            }
+        }
+        starts[usize::from(b'x')] = true;
+        Self { identity, starts }
+    }
+}
+
 /// Removes spoofable headers and sets `X-Forwarded-For/-Proto/-Host`.
-///
-/// `identity_headers` are the configured identity header names in canonical form.
 pub fn shape_request_headers(
     headers: &mut HeaderMap,
-    identity_headers: &[String],
+    stripped: &StrippedHeaders,
     conn: &ClientConnection<'_>,
 ) -> Result<(), http::header::InvalidHeaderValue> {
     let mut doomed: Vec<HeaderName> = Vec::new();
-    // only names starting like a stripped one need the full comparison: most request headers
-    // (accept, user-agent, cookie, sec-*) are passed over after one byte
-    let mut starts = [false; 256];
-    let statics = ALWAYS_STRIPPED.iter().chain(STRIPPED_PREFIXES).chain(CLIENT_ADDRESS_HEADERS);
-    for name in statics.map(|s| s.as_bytes()).chain(identity_headers.iter().map(|h| h.as_bytes())) {
-        if let Some(&b) = name.first() {
-            starts[usize::from(canonical_byte(b))] = true;
-        }
-    }
-    starts[usize::from(b'x')] = true;
+    let (identity_headers, starts) = (&stripped.identity, &stripped.starts);
     for name in headers.keys() {
         let n = name.as_str();
         if !n.as_bytes().first().is_some_and(|&b| starts[usize::from(b)]) {
@@ -424,8 +439,8 @@ mod tests {
 
     const IDENTITY: &[&str] = &["x-user-id", "x-user-email", "x-forwarded-access-token", "x-tenant"];
 
-    fn identity() -> Vec<String> {
-        IDENTITY.iter().map(|s| s.to_string()).collect()
+    fn identity() -> StrippedHeaders {
+        StrippedHeaders::new(IDENTITY.iter().copied())
     }
 
     #[test]

@@ -20,8 +20,8 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 
 pub use headers::{
-    ClientConnection, IdentityHeaderValues, add_identity_headers, canonical_header, client_address,
-    header_value, shape_request_headers, strip_cookies, strip_set_cookies,
+    ClientConnection, IdentityHeaderValues, StrippedHeaders, add_identity_headers, canonical_header,
+    client_address, header_value, shape_request_headers, strip_cookies, strip_set_cookies,
 };
 pub use metadata::{WELL_KNOWN, metadata_url};
 pub use pipeline::{
@@ -311,7 +311,7 @@ impl ProxyHttp for AuthGate {
             proto: if tls { "https" } else { "http" },
             host: target.authority.as_str(),
         };
-        shape_request_headers(headers, &ctx.gateway.identity_headers, &conn).map_err(invalid)?;
+        shape_request_headers(headers, &ctx.gateway.stripped_headers, &conn).map_err(invalid)?;
         if let Some(auth) = &ctx.gateway.browser {
             let c = auth.cookies();
             strip_cookies(headers, &[c.session.as_str(), c.login.as_str()]).map_err(invalid)?;
