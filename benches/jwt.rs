@@ -10,9 +10,9 @@ use base64::Engine;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
-use authgate::jwt::jwks::KeySet;
 use authgate::jwt::{TokenVerifier, VerifierSettings};
 use authgate::oidc::OidcProvider;
+use authgate::oidc::jwks::KeySet;
 use authgate::policy::RoutePolicy;
 
 const ISSUER: &str = "https://idp.example.com";
@@ -40,7 +40,7 @@ fn key() -> (Vec<u8>, String) {
 }
 
 fn token(key: &EncodingKey, sub: &str) -> String {
-    let now = authgate::jwt::unix_now();
+    let now = authgate::clock::unix_now();
     let mut h = Header::new(Algorithm::RS256);
     h.kid = Some("k1".into());
     let claims = serde_json::json!({

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 
-use authgate::proxy::{ClientConnection, StrippedHeaders, read_target, shape_request_headers};
+use authgate::forwarding::{ClientConnection, StrippedHeaders, shape_request_headers};
+use authgate::proxy::read_target;
 use authgate::routing::{HostPattern, RouteTable, normalize_path, normalize_route_path};
 use pingora::http::RequestHeader;
 

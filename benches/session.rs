@@ -6,17 +6,16 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 
-use authgate::jwt::Identity;
+use authgate::identity::Identity;
 use authgate::session::{
     MemoryStore, Session, SessionSealer, SessionStore, SessionTicket, SessionTokens, StoredSession,
 };
 
 fn session() -> Session {
-    let now = authgate::jwt::unix_now();
+    let now = authgate::clock::unix_now();
     Session {
         identity: Identity {
             subject: "a1b2c3d4-0000-4000-8000-00000000a11c".into(),
-            machine: false,
             client_id: Some("authgate".into()),
             email: Some("alice@acme.test".into()),
             name: Some("Alice Anders".into()),
@@ -28,8 +27,7 @@ fn session() -> Session {
             permissions: vec!["org:manage".into(), "org:users:read".into()],
             scopes: vec!["openid".into(), "profile".into(), "email".into()],
             expires_at: now + 3600,
-            audiences: vec![],
-            claims: vec![],
+            ..Identity::default()
         },
         tokens: SessionTokens {
             access_token: "x".repeat(900),

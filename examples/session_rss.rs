@@ -12,7 +12,7 @@ use std::time::Duration;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use authgate::jwt::Identity;
+use authgate::identity::Identity;
 use authgate::session::{
     MemoryStore, Session, SessionSealer, SessionStore, SessionTicket, SessionTokens, StoredSession,
 };
@@ -35,7 +35,6 @@ fn session(i: usize, now: u64) -> Session {
     Session {
         identity: Identity {
             subject: format!("a1b2c3d4-0000-4000-8000-{i:012}"),
-            machine: false,
             client_id: Some("authgate".into()),
             email: Some(format!("user{i}@acme.test")),
             name: Some(format!("User Number {i}")),
@@ -47,8 +46,7 @@ fn session(i: usize, now: u64) -> Session {
             permissions: vec!["org:users:read".into()],
             scopes: vec!["openid".into(), "profile".into(), "email".into()],
             expires_at: now + 12 * 3600,
-            audiences: vec![],
-            claims: vec![],
+            ..Identity::default()
         },
         tokens: SessionTokens {
             access_token: filler(1200, i),
@@ -68,7 +66,7 @@ fn main() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let sealer = SessionSealer::new(b"rss-measurement-secret-0123456789abcdefghij");
     let store = MemoryStore::new(200_000, Duration::from_secs(3600), Duration::from_secs(600));
-    let now = authgate::jwt::unix_now();
+    let now = authgate::clock::unix_now();
     let before = rss_kib();
     let mut sealed_bytes = 0usize;
     for i in 0..n {

@@ -1,24 +1,59 @@
 //! authgate: a reverse-proxy authentication gateway on Pingora.
 //!
-//! Modules by concern: `config` (file → validated model), `routing` (host + path → route),
-//! `upstream` (backends, balancing, passive health), `oidc` (the provider's documents and
-//! keys), `jwt` (bearer-token verification), `gateway` (the runtime state built from
-//! config), `proxy` (the Pingora pipeline), `policy` (what a route requires), `admin` (health
-//! endpoints), `reload` (SIGHUP) and `server` (assembling and running the Pingora server).
+//! Modules in layers, bottom to top; a module imports only from layers below its own
+//! (`tests/layers.rs` guards this, as crate boundaries do for Pingora):
+//!
+//! - foundation (imports nothing of the crate):
+//!   `clock` (wall and monotonic time), `random` (OS randomness), `codec` (hex, header-value
+//!   encoding), `http_util` (header names, navigation, cookies, queries, return-to, same origin),
+//!   `pem` (key and certificate files), `reply` (replies, rejections, the page shell, messages),
+//!   `metrics` (Prometheus).
+//! - plumbing: `routing` (hosts, paths, route tables), `upstream` (backends, balancing, passive
+//!   health), `forwarding` (request header hygiene, `X-Forwarded-*`, the client's address).
+//! - model: `config` (file → validated model), `identity` (who is calling, its headers, prepared
+//!   once), `policy` (what a route requires).
+//! - state: `session` (sessions, sealing, memory and Redis stores).
+//! - provider: `oidc` (discovery, bounded fetches, JWKS cache, token-endpoint budget, grants).
+//! - verification: `jwt` (bearer tokens, verified-token cache, introspection), `assertion`
+//!   (signed identity assertions), `revocation` (records, webhooks, back-channel logout,
+//!   deny-list).
+//! - browser: `browser` (sign-in, callback, refresh, sign-out, cookies, pages).
+//! - gateway: `gateway` (the runtime built from config: routes, header tables).
+//! - proxy: `proxy` (the Pingora phases wired to one decision, our endpoints, metadata).
+//! - top: `admin` (health, metrics, reload endpoints), `reload` (SIGHUP), `server` (assembling
+//!   and running the Pingora server).
 
-pub mod admin;
-pub mod assertion;
-pub mod config;
-pub mod events;
-pub mod gateway;
-pub mod jwt;
+// foundation
+pub mod clock;
+pub mod codec;
+pub mod http_util;
 pub mod metrics;
-pub mod oidc;
-pub mod policy;
-pub mod proxy;
-pub mod reload;
+pub mod pem;
+pub mod random;
 pub mod reply;
+// plumbing
+pub mod forwarding;
 pub mod routing;
-pub mod server;
-pub mod session;
 pub mod upstream;
+// model
+pub mod config;
+pub mod identity;
+pub mod policy;
+// state
+pub mod session;
+// provider
+pub mod oidc;
+// verification
+pub mod assertion;
+pub mod jwt;
+pub mod revocation;
+// browser
+pub mod browser;
+// gateway
+pub mod gateway;
+// proxy
+pub mod proxy;
+// top
+pub mod admin;
+pub mod reload;
+pub mod server;

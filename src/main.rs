@@ -77,7 +77,7 @@ fn main() -> ExitCode {
 
 fn check(path: &std::path::Path) -> anyhow::Result<()> {
     let config = authgate::config::load_file(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    print!("{}", authgate::config::route_table(&config));
+    print!("{}", authgate::gateway::route_table(&config));
     println!("{}: OK", path.display());
     Ok(())
 }

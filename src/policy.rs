@@ -2,7 +2,7 @@
 //! M2M clients a route admits, and the decision for one caller.
 
 use crate::config::RouteConfig;
-use crate::jwt::Identity;
+use crate::identity::Identity;
 
 /// What a caller must have to use a route. Empty lists impose nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -144,20 +144,14 @@ mod tests {
     fn person(licenses: &[&str]) -> Identity {
         Identity {
             subject: "u1".into(),
-            machine: false,
             client_id: Some("authgate".into()),
-            email: None,
-            name: None,
-            given_name: None,
-            family_name: None,
             organization_id: Some("org-a".into()),
             user_type: Some("customer_user".into()),
             licenses: licenses.iter().map(|s| s.to_string()).collect(),
             permissions: vec!["org:users:read".into()],
             scopes: vec!["openid".into(), "profile".into()],
             expires_at: 0,
-            audiences: vec![],
-            claims: vec![],
+            ..Identity::default()
         }
     }
 

@@ -1,8 +1,18 @@
-//! A response the gateway writes itself (a redirect, a page, a JSON document): plain data, so
-//! the endpoints that build one can be tested without a server.
+//! What the gateway answers itself: a `Reply` (a redirect, a page, a JSON document) as plain
+//! data, so that whatever builds one can be tested without a server; the one HTML page shell
+//! with its security headers; `Rejection`s (refused requests) and how they are rendered; and
+//! the sentences users read.
+
+use std::borrow::Cow;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
+
+/// What a user who is signed in but not licensed for an app reads.
+pub const NO_ACCESS: &str = "You do not have access to this application. Please contact your administrator.";
+
+/// What a suspended user reads.
+pub const ACCOUNT_DISABLED: &str = "Your account has been disabled. Please contact your administrator.";
 
 /// A complete response.
 #[derive(Debug, Clone)]
@@ -58,8 +68,14 @@ impl Reply {
 
     /// A JSON document.
     pub fn json(status: StatusCode, doc: &serde_json::Value) -> Self {
+        Self::json_as(status, "application/json", doc)
+    }
+
+    /// A JSON document of another media type (`application/problem+json`, JWK Sets).
+    pub fn json_as(status: StatusCode, content_type: &'static str, doc: &serde_json::Value) -> Self {
         let mut r = Self::new(status);
-        r.header(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        r.header(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        r.header(HeaderName::from_static("x-content-type-options"), HeaderValue::from_static("nosniff"));
         r.body = Bytes::from(format!("{doc}\n"));
         r
     }
@@ -85,4 +101,131 @@ pub fn escape_html(s: &str) -> String {
         }
     }
     out
+}
+
+/// A request the gateway answers itself, with this status and reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// HTTP status.
+    pub status: u16,
+    /// Stable machine-readable code (`bad_path`, `no_route`, ...).
+    pub code: &'static str,
+    /// One sentence for a person.
+    pub message: Cow<'static, str>,
+    /// The RFC 6750 challenge to send in `WWW-Authenticate`, if any.
+    pub challenge: Option<BearerChallenge>,
+    /// Answer with a redirect to sign in instead (a browser navigation without a session).
+    pub start_login: bool,
+}
+
+/// What `WWW-Authenticate: Bearer ...` says (RFC 6750 §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BearerChallenge {
+    /// No credentials were sent: no error code.
+    Required,
+    /// A token was sent and is not acceptable.
+    InvalidToken,
+    /// A valid token without the right to this resource.
+    InsufficientScope,
+}
+
+impl Rejection {
+    /// A rejection without a challenge.
+    pub fn new(status: u16, code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+        Self { status, code, message: message.into(), challenge: None, start_login: false }
+    }
+
+    /// The same, with a bearer challenge.
+    pub fn with_challenge(mut self, challenge: BearerChallenge) -> Self {
+        self.challenge = Some(challenge);
+        self
+    }
+
+    /// As a reply: a small HTML page when the client prefers HTML, else problem JSON (RFC
+    /// 9457). `resource_metadata` is the RFC 9728 document URL named in bearer challenges.
+    pub fn reply(&self, html: bool, resource_metadata: Option<&str>) -> Reply {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_REQUEST);
+        let title = status.canonical_reason().unwrap_or("Error");
+        let mut reply = if html {
+            Reply::page(status, &format!("{} {title}", self.status), &[&self.message], "")
+        } else {
+            let doc = serde_json::json!({
+                "type": "about:blank",
+                "title": title,
+                "status": self.status,
+                "detail": self.message,
+                "error": self.code,
+            });
+            Reply::json_as(status, "application/problem+json", &doc)
+        };
+        if let Some(challenge) = self.challenge {
+            if let Ok(v) = HeaderValue::from_str(&www_authenticate(challenge, resource_metadata)) {
+                reply.header(http::header::WWW_AUTHENTICATE, v);
+            }
+        }
+        reply
+    }
+}
+
+/// The `WWW-Authenticate` value of a bearer challenge (RFC 6750 §3, RFC 9728 §5.1). The
+/// description is generic on purpose: nothing about the token is echoed.
+pub fn www_authenticate(challenge: BearerChallenge, resource_metadata: Option<&str>) -> String {
+    let mut v = String::from("Bearer realm=\"authgate\"");
+    if let Some(url) = resource_metadata {
+        v.push_str(&format!(", resource_metadata=\"{url}\""));
+    }
+    match challenge {
+        BearerChallenge::Required => {}
+        BearerChallenge::InvalidToken => {
+            v.push_str(", error=\"invalid_token\", error_description=\"The access token is invalid or expired\"")
+        }
+        BearerChallenge::InsufficientScope => v.push_str(
+            ", error=\"insufficient_scope\", error_description=\"The access token does not grant access to this resource\"",
+        ),
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header<'a>(r: &'a Reply, name: &str) -> Option<&'a str> {
+        r.headers.iter().find(|(n, _)| n == name).and_then(|(_, v)| v.to_str().ok())
+    }
+
+    #[test]
+    fn rejection_pages_escape_what_they_show() {
+        let r = Rejection::new(400, "bad_path", "<script>alert('x')</script>");
+        let page = r.reply(true, None);
+        assert_eq!(header(&page, "content-type"), Some("text/html; charset=utf-8"));
+        assert_eq!(header(&page, "content-security-policy"), Some("default-src 'none'"));
+        let body = std::str::from_utf8(&page.body).unwrap();
+        assert!(body.contains("<h1>400 Bad Request</h1>"), "{body}");
+        assert!(body.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"), "{body}");
+        assert!(!body.contains("<script>"));
+        let json = r.reply(false, None);
+        assert_eq!(header(&json, "content-type"), Some("application/problem+json"));
+        assert_eq!(header(&json, "x-content-type-options"), Some("nosniff"));
+        let v: serde_json::Value = serde_json::from_slice(&json.body).unwrap();
+        assert_eq!(v["error"], "bad_path");
+        assert_eq!(v["status"], 400);
+        assert_eq!(v["title"], "Bad Request");
+    }
+
+    #[test]
+    fn challenges_follow_rfc_6750_and_9728() {
+        let url = Some("https://app.example.com/.well-known/oauth-protected-resource");
+        assert_eq!(
+            www_authenticate(BearerChallenge::Required, url),
+            "Bearer realm=\"authgate\", resource_metadata=\"https://app.example.com/.well-known/oauth-protected-resource\""
+        );
+        assert!(www_authenticate(BearerChallenge::InvalidToken, None).contains("error=\"invalid_token\""));
+        assert!(
+            www_authenticate(BearerChallenge::InsufficientScope, None)
+                .contains("error=\"insufficient_scope\"")
+        );
+        let r = Rejection::new(401, "invalid_token", "x").with_challenge(BearerChallenge::InvalidToken);
+        assert!(header(&r.reply(false, url), "www-authenticate").unwrap().contains("resource_metadata="));
+    }
 }

@@ -15,17 +15,17 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::admin::AdminApp;
+use crate::browser::cookies::CookieSettings;
+use crate::browser::{BrowserAuth, RefreshSettings};
 use crate::config::{Config, ProviderConfig, StoreKind, resolve_path};
-use crate::events::{DenyListSync, Revocations};
 use crate::gateway::{BuildError, Gateway};
+use crate::jwt::introspection::Introspector;
 use crate::jwt::{TokenVerifier, VerifierSettings};
-use crate::oidc::browser::{BrowserAuth, RefreshSettings};
-use crate::oidc::cookies::CookieSettings;
-use crate::oidc::introspection::Introspector;
 use crate::oidc::login::LoginSettings;
 use crate::oidc::{OidcProvider, ProviderRefresher};
 use crate::proxy::AuthGate;
 use crate::reload::{Reloader, SighupReloader};
+use crate::revocation::{DenyListSync, Revocations};
 use crate::session::{MemoryStore, RedisSettings, RedisStore, SessionSealer, SessionStore};
 
 /// Why the server could not start.
@@ -115,7 +115,7 @@ fn browser_auth(
     let sealer = SessionSealer::new(secret.expose().as_bytes());
     // revocation records outlive every session they may apply to
     let keep = s.absolute_lifetime.get().max(Duration::from_secs(24 * 3600)) + Duration::from_secs(3600);
-    let deny_for = Duration::from_secs(crate::jwt::identity::MAX_LIFETIME_SECS);
+    let deny_for = Duration::from_secs(crate::identity::MAX_LIFETIME_SECS);
     let revocations = Revocations::new(store.clone(), sealer.clone(), keep, deny_for);
     // one refresher holds a session's lock at most as long as its provider call may take
     let lock_ttl = provider.http_timeout.get() * 2 + Duration::from_secs(5);

@@ -5,9 +5,10 @@
 //! request is retried on the next one.
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::clock::monotonic_ms;
 
 /// How long a backend that failed to connect is passed over.
 const DOWN_FOR: Duration = Duration::from_secs(10);
@@ -114,7 +115,7 @@ impl UpstreamPool {
     pub fn select(&self, tried: &[usize]) -> Option<usize> {
         let n = self.backends.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let now = now_ms();
+        let now = monotonic_ms();
         let candidates = (0..n).map(|k| (start + k) % n).filter(|i| !tried.contains(i));
         let mut fallback: Option<(u64, usize)> = None;
         for i in candidates {
@@ -133,7 +134,7 @@ impl UpstreamPool {
     /// Records that `index` refused or timed out a connection.
     pub fn mark_down(&self, index: usize) {
         if let Some(b) = self.backends.get(index) {
-            let until = now_ms() + u64::try_from(DOWN_FOR.as_millis()).unwrap_or(u64::MAX);
+            let until = monotonic_ms() + u64::try_from(DOWN_FOR.as_millis()).unwrap_or(u64::MAX);
             b.down_until_ms.store(until, Ordering::Relaxed);
         }
     }
@@ -146,13 +147,6 @@ impl UpstreamPool {
             }
         }
     }
-}
-
-/// Milliseconds on a monotonic clock that starts at 1 with the process.
-fn now_ms() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    let start = *START.get_or_init(Instant::now);
-    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX).saturating_add(1)
 }
 
 #[cfg(test)]

@@ -7,8 +7,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use jsonwebtoken::jwk::{Jwk, PublicKeyUse, ThumbprintHash};
-use jsonwebtoken::{Algorithm, EncodingKey};
+use jsonwebtoken::jwk::Jwk;
+
+use crate::pem::{PemError, SigningKey, read_key};
+use crate::random::{random_bytes, random_token};
 
 /// Why a key could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -21,25 +23,12 @@ pub enum KeyError {
         /// What happened.
         source: std::io::Error,
     },
-    /// The file is not a key of the configured kind.
-    #[error("{path}: not a PKCS#8 PEM {algorithm} private key")]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// The configured algorithm.
-        algorithm: String,
-    },
+    /// The key file cannot be used.
+    #[error(transparent)]
+    Pem(#[from] PemError),
     /// Key generation failed.
     #[error("cannot generate a key: {0}")]
     Generate(String),
-    /// Others than the owner may read the key.
-    #[error("{path}: mode {mode:o} lets others read the signing key; chmod 600 it")]
-    Exposed {
-        /// The file.
-        path: PathBuf,
-        /// Its permission bits.
-        mode: u32,
-    },
     /// A rotation so soon would drop a key whose assertions are still valid.
     #[error(
         "the previous key was retired less than {0:?} ago: its assertions may still be valid; wait, or remove {1} first"
@@ -47,63 +36,9 @@ pub enum KeyError {
     TooSoon(Duration, PathBuf),
 }
 
-/// A private key ready to sign, with its public JWK.
-pub struct SigningKey {
-    /// RFC 7638 thumbprint, the `kid` of every assertion it signs.
-    pub kid: String,
-    /// `ES256` or `EdDSA`.
-    pub algorithm: Algorithm,
-    /// The private key.
-    pub encoding: EncodingKey,
-    /// The public key as published.
-    pub jwk: Jwk,
-}
-
-impl std::fmt::Debug for SigningKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey").field("kid", &self.kid).field("algorithm", &self.algorithm).finish()
-    }
-}
-
-fn algorithm(name: &str) -> Option<Algorithm> {
-    match name {
-        "ES256" => Some(Algorithm::ES256),
-        "EdDSA" => Some(Algorithm::EdDSA),
-        _ => None,
-    }
-}
-
-/// Parses a PEM key for `algorithm` (`ES256` or `EdDSA`).
-pub fn parse_key(pem: &[u8], algorithm_name: &str, path: &Path) -> Result<SigningKey, KeyError> {
-    let invalid = || KeyError::Invalid { path: path.to_owned(), algorithm: algorithm_name.to_owned() };
-    let alg = algorithm(algorithm_name).ok_or_else(invalid)?;
-    let encoding = match alg {
-        Algorithm::ES256 => EncodingKey::from_ec_pem(pem),
-        _ => EncodingKey::from_ed_pem(pem),
-    }
-    .map_err(|_| invalid())?;
-    let mut jwk = Jwk::from_encoding_key(&encoding, alg).map_err(|_| invalid())?;
-    let kid = jwk.thumbprint(ThumbprintHash::SHA256).map_err(|_| invalid())?;
-    jwk.common.key_id = Some(kid.clone());
-    jwk.common.public_key_use = Some(PublicKeyUse::Signature);
-    Ok(SigningKey { kid, algorithm: alg, encoding, jwk })
-}
-
-/// Reads the key at `path` (refusing one that others than its owner may read).
-pub fn read_key(path: &Path, algorithm_name: &str) -> Result<SigningKey, KeyError> {
-    use std::os::unix::fs::PermissionsExt;
-    let io = |source| KeyError::Io { path: path.to_owned(), source };
-    let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
-    if mode & 0o077 != 0 {
-        return Err(KeyError::Exposed { path: path.to_owned(), mode: mode & 0o777 });
-    }
-    let pem = std::fs::read(path).map_err(io)?;
-    parse_key(&pem, algorithm_name, path)
-}
-
 /// A new private key for `algorithm`, as PKCS#8 PEM.
 pub fn generate_pem(algorithm_name: &str) -> Result<String, KeyError> {
-    let random = || crate::session::random_bytes::<32>().map_err(|e| KeyError::Generate(e.to_string()));
+    let random = || random_bytes::<32>().map_err(|e| KeyError::Generate(e.to_string()));
     match algorithm_name {
         "ES256" => {
             use p256::pkcs8::EncodePrivateKey;
@@ -138,7 +73,7 @@ fn create_key_file(path: &Path, pem: &str) -> Result<bool, KeyError> {
     let io = |source| KeyError::Io { path: path.to_owned(), source };
     // a random name (instances in containers share PIDs), created exclusively (never following
     // a file or link someone put there), owner-only from the start
-    let nonce = crate::session::random_token(9).map_err(|e| KeyError::Generate(e.to_string()))?;
+    let nonce = random_token(9).map_err(|e| KeyError::Generate(e.to_string()))?;
     let tmp = path.with_extension(format!("tmp-{nonce}"));
     {
         let mut f =
@@ -160,7 +95,7 @@ pub fn load_or_create(path: &Path, algorithm_name: &str) -> Result<SigningKey, K
     if !path.exists() && create_key_file(path, &generate_pem(algorithm_name)?)? {
         tracing::info!(path = %path.display(), "created the assertion signing key");
     }
-    read_key(path, algorithm_name)
+    Ok(read_key(path, algorithm_name)?)
 }
 
 /// Where the previous key is kept after a rotation.
@@ -269,10 +204,10 @@ mod tests {
         std::fs::write(&path, generate_pem("EdDSA").unwrap()).unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(matches!(read_key(&path, "EdDSA"), Err(KeyError::Exposed { mode: 0o644, .. })));
+        assert!(matches!(read_key(&path, "EdDSA"), Err(PemError::Exposed { mode: 0o644, .. })));
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(matches!(read_key(&path, "ES256"), Err(KeyError::Invalid { .. })));
+        assert!(matches!(read_key(&path, "ES256"), Err(PemError::Invalid { .. })));
         std::fs::write(&path, "not a key").unwrap();
-        assert!(matches!(read_key(&path, "EdDSA"), Err(KeyError::Invalid { .. })));
+        assert!(matches!(read_key(&path, "EdDSA"), Err(PemError::Invalid { .. })));
     }
 }

@@ -14,116 +14,24 @@ use std::time::Duration;
 
 use http::HeaderValue;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
+use crate::clock::unix_now;
 use crate::config::AssertionConfig;
-use crate::jwt::{Identity, unix_now};
-use crate::proxy::PreparedIdentity;
+use crate::identity::{AssertionSubject, Identity, PreparedIdentity, SignedAssertion};
 use keys::{KeyError, KeySet};
 
 /// Where the JWK Set is served (main and admin listeners).
 pub const JWKS_PATH: &str = "/.well-known/authgate/jwks.json";
-
-/// What an assertion says about its caller; hashed for the cache key.
-#[derive(Serialize)]
-struct Subject<'a> {
-    sub: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    client_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    email: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    name: Option<&'a str>,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    licenses: &'a [String],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    organization_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    user_type: Option<&'a str>,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    permissions: &'a [String],
-}
-
-impl<'a> Subject<'a> {
-    fn of(who: &'a Identity) -> Self {
-        if who.machine {
-            let client = who.client_id.as_deref().unwrap_or(&who.subject);
-            return Subject {
-                sub: client,
-                client_id: Some(client),
-                email: None,
-                name: None,
-                licenses: &[],
-                organization_id: None,
-                user_type: None,
-                permissions: &[],
-            };
-        }
-        Subject {
-            sub: &who.subject,
-            client_id: None,
-            email: who.email.as_deref(),
-            name: who.name.as_deref(),
-            licenses: &who.licenses,
-            organization_id: who.organization_id.as_deref(),
-            user_type: who.user_type.as_deref(),
-            permissions: &who.permissions,
-        }
-    }
-}
 
 #[derive(Serialize)]
 struct Claims<'a> {
     iss: &'a str,
     aud: &'a str,
     #[serde(flatten)]
-    subject: Subject<'a>,
+    subject: AssertionSubject<'a>,
     iat: u64,
     nbf: u64,
     exp: u64,
-}
-
-/// A hash of what an assertion would say about `who` (and until when): equal hashes, equal
-/// assertions. Computed once per opened session or verified bearer token (`PreparedIdentity`).
-pub fn fingerprint(who: &Identity) -> [u8; 32] {
-    let mut h = Sha256::new();
-    // serialising to a hasher cannot fail; a failure would only cost a cache miss
-    let _ = serde_json::to_writer(HashWriter(&mut h), &Subject::of(who));
-    h.update(who.expires_at.to_be_bytes());
-    h.finalize().into()
-}
-
-struct HashWriter<'a>(&'a mut Sha256);
-
-impl std::io::Write for HashWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-struct Signed {
-    value: HeaderValue,
-    issuer: Box<str>,
-    issued_at: u64,
-    expires_at: u64,
-    /// The signer (config generation) and route it was made by and for.
-    signer: u64,
-    route: usize,
-}
-
-/// The last assertion made for one opened session or verified token, so that its next request
-/// on the same route skips even the cache lookup.
-#[derive(Default)]
-pub struct AssertionSlot(arc_swap::ArcSwapOption<Signed>);
-
-impl std::fmt::Debug for AssertionSlot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AssertionSlot")
-    }
 }
 
 /// Tells signers apart (a reload builds a new one, perhaps with a new key).
@@ -136,7 +44,7 @@ pub struct AssertionSigner {
     pub header: http::HeaderName,
     lifetime: u64,
     reuse_for: u64,
-    cache: moka::sync::Cache<([u8; 32], usize), Arc<Signed>>,
+    cache: moka::sync::Cache<([u8; 32], usize), Arc<SignedAssertion>>,
     id: u64,
 }
 
@@ -177,7 +85,7 @@ impl AssertionSigner {
         self.keys.jwks()
     }
 
-    fn fresh(&self, s: &Signed, route: usize, issuer: &str, now: u64) -> bool {
+    fn fresh(&self, s: &SignedAssertion, route: usize, issuer: &str, now: u64) -> bool {
         s.signer == self.id
             && s.route == route
             && now < s.issued_at + self.reuse_for
@@ -208,7 +116,7 @@ impl AssertionSigner {
         let key = (prepared.fingerprint, route);
         if let Some(s) = self.cache.get(&key) {
             if self.fresh(&s, route, issuer, now) {
-                slot.store(Some(s.clone()));
+                prepared.assertion.store(s.clone());
                 return Some(s.value.clone());
             }
         }
@@ -216,8 +124,14 @@ impl AssertionSigner {
         if exp <= now {
             return None;
         }
-        let claims =
-            Claims { iss: issuer, aud: audience, subject: Subject::of(who), iat: now, nbf: now, exp };
+        let claims = Claims {
+            iss: issuer,
+            aud: audience,
+            subject: AssertionSubject::of(who),
+            iat: now,
+            nbf: now,
+            exp,
+        };
         let mut header = jsonwebtoken::Header::new(self.keys.current.algorithm);
         header.typ = Some("JWT".into());
         header.kid = Some(self.keys.current.kid.clone());
@@ -229,7 +143,7 @@ impl AssertionSigner {
             }
         };
         let value = HeaderValue::from_maybe_shared(bytes::Bytes::from(token)).ok()?;
-        let signed = Arc::new(Signed {
+        let signed = Arc::new(SignedAssertion {
             value: value.clone(),
             issuer: issuer.into(),
             issued_at: now,
@@ -237,7 +151,7 @@ impl AssertionSigner {
             signer: self.id,
             route,
         });
-        slot.store(Some(signed.clone()));
+        prepared.assertion.store(signed.clone());
         self.cache.insert(key, signed);
         Some(value)
     }
@@ -250,20 +164,14 @@ mod tests {
     fn identity(licenses: &[&str]) -> Identity {
         Identity {
             subject: "u1".into(),
-            machine: false,
             client_id: Some("authgate".into()),
             email: Some("u1@example.com".into()),
             name: Some("U One".into()),
-            given_name: None,
-            family_name: None,
             organization_id: Some("org".into()),
             user_type: Some("customer_user".into()),
             licenses: licenses.iter().map(|s| s.to_string()).collect(),
-            permissions: vec![],
-            scopes: vec![],
             expires_at: unix_now() + 3600,
-            audiences: vec![],
-            claims: vec![],
+            ..Identity::default()
         }
     }
 

@@ -206,35 +206,3 @@ fn location_of(text: &str, offset: usize) -> Location {
 pub(crate) fn resolve_path(base_dir: &Path, p: &Path) -> PathBuf {
     if p.is_absolute() { p.to_path_buf() } else { base_dir.join(p) }
 }
-
-/// The route table as `authgate check` prints it: one aligned row per route.
-pub fn route_table(config: &Config) -> String {
-    let mut rows = vec![["ROUTE", "HOST", "PATH", "AUTH", "UPSTREAM", "POLICY"].map(String::from)];
-    for r in &config.routes {
-        let path = crate::routing::normalize_route_path(&r.path).unwrap_or_else(|_| r.path.clone());
-        let host = crate::routing::HostPattern::parse(&r.host)
-            .map(|h| h.to_string())
-            .unwrap_or_else(|_| r.host.clone());
-        rows.push([
-            r.name.clone().unwrap_or_else(|| format!("{host}{path}")),
-            host,
-            path,
-            r.auth.as_str().to_owned(),
-            r.upstream.join(","),
-            crate::policy::RoutePolicy::from_route(r).summary(),
-        ]);
-    }
-    let mut widths = [0usize; 6];
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in &rows {
-        let line: Vec<String> = row.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
-}

@@ -349,28 +349,28 @@ fn session(config: &mut Config, base_dir: &Path, p: &mut Problems) {
 /// `redis_ca_file` and the client certificate pair: only for `rediss://`, readable, and holding
 /// what they say (paths are made absolute here).
 fn redis_tls_files(s: &mut super::SessionConfig, base_dir: &Path, p: &mut Problems) {
-    use crate::session::{RedisPem, redis_client_pair, redis_pem};
+    use crate::pem::{TlsPem, check_client_pair, check_tls_pem};
     let tls = s.redis_url.as_ref().is_some_and(|u| u.expose().starts_with("rediss://"));
     let files = [
-        ("session.redis_ca_file", &mut s.redis_ca_file, RedisPem::Roots),
-        ("session.redis_client_cert_file", &mut s.redis_client_cert_file, RedisPem::ClientCertificate),
-        ("session.redis_client_key_file", &mut s.redis_client_key_file, RedisPem::ClientKey),
+        ("session.redis_ca_file", &mut s.redis_ca_file, TlsPem::Roots),
+        ("session.redis_client_cert_file", &mut s.redis_client_cert_file, TlsPem::ClientCertificate),
+        ("session.redis_client_key_file", &mut s.redis_client_key_file, TlsPem::ClientKey),
     ];
     let (mut client_files, mut cert, mut key) = (0, None, None);
     for (name, file, kind) in files {
         let Some(given) = file.as_deref() else { continue };
-        client_files += usize::from(kind != RedisPem::Roots);
+        client_files += usize::from(kind != TlsPem::Roots);
         let path = resolve_path(base_dir, given);
         match std::fs::read(&path) {
             _ if !tls => p.at(name, "only applies to a rediss:// (TLS) redis_url"),
             Err(e) => p.at(name, format!("cannot read {}: {e}", path.display())),
-            Ok(pem) => match redis_pem(kind, &pem) {
+            Ok(pem) => match check_tls_pem(kind, &pem) {
                 Ok(()) => {
                     *file = Some(path);
                     match kind {
-                        RedisPem::ClientCertificate => cert = Some(pem),
-                        RedisPem::ClientKey => key = Some(pem),
-                        RedisPem::Roots => {}
+                        TlsPem::ClientCertificate => cert = Some(pem),
+                        TlsPem::ClientKey => key = Some(pem),
+                        TlsPem::Roots => {}
                     }
                 }
                 Err(e) => p.at(name, format!("{}: {e}", path.display())),
@@ -385,7 +385,7 @@ fn redis_tls_files(s: &mut super::SessionConfig, base_dir: &Path, p: &mut Proble
         );
     }
     if let (Some(cert), Some(key)) = (cert, key) {
-        if let Err(e) = redis_client_pair(&cert, &key) {
+        if let Err(e) = check_client_pair(&cert, &key, "session.redis_client_cert_file") {
             p.at("session.redis_client_key_file", e);
         }
     }
@@ -398,7 +398,7 @@ fn headers(config: &Config, p: &mut Problems) {
             p.at(path, format!("{name:?} is not a valid header name"));
             continue;
         }
-        let canonical = crate::proxy::canonical_header(name);
+        let canonical = crate::http_util::canonical_header(name);
         if RESERVED_HEADERS.contains(&canonical.as_str()) {
             p.at(path, format!("{name:?} is a standard header and cannot carry identity"));
         } else if let Some(other) = seen.insert(canonical, path.clone()) {
@@ -491,7 +491,7 @@ fn webhooks(config: &mut Config, base_dir: &Path, p: &mut Problems) {
 fn assertion(config: &mut Config, base_dir: &Path, p: &mut Problems) {
     let public_url_set = !config.server.public_url.is_empty();
     let identity_headers: Vec<String> =
-        config.headers.all().iter().map(|(_, n)| crate::proxy::canonical_header(n)).collect();
+        config.headers.all().iter().map(|(_, n)| crate::http_util::canonical_header(n)).collect();
     for (i, r) in config.routes.iter().enumerate() {
         if r.auth == AuthMode::Public && r.assertion == Some(true) {
             p.at(format!("routes[{i}].assertion"), "has no effect on a `public` route (no caller to assert)");
@@ -505,7 +505,7 @@ fn assertion(config: &mut Config, base_dir: &Path, p: &mut Problems) {
     match http::HeaderName::from_bytes(a.header.as_bytes()) {
         Err(_) => p.at("assertion.header", format!("{:?} is not a valid header name", a.header)),
         Ok(_) => {
-            let canonical = crate::proxy::canonical_header(&a.header);
+            let canonical = crate::http_util::canonical_header(&a.header);
             if RESERVED_HEADERS.contains(&canonical.as_str()) || identity_headers.contains(&canonical) {
                 p.at("assertion.header", format!("{:?} is already a standard or identity header", a.header));
             }
@@ -532,7 +532,7 @@ fn assertion(config: &mut Config, base_dir: &Path, p: &mut Problems) {
         p.at("assertion.enabled", "needs server.public_url: it is the assertion's issuer");
     }
     if a.key_file.exists() {
-        if let Err(e) = crate::assertion::keys::read_key(&a.key_file, &a.algorithm) {
+        if let Err(e) = crate::pem::read_key(&a.key_file, &a.algorithm) {
             p.at("assertion.key_file", e.to_string());
         }
     } else if !a.key_file.parent().is_some_and(Path::is_dir) {

@@ -1,20 +1,18 @@
 //! Bearer-token verification: the JWKS cache, the checks every access token must pass, and a
 //! cache of verified tokens so a client that repeats its token pays for one signature check.
 
-pub mod identity;
-pub mod jwks;
+pub mod introspection;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, Validation};
 use sha2::{Digest, Sha256};
 
-pub use identity::Identity;
-use identity::{AccessClaims, ClaimsError, TokenContext};
-
+use crate::clock::unix_now;
+use crate::identity::{AccessClaims, ClaimsError, Identity, PreparedIdentity, TokenContext};
 use crate::oidc::OidcProvider;
-use crate::oidc::introspection::{IntrospectionRequest, Introspector};
+use introspection::{IntrospectionRequest, Introspector};
 
 /// Longest token accepted (a JWT of real claims is 1-4 KiB).
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -85,17 +83,22 @@ pub struct VerifiedToken {
     /// The identity its claims give.
     pub identity: Identity,
     /// Its identity headers and assertion cache key.
-    pub prepared: crate::proxy::PreparedIdentity,
-    /// The JWT itself, compared on a cache hit (the cache key is only its last bytes); empty
-    /// for an introspected token, whose cache key is a SHA-256 of all of it.
+    pub prepared: PreparedIdentity,
+    /// The token itself: compared on a cache hit of a JWT (whose cache key is only its last
+    /// bytes), and sent upstream on `pass_access_token` routes.
     token: Box<str>,
 }
 
 impl VerifiedToken {
-    /// `identity`, verified from `token` (a JWT) or, with `token` empty, by introspection.
+    /// `identity`, verified from `token` (a JWT, or an opaque token by introspection).
     pub(crate) fn new(identity: Identity, token: &str) -> Self {
-        let prepared = crate::proxy::PreparedIdentity::of(&identity);
+        let prepared = PreparedIdentity::of(&identity);
         Self { identity, prepared, token: token.into() }
+    }
+
+    /// The token, as the caller sent it.
+    pub fn token(&self) -> &str {
+        &self.token
     }
 
     /// Is this the verification of exactly `token`? Takes the same time for any token of the
@@ -108,7 +111,7 @@ impl VerifiedToken {
     /// Its weight in the verified-token cache: one per started `CACHE_UNIT_BYTES` of token, so
     /// that large tokens (whose claims, and so identity and header values, grow with them)
     /// cannot make the cache take more memory than `token_cache_size` ordinary ones.
-    fn weight(&self) -> u32 {
+    pub(crate) fn weight(&self) -> u32 {
         u32::try_from(self.token.len().div_ceil(CACHE_UNIT_BYTES).max(1)).unwrap_or(u32::MAX)
     }
 }
@@ -377,11 +380,6 @@ impl TokenVerifier {
     }
 }
 
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -389,20 +387,10 @@ mod tests {
     fn someone() -> Identity {
         Identity {
             subject: "u1".into(),
-            machine: false,
-            client_id: None,
-            email: None,
-            name: None,
-            given_name: None,
-            family_name: None,
-            organization_id: None,
-            user_type: None,
             licenses: vec!["wiki".into()],
-            permissions: vec![],
-            scopes: vec![],
             expires_at: unix_now() + 60,
             audiences: vec!["api".into()],
-            claims: vec![],
+            ..Identity::default()
         }
     }
 

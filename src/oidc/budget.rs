@@ -123,7 +123,7 @@ fn jitter(d: Duration) -> Duration {
     if max_ms == 0 {
         return Duration::ZERO;
     }
-    let r = crate::session::random_bytes::<8>().map(u64::from_le_bytes).unwrap_or(0);
+    let r = crate::random::random_bytes::<8>().map(u64::from_le_bytes).unwrap_or(0);
     Duration::from_millis(r % max_ms)
 }
 

@@ -15,7 +15,8 @@ use super::budget::{Grant, TokenBudget};
 use super::discovery::Discovery;
 use super::fetch::{FetchError, Fetcher};
 use crate::config::Secret;
-use crate::session::{LoginState, SealError, random_token};
+use crate::random::{RandomError, random_token};
+use crate::session::{LoginState, SealError};
 
 /// How the gateway signs users in at the provider.
 #[derive(Debug, Clone)]
@@ -56,6 +57,9 @@ pub enum LoginError {
     #[error("the token endpoint is rate-limited for {0:?}")]
     RateLimited(Duration),
     /// Randomness failed.
+    #[error(transparent)]
+    Random(#[from] RandomError),
+    /// A session or login state could not be sealed.
     #[error(transparent)]
     Seal(#[from] SealError),
 }

@@ -2,14 +2,11 @@
 //! at start and refreshed in the background, so that no request ever waits on the IdP except
 //! for one bounded refetch when a token names a key not seen before.
 
-pub mod browser;
 pub mod budget;
-pub mod cookies;
 pub mod discovery;
 pub mod fetch;
-pub mod introspection;
+pub mod jwks;
 pub mod login;
-mod pages;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,9 +17,9 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 use crate::config::ProviderConfig;
-use crate::jwt::jwks::{JwksCache, JwksError, JwksTiming, VerifyingKey};
 use discovery::{Discovery, DiscoveryError, discover};
 use fetch::{FetchError, Fetcher};
+use jwks::{JwksCache, JwksError, JwksTiming, VerifyingKey};
 
 /// Why the provider's documents could not be refreshed.
 #[derive(Debug, thiserror::Error)]

@@ -1,91 +1,121 @@
-//! The gateway's own endpoints under `/oauth2/`: start, callback, sign_out, userinfo. Reserved
-//! on every host, answered before routing, never proxied.
+//! The gateway's own endpoints under `/oauth2/`: start, callback, sign_out, userinfo, the
+//! webhook and back-channel logout. Reserved on every host, answered before routing, never
+//! proxied. Those that need the request body are answered in two steps: `dispatch` says which
+//! body to read (and how much), `finish` answers with it.
 
 use http::StatusCode;
 use pingora::proxy::Session;
 
+use super::decide::{Decision, Outcome, RequestFacts};
 use super::pipeline::RequestTarget;
-use crate::events;
+use crate::browser::SessionLookup;
 use crate::gateway::Gateway;
-use crate::oidc::browser::{self, SessionLookup};
-pub use crate::oidc::cookies::cookie_header;
+use crate::http_util::{declared_length, parse_unique_query, safe_return_to, same_origin};
 use crate::reply::Reply;
+use crate::revocation;
 
 /// The reserved path prefix.
 pub const PREFIX: &str = "/oauth2/";
 
-/// Answers a request under `/oauth2/`.
-pub async fn handle(
-    session: &mut Session,
+/// Where back-channel logout tokens are posted (OIDC Back-Channel Logout).
+const BACKCHANNEL_LOGOUT: &str = "/oauth2/backchannel-logout";
+
+/// Largest back-channel logout body read (a logout token is about a kilobyte).
+const BACKCHANNEL_MAX_BODY: usize = 64 * 1024;
+
+/// An endpoint waiting for its request body.
+#[derive(Debug)]
+pub struct PendingEndpoint {
+    /// The request's target (for the access log).
+    pub target: RequestTarget,
+    /// Bytes of body read at most; a larger body gets 413.
+    pub limit: usize,
+    kind: BodyEndpoint,
+}
+
+#[derive(Debug)]
+enum BodyEndpoint {
+    /// A signed provider webhook (its signature header travels with it).
+    Webhook(http::HeaderMap),
+    /// An OIDC back-channel logout token.
+    BackchannelLogout,
+    /// `POST /oauth2/sign_out`: the body is read and dropped.
+    SignOut { origin: String, cookies: Option<String>, same_origin: bool },
+}
+
+impl PendingEndpoint {
+    /// Is the body kept (events) rather than drained (sign-out)?
+    fn keeps_body(&self) -> bool {
+        !matches!(self.kind, BodyEndpoint::SignOut { .. })
+    }
+}
+
+fn not_found(code: &str) -> Reply {
+    Reply::json(StatusCode::NOT_FOUND, &serde_json::json!({ "error": code }))
+}
+
+/// Answers a request under `/oauth2/`, or says which body to read first.
+pub async fn dispatch(
     gateway: &Gateway,
-    target: &RequestTarget,
+    facts: &RequestFacts<'_>,
+    target: RequestTarget,
     origin: &str,
-) -> pingora::Result<Reply> {
-    let Some(auth) = gateway.browser.as_deref() else {
-        return Ok(Reply::json(StatusCode::NOT_FOUND, &serde_json::json!({ "error": "no_route" })));
+) -> Decision {
+    let answer = |reply: Reply, target: RequestTarget| {
+        Decision::Answer(super::decide::Answer {
+            reply,
+            outcome: Outcome::GatewayEndpoint,
+            target: Some(target),
+            route: None,
+        })
     };
+    let pending = |target: RequestTarget, limit: usize, kind: BodyEndpoint| {
+        Decision::ReadBody(PendingEndpoint { target, limit, kind })
+    };
+    let Some(auth) = gateway.browser.as_deref() else { return answer(not_found("no_route"), target) };
+    let post = facts.method == http::Method::POST;
     // provider-to-gateway events: signed or verified, never proxied, never given identity headers
     if let Some(webhooks) = &gateway.config.webhooks {
         if target.path == webhooks.path {
-            return Ok(match (session.req_header().method.as_str(), &gateway.webhook_key) {
-                ("POST", Some(key)) => {
-                    match read_event_body(session, webhooks.max_body_size.bytes()).await? {
-                        Ok(body) => {
-                            let headers = session.req_header().headers.clone();
-                            events::webhook::handle(auth.revocations(), key, &headers, &body).await
-                        }
-                        Err(reply) => reply,
-                    }
+            return match (post, &gateway.webhook_key) {
+                (true, Some(_)) => {
+                    let limit = webhooks.max_body_size.bytes();
+                    pending(target, limit, BodyEndpoint::Webhook(facts.headers.clone()))
                 }
-                _ => method_not_allowed("POST"),
-            });
+                _ => answer(method_not_allowed("POST"), target),
+            };
         }
     }
-    if target.path == "/oauth2/backchannel-logout" {
-        if session.req_header().method != http::Method::POST {
-            return Ok(method_not_allowed("POST"));
-        }
-        let Some(verifier) = gateway.verifier.as_deref() else {
-            return Ok(Reply::json(StatusCode::NOT_FOUND, &serde_json::json!({ "error": "not_found" })));
+    if target.path == BACKCHANNEL_LOGOUT {
+        return match (post, &gateway.verifier) {
+            (false, _) => answer(method_not_allowed("POST"), target),
+            (true, None) => answer(not_found("not_found"), target),
+            (true, Some(_)) => pending(target, BACKCHANNEL_MAX_BODY, BodyEndpoint::BackchannelLogout),
         };
-        return Ok(match read_event_body(session, 64 * 1024).await? {
-            Ok(body) => events::backchannel::handle(auth.revocations(), verifier, &body).await,
-            Err(reply) => reply,
-        });
     }
-    let req = session.req_header();
-    let method = req.method.clone();
-    // owned: the body may be read below (endpoints are not on the hot path)
-    let cookies = cookie_header(req).map(std::borrow::Cow::into_owned);
-    let query = req.uri.query().map(str::to_owned);
-    let reply = match (target.path.as_str(), method.as_str()) {
+    let cookies = facts.cookies.as_deref();
+    let reply = match (target.path.as_str(), facts.method.as_str()) {
         ("/oauth2/start", "GET" | "HEAD") => {
-            let rd = query
-                .as_deref()
-                .and_then(browser::parse_unique_query)
+            let rd = facts
+                .query
+                .and_then(parse_unique_query)
                 .and_then(|q| q.into_iter().find(|(k, _)| k == "rd").map(|(_, v)| v))
                 .unwrap_or_else(|| "/".into());
-            let return_to = browser::safe_return_to(&rd, &gateway.config.server.public_url);
-            auth.start_login(origin, return_to, cookies.as_deref(), super::requester(session, gateway)).await
+            let return_to = safe_return_to(&rd, &gateway.config.server.public_url);
+            auth.start_login(origin, return_to, cookies, facts.client(gateway)).await
         }
-        ("/oauth2/callback", "GET") => auth.callback(origin, query.as_deref(), cookies.as_deref()).await,
-        ("/oauth2/sign_out", "GET" | "HEAD") => browser::sign_out_page(),
+        ("/oauth2/callback", "GET") => auth.callback(origin, facts.query, cookies).await,
+        ("/oauth2/sign_out", "GET" | "HEAD") => crate::browser::sign_out_page(),
         ("/oauth2/sign_out", "POST") => {
-            if let Some(reply) = read_small_body(session, gateway).await? {
-                return Ok(reply);
-            }
-            if !same_origin(session.req_header(), origin) {
-                return Ok(Reply::page(
-                    StatusCode::FORBIDDEN,
-                    "Sign-out refused",
-                    &["Sign-out must come from this site."],
-                    "",
-                ));
-            }
-            auth.sign_out(origin, cookies.as_deref()).await
+            let kind = BodyEndpoint::SignOut {
+                origin: origin.to_owned(),
+                cookies: cookies.map(str::to_owned),
+                same_origin: same_origin(facts.headers, origin),
+            };
+            return pending(target, gateway.config.server.limits.max_body_size.bytes(), kind);
         }
-        ("/oauth2/userinfo", "GET") => match auth.peek(cookies.as_deref()).await {
-            SessionLookup::Found(active) => browser::userinfo(&active),
+        ("/oauth2/userinfo", "GET") => match auth.peek(cookies).await {
+            SessionLookup::Found(active) => crate::browser::userinfo(&active),
             _ => Reply::json(
                 StatusCode::UNAUTHORIZED,
                 &serde_json::json!({ "error": "unauthenticated", "message": "Not signed in." }),
@@ -97,23 +127,34 @@ pub async fn handle(
         {
             method_not_allowed("GET, POST")
         }
-        _ => Reply::json(StatusCode::NOT_FOUND, &serde_json::json!({ "error": "not_found" })),
+        _ => not_found("not_found"),
     };
-    Ok(reply)
+    answer(reply, target)
 }
 
-/// Is a state-changing request from this site? Browsers name the page's origin in `Origin`
-/// and the relation in `Sec-Fetch-Site`, which a cross-site page cannot fake; a request with
-/// neither cannot be told apart from a forged one, so it is refused too.
-pub fn same_origin(req: &pingora::http::RequestHeader, origin: &str) -> bool {
-    let header = |n: &str| req.headers.get(n).and_then(|v| v.to_str().ok());
-    let site = header("sec-fetch-site");
-    if site.is_some_and(|s| !matches!(s, "same-origin" | "none")) {
-        return false;
-    }
-    match header("origin") {
-        Some(o) => o == origin,
-        None => site.is_some(),
+/// Answers an endpoint with its request body.
+pub async fn finish(gateway: &Gateway, pending: PendingEndpoint, body: &[u8]) -> Reply {
+    let (Some(auth), kind) = (gateway.browser.as_deref(), pending.kind) else {
+        return not_found("no_route");
+    };
+    match kind {
+        BodyEndpoint::Webhook(headers) => match &gateway.webhook_key {
+            Some(key) => revocation::webhook::handle(auth.revocations(), key, &headers, body).await,
+            None => method_not_allowed("POST"),
+        },
+        BodyEndpoint::BackchannelLogout => match gateway.verifier.as_deref() {
+            Some(verifier) => revocation::backchannel::handle(auth.revocations(), verifier, body).await,
+            None => not_found("not_found"),
+        },
+        BodyEndpoint::SignOut { same_origin: false, .. } => Reply::page(
+            StatusCode::FORBIDDEN,
+            "Sign-out refused",
+            &["Sign-out must come from this site."],
+            "",
+        ),
+        BodyEndpoint::SignOut { origin, cookies, same_origin: true } => {
+            auth.sign_out(&origin, cookies.as_deref()).await
+        }
     }
 }
 
@@ -129,15 +170,23 @@ fn method_not_allowed(allow: &'static str) -> Reply {
 static EVENT_BODIES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(32);
 const EVENT_BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Reads an event body (see `read_body`) within the concurrency and time bounds.
-async fn read_event_body(session: &mut Session, limit: usize) -> pingora::Result<Result<Vec<u8>, Reply>> {
+/// Reads the body `pending` needs: at most its limit (413 beyond, before reading when
+/// `Content-Length` says so); event bodies within the concurrency and time bounds. `Err` is the
+/// answer to send instead.
+pub async fn read_body(
+    session: &mut Session,
+    pending: &PendingEndpoint,
+) -> pingora::Result<Result<Vec<u8>, Reply>> {
+    if !pending.keeps_body() {
+        return read_limited(session, pending.limit, false).await;
+    }
     let Ok(_permit) = EVENT_BODIES.try_acquire() else {
         return Ok(Err(Reply::json(
             StatusCode::SERVICE_UNAVAILABLE,
             &serde_json::json!({ "error": "busy", "message": "Try again later." }),
         )));
     };
-    match tokio::time::timeout(EVENT_BODY_DEADLINE, read_body(session, limit)).await {
+    match tokio::time::timeout(EVENT_BODY_DEADLINE, read_limited(session, pending.limit, true)).await {
         Ok(result) => result,
         Err(_) => Ok(Err(Reply::json(
             StatusCode::REQUEST_TIMEOUT,
@@ -146,59 +195,32 @@ async fn read_event_body(session: &mut Session, limit: usize) -> pingora::Result
     }
 }
 
-/// Reads a request body of at most `limit` bytes; a larger one gets 413, before reading it
-/// when `Content-Length` says so.
-async fn read_body(session: &mut Session, limit: usize) -> pingora::Result<Result<Vec<u8>, Reply>> {
+/// Reads a request body of at most `limit` bytes, keeping it or (`keep` false) only counting it.
+async fn read_limited(
+    session: &mut Session,
+    limit: usize,
+    keep: bool,
+) -> pingora::Result<Result<Vec<u8>, Reply>> {
     let too_large = || {
         Reply::json(
             StatusCode::PAYLOAD_TOO_LARGE,
             &serde_json::json!({ "error": "body_too_large", "message": "The request body is too large." }),
         )
     };
-    let declared = session
-        .req_header()
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
+    let declared = declared_length(&session.req_header().headers);
     if declared.is_some_and(|n| n > limit) {
         return Ok(Err(too_large()));
     }
-    let mut body = Vec::with_capacity(declared.unwrap_or(0).min(limit));
-    while let Some(chunk) = session.read_request_body().await? {
-        if body.len() + chunk.len() > limit {
-            return Ok(Err(too_large()));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(Ok(body))
-}
-
-/// Reads (and discards) a request body up to the configured limit; a larger one gets 413.
-async fn read_small_body(session: &mut Session, gateway: &Gateway) -> pingora::Result<Option<Reply>> {
-    let limit = gateway.config.server.limits.max_body_size.bytes();
-    let too_large = || {
-        Some(Reply::json(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &serde_json::json!({ "error": "body_too_large", "message": "The request body is too large." }),
-        ))
-    };
-    if session
-        .req_header()
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-        .is_some_and(|n| n > limit)
-    {
-        return Ok(too_large());
-    }
+    let mut body = Vec::with_capacity(if keep { declared.unwrap_or(0).min(limit) } else { 0 });
     let mut read = 0usize;
     while let Some(chunk) = session.read_request_body().await? {
         read += chunk.len();
         if read > limit {
-            return Ok(too_large());
+            return Ok(Err(too_large()));
+        }
+        if keep {
+            body.extend_from_slice(&chunk);
         }
     }
-    Ok(None)
+    Ok(Ok(body))
 }

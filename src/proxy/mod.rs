@@ -1,13 +1,13 @@
-//! The Pingora `ProxyHttp` implementation. Each phase only wires the plain functions of
-//! `pipeline` and `headers` to Pingora: request_filter (target → route → authenticate),
-//! upstream_peer (pick a backend), upstream_request_filter (shape headers, set path),
-//! fail_to_connect / fail_to_proxy (retry, 502/504), logging (access log).
+//! The Pingora `ProxyHttp` implementation: each phase only wires Pingora to plain functions.
+//! request_filter reads the request's facts and target once, asks `decide`, and either writes
+//! the answer or keeps the forward; upstream_peer picks a backend; upstream_request_filter
+//! shapes the headers (`forwarding`, `identity`) and sets the path; fail_to_connect /
+//! fail_to_proxy retry and answer 502/504; logging writes the access log and metrics.
 
+mod decide;
 mod endpoints;
-mod headers;
 mod metadata;
 mod pipeline;
-mod prepared;
 mod respond;
 
 use std::sync::Arc;
@@ -19,23 +19,17 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 
-pub use headers::{
-    ClientConnection, IdentityHeaderValues, StrippedHeaders, add_identity_headers, canonical_header,
-    client_address, header_value, shape_request_headers, strip_cookies, strip_set_cookies,
-};
+pub use decide::{Answer, Decision, Forward, Outcome, RequestFacts, decide};
 pub use metadata::{WELL_KNOWN, metadata_url};
 pub use pipeline::{
-    BearerChallenge, Caller, Credentials, Rejection, RequestTarget, authenticate, authorize, is_navigation,
-    match_route, read_credentials, read_target,
+    Caller, Credentials, RequestTarget, authenticate, authorize, match_route, read_credentials, read_target,
 };
-pub use prepared::PreparedIdentity;
-pub use respond::{prefers_html, render, www_authenticate};
 
-use crate::config::AuthMode;
-use crate::gateway::Gateway;
+use crate::forwarding::{ClientConnection, shape_request_headers, strip_cookies, strip_set_cookies};
+use crate::gateway::{Gateway, Route};
+use crate::identity::add_identity_headers;
 use crate::metrics::{METRICS, status_class};
-use crate::oidc::browser::{MAX_RETURN_TO, SessionLookup};
-use crate::routing::Route;
+use crate::reply::Rejection;
 
 /// The gateway's proxy: holds the current `Gateway`, swapped whole on reload.
 pub struct AuthGate {
@@ -49,26 +43,10 @@ impl AuthGate {
     }
 }
 
-/// Writes a rejection and ends the request (`Ok(true)`: answered here).
-async fn reject(
-    session: &mut Session,
-    rejection: &Rejection,
-    resource_metadata: Option<&str>,
-) -> Result<bool> {
-    let reply = respond::rejection_reply(session.req_header(), rejection, resource_metadata);
-    respond::send_reply(session, reply).await?;
-    Ok(true)
-}
-
 /// The peer's address; an IPv4 client of a dual-stack listener (`::ffff:a.b.c.d`) as IPv4, so
 /// that `trusted_proxies`, `X-Forwarded-For` and per-client limits see the address it is.
 fn peer_ip(session: &Session) -> Option<std::net::IpAddr> {
     session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_canonical())
-}
-
-/// The address the request comes from (through trusted proxies), for per-client limits.
-fn requester(session: &Session, gateway: &Gateway) -> Option<std::net::IpAddr> {
-    client_address(&session.req_header().headers, peer_ip(session), |ip| gateway.trusts(Some(ip)))
 }
 
 fn is_tls(session: &Session) -> bool {
@@ -80,13 +58,16 @@ pub struct RequestCtx {
     started: Instant,
     /// The gateway snapshot this request uses from start to end, even across a reload.
     gateway: Arc<Gateway>,
+    /// Where the request was going, once read.
     target: Option<RequestTarget>,
+    /// Its route, once matched.
     route: Option<Arc<Route>>,
+    /// Who is calling, when the request is forwarded.
     caller: Option<Caller>,
     /// The request carried an unusable session cookie: clear it in the response.
     clear_session_cookie: bool,
-    /// What the gateway decided, for metrics and the access log (a fixed word).
-    decision: &'static str,
+    /// What the gateway decided, for metrics and the access log.
+    outcome: Outcome,
     /// When the first upstream connection was asked for.
     upstream_started: Option<Instant>,
     /// Until the upstream's response header arrived.
@@ -109,7 +90,7 @@ impl ProxyHttp for AuthGate {
             route: None,
             caller: None,
             clear_session_cookie: false,
-            decision: "none",
+            outcome: Outcome::None,
             upstream_started: None,
             upstream_elapsed: None,
             backend: None,
@@ -119,113 +100,32 @@ impl ProxyHttp for AuthGate {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let gateway = ctx.gateway.clone();
-        let max_header = gateway.config.server.limits.max_header_size.bytes();
-        let target = match read_target(session.req_header(), max_header) {
-            Ok(t) => t,
-            Err(rejection) => {
-                ctx.decision = rejection.code;
-                return reject(session, &rejection, None).await;
-            }
-        };
-        let tls = is_tls(session);
-        let origin = |t: &RequestTarget| gateway.public_origin(t.authority.host(), t.authority.as_str(), tls);
-        if target.path.starts_with(endpoints::PREFIX) {
-            let reply = endpoints::handle(session, &gateway, &target, &origin(&target)).await?;
-            ctx.target = Some(target);
-            ctx.decision = "gateway_endpoint";
-            respond::send_reply(session, reply).await?;
-            return Ok(true);
-        }
-        if target.path == crate::assertion::JWKS_PATH {
-            if let Some(signer) = &gateway.assertion {
-                ctx.decision = "gateway_endpoint";
-                respond::send_reply(session, metadata::reply(&signer.jwks())).await?;
-                return Ok(true);
-            }
-        }
-        if target.path.starts_with(WELL_KNOWN) {
-            if let Some(doc) =
-                metadata::document(&gateway, target.authority.host(), &target.path, &origin(&target))
-            {
-                ctx.decision = "gateway_endpoint";
-                respond::send_reply(session, metadata::reply(&doc)).await?;
-                return Ok(true);
-            }
-        }
-        let route = match match_route(&gateway, &target) {
-            Ok(r) => r,
-            Err(rejection) => {
-                ctx.decision = rejection.code;
-                // the access log names the path nothing was routed for
-                ctx.target = Some(target);
-                return reject(session, &rejection, None).await;
-            }
-        };
-        // only bearer routes look at Authorization: elsewhere a malformed one is not ours to judge
-        let credentials = match route.auth {
-            AuthMode::Public | AuthMode::Browser => Ok(Credentials::None),
-            AuthMode::Api | AuthMode::Any => read_credentials(session.req_header()),
-        };
-        let lookup = match (&gateway.browser, route.auth, &credentials) {
-            (Some(auth), AuthMode::Browser | AuthMode::Any, Ok(Credentials::None)) => {
-                auth.lookup(endpoints::cookie_header(session.req_header()).as_deref()).await
-            }
-            _ => SessionLookup::Absent,
-        };
-        ctx.clear_session_cookie = matches!(lookup, SessionLookup::Invalid);
-        let navigation = is_navigation(session.req_header());
-        let decision = match credentials {
-            Ok(credentials) => {
-                let revocations = gateway.browser.as_ref().map(|b| b.revocations().as_ref());
-                authenticate(
-                    &route,
-                    credentials,
-                    gateway.verifier.as_deref(),
-                    revocations,
-                    &lookup,
-                    navigation,
-                )
-                .await
-                .and_then(|caller| authorize(&route, &caller).map(|()| caller))
-            }
-            Err(rejection) => Err(rejection),
-        };
-        let rejection = match decision {
-            Ok(caller) => {
-                ctx.decision = if matches!(caller, Caller::Anonymous) { "public" } else { "allowed" };
-                ctx.caller = Some(caller);
-                ctx.target = Some(target);
-                ctx.route = Some(route);
+        let req = session.req_header();
+        let facts = RequestFacts::read(req, peer_ip(session), is_tls(session));
+        let target = read_target(req, gateway.config.server.limits.max_header_size.bytes());
+        let answer = match decide(&gateway, &facts, target).await {
+            Decision::Forward(forward) => {
+                ctx.outcome = forward.outcome;
+                ctx.clear_session_cookie = forward.clear_session_cookie;
+                ctx.caller = Some(forward.caller);
+                ctx.target = Some(forward.target);
+                ctx.route = Some(forward.route);
                 return Ok(false);
             }
-            Err(rejection) => rejection,
-        };
-        let origin = origin(&target);
-        let mut reply = match (&gateway.browser, rejection.start_login) {
-            (Some(auth), true) => {
-                ctx.decision = "login_started";
-                // a huge return-to would be kept with the login state: long ones become `/`
-                let return_to = if target.path_and_query.len() <= MAX_RETURN_TO {
-                    target.path_and_query.clone()
-                } else {
-                    "/".to_owned()
+            Decision::Answer(answer) => answer,
+            Decision::ReadBody(pending) => {
+                let target = pending.target.clone();
+                let reply = match endpoints::read_body(session, &pending).await? {
+                    Ok(body) => endpoints::finish(&gateway, pending, &body).await,
+                    Err(reply) => reply,
                 };
-                let cookies = endpoints::cookie_header(session.req_header());
-                let client = requester(session, &gateway);
-                auth.start_login(&origin, return_to, cookies.as_deref(), client).await
-            }
-            _ => {
-                ctx.decision = rejection.code;
-                let url = metadata_url(&origin, &route.path);
-                respond::rejection_reply(session.req_header(), &rejection, Some(&url))
+                Answer { reply, outcome: Outcome::GatewayEndpoint, target: Some(target), route: None }
             }
         };
-        if let (true, Some(auth)) = (ctx.clear_session_cookie, &gateway.browser) {
-            reply.header(http::header::SET_COOKIE, auth.cookies().clear_session());
-        }
-        ctx.target = Some(target);
-        ctx.route = Some(route);
-        respond::send_reply(session, reply).await?;
+        ctx.outcome = answer.outcome;
+        ctx.target = answer.target;
+        ctx.route = answer.route;
+        respond::send_reply(session, answer.reply).await?;
         Ok(true)
     }
 
@@ -320,10 +220,7 @@ impl ProxyHttp for AuthGate {
             let token = match caller {
                 _ if !route.pass_access_token => None,
                 Caller::Session(s) => Some(s.session.tokens.access_token.as_str()),
-                Caller::Bearer(_) => match read_credentials(session.req_header()) {
-                    Ok(Credentials::Bearer(t)) => Some(t),
-                    _ => None,
-                },
+                Caller::Bearer(verified) => Some(verified.token()),
                 Caller::Anonymous => None,
             };
             if let Some((identity, prepared)) = caller.prepared() {
@@ -373,7 +270,7 @@ impl ProxyHttp for AuthGate {
             _ => Some(Rejection::new(500, "internal_error", "The gateway failed to handle the request.")),
         };
         if ctx.upstream_started.is_some() {
-            ctx.decision = "upstream_error";
+            ctx.outcome = Outcome::UpstreamError;
         }
         let status = match &rejection {
             // a response already under way (e.g. a timeout mid-body) is cut off, never patched
@@ -428,7 +325,7 @@ impl ProxyHttp for AuthGate {
         let total = ctx.started.elapsed();
         let route = ctx.route.as_ref().map_or("-", |r| r.name.as_str());
         let m = &*METRICS;
-        m.requests.with_label_values(&[route, status_class(status), ctx.decision]).inc();
+        m.requests.with_label_values(&[route, status_class(status), ctx.outcome.label()]).inc();
         m.gateway_seconds
             .with_label_values(&[route])
             .observe(total.saturating_sub(ctx.upstream_elapsed.unwrap_or_default()).as_secs_f64());
@@ -449,7 +346,7 @@ impl ProxyHttp for AuthGate {
             method = %req.method,
             path = ctx.target.as_ref().map_or("-", |t| t.path.as_str()),
             status,
-            decision = ctx.decision,
+            decision = ctx.outcome.label(),
             user = who.unwrap_or("-"),
             duration_us = micros(total),
             upstream_us = ctx.upstream_elapsed.map_or(0, micros),
@@ -472,7 +369,7 @@ enum RequestId<'a> {
 impl<'a> RequestId<'a> {
     fn of(req: &'a pingora::http::RequestHeader) -> Self {
         static PREFIX: std::sync::LazyLock<u32> = std::sync::LazyLock::new(|| {
-            crate::session::random_bytes::<4>().map(u32::from_le_bytes).unwrap_or(0)
+            crate::random::random_bytes::<4>().map(u32::from_le_bytes).unwrap_or(0)
         });
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let plain = |v: &str| {

@@ -1,56 +1,21 @@
-//! The request pipeline as plain functions over plain data, in the order the proxy calls them:
-//! read the target → match the route → authenticate → (authorize, shape headers, forward).
-//! Each returns a `Rejection` that the proxy turns into a response without reaching upstream.
+//! The steps of the request pipeline as plain functions over plain data, in the order
+//! `decide` calls them: read the target → match the route → read the credentials →
+//! authenticate → authorize. Each returns a `Rejection` that becomes the answer, and the
+//! request never reaches upstream.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use pingora::http::RequestHeader;
 
+use crate::browser::{ActiveSession, SessionLookup};
+use crate::clock::unix_now;
 use crate::config::AuthMode;
-use crate::events::Revocations;
-use crate::gateway::Gateway;
-use crate::jwt::{Identity, TokenError, TokenVerifier, VerifiedToken};
-use crate::oidc::browser::{ActiveSession, SessionLookup};
-use crate::routing::{Authority, Route, normalize_path, parse_authority, route_key};
-
-/// A request the gateway answers itself, with this status and reason.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
-    /// HTTP status.
-    pub status: u16,
-    /// Stable machine-readable code (`bad_path`, `no_route`, ...).
-    pub code: &'static str,
-    /// One sentence for a person.
-    pub message: Cow<'static, str>,
-    /// The RFC 6750 challenge to send in `WWW-Authenticate`, if any.
-    pub challenge: Option<BearerChallenge>,
-    /// Answer with a redirect to sign in instead (a browser navigation without a session).
-    pub start_login: bool,
-}
-
-/// What `WWW-Authenticate: Bearer ...` says (RFC 6750 §3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BearerChallenge {
-    /// No credentials were sent: no error code.
-    Required,
-    /// A token was sent and is not acceptable.
-    InvalidToken,
-    /// A valid token without the right to this resource.
-    InsufficientScope,
-}
-
-impl Rejection {
-    /// A rejection without a challenge.
-    pub fn new(status: u16, code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
-        Self { status, code, message: message.into(), challenge: None, start_login: false }
-    }
-
-    fn with_challenge(mut self, challenge: BearerChallenge) -> Self {
-        self.challenge = Some(challenge);
-        self
-    }
-}
+use crate::gateway::{Gateway, Route};
+use crate::identity::{Identity, PreparedIdentity};
+use crate::jwt::{TokenError, TokenVerifier, VerifiedToken};
+use crate::reply::{BearerChallenge, NO_ACCESS, Rejection};
+use crate::revocation::Revocations;
+use crate::routing::{Authority, normalize_path, parse_authority, route_key};
 
 /// Where a request is going, in canonical form.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,26 +115,13 @@ impl Caller {
     }
 
     /// The caller's identity with what forwarding it needs, when authenticated.
-    pub fn prepared(&self) -> Option<(&Identity, &super::PreparedIdentity)> {
+    pub fn prepared(&self) -> Option<(&Identity, &PreparedIdentity)> {
         match self {
             Caller::Anonymous => None,
             Caller::Bearer(token) => Some((&token.identity, &token.prepared)),
             Caller::Session(s) => Some((&s.session.identity, &s.prepared)),
         }
     }
-}
-
-/// Is this request a top-level browser navigation (which may be sent to sign in), rather than
-/// a script's fetch/XHR or an API call (which gets a 401)?
-pub fn is_navigation(req: &RequestHeader) -> bool {
-    let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
-    if let Some(mode) = header("sec-fetch-mode") {
-        return mode.eq_ignore_ascii_case("navigate");
-    }
-    let idempotent_read = req.method == http::Method::GET || req.method == http::Method::HEAD;
-    idempotent_read
-        && header("x-requested-with").is_none()
-        && super::respond::prefers_html(req.headers.get(http::header::ACCEPT))
 }
 
 /// The credentials a request carries.
@@ -183,8 +135,8 @@ pub enum Credentials<'a> {
 
 /// Reads `Authorization: Bearer` (RFC 6750 §2.1; tokens in queries or bodies are never read).
 /// Several `Authorization` headers are ambiguous and refused; other schemes count as none.
-pub fn read_credentials(req: &RequestHeader) -> Result<Credentials<'_>, Rejection> {
-    let mut values = req.headers.get_all(http::header::AUTHORIZATION).iter();
+pub fn read_credentials(headers: &http::HeaderMap) -> Result<Credentials<'_>, Rejection> {
+    let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
     let Some(value) = values.next() else { return Ok(Credentials::None) };
     if values.next().is_some() {
         return Err(Rejection::new(
@@ -264,8 +216,7 @@ pub async fn authenticate(
         (AuthMode::Browser | AuthMode::Any, _) => match session {
             // a dead token must not reach an app that uses it (its refresh is being retried)
             SessionLookup::Found(active)
-                if route.pass_access_token
-                    && active.session.tokens.access_expires_at <= crate::jwt::unix_now() =>
+                if route.pass_access_token && active.session.tokens.access_expires_at <= unix_now() =>
             {
                 Err(Rejection::new(
                     503,
@@ -298,7 +249,7 @@ pub fn authorize(route: &Route, caller: &Caller) -> Result<(), Rejection> {
     let Some(identity) = caller.identity() else { return Ok(()) };
     route.policy.authorize(identity).map_err(|denial| {
         tracing::debug!(route = %route.name, %denial, "caller not admitted");
-        let r = Rejection::new(403, "forbidden", crate::oidc::browser::NO_ACCESS);
+        let r = Rejection::new(403, "forbidden", NO_ACCESS);
         // a signed-in browser gets the 403 page, never a login loop; a token gets a challenge
         match caller {
             Caller::Bearer(_) => r.with_challenge(BearerChallenge::InsufficientScope),
@@ -367,7 +318,7 @@ mod tests {
         for (values, want) in cases {
             let headers: Vec<(&str, &str)> = values.iter().map(|v| ("Authorization", *v)).collect();
             let r = req("/", &headers);
-            assert_eq!(read_credentials(&r).map_err(|e| e.status), *want, "{values:?}");
+            assert_eq!(read_credentials(&r.headers).map_err(|e| e.status), *want, "{values:?}");
         }
     }
 

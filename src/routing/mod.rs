@@ -2,14 +2,12 @@
 //! normalised path. Built once per config and shared read-only by every request.
 
 mod path;
-mod route;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
 pub use path::{PathRejection, normalize_path, normalize_route_path, path_has_prefix, route_key};
-pub use route::{Route, RouteAssertion, Timeouts};
 
 /// The host part of a route.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -6,6 +6,8 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::random::random_bytes;
+
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 /// What the browser's session cookie holds: a random id and a random key (128 bits each).
@@ -39,11 +41,16 @@ pub enum SealError {
     Random,
 }
 
+impl From<crate::random::RandomError> for SealError {
+    fn from(_: crate::random::RandomError) -> Self {
+        SealError::Random
+    }
+}
+
 impl SessionTicket {
     /// A fresh random ticket.
     pub fn generate() -> Result<Self, SealError> {
-        let mut b = [0u8; 32];
-        getrandom::fill(&mut b).map_err(|_| SealError::Random)?;
+        let b = random_bytes::<32>()?;
         let (id, key) = b.split_at(16);
         Ok(Self {
             id: id.try_into().map_err(|_| SealError::Random)?,
@@ -153,8 +160,7 @@ impl SessionSealer {
 fn seal<T: serde::Serialize>(key: &[u8; 32], aad: &[u8], value: &T) -> Result<Vec<u8>, SealError> {
     let plain = serde_json::to_vec(value).map_err(|_| SealError::Malformed)?;
     let cipher = Aes256Gcm::new_from_slice(key).map_err(|_| SealError::Decrypt)?;
-    let mut nonce = [0u8; 12];
-    getrandom::fill(&mut nonce).map_err(|_| SealError::Random)?;
+    let nonce = random_bytes::<12>()?;
     let ct =
         cipher.encrypt(&Nonce::from(nonce), Payload { msg: &plain, aad }).map_err(|_| SealError::Decrypt)?;
     let mut out = Vec::with_capacity(12 + ct.len());
@@ -170,20 +176,6 @@ fn open<T: serde::de::DeserializeOwned>(key: &[u8; 32], aad: &[u8], sealed: &[u8
     let plain =
         cipher.decrypt(&Nonce::from(nonce), Payload { msg: ct, aad }).map_err(|_| SealError::Decrypt)?;
     serde_json::from_slice(&plain).map_err(|_| SealError::Malformed)
-}
-
-/// `N` random bytes.
-pub fn random_bytes<const N: usize>() -> Result<[u8; N], SealError> {
-    let mut b = [0u8; N];
-    getrandom::fill(&mut b).map_err(|_| SealError::Random)?;
-    Ok(b)
-}
-
-/// `n` random bytes as base64url (for `state`, `nonce`, PKCE verifiers, binding cookies).
-pub fn random_token(n: usize) -> Result<String, SealError> {
-    let mut b = vec![0u8; n];
-    getrandom::fill(&mut b).map_err(|_| SealError::Random)?;
-    Ok(B64.encode(b))
 }
 
 #[cfg(test)]

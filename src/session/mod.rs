@@ -10,9 +10,9 @@ mod model;
 mod redis;
 mod store;
 
-pub use crypto::{SealError, SessionKey, SessionSealer, SessionTicket, random_bytes, random_token};
+pub use crypto::{SealError, SessionKey, SessionSealer, SessionTicket};
 pub use model::{LoginState, Session, SessionTokens};
-pub use redis::{RedisPem, RedisSettings, RedisStore, redis_client_pair, redis_pem};
+pub use redis::{RedisSettings, RedisStore};
 pub use store::{MemoryStore, SessionStore, StoreError, StoreEvent, StoreListener, StoredSession};
 
 #[cfg(test)]
@@ -20,7 +20,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::jwt::Identity;
+    use crate::identity::Identity;
 
     /// What a store holds for a real session: no token, email, name or license in plaintext,
     /// and nothing that names the session id.
@@ -28,7 +28,6 @@ mod tests {
     async fn the_store_holds_no_plaintext() {
         let identity = Identity {
             subject: "a1b2c3d4-0000-4000-8000-00000000a11c".into(),
-            machine: false,
             client_id: Some("authgate".into()),
             email: Some("alice@acme.test".into()),
             name: Some("Alice Anders".into()),
@@ -39,9 +38,8 @@ mod tests {
             licenses: vec!["wiki".into(), "crm".into()],
             permissions: vec!["org:manage".into()],
             scopes: vec!["openid".into()],
-            expires_at: crate::jwt::unix_now() + 3600,
-            audiences: vec![],
-            claims: vec![],
+            expires_at: crate::clock::unix_now() + 3600,
+            ..Identity::default()
         };
         let session = Session {
             identity,
@@ -54,7 +52,7 @@ mod tests {
             },
             sid: Some("idp-session-id".into()),
             created_at: 0,
-            expires_at: crate::jwt::unix_now() + 3600,
+            expires_at: crate::clock::unix_now() + 3600,
         };
         let sealer = SessionSealer::new(b"test-secret-0123456789abcdefghijklmnop");
         let store = MemoryStore::new(10, Duration::from_secs(60), Duration::from_secs(60));

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::jwt::Identity;
+use crate::identity::Identity;
 
 /// A signed-in browser.
 #[derive(Debug, Clone, Serialize, Deserialize)]

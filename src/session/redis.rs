@@ -21,8 +21,10 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::SessionKey;
 use super::store::{Listeners, SessionStore, StoreError, StoreEvent, StoreListener, StoredSession};
+use crate::clock::unix_now;
+use crate::codec::{decode_hex32, hex_lower};
 use crate::config::Secret;
-use crate::jwt::unix_now;
+use crate::random::random_bytes;
 
 /// How to reach Redis.
 #[derive(Debug, Clone)]
@@ -173,72 +175,6 @@ fn unavailable(e: redis::RedisError) -> StoreError {
     StoreError::Unavailable(format!("redis: {e}"))
 }
 
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
-
-fn unhex(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
-        out[i] = u8::from_str_radix(std::str::from_utf8(chunk).ok()?, 16).ok()?;
-    }
-    Some(out)
-}
-
-/// What a PEM file given for a `rediss://` connection must hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RedisPem {
-    /// CA certificates to trust (`redis_ca_file`).
-    Roots,
-    /// authgate's client certificate chain (`redis_client_cert_file`).
-    ClientCertificate,
-    /// Its private key (`redis_client_key_file`).
-    ClientKey,
-}
-
-/// Checks that `pem` holds what `kind` needs: at least one well-formed certificate, or a key.
-pub fn redis_pem(kind: RedisPem, pem: &[u8]) -> Result<(), String> {
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
-    if kind == RedisPem::ClientKey {
-        // the error never quotes the key
-        return PrivateKeyDer::from_pem_slice(pem)
-            .map(drop)
-            .map_err(|_| "holds no PEM private key (PKCS#8, PKCS#1 or SEC1)".into());
-    }
-    let certs = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("not a PEM certificate file ({e})"))?;
-    if certs.is_empty() {
-        return Err("holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into());
-    }
-    Ok(())
-}
-
-/// Checks that a client certificate chain and key (PEM, each already read by `redis_pem`) can
-/// be used together: the key is the certificate's, and the certificate is one TLS accepts.
-pub fn redis_client_pair(cert_pem: &[u8], key_pem: &[u8]) -> Result<(), String> {
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
-    let chain = CertificateDer::pem_slice_iter(cert_pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("not a PEM certificate file ({e})"))?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| "holds no PEM private key".to_owned())?;
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_client_auth_cert(chain, key)
-        .map(drop)
-        .map_err(|e| format!("cannot be used with session.redis_client_cert_file: {e}"))
-}
-
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
@@ -309,7 +245,7 @@ impl RedisStore {
     }
 
     fn key(&self, kind: &str, bytes: &[u8]) -> String {
-        format!("{}{kind}:{}", self.prefix, hex(bytes))
+        format!("{}{kind}:{}", self.prefix, hex_lower(bytes))
     }
 
     /// Follows the channel for as long as the store lives, reconnecting after a loss. After
@@ -366,7 +302,7 @@ const HEARTBEAT: Duration = Duration::from_secs(15);
 fn parse_event(payload: &[u8]) -> Option<StoreEvent> {
     let text = std::str::from_utf8(payload).ok()?;
     let (kind, rest) = text.split_at_checked(1)?;
-    let bytes = unhex(rest)?;
+    let bytes = decode_hex32(rest.as_bytes())?;
     match kind {
         "s" => Some(StoreEvent::Session(SessionKey(bytes))),
         "u" => Some(StoreEvent::User(bytes)),
@@ -400,10 +336,10 @@ impl SessionStore for RedisStore {
             Some(Arc::new(StoredSession {
                 sealed,
                 version,
-                user: unhex(&user)?,
+                user: decode_hex32(user.as_bytes())?,
                 expires_at,
                 created_at: created_at.unwrap_or(0),
-                sid: sid.as_deref().and_then(unhex),
+                sid: sid.as_deref().and_then(|s| decode_hex32(s.as_bytes())),
             }))
         }))
     }
@@ -422,15 +358,15 @@ impl SessionStore for RedisStore {
             .key(self.key("i", &session.sid.unwrap_or_default()))
             .arg(expected.map(|v| v.to_string()).unwrap_or_default())
             .arg(session.version)
-            .arg(hex(&session.user))
+            .arg(hex_lower(&session.user))
             .arg(&session.sealed)
             .arg(session.expires_at)
             .arg(unix_now())
             .arg(self.idle_ms)
             .arg(&self.channel)
-            .arg(format!("s{}", hex(&key.0)))
+            .arg(format!("s{}", hex_lower(&key.0)))
             .arg(session.created_at)
-            .arg(session.sid.map(|s| hex(&s)).unwrap_or_default())
+            .arg(session.sid.map(|s| hex_lower(&s)).unwrap_or_default())
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
@@ -443,7 +379,7 @@ impl SessionStore for RedisStore {
             .delete
             .key(self.key("s", &key.0))
             .arg(&self.channel)
-            .arg(format!("s{}", hex(&key.0)))
+            .arg(format!("s{}", hex_lower(&key.0)))
             .arg(format!("{}u:", self.prefix))
             .invoke_async(&mut self.conn())
             .await
@@ -457,7 +393,7 @@ impl SessionStore for RedisStore {
             .delete_user
             .key(self.key("u", user))
             .arg(&self.channel)
-            .arg(format!("u{}", hex(user)))
+            .arg(format!("u{}", hex_lower(user)))
             .arg(before)
             .invoke_async(&mut self.conn())
             .await
@@ -497,7 +433,7 @@ impl SessionStore for RedisStore {
             .arg(sealed)
             .arg(ms(ttl))
             .arg(denied_until.map(|u| u.to_string()).unwrap_or_default())
-            .arg(hex(user))
+            .arg(hex_lower(user))
             .arg(unix_now())
             .arg(&self.channel)
             .invoke_async(&mut self.conn())
@@ -516,7 +452,7 @@ impl SessionStore for RedisStore {
             .query_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        Ok(list.into_iter().filter_map(|(u, until)| Some((unhex(&u)?, until))).collect())
+        Ok(list.into_iter().filter_map(|(u, until)| Some((decode_hex32(u.as_bytes())?, until))).collect())
     }
 
     async fn put_login(&self, key: [u8; 32], sealed: Vec<u8>) -> Result<(), StoreError> {
@@ -536,9 +472,8 @@ impl SessionStore for RedisStore {
     }
 
     async fn lock(&self, key: &SessionKey, ttl: Duration) -> Result<Option<u64>, StoreError> {
-        let token = u64::from_le_bytes(
-            super::random_bytes::<8>().map_err(|e| StoreError::Unavailable(e.to_string()))?,
-        );
+        let token =
+            u64::from_le_bytes(random_bytes::<8>().map_err(|e| StoreError::Unavailable(e.to_string()))?);
         let taken: Option<String> = redis::cmd("SET")
             .arg(self.key("k", &key.0))
             .arg(token)
@@ -603,11 +538,11 @@ mod tests {
     fn change_messages_round_trip() {
         let key = [0xab; 32];
         assert_eq!(
-            parse_event(format!("s{}", hex(&key)).as_bytes()),
+            parse_event(format!("s{}", hex_lower(&key)).as_bytes()),
             Some(StoreEvent::Session(SessionKey(key)))
         );
-        assert_eq!(parse_event(format!("u{}", hex(&key)).as_bytes()), Some(StoreEvent::User(key)));
-        for junk in ["", "s", "x00", "sZZ", &format!("q{}", hex(&key))] {
+        assert_eq!(parse_event(format!("u{}", hex_lower(&key)).as_bytes()), Some(StoreEvent::User(key)));
+        for junk in ["", "s", "x00", "sZZ", &format!("q{}", hex_lower(&key))] {
             assert_eq!(parse_event(junk.as_bytes()), None, "{junk:?}");
         }
     }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::SessionKey;
-use crate::jwt::unix_now;
+use crate::clock::unix_now;
 
 /// A session as the store holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -353,7 +353,7 @@ impl SessionStore for MemoryStore {
             return Ok(None);
         }
         let token = u64::from_le_bytes(
-            super::crypto::random_bytes::<8>().map_err(|e| StoreError::Unavailable(e.to_string()))?,
+            crate::random::random_bytes::<8>().map_err(|e| StoreError::Unavailable(e.to_string()))?,
         );
         locks.insert(*key, (token, now + ttl));
         Ok(Some(token))

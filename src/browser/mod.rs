@@ -2,7 +2,9 @@
 //! sign-out and userinfo here; signing in (`sign_in`) and refreshing tokens (`refresh`) beside.
 //! Each endpoint returns a `Reply`; the proxy only writes it.
 
+pub mod cookies;
 mod login_budget;
+mod pages;
 mod refresh;
 mod sign_in;
 
@@ -11,28 +13,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use super::cookies::{CookieSettings, cookie_values};
-use super::login::LoginSettings;
-pub use super::pages::{sign_out_page, userinfo};
-use crate::events::{Revocations, Verdict};
-use crate::jwt::{TokenVerifier, unix_now};
+use crate::clock::unix_now;
+use crate::http_util::cookie_values;
+use crate::identity::PreparedIdentity;
+use crate::jwt::TokenVerifier;
+use crate::oidc::login::LoginSettings;
+use crate::random::random_token;
 use crate::reply::Reply;
+use crate::revocation::{Revocations, Verdict};
 use crate::session::{
     SealError, Session, SessionKey, SessionSealer, SessionStore, SessionTicket, StoreEvent, StoredSession,
-    random_token,
 };
+use cookies::CookieSettings;
+pub use pages::{sign_out_page, userinfo};
 
 /// Longest access-token lifetime believed from `expires_in`.
-const MAX_TOKEN_LIFETIME: u64 = crate::jwt::identity::MAX_LIFETIME_SECS;
-
-/// Longest return-to address kept for after sign-in; longer ones become `/`.
-pub const MAX_RETURN_TO: usize = 2048;
-
-/// The message suspended users see.
-pub const ACCOUNT_DISABLED: &str = "Your account has been disabled. Please contact your administrator.";
-
-/// The message users see when the provider says they may not use the app.
-pub const NO_ACCESS: &str = "You do not have access to this application. Please contact your administrator.";
+const MAX_TOKEN_LIFETIME: u64 = crate::identity::MAX_LIFETIME_SECS;
 
 /// The sign-in machinery, shared by every request (it outlives config reloads).
 pub struct BrowserAuth {
@@ -111,13 +107,13 @@ pub struct ActiveSession {
     /// Its user's identity changed at the provider: refresh before use.
     pub stale: bool,
     /// Its identity, prepared for forwarding once, when opened.
-    pub prepared: crate::proxy::PreparedIdentity,
+    pub prepared: PreparedIdentity,
 }
 
 impl ActiveSession {
     /// A session opened at `version`.
     pub fn new(key: SessionKey, session: Session, version: u64, user: [u8; 32], stale: bool) -> Self {
-        let prepared = crate::proxy::PreparedIdentity::of(&session.identity);
+        let prepared = PreparedIdentity::of(&session.identity);
         Self { key, session, version, user, stale, prepared }
     }
 }
@@ -388,82 +384,5 @@ impl BrowserAuth {
                 tracing::warn!(error = %e, "refresh-token revocation failed");
             }
         });
-    }
-}
-
-/// A return-to address that stays on this gateway: a path (not `//host`, not `/\\host`), or
-/// an absolute URL on one of `origins`. Anything else becomes `/`.
-pub fn safe_return_to(candidate: &str, origins: &[String]) -> String {
-    let clean = !candidate.is_empty()
-        && !candidate.bytes().any(|b| b.is_ascii_control() || b == b'\\' || b == b' ')
-        && candidate.len() <= MAX_RETURN_TO;
-    if !clean {
-        return "/".into();
-    }
-    if candidate.starts_with('/') && !candidate.starts_with("//") {
-        return candidate.to_owned();
-    }
-    if let Ok(url) = url::Url::parse(candidate) {
-        let origin = url.origin().ascii_serialization();
-        if matches!(url.scheme(), "http" | "https")
-            && url.username().is_empty()
-            && url.password().is_none()
-            && origins.iter().any(|o| o.trim_end_matches('/') == origin)
-        {
-            return url.into();
-        }
-    }
-    "/".into()
-}
-
-/// Query parameters, decoded; `None` when a name appears twice (parameter pollution).
-pub fn parse_unique_query(query: &str) -> Option<Vec<(String, String)>> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
-        if out.iter().any(|(n, _)| *n == k) {
-            return None;
-        }
-        out.push((k.into_owned(), v.into_owned()));
-    }
-    Some(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn return_to_stays_on_the_gateway() {
-        let origins = vec!["https://app.example.com".to_string()];
-        let cases = [
-            ("/wiki/page?x=1", "/wiki/page?x=1"),
-            ("/", "/"),
-            ("//evil.example", "/"),
-            ("/\\\\evil.example", "/"),
-            ("\\\\evil.example", "/"),
-            ("https://evil.example", "/"),
-            ("https://evil.example/https://app.example.com", "/"),
-            ("https://app.example.com.evil.example/", "/"),
-            ("https://app.example.com/wiki", "https://app.example.com/wiki"),
-            ("https://user@app.example.com/", "/"),
-            ("http://app.example.com/wiki", "/"),
-            ("javascript:alert(1)", "/"),
-            ("/x\r\nSet-Cookie: a=b", "/"),
-            ("/\t/evil.example", "/"),
-            ("https:evil.example", "/"),
-            ("https:/evil.example", "/"),
-            ("", "/"),
-            ("wiki", "/"),
-        ];
-        for (input, want) in cases {
-            assert_eq!(safe_return_to(input, &origins), want, "{input:?}");
-        }
-    }
-
-    #[test]
-    fn duplicated_parameters_are_refused() {
-        assert!(parse_unique_query("code=a&state=b").is_some());
-        assert!(parse_unique_query("code=a&state=b&code=c").is_none());
-        assert!(parse_unique_query("state=b&state=b").is_none());
     }
 }

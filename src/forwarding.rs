@@ -1,5 +1,6 @@
 //! Shaping the request headers sent upstream: drop everything a client could use to
-//! impersonate a user or to redirect the app's routing, then add `X-Forwarded-*` we vouch for.
+//! impersonate a user or to redirect the app's routing, then add `X-Forwarded-*` we vouch for;
+//! keep the gateway's cookies away from the app, both ways; find the client's address.
 //!
 //! Names are compared in canonical form (lower case, `_` read as `-`) because CGI-style apps
 //! (PHP, WSGI, Rack) map `X-User-Id`, `x_user_id` and `X-USER_ID` to the same variable.
@@ -8,8 +9,7 @@ use std::net::IpAddr;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::gateway::IdentityHeaderNames;
-use crate::jwt::Identity;
+use crate::http_util::{canonical_header, has_prefix, same_header};
 
 // parsed once: a `&str` name would be parsed again on every insert
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -69,24 +69,6 @@ const CLIENT_ADDRESS_HEADERS: &[&str] =
 /// The `X-Forwarded-*` headers a trusted proxy may pass in, spelled exactly so.
 const TRUSTED_FORWARDED: &[&str] =
     &["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port"];
-
-/// Lower case, `_` as `-`: the form under which two header names are the same to an app.
-pub fn canonical_header(name: &str) -> String {
-    name.bytes().map(|b| char::from(canonical_byte(b))).collect()
-}
-
-fn canonical_byte(b: u8) -> u8 {
-    if b == b'_' { b'-' } else { b.to_ascii_lowercase() }
-}
-
-/// Does `name` equal `canonical` (already in canonical form) up to case and `_`/`-`?
-fn same_header(name: &str, canonical: &str) -> bool {
-    name.len() == canonical.len() && name.bytes().zip(canonical.bytes()).all(|(a, b)| canonical_byte(a) == b)
-}
-
-fn has_prefix(name: &str, canonical_prefix: &str) -> bool {
-    name.len() > canonical_prefix.len() && same_header(&name[..canonical_prefix.len()], canonical_prefix)
-}
 
 /// What the gateway knows about the connection the request came in on.
 #[derive(Debug, Clone, Copy)]
@@ -198,99 +180,6 @@ pub fn client_address(
     Some(nearest)
 }
 
-/// An identity as header values: encoded (`header_value`) and validated once, then cloned
-/// per request by reference count. Computed once per opened session or verified bearer token
-/// (`PreparedIdentity`).
-#[derive(Debug, Clone)]
-pub struct IdentityHeaderValues {
-    machine: bool,
-    user_id: Option<HeaderValue>,
-    client_id: Option<HeaderValue>,
-    /// email, name, given name, family name, organization, user type (in `IdentityHeaderNames` order).
-    optional: [Option<HeaderValue>; 6],
-    licenses: HeaderValue,
-    permissions: HeaderValue,
-    claims: Vec<(String, HeaderValue)>,
-}
-
-fn shared(value: String) -> Option<HeaderValue> {
-    // encoded values are visible ASCII only, so this cannot fail; a failure drops the header
-    HeaderValue::from_maybe_shared(bytes::Bytes::from(value)).ok()
-}
-
-impl IdentityHeaderValues {
-    /// The header values of `who`.
-    pub fn of(who: &Identity) -> Self {
-        let one = |v: Option<&str>| v.and_then(|v| shared(header_value(v, false).into_owned()));
-        let empty = HeaderValue::from_static("");
-        Self {
-            machine: who.machine,
-            user_id: one(Some(&who.subject)),
-            client_id: one(who.client_id.as_deref()),
-            optional: [
-                one(who.email.as_deref()),
-                one(who.name.as_deref()),
-                one(who.given_name.as_deref()),
-                one(who.family_name.as_deref()),
-                one(who.organization_id.as_deref()),
-                one(who.user_type.as_deref()),
-            ],
-            licenses: shared(header_list(&who.licenses)).unwrap_or_else(|| empty.clone()),
-            permissions: shared(header_list(&who.permissions)).unwrap_or(empty),
-            claims: who
-                .claims
-                .iter()
-                .filter_map(|(claim, values)| Some((claim.clone(), shared(header_list(values))?)))
-                .collect(),
-        }
-    }
-}
-
-/// Adds the caller's identity headers (after `shape_request_headers` removed any client copies)
-/// and drops the caller's `Authorization`: the app learns who is calling, not their token,
-/// unless the route passes it (`Authorization: Bearer`). Values went through `header_value`.
-pub fn add_identity_headers(
-    headers: &mut HeaderMap,
-    names: &IdentityHeaderNames,
-    values: &IdentityHeaderValues,
-    pass_token: Option<&str>,
-) -> Result<(), http::header::InvalidHeaderValue> {
-    headers.remove(http::header::AUTHORIZATION);
-    if values.machine {
-        if let Some(client) = &values.client_id {
-            headers.insert(names.client_id.clone(), client.clone());
-        }
-    } else {
-        if let Some(user) = &values.user_id {
-            headers.insert(names.user_id.clone(), user.clone());
-        }
-        let optional = [
-            &names.email,
-            &names.name,
-            &names.given_name,
-            &names.family_name,
-            &names.organization,
-            &names.user_type,
-        ];
-        for (name, value) in optional.into_iter().zip(&values.optional) {
-            if let Some(v) = value {
-                headers.insert(name.clone(), v.clone());
-            }
-        }
-        headers.insert(names.licenses.clone(), values.licenses.clone());
-        headers.insert(names.permissions.clone(), values.permissions.clone());
-    }
-    for (claim, value) in &values.claims {
-        if let Some((_, header)) = names.claims.iter().find(|(c, _)| c == claim) {
-            headers.insert(header.clone(), value.clone());
-        }
-    }
-    if let Some(token) = pass_token {
-        headers.insert(http::header::AUTHORIZATION, HeaderValue::try_from(format!("Bearer {token}"))?);
-    }
-    Ok(())
-}
-
 /// Removes the gateway's own cookies from the `Cookie` header(s) sent upstream: the app never
 /// sees a session ticket.
 pub fn strip_cookies(
@@ -340,40 +229,6 @@ pub fn strip_set_cookies(resp: &mut pingora::http::ResponseHeader, names: &[&str
         resp.append_header(http::header::SET_COOKIE, v)?;
     }
     Ok(())
-}
-
-/// A claim as a header value: printable ASCII passes as is; control characters, non-ASCII
-/// bytes (UTF-8), `%` and, inside lists, `,` are percent-encoded, so that no value can break the
-/// header, smuggle a second one, or forge a list entry. Apps decode with any URL decoder.
-pub fn header_value(value: &str, list_item: bool) -> std::borrow::Cow<'_, str> {
-    let needs = |b: u8| !(0x20..0x7f).contains(&b) || b == b'%' || (list_item && b == b',');
-    if !value.bytes().any(needs) {
-        return std::borrow::Cow::Borrowed(value);
-    }
-    let mut out = String::with_capacity(value.len() + 8);
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for b in value.bytes() {
-        if needs(b) {
-            out.push('%');
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0xf)]));
-        } else {
-            out.push(char::from(b));
-        }
-    }
-    std::borrow::Cow::Owned(out)
-}
-
-/// A list claim as one comma-separated header value.
-fn header_list(items: &[String]) -> String {
-    let mut out = String::new();
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(&header_value(item, true));
-    }
-    out
 }
 
 /// All values of a header joined with `, `, if it is present.
@@ -512,24 +367,6 @@ mod tests {
     }
 
     #[test]
-    fn claim_values_cannot_break_or_forge_headers() {
-        let cases = [
-            ("alice@acme.test", false, "alice@acme.test"),
-            ("Zoë", false, "Zo%C3%AB"),
-            ("a\r\nX-User-Id: admin", false, "a%0D%0AX-User-Id: admin"),
-            ("nul\0", false, "nul%00"),
-            ("100%", false, "100%25"),
-            ("wiki,admin", true, "wiki%2Cadmin"),
-            ("wiki,admin", false, "wiki,admin"),
-        ];
-        for (raw, list, want) in cases {
-            assert_eq!(header_value(raw, list), want, "{raw:?}");
-            assert!(http::HeaderValue::from_str(&header_value(raw, list)).is_ok());
-        }
-        assert_eq!(header_list(&["wiki".into(), "crm,admin".into()]), "wiki,crm%2Cadmin");
-    }
-
-    #[test]
     fn the_gateways_cookies_never_reach_the_app() {
         let mut req = request(&[
             ("Cookie", "a=1; authgate_session=secret; b=2"),
@@ -551,14 +388,5 @@ mod tests {
         strip_set_cookies(&mut resp, &["authgate_session", "authgate_session_login"]).unwrap();
         let left: Vec<_> = resp.headers.get_all("set-cookie").iter().collect();
         assert_eq!(left, ["app=1; Path=/"]);
-    }
-
-    #[test]
-    fn canonical_form_folds_case_and_underscores() {
-        assert_eq!(canonical_header("X_User-ID"), "x-user-id");
-        assert!(same_header("x_user_id", "x-user-id"));
-        assert!(!same_header("x-user-idx", "x-user-id"));
-        assert!(has_prefix("x_user_name", "x-user-"));
-        assert!(!has_prefix("x-user-", "x-user-"));
     }
 }

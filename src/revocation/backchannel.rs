@@ -73,7 +73,7 @@ pub async fn handle(revocations: &Revocations, verifier: &TokenVerifier, body: &
         url::form_urlencoded::parse(body).find(|(k, _)| k == "logout_token").map(|(_, v)| v.into_owned());
     let Some(token) = token else { return refused("no logout_token") };
     let request = match verifier.verify_logout_token(&token).await {
-        Ok(claims) => match read_logout_claims(&claims, verifier.client_id(), crate::jwt::unix_now()) {
+        Ok(claims) => match read_logout_claims(&claims, verifier.client_id(), crate::clock::unix_now()) {
             Ok(r) => r,
             Err(why) => return refused(why),
         },

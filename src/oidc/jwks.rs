@@ -7,13 +7,14 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 
-use crate::oidc::fetch::{FetchError, Fetcher};
+use super::fetch::{FetchError, Fetcher};
+use crate::clock::monotonic_ms;
 
 /// A public key and the algorithms it may verify.
 pub struct VerifyingKey {
@@ -153,16 +154,15 @@ pub struct JwksCache {
     fetch_lock: tokio::sync::Mutex<()>,
     /// Bumped when a fetch ends (well or not): a waiter that sees it move uses that fetch.
     fetch_generation: AtomicU64,
-    /// When the last fetch for an unknown `kid` started (ms on `clock`); 0 = never. Only these
-    /// count against the cooldown, so a key rotated in just after a scheduled refresh is still
-    /// picked up at once.
+    /// When the last fetch for an unknown `kid` started (`monotonic_ms`); 0 = never. Only
+    /// these count against the cooldown, so a key rotated in just after a scheduled refresh is
+    /// still picked up at once.
     last_unknown_fetch_ms: AtomicU64,
-    clock: Instant,
     /// `kid`s a refetch did not find, not worth another fetch until the cooldown passes.
     unknown_kids: moka::sync::Cache<String, ()>,
     /// Failed fetches since start.
     failures: AtomicU64,
-    /// When keys were last loaded (ms on `clock`); 0 = never.
+    /// When keys were last loaded (`monotonic_ms`); 0 = never.
     loaded_at_ms: AtomicU64,
 }
 
@@ -181,7 +181,6 @@ impl JwksCache {
             fetch_lock: tokio::sync::Mutex::new(()),
             fetch_generation: AtomicU64::new(0),
             last_unknown_fetch_ms: AtomicU64::new(0),
-            clock: Instant::now(),
             unknown_kids: moka::sync::Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(timing.cooldown)
@@ -195,7 +194,7 @@ impl JwksCache {
     pub fn age(&self) -> Option<Duration> {
         match self.loaded_at_ms.load(Ordering::Relaxed) {
             0 => None,
-            at => Some(Duration::from_millis(self.now_ms().saturating_sub(at))),
+            at => Some(Duration::from_millis(monotonic_ms().saturating_sub(at))),
         }
     }
 
@@ -238,7 +237,7 @@ impl JwksCache {
         let (set, max_age) = loaded.inspect_err(|_| {
             self.failures.fetch_add(1, Ordering::Relaxed);
         })?;
-        self.loaded_at_ms.store(self.now_ms().max(1), Ordering::Relaxed);
+        self.loaded_at_ms.store(monotonic_ms(), Ordering::Relaxed);
         if !set.skipped.is_empty() {
             tracing::warn!(skipped = ?set.skipped, "JWKS: some keys are not usable");
         }
@@ -272,7 +271,7 @@ impl JwksCache {
             true // a fetch ended while we waited: judge by its result
         } else {
             let last = self.last_unknown_fetch_ms.load(Ordering::Relaxed);
-            let now = self.now_ms().max(1);
+            let now = monotonic_ms();
             let cooled = last == 0 || now.saturating_sub(last) >= self.timing.cooldown.as_millis() as u64;
             match (cooled, uri) {
                 (true, Some(uri)) => {
@@ -290,10 +289,6 @@ impl JwksCache {
             self.unknown_kids.insert(kid_key.to_owned(), ());
         }
         found
-    }
-
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 }
 

@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{ActiveSession, BrowserAuth, MAX_TOKEN_LIFETIME, SessionLookup};
-use crate::events::Verdict;
-use crate::jwt::unix_now;
+use crate::clock::unix_now;
 use crate::oidc::budget::Grant;
 use crate::oidc::login::{self, LoginError, TokenResponse, access_token_claims};
+use crate::revocation::Verdict;
 use crate::session::{Session, SessionTicket, SessionTokens};
 
 /// What a refresh came to, shared by every request that waited on it.

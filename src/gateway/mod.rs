@@ -4,18 +4,22 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use http::HeaderName;
 use ipnet::IpNet;
 
+mod route;
+
 use crate::assertion::AssertionSigner;
-use crate::config::{AuthMode, Config, HeaderNames, RouteConfig};
-use crate::events::webhook::WebhookKey;
+use crate::assertion::keys::KeyError;
+use crate::browser::BrowserAuth;
+use crate::config::{AuthMode, Config, RouteConfig};
+use crate::forwarding::StrippedHeaders;
+use crate::identity::{BadHeaderName, IdentityHeaderNames};
 use crate::jwt::TokenVerifier;
-use crate::oidc::browser::BrowserAuth;
 use crate::policy::RoutePolicy;
-use crate::proxy::StrippedHeaders;
-use crate::routing::{HostPattern, Route, RouteAssertion, RouteTable, Timeouts, normalize_route_path};
+use crate::revocation::webhook::WebhookKey;
+use crate::routing::{HostPattern, RouteTable, normalize_route_path};
 use crate::upstream::{UpstreamError, UpstreamPool};
+pub use route::{Route, RouteAssertion, Timeouts, route_table};
 
 /// Why a validated config still cannot be served.
 #[derive(Debug, thiserror::Error)]
@@ -29,11 +33,11 @@ pub enum BuildError {
         source: UpstreamError,
     },
     /// A header name that validation should have refused.
-    #[error("{0}")]
-    Header(String),
+    #[error(transparent)]
+    Header(#[from] BadHeaderName),
     /// The assertion signing key cannot be loaded or created.
     #[error("assertion.key_file: {0}")]
-    Assertion(#[from] crate::assertion::keys::KeyError),
+    Assertion(#[from] KeyError),
     /// A route key that validation should have refused.
     #[error("routes[{index}]: {message}")]
     Route {
@@ -69,59 +73,6 @@ pub struct Gateway {
     pub webhook_key: Option<WebhookKey>,
     /// `public_url`s as (lower-case host, origin without trailing slash), parsed once.
     public_origins: Vec<(String, String)>,
-}
-
-/// The `[headers]` names as ready-made header names (cloning one is a reference count).
-#[derive(Debug, Clone)]
-pub struct IdentityHeaderNames {
-    /// `sub`.
-    pub user_id: HeaderName,
-    /// `email`.
-    pub email: HeaderName,
-    /// `name`.
-    pub name: HeaderName,
-    /// `given_name`.
-    pub given_name: HeaderName,
-    /// `family_name`.
-    pub family_name: HeaderName,
-    /// `licenses`, comma-separated.
-    pub licenses: HeaderName,
-    /// `organization_id`.
-    pub organization: HeaderName,
-    /// `permissions`, comma-separated.
-    pub permissions: HeaderName,
-    /// `user_type`.
-    pub user_type: HeaderName,
-    /// An M2M token's client id.
-    pub client_id: HeaderName,
-    /// Configured extra claims: claim name → header.
-    pub claims: Vec<(String, HeaderName)>,
-}
-
-impl IdentityHeaderNames {
-    fn parse(h: &HeaderNames) -> Result<Self, BuildError> {
-        let name = |key: &str, v: &str| {
-            HeaderName::from_bytes(v.as_bytes())
-                .map_err(|_| BuildError::Header(format!("headers.{key}: {v:?} is not a header name")))
-        };
-        Ok(Self {
-            user_id: name("user_id", &h.user_id)?,
-            email: name("email", &h.email)?,
-            name: name("name", &h.name)?,
-            given_name: name("given_name", &h.given_name)?,
-            family_name: name("family_name", &h.family_name)?,
-            licenses: name("licenses", &h.licenses)?,
-            organization: name("organization", &h.organization)?,
-            permissions: name("permissions", &h.permissions)?,
-            user_type: name("user_type", &h.user_type)?,
-            client_id: name("client_id", &h.client_id)?,
-            claims: h
-                .claims
-                .iter()
-                .map(|(claim, header)| Ok((claim.clone(), name(&format!("claims.{claim}"), header)?)))
-                .collect::<Result<_, BuildError>>()?,
-        })
-    }
 }
 
 impl Gateway {

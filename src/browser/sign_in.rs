@@ -3,13 +3,15 @@
 
 use http::StatusCode;
 
-use super::{ACCOUNT_DISABLED, BrowserAuth, MAX_TOKEN_LIFETIME, NO_ACCESS, parse_unique_query};
-use crate::jwt::{Identity, unix_now};
-use crate::oidc::cookies::cookie_values;
+use super::pages::{bad_callback, retry_page, too_many_sign_ins, unavailable_page};
+use super::{BrowserAuth, MAX_TOKEN_LIFETIME};
+use crate::clock::unix_now;
+use crate::http_util::{cookie_values, parse_unique_query};
+use crate::identity::Identity;
 use crate::oidc::login::{self, AuthorizationRequest, LoginError};
-use crate::oidc::pages::{bad_callback, retry_page, too_many_sign_ins, unavailable_page};
-use crate::reply::Reply;
-use crate::session::{LoginState, SealError, Session, SessionTicket, SessionTokens, random_token};
+use crate::random::random_token;
+use crate::reply::{ACCOUNT_DISABLED, NO_ACCESS, Reply};
+use crate::session::{LoginState, SealError, Session, SessionTicket, SessionTokens};
 
 impl BrowserAuth {
     /// Starts a sign-in: stores the login state and redirects to the provider. The browser is

@@ -10,7 +10,7 @@ use http::StatusCode;
 use sha2::Sha256;
 
 use super::Revocations;
-use crate::jwt::unix_now;
+use crate::clock::unix_now;
 use crate::reply::Reply;
 
 /// How long event ids are remembered for de-duplication (the platform retries for 24 h).
@@ -46,28 +46,11 @@ impl WebhookKey {
         let mut values = headers.get_all("x-webhook-signature").iter();
         let (Some(value), None) = (values.next(), values.next()) else { return false };
         let Some(hex) = value.as_bytes().strip_prefix(b"sha256=") else { return false };
-        let Some(signature) = decode_hex(hex) else { return false };
+        let Some(signature) = crate::codec::decode_hex32(hex) else { return false };
         let mut mac = self.0.clone();
         mac.update(body);
         mac.verify_slice(&signature).is_ok()
     }
-}
-
-/// 64 lower-case hex digits as 32 bytes.
-fn decode_hex(hex: &[u8]) -> Option<[u8; 32]> {
-    if hex.len() != 64 {
-        return None;
-    }
-    let digit = |b: u8| match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        _ => None,
-    };
-    let mut out = [0u8; 32];
-    for (i, pair) in hex.chunks_exact(2).enumerate() {
-        out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
-    }
-    Some(out)
 }
 
 /// A parsed webhook event.

@@ -1,10 +1,11 @@
-//! A route as the proxy uses it: its matcher, policy, upstream pool and timeouts.
+//! A route as the proxy uses it (its matcher, policy, upstream pool and timeouts), and the
+//! route table `authgate check` prints.
 
 use std::time::Duration;
 
-use super::HostPattern;
-use crate::config::AuthMode;
+use crate::config::{AuthMode, Config};
 use crate::policy::RoutePolicy;
+use crate::routing::{HostPattern, normalize_route_path};
 use crate::upstream::UpstreamPool;
 
 /// One validated `[[routes]]` entry, ready to serve.
@@ -54,4 +55,34 @@ pub struct Timeouts {
     pub write: Duration,
     /// Idle pooled connection.
     pub idle: Duration,
+}
+
+/// The route table as `authgate check` prints it: one aligned row per route.
+pub fn route_table(config: &Config) -> String {
+    let mut rows = vec![["ROUTE", "HOST", "PATH", "AUTH", "UPSTREAM", "POLICY"].map(String::from)];
+    for r in &config.routes {
+        let path = normalize_route_path(&r.path).unwrap_or_else(|_| r.path.clone());
+        let host = HostPattern::parse(&r.host).map(|h| h.to_string()).unwrap_or_else(|_| r.host.clone());
+        rows.push([
+            r.name.clone().unwrap_or_else(|| format!("{host}{path}")),
+            host,
+            path,
+            r.auth.as_str().to_owned(),
+            r.upstream.join(","),
+            RoutePolicy::from_route(r).summary(),
+        ]);
+    }
+    let mut widths = [0usize; 6];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in &rows {
+        let line: Vec<String> = row.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
 }

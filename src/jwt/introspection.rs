@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::fetch::Fetcher;
+use super::{TokenError, UntilTokenExpiry, VerifiedToken};
+use crate::clock::unix_now;
 use crate::config::Secret;
-use crate::jwt::identity::{AccessClaims, TokenContext};
-use crate::jwt::{Identity, TokenError, UntilTokenExpiry, VerifiedToken, unix_now};
+use crate::identity::{AccessClaims, ClaimsError, Identity, TokenContext};
+use crate::oidc::fetch::Fetcher;
 
 /// At most this many introspection calls are in flight; others queue (each bounded by the
 /// provider time limit), so a flood of made-up tokens cannot open unbounded connections.
@@ -64,6 +65,7 @@ impl Introspector {
             ttl,
             active: moka::sync::Cache::builder()
                 .max_capacity(capacity)
+                .weigher(|_, v: &Arc<VerifiedToken>| v.weight())
                 .expire_after(UntilTokenExpiry { leeway: 0, cap: ttl })
                 .build(),
             refused: moka::sync::Cache::builder()
@@ -99,7 +101,7 @@ impl Introspector {
             serde_json::from_slice(&fetched.body).map_err(|_| TokenError::IntrospectionFailed)?;
         match identity_from_response(body, req) {
             Ok(identity) => {
-                let verified = Arc::new(VerifiedToken::new(identity, ""));
+                let verified = Arc::new(VerifiedToken::new(identity, req.token));
                 self.active.insert(req.hash, verified.clone());
                 Ok(verified)
             }
@@ -123,7 +125,7 @@ fn identity_from_response(mut body: Value, req: IntrospectionRequest<'_>) -> Res
             .is_some_and(|t| t.eq_ignore_ascii_case("bearer") || t == "access_token")
     });
     if !is_access {
-        return Err(TokenError::Claims(crate::jwt::identity::ClaimsError::NotAnAccessToken));
+        return Err(TokenError::Claims(ClaimsError::NotAnAccessToken));
     }
     if body.get("iss").is_some_and(|i| i.as_str() != Some(req.issuer)) {
         return Err(TokenError::Invalid("issuer"));

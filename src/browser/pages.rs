@@ -2,7 +2,7 @@
 
 use http::{HeaderName, HeaderValue, StatusCode};
 
-use super::browser::ActiveSession;
+use super::ActiveSession;
 use crate::reply::Reply;
 
 /// The current identity as JSON (never tokens).

@@ -1,4 +1,5 @@
-//! Who a verified token speaks for: the claims authgate uses, with their types checked.
+//! Who a verified token or a sign-in speaks for: the claims authgate uses, with their types
+//! checked.
 //!
 //! Calimatic's claims (`licenses`, `permissions`, `organization_id`, `user_type`) are read
 //! strictly: a `licenses` that is not an array of strings grants nothing, so `"wiki"` (a
@@ -8,7 +9,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 /// The caller a token or a session stands for.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub struct Identity {
     /// `sub`: a user id, or for client-credentials tokens the client id.
     pub subject: String,

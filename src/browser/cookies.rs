@@ -1,5 +1,5 @@
-//! The gateway's cookies: the session ticket and the login binding, their attributes, and
-//! reading them from (possibly several) `Cookie` headers.
+//! The gateway's cookies: the session ticket and the login binding, and their attributes
+//! (reading them is `http_util::cookie_values`).
 
 use http::HeaderValue;
 
@@ -55,55 +55,9 @@ impl CookieSettings {
     }
 }
 
-/// Values of the cookie `name` in a `Cookie` header (several if a client sent several: a
-/// browser may hold one per path or domain), the first `MAX_COOKIE_VALUES` only.
-pub fn cookie_values<'a>(
-    cookie_header: Option<&'a str>,
-    name: &'a str,
-) -> impl Iterator<Item = &'a str> + 'a {
-    cookie_header
-        .into_iter()
-        .flat_map(|h| h.split(';'))
-        .filter_map(move |pair| pair.trim().split_once('=').filter(|(k, _)| *k == name).map(|(_, v)| v))
-        .take(MAX_COOKIE_VALUES)
-}
-
-/// Values of one cookie looked at per request. Each session cookie value costs a store read
-/// (a Redis round trip): without a bound, one request of hundreds of forged values would cost
-/// hundreds (the class of mod_auth_openidc CVE-2024-24814).
-pub const MAX_COOKIE_VALUES: usize = 4;
-
-/// All `Cookie` headers of a request as one (HTTP/2 clients send one per cookie); borrowed,
-/// without allocating, in the usual case of a single header.
-pub fn cookie_header(req: &pingora::http::RequestHeader) -> Option<std::borrow::Cow<'_, str>> {
-    let mut values = req.headers.get_all(http::header::COOKIE).iter().filter_map(|v| v.to_str().ok());
-    let first = values.next()?;
-    match values.next() {
-        None => Some(std::borrow::Cow::Borrowed(first)),
-        Some(second) => {
-            let mut joined = format!("{first}; {second}");
-            for v in values {
-                joined.push_str("; ");
-                joined.push_str(v);
-            }
-            Some(std::borrow::Cow::Owned(joined))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cookies_are_found_by_exact_name() {
-        let h = Some("a=1; authgate_session=x; authgate_session_login=y; authgate_session=z");
-        assert_eq!(cookie_values(h, "authgate_session").collect::<Vec<_>>(), ["x", "z"]);
-        assert_eq!(cookie_values(h, "authgate_session_login").collect::<Vec<_>>(), ["y"]);
-        assert_eq!(cookie_values(None, "a").count(), 0);
-        let many = (0..100).map(|i| format!("a={i}")).collect::<Vec<_>>().join("; ");
-        assert_eq!(cookie_values(Some(&many), "a").collect::<Vec<_>>(), ["0", "1", "2", "3"]);
-    }
 
     #[test]
     fn cookie_attributes_follow_the_origin() {

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::jwt::unix_now;
+use crate::clock::unix_now;
 use crate::session::{Session, SessionSealer, SessionStore, StoreError, StoreEvent};
 
 /// What the provider told us about one user, sealed in the store under their keyed hash.

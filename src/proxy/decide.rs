@@ -1,0 +1,247 @@
+//! One decision per request: from the facts of a request (read once by the proxy, or described
+//! by a front proxy) to "forward it as this caller on this route" or "answer this". The steps
+//! are the plain functions of `pipeline`; this only puts them in order and turns rejections into
+//! answers, so it can be exercised without a server.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::{HeaderMap, Method};
+use pingora::http::RequestHeader;
+
+use super::endpoints::{self, PendingEndpoint};
+use super::metadata::{self, WELL_KNOWN, metadata_url};
+use super::pipeline::{
+    Caller, Credentials, RequestTarget, authenticate, authorize, match_route, read_credentials,
+};
+use crate::browser::SessionLookup;
+use crate::config::AuthMode;
+use crate::forwarding::client_address;
+use crate::gateway::{Gateway, Route};
+use crate::http_util::{MAX_RETURN_TO, cookie_header, is_navigation, prefers_html};
+use crate::reply::{Rejection, Reply};
+
+/// What the proxy knows of a request before deciding: read once, borrowed from the request.
+#[derive(Debug)]
+pub struct RequestFacts<'a> {
+    /// The method.
+    pub method: &'a Method,
+    /// The request headers as the client sent them.
+    pub headers: &'a HeaderMap,
+    /// The raw query, if any.
+    pub query: Option<&'a str>,
+    /// It came over TLS.
+    pub tls: bool,
+    /// The peer's address.
+    pub peer_ip: Option<IpAddr>,
+    /// Its `Cookie` headers as one.
+    pub cookies: Option<Cow<'a, str>>,
+}
+
+impl<'a> RequestFacts<'a> {
+    /// The facts of `req`, received from `peer_ip` (over TLS when `tls`).
+    pub fn read(req: &'a RequestHeader, peer_ip: Option<IpAddr>, tls: bool) -> Self {
+        Self {
+            method: &req.method,
+            headers: &req.headers,
+            query: req.uri.query(),
+            tls,
+            peer_ip,
+            cookies: cookie_header(&req.headers),
+        }
+    }
+
+    /// Does the client prefer an HTML page to JSON?
+    pub fn html(&self) -> bool {
+        prefers_html(self.headers.get(http::header::ACCEPT))
+    }
+
+    /// Is it a top-level browser navigation?
+    pub fn navigation(&self) -> bool {
+        is_navigation(self.method, self.headers)
+    }
+
+    /// The address it comes from, through trusted proxies (for per-client limits).
+    pub fn client(&self, gateway: &Gateway) -> Option<IpAddr> {
+        client_address(self.headers, self.peer_ip, |ip| gateway.trusts(Some(ip)))
+    }
+}
+
+/// What became of a request, for the access log and the `decision` label of the request metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing decided yet (the request failed before).
+    None,
+    /// Forwarded on a public route.
+    Public,
+    /// Forwarded as an authenticated, authorised caller.
+    Allowed,
+    /// Answered by one of the gateway's own endpoints.
+    GatewayEndpoint,
+    /// Sent to sign in.
+    LoginStarted,
+    /// Forwarded, but the upstream failed.
+    UpstreamError,
+    /// Refused, with the rejection's code.
+    Rejected(&'static str),
+}
+
+impl Outcome {
+    /// Its label (a fixed word).
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::None => "none",
+            Outcome::Public => "public",
+            Outcome::Allowed => "allowed",
+            Outcome::GatewayEndpoint => "gateway_endpoint",
+            Outcome::LoginStarted => "login_started",
+            Outcome::UpstreamError => "upstream_error",
+            Outcome::Rejected(code) => code,
+        }
+    }
+}
+
+/// A request to forward.
+#[derive(Debug)]
+pub struct Forward {
+    /// Its route.
+    pub route: Arc<Route>,
+    /// Who is calling.
+    pub caller: Caller,
+    /// Where it is going.
+    pub target: RequestTarget,
+    /// It carried an unusable session cookie: clear it in the response.
+    pub clear_session_cookie: bool,
+    /// `Public` or `Allowed`.
+    pub outcome: Outcome,
+}
+
+/// A request the gateway answers itself.
+#[derive(Debug)]
+pub struct Answer {
+    /// The answer.
+    pub reply: Reply,
+    /// What it means.
+    pub outcome: Outcome,
+    /// Where the request was going, when that could be read (for the access log).
+    pub target: Option<RequestTarget>,
+    /// Its route, when one matched.
+    pub route: Option<Arc<Route>>,
+}
+
+/// What to do with a request.
+#[derive(Debug)]
+pub enum Decision {
+    /// Send it upstream.
+    Forward(Forward),
+    /// Answer it here.
+    Answer(Answer),
+    /// One of the gateway's endpoints that needs the request body: read it, then
+    /// `endpoints::finish`.
+    ReadBody(PendingEndpoint),
+}
+
+impl Decision {
+    fn answer(
+        reply: Reply,
+        outcome: Outcome,
+        target: Option<RequestTarget>,
+        route: Option<Arc<Route>>,
+    ) -> Self {
+        Decision::Answer(Answer { reply, outcome, target, route })
+    }
+
+    fn rejected(rejection: &Rejection, html: bool, target: Option<RequestTarget>) -> Self {
+        Self::answer(rejection.reply(html, None), Outcome::Rejected(rejection.code), target, None)
+    }
+}
+
+/// Decides what to do with a request going to `target` (from `read_target`, or why it cannot
+/// be read): match route → authenticate → authorize, or one of the gateway's own endpoints.
+/// Only the provider (a sign-in start, a refresh, an unknown key) and the session store are
+/// asked along the way.
+pub async fn decide(
+    gateway: &Gateway,
+    facts: &RequestFacts<'_>,
+    target: Result<RequestTarget, Rejection>,
+) -> Decision {
+    let html = facts.html();
+    let target = match target {
+        Ok(t) => t,
+        Err(rejection) => return Decision::rejected(&rejection, html, None),
+    };
+    let origin = gateway.public_origin(target.authority.host(), target.authority.as_str(), facts.tls);
+    if target.path.starts_with(endpoints::PREFIX) {
+        return endpoints::dispatch(gateway, facts, target, &origin).await;
+    }
+    if target.path == crate::assertion::JWKS_PATH {
+        if let Some(signer) = &gateway.assertion {
+            let reply = metadata::reply(&signer.jwks());
+            return Decision::answer(reply, Outcome::GatewayEndpoint, Some(target), None);
+        }
+    }
+    if target.path.starts_with(WELL_KNOWN) {
+        if let Some(doc) = metadata::document(gateway, target.authority.host(), &target.path, &origin) {
+            return Decision::answer(metadata::reply(&doc), Outcome::GatewayEndpoint, Some(target), None);
+        }
+    }
+    let route = match match_route(gateway, &target) {
+        Ok(r) => r,
+        // the access log names the path nothing was routed for
+        Err(rejection) => return Decision::rejected(&rejection, html, Some(target)),
+    };
+    // only bearer routes look at Authorization: elsewhere a malformed one is not ours to judge
+    let credentials = match route.auth {
+        AuthMode::Public | AuthMode::Browser => Ok(Credentials::None),
+        AuthMode::Api | AuthMode::Any => read_credentials(facts.headers),
+    };
+    let lookup = match (&gateway.browser, route.auth, &credentials) {
+        (Some(auth), AuthMode::Browser | AuthMode::Any, Ok(Credentials::None)) => {
+            auth.lookup(facts.cookies.as_deref()).await
+        }
+        _ => SessionLookup::Absent,
+    };
+    let clear_session_cookie = matches!(lookup, SessionLookup::Invalid);
+    let decided = match credentials {
+        Ok(credentials) => {
+            let revocations = gateway.browser.as_ref().map(|b| b.revocations().as_ref());
+            let verifier = gateway.verifier.as_deref();
+            authenticate(&route, credentials, verifier, revocations, &lookup, facts.navigation())
+                .await
+                .and_then(|caller| authorize(&route, &caller).map(|()| caller))
+        }
+        Err(rejection) => Err(rejection),
+    };
+    let rejection = match decided {
+        Ok(caller) => {
+            let outcome =
+                if matches!(caller, Caller::Anonymous) { Outcome::Public } else { Outcome::Allowed };
+            return Decision::Forward(Forward { route, caller, target, clear_session_cookie, outcome });
+        }
+        Err(rejection) => rejection,
+    };
+    let (mut reply, outcome) = match (&gateway.browser, rejection.start_login) {
+        (Some(auth), true) => {
+            // a huge return-to would be kept with the login state: long ones become `/`
+            let return_to = if target.path_and_query.len() <= MAX_RETURN_TO {
+                target.path_and_query.clone()
+            } else {
+                "/".to_owned()
+            };
+            let client = facts.client(gateway);
+            (
+                auth.start_login(&origin, return_to, facts.cookies.as_deref(), client).await,
+                Outcome::LoginStarted,
+            )
+        }
+        _ => {
+            let url = metadata_url(&origin, &route.path);
+            (rejection.reply(html, Some(&url)), Outcome::Rejected(rejection.code))
+        }
+    };
+    if let (true, Some(auth)) = (clear_session_cookie, &gateway.browser) {
+        reply.header(http::header::SET_COOKIE, auth.cookies().clear_session());
+    }
+    Decision::answer(reply, outcome, Some(target), Some(route))
+}
