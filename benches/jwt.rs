@@ -1,6 +1,7 @@
 //! Bearer-token costs: a full verification (signature, claims) on a cache miss, the same token
 //! again (verified-token cache hit), and the route policy decision. Run with
 //! `cargo bench --bench jwt`; needs the `openssl` command to make a throwaway RSA key.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)] // a test or tool: failing loudly is the point
 
 use std::hint::black_box;
 use std::process::Command;

@@ -1,5 +1,6 @@
 //! Per-request costs of the foundation's hot path: path normalisation, route lookup and
 //! request-header shaping. Run with `cargo bench --bench routing`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)] // a test or tool: failing loudly is the point
 
 use std::hint::black_box;
 use std::sync::Arc;

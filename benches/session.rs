@@ -1,5 +1,6 @@
 //! Per-request cost of a browser session: ticket decode, keyed hash, store lookup and
 //! AES-256-GCM decrypt of a realistic session. Run with `cargo bench --bench session`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)] // a test or tool: failing loudly is the point
 
 use std::hint::black_box;
 use std::time::Duration;

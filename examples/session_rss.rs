@@ -5,6 +5,7 @@
 //! ```sh
 //! cargo run --release --example session_rss -- 100000
 //! ```
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)] // a test or tool: failing loudly is the point
 
 use std::time::Duration;
 

@@ -22,11 +22,11 @@ use crate::gateway::{BuildError, Gateway};
 use crate::jwt::introspection::Introspector;
 use crate::jwt::{TokenVerifier, VerifierSettings};
 use crate::oidc::login::LoginSettings;
-use crate::oidc::{OidcProvider, ProviderRefresher};
+use crate::oidc::{OidcProvider, ProviderError, ProviderRefresher};
 use crate::proxy::AuthGate;
 use crate::reload::{Reloader, SighupReloader};
 use crate::revocation::{DenyListSync, Revocations};
-use crate::session::{MemoryStore, RedisSettings, RedisStore, SessionSealer, SessionStore};
+use crate::session::{MemoryStore, RedisSettings, RedisStore, SessionSealer, SessionStore, StoreError};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -34,18 +34,34 @@ pub enum StartError {
     /// The config is valid but cannot be served (e.g. an upstream does not resolve).
     #[error(transparent)]
     Build(#[from] BuildError),
-    /// The provider settings cannot be used.
+    /// The provider client cannot be set up.
     #[error("provider: {0}")]
-    Provider(String),
+    Provider(#[from] ProviderError),
+    /// A signature algorithm that validation should have refused.
+    #[error("provider.algorithms: {0:?} is not an algorithm")]
+    Algorithm(String),
+    /// A file of the session store's settings cannot be read.
+    #[error("cannot read session.{key} {}: {source}", path.display())]
+    StoreFile {
+        /// The setting.
+        key: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// What happened.
+        source: std::io::Error,
+    },
+    /// The Redis client key file is not text.
+    #[error("session.redis_client_key_file is not PEM")]
+    StoreKeyNotPem,
     /// The session store cannot be set up.
     #[error("session store: {0}")]
-    Store(String),
+    Store(#[from] StoreError),
     /// A setting this version does not implement yet.
     #[error("{0} is not available in this version")]
     Unsupported(&'static str),
     /// TLS certificate or key could not be loaded.
     #[error("server.tls: cannot load the certificate or key: {0}")]
-    Tls(String),
+    Tls(#[source] Box<pingora::Error>),
 }
 
 /// Browser sign-in, when the config has a session secret (validation requires one for
@@ -66,16 +82,18 @@ fn browser_auth(
                 .redis_url
                 .clone()
                 .ok_or(StartError::Unsupported("session.store = \"redis\" without redis_url"))?;
-            let read = |key: &str, file: &std::path::Path| {
-                std::fs::read(file).map_err(|e| {
-                    StartError::Store(format!("cannot read session.{key} {}: {e}", file.display()))
+            let read = |key: &'static str, file: &std::path::Path| {
+                std::fs::read(file).map_err(|source| StartError::StoreFile {
+                    key,
+                    path: file.to_owned(),
+                    source,
                 })
             };
             let ca_pem = s.redis_ca_file.as_deref().map(|f| read("redis_ca_file", f)).transpose()?;
             let client_pem = match (&s.redis_client_cert_file, &s.redis_client_key_file) {
                 (Some(cert), Some(key)) => {
                     let key = String::from_utf8(read("redis_client_key_file", key)?)
-                        .map_err(|_| StartError::Store("session.redis_client_key_file is not PEM".into()))?;
+                        .map_err(|_| StartError::StoreKeyNotPem)?;
                     Some((read("redis_client_cert_file", cert)?, crate::config::Secret::new(key)))
                 }
                 _ => None,
@@ -90,7 +108,7 @@ fn browser_auth(
                 idle: s.idle_lifetime.get(),
                 login_ttl: s.login_lifetime.get(),
             };
-            Arc::new(RedisStore::new(&settings).map_err(|e| StartError::Store(e.to_string()))?)
+            Arc::new(RedisStore::new(&settings)?)
         }
     };
     let all_https = !config.server.public_url.is_empty()
@@ -138,7 +156,7 @@ pub fn build(config: Config, config_path: &std::path::Path) -> Result<Server, St
     std::sync::LazyLock::force(&crate::metrics::METRICS);
     let config = Arc::new(config);
     let provider = match &config.provider {
-        Some(p) => Some(Arc::new(OidcProvider::new(p).map_err(|e| StartError::Provider(e.to_string()))?)),
+        Some(p) => Some(Arc::new(OidcProvider::new(p)?)),
         None => None,
     };
     let verifier = match (&provider, &config.provider) {
@@ -146,7 +164,7 @@ pub fn build(config: Config, config_path: &std::path::Path) -> Result<Server, St
             let algorithms = p
                 .algorithms
                 .iter()
-                .map(|a| Algorithm::from_str(a).map_err(|_| StartError::Provider(format!("algorithm {a:?}"))))
+                .map(|a| Algorithm::from_str(a).map_err(|_| StartError::Algorithm(a.clone())))
                 .collect::<Result<Vec<_>, _>>()?;
             let settings = VerifierSettings {
                 algorithms,
@@ -207,7 +225,7 @@ pub fn build(config: Config, config_path: &std::path::Path) -> Result<Server, St
         let key = resolve_path(base_dir, &tls.key);
         for addr in &tls.listen {
             let mut settings = TlsSettings::intermediate(&cert.to_string_lossy(), &key.to_string_lossy())
-                .map_err(|e| StartError::Tls(e.to_string()))?;
+                .map_err(StartError::Tls)?;
             settings.enable_h2();
             proxy.add_tls_with_settings(addr, None, settings);
         }

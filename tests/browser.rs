@@ -1,5 +1,6 @@
 //! Browser sign-in over HTTP against the real test IdP: the whole flow with a cookie jar, the
 //! license decision, sign-out, and the attacks on cookies, state and return-to addresses.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)] // a test or tool: failing loudly is the point
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! The command line: `--version`, and `check` on good and bad configs.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)] // a test or tool: failing loudly is the point
 
 mod common;
 

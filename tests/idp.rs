@@ -1,4 +1,5 @@
 //! The test IdP is a real, Calimatic-shaped OpenID Provider: later tests rely on every fact here.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)] // a test or tool: failing loudly is the point
 
 mod common;
 

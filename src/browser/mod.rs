@@ -20,7 +20,7 @@ use crate::jwt::TokenVerifier;
 use crate::oidc::login::LoginSettings;
 use crate::random::random_token;
 use crate::reply::Reply;
-use crate::revocation::{Revocations, Verdict};
+use crate::revocation::{Revocations, SessionVerdict};
 use crate::session::{
     SealError, Session, SessionKey, SessionSealer, SessionStore, SessionTicket, StoreEvent, StoredSession,
 };
@@ -266,22 +266,22 @@ impl BrowserAuth {
             Ok(session) if session.expires_at > unix_now() => session,
             _ => return Ok(None),
         };
-        let stale = match self.apply_marks(&stored.user, &mut session).await? {
-            Verdict::Usable { stale } => stale,
-            Verdict::Ended => return Ok(None),
+        let stale = match self.apply_revocations(&stored.user, &mut session).await? {
+            SessionVerdict::Usable { stale } => stale,
+            SessionVerdict::Ended => return Ok(None),
         };
         Ok(Some(ActiveSession::new(key, session, stored.version, stored.user, stale)))
     }
 
     /// Applies the user's revocation record (revoked licenses, suspension, identity changes).
-    async fn apply_marks(
+    async fn apply_revocations(
         &self,
         user: &[u8; 32],
         session: &mut Session,
-    ) -> Result<Verdict, crate::session::StoreError> {
-        Ok(match self.revocations.marks(user).await? {
+    ) -> Result<SessionVerdict, crate::session::StoreError> {
+        Ok(match self.revocations.record(user).await? {
             Some(marks) => marks.apply(session),
-            None => Verdict::Usable { stale: false },
+            None => SessionVerdict::Usable { stale: false },
         })
     }
 
@@ -304,7 +304,7 @@ impl BrowserAuth {
 
     /// The keyed hash a provider session id (`sid`) is indexed by.
     pub fn sid_index(&self, sid: &str) -> [u8; 32] {
-        self.sealer.index("authgate provider session", sid.as_bytes())
+        self.sealer.sid_index(sid)
     }
 
     /// Where a pending login is stored: a keyed hash of its `state`.
@@ -319,7 +319,7 @@ impl BrowserAuth {
 
     /// The keyed hash a user's sessions are indexed by.
     pub fn user_index(&self, sub: &str) -> [u8; 32] {
-        self.sealer.index("authgate user", sub.as_bytes())
+        self.sealer.user_index(sub)
     }
 
     /// Signs out: ends the session, revokes its refresh token (in the background), and sends

@@ -15,7 +15,7 @@ use super::{ActiveSession, BrowserAuth, MAX_TOKEN_LIFETIME, SessionLookup};
 use crate::clock::unix_now;
 use crate::oidc::budget::Grant;
 use crate::oidc::login::{self, LoginError, TokenResponse, access_token_claims};
-use crate::revocation::Verdict;
+use crate::revocation::SessionVerdict;
 use crate::session::{Session, SessionTicket, SessionTokens};
 
 /// What a refresh came to, shared by every request that waited on it.
@@ -303,9 +303,9 @@ impl BrowserAuth {
         version: u64,
         user: [u8; 32],
     ) -> Option<Option<ActiveSession>> {
-        let stale = match self.apply_marks(&user, &mut session).await {
-            Ok(Verdict::Usable { stale }) => stale,
-            Ok(Verdict::Ended) => return Some(None),
+        let stale = match self.apply_revocations(&user, &mut session).await {
+            Ok(SessionVerdict::Usable { stale }) => stale,
+            Ok(SessionVerdict::Ended) => return Some(None),
             // revocations cannot be checked: the session as it was opened (with them) is used
             Err(_) => return None,
         };

@@ -171,8 +171,11 @@ pub async fn decide(
         Ok(t) => t,
         Err(rejection) => return Decision::rejected(&rejection, html, None),
     };
-    let origin = gateway.public_origin(target.authority.host(), target.authority.as_str(), facts.tls);
+    // only what is answered here needs the origin (without a public_url it is formatted)
+    let origin =
+        |t: &RequestTarget| gateway.public_origin(t.authority.host(), t.authority.as_str(), facts.tls);
     if target.path.starts_with(endpoints::PREFIX) {
+        let origin = origin(&target);
         return endpoints::dispatch(gateway, facts, target, &origin).await;
     }
     if target.path == crate::assertion::JWKS_PATH {
@@ -182,7 +185,9 @@ pub async fn decide(
         }
     }
     if target.path.starts_with(WELL_KNOWN) {
-        if let Some(doc) = metadata::document(gateway, target.authority.host(), &target.path, &origin) {
+        if let Some(doc) =
+            metadata::document(gateway, target.authority.host(), &target.path, &origin(&target))
+        {
             return Decision::answer(metadata::reply(&doc), Outcome::GatewayEndpoint, Some(target), None);
         }
     }
@@ -221,6 +226,7 @@ pub async fn decide(
         }
         Err(rejection) => rejection,
     };
+    let origin = origin(&target);
     let (mut reply, outcome) = match (&gateway.browser, rejection.start_login) {
         (Some(auth), true) => {
             // a huge return-to would be kept with the login state: long ones become `/`

@@ -4,7 +4,7 @@
 //! body to read (and how much), `finish` answers with it.
 
 use http::StatusCode;
-use pingora::proxy::Session;
+use pingora::proxy::Session as Downstream;
 
 use super::decide::{Decision, Outcome, RequestFacts};
 use super::pipeline::RequestTarget;
@@ -174,11 +174,11 @@ const EVENT_BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(
 /// `Content-Length` says so); event bodies within the concurrency and time bounds. `Err` is the
 /// answer to send instead.
 pub async fn read_body(
-    session: &mut Session,
+    downstream: &mut Downstream,
     pending: &PendingEndpoint,
 ) -> pingora::Result<Result<Vec<u8>, Reply>> {
     if !pending.keeps_body() {
-        return read_limited(session, pending.limit, false).await;
+        return read_limited(downstream, pending.limit, false).await;
     }
     let Ok(_permit) = EVENT_BODIES.try_acquire() else {
         return Ok(Err(Reply::json(
@@ -186,7 +186,7 @@ pub async fn read_body(
             &serde_json::json!({ "error": "busy", "message": "Try again later." }),
         )));
     };
-    match tokio::time::timeout(EVENT_BODY_DEADLINE, read_limited(session, pending.limit, true)).await {
+    match tokio::time::timeout(EVENT_BODY_DEADLINE, read_limited(downstream, pending.limit, true)).await {
         Ok(result) => result,
         Err(_) => Ok(Err(Reply::json(
             StatusCode::REQUEST_TIMEOUT,
@@ -197,7 +197,7 @@ pub async fn read_body(
 
 /// Reads a request body of at most `limit` bytes, keeping it or (`keep` false) only counting it.
 async fn read_limited(
-    session: &mut Session,
+    downstream: &mut Downstream,
     limit: usize,
     keep: bool,
 ) -> pingora::Result<Result<Vec<u8>, Reply>> {
@@ -207,13 +207,13 @@ async fn read_limited(
             &serde_json::json!({ "error": "body_too_large", "message": "The request body is too large." }),
         )
     };
-    let declared = declared_length(&session.req_header().headers);
+    let declared = declared_length(&downstream.req_header().headers);
     if declared.is_some_and(|n| n > limit) {
         return Ok(Err(too_large()));
     }
     let mut body = Vec::with_capacity(if keep { declared.unwrap_or(0).min(limit) } else { 0 });
     let mut read = 0usize;
-    while let Some(chunk) = session.read_request_body().await? {
+    while let Some(chunk) = downstream.read_request_body().await? {
         read += chunk.len();
         if read > limit {
             return Ok(Err(too_large()));

@@ -16,7 +16,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::prelude::*;
-use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session as Downstream};
 use pingora::upstreams::peer::HttpPeer;
 
 pub use decide::{Answer, Decision, Forward, Outcome, RequestFacts, decide};
@@ -45,12 +45,12 @@ impl AuthGate {
 
 /// The peer's address; an IPv4 client of a dual-stack listener (`::ffff:a.b.c.d`) as IPv4, so
 /// that `trusted_proxies`, `X-Forwarded-For` and per-client limits see the address it is.
-fn peer_ip(session: &Session) -> Option<std::net::IpAddr> {
-    session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_canonical())
+fn peer_ip(downstream: &Downstream) -> Option<std::net::IpAddr> {
+    downstream.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_canonical())
 }
 
-fn is_tls(session: &Session) -> bool {
-    session.digest().is_some_and(|d| d.ssl_digest.is_some())
+fn is_tls(downstream: &Downstream) -> bool {
+    downstream.digest().is_some_and(|d| d.ssl_digest.is_some())
 }
 
 /// Per-request state.
@@ -98,10 +98,10 @@ impl ProxyHttp for AuthGate {
         }
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+    async fn request_filter(&self, downstream: &mut Downstream, ctx: &mut RequestCtx) -> Result<bool> {
         let gateway = ctx.gateway.clone();
-        let req = session.req_header();
-        let facts = RequestFacts::read(req, peer_ip(session), is_tls(session));
+        let req = downstream.req_header();
+        let facts = RequestFacts::read(req, peer_ip(downstream), is_tls(downstream));
         let target = read_target(req, gateway.config.server.limits.max_header_size.bytes());
         let answer = match decide(&gateway, &facts, target).await {
             Decision::Forward(forward) => {
@@ -115,7 +115,7 @@ impl ProxyHttp for AuthGate {
             Decision::Answer(answer) => answer,
             Decision::ReadBody(pending) => {
                 let target = pending.target.clone();
-                let reply = match endpoints::read_body(session, &pending).await? {
+                let reply = match endpoints::read_body(downstream, &pending).await? {
                     Ok(body) => endpoints::finish(&gateway, pending, &body).await,
                     Err(reply) => reply,
                 };
@@ -125,11 +125,15 @@ impl ProxyHttp for AuthGate {
         ctx.outcome = answer.outcome;
         ctx.target = answer.target;
         ctx.route = answer.route;
-        respond::send_reply(session, answer.reply).await?;
+        respond::send_reply(downstream, answer.reply).await?;
         Ok(true)
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _downstream: &mut Downstream,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
         let route = ctx.route.as_ref().ok_or_else(|| Error::explain(InternalError, "no route"))?;
         let index = route
             .upstream
@@ -151,7 +155,7 @@ impl ProxyHttp for AuthGate {
 
     fn fail_to_connect(
         &self,
-        _session: &mut Session,
+        _downstream: &mut Downstream,
         _peer: &HttpPeer,
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
@@ -167,7 +171,7 @@ impl ProxyHttp for AuthGate {
 
     async fn connected_to_upstream(
         &self,
-        _session: &mut Session,
+        _downstream: &mut Downstream,
         _reused: bool,
         _peer: &HttpPeer,
         #[cfg(unix)] _fd: std::os::unix::io::RawFd,
@@ -183,7 +187,7 @@ impl ProxyHttp for AuthGate {
 
     async fn upstream_request_filter(
         &self,
-        session: &mut Session,
+        downstream: &mut Downstream,
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -203,8 +207,8 @@ impl ProxyHttp for AuthGate {
         let headers = &mut parts.headers;
         let invalid =
             |e: http::header::InvalidHeaderValue| Error::because(InternalError, "upstream header", e);
-        let peer_ip = peer_ip(session);
-        let tls = is_tls(session);
+        let peer_ip = peer_ip(downstream);
+        let tls = is_tls(downstream);
         let conn = ClientConnection {
             peer_ip,
             trusted: ctx.gateway.trusts(peer_ip),
@@ -250,7 +254,12 @@ impl ProxyHttp for AuthGate {
         Ok(())
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        downstream: &mut Downstream,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
         let rejection = match (e.esource(), e.etype()) {
             (_, HTTPStatus(code)) if *code >= 400 => {
                 Some(Rejection::new(*code, "error", "The request failed."))
@@ -275,10 +284,10 @@ impl ProxyHttp for AuthGate {
         let status = match &rejection {
             // a response already under way (e.g. a timeout mid-body) is cut off, never patched
             // with a second one: the closed connection tells the client it is incomplete
-            Some(r) if session.response_written().is_some() => r.status,
+            Some(r) if downstream.response_written().is_some() => r.status,
             Some(r) => {
-                let reply = respond::rejection_reply(session.req_header(), r, None);
-                if let Err(err) = respond::send_reply(session, reply).await {
+                let reply = respond::rejection_reply(downstream.req_header(), r, None);
+                if let Err(err) = respond::send_reply(downstream, reply).await {
                     tracing::debug!(error = %err, "could not send the error response");
                 }
                 r.status
@@ -293,7 +302,7 @@ impl ProxyHttp for AuthGate {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        _downstream: &mut Downstream,
         upstream_response: &mut pingora::http::ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -309,19 +318,19 @@ impl ProxyHttp for AuthGate {
         Ok(())
     }
 
-    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {
+    fn suppress_error_log(&self, _downstream: &Downstream, _ctx: &RequestCtx, _error: &Error) -> bool {
         // fail_to_proxy logs a redacted line of its own; pingora's would include the full URI
         true
     }
 
-    fn request_summary(&self, session: &Session, ctx: &RequestCtx) -> String {
+    fn request_summary(&self, downstream: &Downstream, ctx: &RequestCtx) -> String {
         // pingora's default is the whole URI, whose query may hold codes or keys
         let path = ctx.target.as_ref().map_or("-", |t| t.path.as_str());
-        format!("{} {path}", session.req_header().method)
+        format!("{} {path}", downstream.req_header().method)
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+    async fn logging(&self, downstream: &mut Downstream, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = downstream.response_written().map_or(0, |r| r.status.as_u16());
         let total = ctx.started.elapsed();
         let route = ctx.route.as_ref().map_or("-", |r| r.name.as_str());
         let m = &*METRICS;
@@ -332,7 +341,7 @@ impl ProxyHttp for AuthGate {
         if let Some(upstream) = ctx.upstream_elapsed {
             m.upstream_seconds.with_label_values(&[route]).observe(upstream.as_secs_f64());
         }
-        let req = session.req_header();
+        let req = downstream.req_header();
         let who =
             ctx.caller.as_ref().and_then(Caller::identity).map(|id| match (id.machine, &id.client_id) {
                 (true, Some(client)) => client.as_str(),

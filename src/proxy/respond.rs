@@ -1,7 +1,7 @@
 //! Writing a `Reply` to the client.
 
 use pingora::http::ResponseHeader;
-use pingora::proxy::Session;
+use pingora::proxy::Session as Downstream;
 
 use crate::http_util::prefers_html;
 use crate::reply::{Rejection, Reply};
@@ -16,13 +16,13 @@ pub fn rejection_reply(
 }
 
 /// Writes a reply.
-pub async fn send_reply(session: &mut Session, reply: Reply) -> pingora::Result<()> {
+pub async fn send_reply(downstream: &mut Downstream, reply: Reply) -> pingora::Result<()> {
     let mut resp = ResponseHeader::build(reply.status, Some(reply.headers.len() + 1))?;
     for (name, value) in reply.headers {
         resp.append_header(name, value)?;
     }
     resp.insert_header(http::header::CONTENT_LENGTH, reply.body.len())?;
-    session.write_response_header(Box::new(resp), false).await?;
-    session.write_response_body(Some(reply.body), true).await?;
+    downstream.write_response_header(Box::new(resp), false).await?;
+    downstream.write_response_body(Some(reply.body), true).await?;
     Ok(())
 }

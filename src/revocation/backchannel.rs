@@ -95,7 +95,7 @@ pub async fn handle(revocations: &Revocations, verifier: &TokenVerifier, body: &
     };
     let ended = match (&request.sid, &request.sub) {
         (Some(sid), sub) => {
-            let sid = revocations.sealer().index("authgate provider session", sid.as_bytes());
+            let sid = revocations.sealer().sid_index(sid);
             match (store.delete_sid(&sid).await, sub) {
                 // a sid no session knows (its id_token had none): the user's sessions, then
                 (Ok(0), Some(sub)) => by_sub(sub).await,

@@ -2,7 +2,7 @@
 //! Logout (`backchannel`), and the per-user revocation records and bearer deny-list they feed.
 //!
 //! Sessions are encrypted with a key only their cookie holds, so an event cannot rewrite them.
-//! Instead each user may have a small sealed record (`UserMarks`): licenses revoked at a time,
+//! Instead each user may have a small sealed record (`RevocationRecord`): licenses revoked at a time,
 //! a suspension time, an "identity changed" time. Every session is checked against its user's
 //! record when it is opened (and cached sessions of that user are dropped when the record
 //! changes, on every instance through the store's change channel). A record only affects
@@ -23,7 +23,7 @@ use crate::session::{Session, SessionSealer, SessionStore, StoreError, StoreEven
 
 /// What the provider told us about one user, sealed in the store under their keyed hash.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct UserMarks {
+pub struct RevocationRecord {
     /// Licenses revoked, each with the time of the revocation (seconds).
     #[serde(default)]
     pub revoked: Vec<(String, u64)>,
@@ -40,7 +40,7 @@ pub struct UserMarks {
 
 /// How a session fares against its user's record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub enum SessionVerdict {
     /// Usable (perhaps with licenses removed).
     Usable {
         /// Its identity must be refreshed before use.
@@ -50,20 +50,20 @@ pub enum Verdict {
     Ended,
 }
 
-impl UserMarks {
+impl RevocationRecord {
     /// Applies the record to a session: removes revoked licenses, ends suspended users' sessions.
-    pub fn apply(&self, session: &mut Session) -> Verdict {
+    pub fn apply(&self, session: &mut Session) -> SessionVerdict {
         let created = session.created_at;
         if self.suspended_at.is_some_and(|t| created <= t) {
-            return Verdict::Ended;
+            return SessionVerdict::Ended;
         }
         session.identity.licenses.retain(|l| !self.revoked.iter().any(|(r, at)| r == l && created <= *at));
         let stale = self.stale_since.is_some_and(|t| session.tokens.access_issued_at < t);
         if stale && session.tokens.refresh_token.is_none() {
             // without a refresh token the identity can only be renewed by signing in again
-            return Verdict::Ended;
+            return SessionVerdict::Ended;
         }
-        Verdict::Usable { stale }
+        SessionVerdict::Usable { stale }
     }
 }
 
@@ -76,7 +76,7 @@ pub struct Revocations {
     /// False while the deny-list is empty: bearer requests then skip the user hash entirely.
     any_denied: AtomicBool,
     /// Records recently read, dropped when the store announces a change for the user.
-    cache: moka::sync::Cache<[u8; 32], Option<Arc<UserMarks>>>,
+    cache: moka::sync::Cache<[u8; 32], Option<Arc<RevocationRecord>>>,
     /// Bumped by every change announcement: a record read before one is not cached after it.
     generation: std::sync::atomic::AtomicU64,
     /// How long a record is kept after its last change.
@@ -143,7 +143,7 @@ impl Revocations {
 
     /// The keyed hash a user is known by in the store.
     pub fn user_index(&self, sub: &str) -> [u8; 32] {
-        self.sealer.index("authgate user", sub.as_bytes())
+        self.sealer.user_index(sub)
     }
 
     /// Is this user (`sub`) on the deny-list? Costs one atomic load while nobody is.
@@ -157,19 +157,21 @@ impl Revocations {
     }
 
     /// The record of `user`, if any (cached; the store announces changes).
-    pub async fn marks(&self, user: &[u8; 32]) -> Result<Option<Arc<UserMarks>>, StoreError> {
+    pub async fn record(&self, user: &[u8; 32]) -> Result<Option<Arc<RevocationRecord>>, StoreError> {
         if let Some(cached) = self.cache.get(user) {
             return Ok(cached);
         }
         let generation = self.generation.load(Ordering::SeqCst);
         let marks = match self.store.user_marks(user).await? {
-            Some(sealed) => match self.sealer.open_with::<UserMarks>("authgate user marks", user, &sealed) {
-                Ok(m) => Some(Arc::new(m)),
-                Err(_) => {
-                    tracing::warn!("a revocation record cannot be opened (another session secret?)");
-                    None
+            Some(sealed) => {
+                match self.sealer.open_with::<RevocationRecord>("authgate user marks", user, &sealed) {
+                    Ok(m) => Some(Arc::new(m)),
+                    Err(_) => {
+                        tracing::warn!("a revocation record cannot be opened (another session secret?)");
+                        None
+                    }
                 }
-            },
+            }
             None => None,
         };
         self.cache.insert(*user, marks.clone());
@@ -184,7 +186,7 @@ impl Revocations {
     pub async fn update(
         &self,
         user: &[u8; 32],
-        change: impl FnOnce(&mut UserMarks),
+        change: impl FnOnce(&mut RevocationRecord),
     ) -> Result<bool, StoreError> {
         let lock_key = crate::session::SessionKey(self.sealer.index("authgate marks lock", user));
         let mut token = None;
@@ -206,10 +208,10 @@ impl Revocations {
     async fn update_locked(
         &self,
         user: &[u8; 32],
-        change: impl FnOnce(&mut UserMarks),
+        change: impl FnOnce(&mut RevocationRecord),
     ) -> Result<bool, StoreError> {
         self.cache.invalidate(user);
-        let old = self.marks(user).await?.map(|m| (*m).clone()).unwrap_or_default();
+        let old = self.record(user).await?.map(|m| (*m).clone()).unwrap_or_default();
         let mut marks = old.clone();
         change(&mut marks);
         if marks == old {
@@ -251,7 +253,7 @@ impl Revocations {
     }
 
     async fn reload_denied(&self, user: &[u8; 32]) {
-        match self.marks(user).await {
+        match self.record(user).await {
             Ok(marks) => {
                 let until = marks
                     .and_then(|m| m.suspended_at)

@@ -111,7 +111,18 @@ impl SessionSealer {
         SessionKey(self.mac(b"authgate session id", &ticket.id))
     }
 
-    /// A keyed hash for indexing by other values (login `state`, user `sub`, binding cookie).
+    /// The keyed hash a user (`sub`) is known by in the store: their sessions are indexed by
+    /// it, their revocation record is kept under it.
+    pub fn user_index(&self, sub: &str) -> [u8; 32] {
+        self.index("authgate user", sub.as_bytes())
+    }
+
+    /// The keyed hash a provider session id (`sid`) is indexed by (back-channel logout).
+    pub fn sid_index(&self, sid: &str) -> [u8; 32] {
+        self.index("authgate provider session", sid.as_bytes())
+    }
+
+    /// A keyed hash for indexing by other values (login `state`, binding cookie, event ids).
     pub fn index(&self, label: &str, value: &[u8]) -> [u8; 32] {
         self.mac(label.as_bytes(), value)
     }

@@ -8,6 +8,7 @@
 mod crypto;
 mod model;
 mod redis;
+mod redis_scripts;
 mod store;
 
 pub use crypto::{SealError, SessionKey, SessionSealer, SessionTicket};
@@ -61,7 +62,7 @@ mod tests {
         let stored = StoredSession {
             sealed: sealer.seal_session(&ticket, &session).unwrap(),
             version: 1,
-            user: sealer.index("authgate user", session.identity.subject.as_bytes()),
+            user: sealer.user_index(&session.identity.subject),
             expires_at: session.expires_at,
             created_at: session.created_at,
             sid: None,

@@ -20,6 +20,7 @@ use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::SessionKey;
+use super::redis_scripts::Scripts;
 use super::store::{Listeners, SessionStore, StoreError, StoreEvent, StoreListener, StoredSession};
 use crate::clock::unix_now;
 use crate::codec::{decode_hex32, hex_lower};
@@ -69,107 +70,6 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
-struct Scripts {
-    load: redis::Script,
-    save: redis::Script,
-    delete: redis::Script,
-    delete_user: redis::Script,
-    delete_sid: redis::Script,
-    save_marks: redis::Script,
-    unlock: redis::Script,
-}
-
-/// Reads a session and slides its idle expiry (never past its absolute end).
-const LOAD: &str = r"
-local v = redis.call('HMGET', KEYS[1], 'v', 'u', 'd', 'e', 'c', 'i')
-if not v[1] then return false end
-local left = (tonumber(v[4]) - tonumber(ARGV[1])) * 1000
-if left <= 0 then redis.call('DEL', KEYS[1]) return false end
-local idle = tonumber(ARGV[2])
-if idle < left then left = idle end
-redis.call('PEXPIRE', KEYS[1], left)
-return v
-";
-
-/// Writes a session if its version is the expected one ('' = must not exist), indexes it by
-/// user, and announces a rewrite.
-const SAVE: &str = r"
-local cur = redis.call('HGET', KEYS[1], 'v')
-if ARGV[1] == '' then
-  if cur then return 0 end
-elseif cur ~= ARGV[1] then
-  return 0
-end
-local left = (tonumber(ARGV[5]) - tonumber(ARGV[6])) * 1000
-if left <= 0 then return 0 end
-redis.call('HSET', KEYS[1], 'v', ARGV[2], 'u', ARGV[3], 'd', ARGV[4], 'e', ARGV[5], 'c', ARGV[10], 'i', ARGV[11])
-local idle = tonumber(ARGV[7])
-if idle < left then redis.call('PEXPIRE', KEYS[1], idle) else redis.call('PEXPIRE', KEYS[1], left) end
-redis.call('SADD', KEYS[2], KEYS[1])
-if redis.call('PTTL', KEYS[2]) < left then redis.call('PEXPIRE', KEYS[2], left) end
-if ARGV[11] ~= '' then
-  redis.call('SADD', KEYS[3], KEYS[1])
-  if redis.call('PTTL', KEYS[3]) < left then redis.call('PEXPIRE', KEYS[3], left) end
-end
-if ARGV[1] ~= '' then redis.call('PUBLISH', ARGV[8], ARGV[9]) end
-return 1
-";
-
-/// Ends one session and announces it.
-const DELETE: &str = r"
-local u = redis.call('HGET', KEYS[1], 'u')
-redis.call('DEL', KEYS[1])
-if u then redis.call('SREM', ARGV[3] .. u, KEYS[1]) end
-redis.call('PUBLISH', ARGV[1], ARGV[2])
-return 1
-";
-
-/// Ends every session of a user created before ARGV[3] and announces it.
-const DELETE_USER: &str = r"
-local n = 0
-local before = tonumber(ARGV[3])
-for _, k in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if redis.call('EXISTS', k) == 0 then
-    redis.call('SREM', KEYS[1], k)
-  elseif tonumber(redis.call('HGET', k, 'c') or '0') < before then
-    n = n + redis.call('DEL', k)
-    redis.call('SREM', KEYS[1], k)
-  end
-end
-redis.call('PUBLISH', ARGV[1], ARGV[2])
-return n
-";
-
-/// Ends every session of a provider session and announces each.
-const DELETE_SID: &str = r"
-local n = 0
-for _, k in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  n = n + redis.call('DEL', k)
-  redis.call('PUBLISH', ARGV[1], 's' .. string.sub(k, #ARGV[2] + 1))
-end
-redis.call('DEL', KEYS[1])
-return n
-";
-
-/// Replaces a user's revocation record and deny-list entry, and announces it.
-const SAVE_MARKS: &str = r"
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-if ARGV[3] ~= '' then
-  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
-else
-  redis.call('ZREM', KEYS[2], ARGV[4])
-end
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[5])
-redis.call('PUBLISH', ARGV[6], 'u' .. ARGV[4])
-return 1
-";
-
-/// Releases a lock only if it is still ours.
-const UNLOCK: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-";
-
 fn unavailable(e: redis::RedisError) -> StoreError {
     // the error text never holds the URL's password (redis-rs prints kinds and server replies)
     StoreError::Unavailable(format!("redis: {e}"))
@@ -180,6 +80,20 @@ fn ms(d: Duration) -> u64 {
 }
 
 impl RedisStore {
+    /// `SET key value NX PX ttl`: true when the key was new (and is now set).
+    async fn set_new(&self, key: String, value: u64, ttl: Duration) -> Result<bool, StoreError> {
+        let set: Option<String> = redis::cmd("SET")
+            .arg(key)
+            .arg(value)
+            .arg("NX")
+            .arg("PX")
+            .arg(ms(ttl))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(set.is_some())
+    }
+
     /// Connects lazily (a Redis that is down at start only makes requests that need a session
     /// fail with 503 until it is back) and starts listening for other instances' changes.
     pub fn new(settings: &RedisSettings) -> Result<Self, StoreError> {
@@ -224,15 +138,7 @@ impl RedisStore {
             login_ttl_ms: ms(settings.login_ttl),
             client,
             listeners: Listeners::default(),
-            scripts: Scripts {
-                load: redis::Script::new(LOAD),
-                save: redis::Script::new(SAVE),
-                delete: redis::Script::new(DELETE),
-                delete_user: redis::Script::new(DELETE_USER),
-                delete_sid: redis::Script::new(DELETE_SID),
-                save_marks: redis::Script::new(SAVE_MARKS),
-                unlock: redis::Script::new(UNLOCK),
-            },
+            scripts: Scripts::new(),
             runtime: Some(runtime),
         };
         store.subscribe();
@@ -474,16 +380,8 @@ impl SessionStore for RedisStore {
     async fn lock(&self, key: &SessionKey, ttl: Duration) -> Result<Option<u64>, StoreError> {
         let token =
             u64::from_le_bytes(random_bytes::<8>().map_err(|e| StoreError::Unavailable(e.to_string()))?);
-        let taken: Option<String> = redis::cmd("SET")
-            .arg(self.key("k", &key.0))
-            .arg(token)
-            .arg("NX")
-            .arg("PX")
-            .arg(ms(ttl))
-            .query_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        Ok(taken.map(|_| token))
+        let taken = self.set_new(self.key("k", &key.0), token, ttl).await?;
+        Ok(taken.then_some(token))
     }
 
     async fn unlock(&self, key: &SessionKey, token: u64) -> Result<(), StoreError> {
@@ -499,16 +397,7 @@ impl SessionStore for RedisStore {
     }
 
     async fn remember(&self, key: &[u8; 32], ttl: Duration) -> Result<bool, StoreError> {
-        let set: Option<String> = redis::cmd("SET")
-            .arg(self.key("d", key))
-            .arg(1)
-            .arg("NX")
-            .arg("PX")
-            .arg(ms(ttl))
-            .query_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        Ok(set.is_some())
+        self.set_new(self.key("d", key), 1, ttl).await
     }
 
     async fn forget(&self, key: &[u8; 32]) -> Result<(), StoreError> {
