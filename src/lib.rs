@@ -13,7 +13,8 @@
 //! - model: `config` (file → validated model), `identity` (who is calling, its headers, prepared
 //!   once), `policy` (what a route requires).
 //! - state: `session` (sessions, sealing, memory and Redis stores).
-//! - provider: `oidc` (discovery, bounded fetches, JWKS cache, token-endpoint budget, grants).
+//! - provider: `oidc` (the OpenID Connect client on `openidconnect`: discovery, bounded
+//!   fetches, JWKS cache, token-endpoint budget, authorization request, code and refresh grants).
 //! - verification: `jwt` (bearer tokens, verified-token cache, introspection), `assertion`
 //!   (signed identity assertions), `revocation` (records, webhooks, back-channel logout,
 //!   deny-list).

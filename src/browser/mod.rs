@@ -17,7 +17,7 @@ use crate::clock::unix_now;
 use crate::http_util::cookie_values;
 use crate::identity::PreparedIdentity;
 use crate::jwt::TokenVerifier;
-use crate::oidc::login::LoginSettings;
+use crate::oidc::login::{self, LoginSettings};
 use crate::random::random_token;
 use crate::reply::Reply;
 use crate::revocation::{Revocations, SessionVerdict};
@@ -345,19 +345,19 @@ impl BrowserAuth {
             }
             let tokens = &active.session.tokens;
             if let (Some(refresh), Some(endpoint)) =
-                (tokens.refresh_token.clone(), discovery.as_ref().and_then(|d| d.revocation_endpoint.clone()))
+                (tokens.refresh_token.clone(), discovery.as_ref().and_then(|d| d.revocation_endpoint()))
             {
-                self.revoke_in_background(endpoint, refresh);
+                self.revoke_in_background(endpoint.to_owned(), refresh);
             }
-            if let Some(end_session) = discovery.as_ref().and_then(|d| d.end_session_endpoint.as_deref()) {
-                if let Ok(mut url) = url::Url::parse(end_session) {
-                    url.query_pairs_mut()
-                        .append_pair("id_token_hint", &tokens.id_token)
-                        .append_pair("client_id", &self.settings.client_id)
-                        .append_pair("post_logout_redirect_uri", &post_logout)
-                        .append_pair("state", &random_token(16).unwrap_or_default());
-                    location = url.into();
-                }
+            if let Some(end_session) = discovery.as_ref().and_then(|d| d.end_session_endpoint()) {
+                let state = random_token(16).unwrap_or_default();
+                location = login::end_session_url(
+                    end_session,
+                    &tokens.id_token,
+                    &self.settings,
+                    &post_logout,
+                    state,
+                );
             }
             tracing::info!("signed out");
         }
@@ -366,6 +366,8 @@ impl BrowserAuth {
         reply
     }
 
+    /// Revokes a refresh token (RFC 7009) off the request path. Not through `openidconnect`: its
+    /// `revoke_token` refuses an `http:` endpoint, which a provider on a private network may have.
     fn revoke_in_background(&self, endpoint: String, refresh_token: String) {
         let fetcher = self.verifier.provider().fetcher().clone();
         let client_id = self.settings.client_id.clone();

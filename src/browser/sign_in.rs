@@ -140,7 +140,7 @@ impl BrowserAuth {
             Some(iss) if iss != issuer => {
                 return bad_callback("The sign-in response comes from an unexpected issuer.");
             }
-            None if discovery.authorization_response_iss_parameter_supported => {
+            None if discovery.issuer_in_authorization_response() => {
                 return bad_callback("The sign-in response does not name its issuer.");
             }
             _ => {}

@@ -92,6 +92,15 @@ impl Fetcher {
         self.send(url, self.client.post(url).form(form)).await
     }
 
+    /// Sends a request built elsewhere (by `openidconnect`: see `ProviderHttp`), within the
+    /// same bounds; any status but 200 is an error, as for every other provider call.
+    pub async fn execute(&self, req: http::Request<Vec<u8>>) -> Result<Fetched, FetchError> {
+        let (parts, body) = req.into_parts();
+        let url = parts.uri.to_string();
+        let builder = self.client.request(parts.method, &url).headers(parts.headers).body(body);
+        self.send(&url, builder).await
+    }
+
     async fn send(&self, url: &str, req: reqwest::RequestBuilder) -> Result<Fetched, FetchError> {
         let transport =
             |e: reqwest::Error| FetchError::Transport { url: url.to_owned(), reason: e.to_string() };
@@ -134,6 +143,47 @@ impl Fetcher {
     }
 }
 
+/// The bounded client as `openidconnect`'s HTTP client, for the token and revocation
+/// endpoints. Only a 200 reaches the crate: every other status comes back as
+/// `FetchError::Status`, so that 429 (with its `Retry-After`) and OAuth error codes are judged
+/// by authgate's own rules, as for every provider call.
+#[derive(Debug, Clone, Copy)]
+pub struct ProviderHttp<'a>(pub &'a Fetcher);
+
+impl<'c> openidconnect::AsyncHttpClient<'c> for ProviderHttp<'_> {
+    type Error = FetchError;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<openidconnect::HttpResponse, FetchError>> + Send + 'c>,
+    >;
+
+    fn call(&'c self, request: openidconnect::HttpRequest) -> Self::Future {
+        Box::pin(async move {
+            let fetched = self.0.execute(request).await?;
+            let mut response = http::Response::new(lenient_token_response(fetched.body.to_vec()));
+            // the body is judged as JSON whatever its label: a wrong one is the provider's slip
+            response
+                .headers_mut()
+                .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+            Ok(response)
+        })
+    }
+}
+
+/// `expires_in` as a number: `openidconnect` reads only numbers, while some providers (Azure AD
+/// v1, older ADFS) send a numeric string.
+fn lenient_token_response(body: Vec<u8>) -> Vec<u8> {
+    let Ok(serde_json::Value::Object(mut doc)) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return body;
+    };
+    let Some(seconds) =
+        doc.get("expires_in").and_then(|v| v.as_str()).and_then(|s| s.trim().parse::<u64>().ok())
+    else {
+        return body;
+    };
+    doc.insert("expires_in".into(), seconds.into());
+    serde_json::to_vec(&doc).unwrap_or(body)
+}
+
 /// `max-age=N` from a Cache-Control value (`no-store`/`no-cache` mean zero).
 pub fn parse_max_age(cache_control: &str) -> Option<Duration> {
     let mut max_age = None;
@@ -152,6 +202,17 @@ pub fn parse_max_age(cache_control: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_numeric_string_lifetime_becomes_a_number() {
+        let fixed = lenient_token_response(br#"{"access_token":"a","expires_in":"3599"}"#.to_vec());
+        let v: serde_json::Value = serde_json::from_slice(&fixed).unwrap();
+        assert_eq!(v["expires_in"], 3599);
+        assert_eq!(v["access_token"], "a");
+        let untouched = br#"{"access_token":"a","expires_in":300}"#.to_vec();
+        assert_eq!(lenient_token_response(untouched.clone()), untouched);
+        assert_eq!(lenient_token_response(b"garbage".to_vec()), b"garbage");
+    }
 
     #[test]
     fn max_age_is_read_from_cache_control() {

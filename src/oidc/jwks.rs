@@ -34,6 +34,8 @@ impl std::fmt::Debug for VerifyingKey {
 #[derive(Debug, Default)]
 pub struct KeySet {
     keys: HashMap<String, Arc<VerifyingKey>>,
+    /// The usable keys as published, for `openidconnect`'s id_token verifier.
+    published: Vec<serde_json::Value>,
     /// Keys in the document that were not usable, with why (for the log).
     pub skipped: Vec<String>,
 }
@@ -63,7 +65,7 @@ impl KeySet {
         let doc: Doc = serde_json::from_slice(body).map_err(|e| JwksError::Unusable(e.to_string()))?;
         let mut set = KeySet::default();
         for (i, raw) in doc.keys.into_iter().enumerate() {
-            let jwk: Jwk = match serde_json::from_value(raw) {
+            let jwk: Jwk = match serde_json::from_value(raw.clone()) {
                 Ok(j) => j,
                 Err(e) => {
                     set.skipped.push(format!("key {i}: {e}"));
@@ -74,6 +76,7 @@ impl KeySet {
             match verifying_key(&jwk) {
                 Ok(k) => {
                     set.keys.insert(kid, Arc::new(k));
+                    set.published.push(raw);
                 }
                 Err(why) => set.skipped.push(format!("key {kid:?}: {why}")),
             }
@@ -91,6 +94,13 @@ impl KeySet {
             None if self.keys.len() == 1 => self.keys.values().next(),
             None => None,
         }
+    }
+
+    /// The usable keys as `openidconnect` reads them (keys it cannot use are left out).
+    pub fn as_openid(&self) -> openidconnect::core::CoreJsonWebKeySet {
+        let doc = serde_json::json!({ "keys": self.published });
+        serde_json::from_value(doc)
+            .unwrap_or_else(|_| openidconnect::core::CoreJsonWebKeySet::new(Vec::new()))
     }
 
     /// Number of usable keys.

@@ -1,19 +1,21 @@
-//! The authorization-code flow with PKCE (RFC 7636, S256) and the code exchange: plain
-//! functions over the discovery document, so each step is testable without a provider.
-//!
-//! Hand-written rather than through `openidconnect`: that crate brings its own HTTP client
-//! plumbing, JWKS types and id_token verifier, while authgate verifies every token, bearer or
-//! id_token, with one `JwksCache` and one set of rules.
+//! The authorization-code flow with PKCE (RFC 7636, S256), the code exchange and the refresh
+//! grant, through `openidconnect` (its HTTP calls go through the bounded client, `ProviderHttp`).
+//! What stays ours: the token-endpoint budget and 429 handling around each call, and how a
+//! refusal is read (only its OAuth error code, never its description).
 
+use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use serde::Deserialize;
-use sha2::{Digest, Sha256};
+use openidconnect::core::CoreAuthenticationFlow;
+use openidconnect::{
+    AuthorizationCode, CsrfToken, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier,
+    RedirectUrl, RefreshToken, RequestTokenError, Scope, TokenResponse as _,
+};
 
 use super::budget::{Grant, TokenBudget};
 use super::discovery::Discovery;
-use super::fetch::{FetchError, Fetcher};
+use super::fetch::{FetchError, Fetcher, ProviderHttp};
 use crate::config::Secret;
 use crate::random::{RandomError, random_token};
 use crate::session::{LoginState, SealError};
@@ -85,28 +87,28 @@ pub fn authorization_request(
     browser: [u8; 32],
     now: u64,
 ) -> Result<AuthorizationRequest, LoginError> {
-    let endpoint =
-        discovery.authorization_endpoint.as_deref().ok_or(LoginError::NotReady("authorization_endpoint"))?;
+    // state, nonce and verifier come from the OS (`random`), not from the crate's thread RNG
     let state = random_token(32)?;
     let nonce = random_token(32)?;
     let verifier = random_token(32)?;
-    let challenge =
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
-    let mut url = url::Url::parse(endpoint).map_err(|_| LoginError::NotReady("authorization_endpoint"))?;
-    {
-        let mut q = url.query_pairs_mut();
-        for (k, v) in &settings.extra_params {
-            q.append_pair(k, v);
-        }
-        q.append_pair("response_type", "code")
-            .append_pair("client_id", &settings.client_id)
-            .append_pair("redirect_uri", redirect_uri)
-            .append_pair("scope", &settings.scopes)
-            .append_pair("state", &state)
-            .append_pair("nonce", &nonce)
-            .append_pair("code_challenge", &challenge)
-            .append_pair("code_challenge_method", "S256");
+    let redirect =
+        RedirectUrl::new(redirect_uri.to_owned()).map_err(|_| LoginError::NotReady("redirect_uri"))?;
+    let challenge = PkceCodeChallenge::from_code_verifier_sha256(&PkceCodeVerifier::new(verifier.clone()));
+    let client =
+        discovery.client(&settings.client_id, settings.client_secret.as_ref()).set_redirect_uri(redirect);
+    let (given_state, given_nonce) = (state.clone(), nonce.clone());
+    let mut request = client
+        .authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            move || CsrfToken::new(given_state),
+            move || Nonce::new(given_nonce),
+        )
+        .add_scopes(settings.scopes.split(' ').filter(|s| !s.is_empty()).map(|s| Scope::new(s.to_owned())))
+        .set_pkce_challenge(challenge);
+    for (k, v) in &settings.extra_params {
+        request = request.add_extra_param(k.clone(), v.clone());
     }
+    let (url, _, _) = request.url();
     let login = LoginState {
         verifier,
         nonce,
@@ -118,8 +120,8 @@ pub fn authorization_request(
     Ok(AuthorizationRequest { url: url.into(), state, login })
 }
 
-/// The token endpoint's answer to a code exchange.
-#[derive(Clone, Deserialize)]
+/// The token endpoint's answer to a code exchange or a refresh.
+#[derive(Clone)]
 pub struct TokenResponse {
     /// The access token.
     pub access_token: String,
@@ -127,10 +129,19 @@ pub struct TokenResponse {
     pub id_token: Option<String>,
     /// The refresh token.
     pub refresh_token: Option<String>,
-    /// Seconds until the access token expires (a number, or a numeric string as some
-    /// providers send).
-    #[serde(default, deserialize_with = "lenient_seconds")]
+    /// Seconds until the access token expires.
     pub expires_in: Option<u64>,
+}
+
+impl From<openidconnect::core::CoreTokenResponse> for TokenResponse {
+    fn from(r: openidconnect::core::CoreTokenResponse) -> Self {
+        Self {
+            access_token: r.access_token().secret().clone(),
+            id_token: r.id_token().map(ToString::to_string),
+            refresh_token: r.refresh_token().map(|t| t.secret().clone()),
+            expires_in: r.expires_in().map(|d| d.as_secs()),
+        }
+    }
 }
 
 impl std::fmt::Debug for TokenResponse {
@@ -149,18 +160,25 @@ pub async fn exchange_code(
     code: &str,
     login: &LoginState,
 ) -> Result<TokenResponse, LoginError> {
-    let form = [
-        ("grant_type", "authorization_code"),
-        ("code", code),
-        ("redirect_uri", login.redirect_uri.as_str()),
-        ("code_verifier", login.verifier.as_str()),
-    ];
+    let redirect =
+        RedirectUrl::new(login.redirect_uri.clone()).map_err(|_| LoginError::NotReady("redirect_uri"))?;
     // providers keep a code for about a minute; the user has already waited for part of it
     let deadline = Instant::now() + CODE_PATIENCE;
     loop {
         let wait = match budget.try_take(Grant::CodeExchange) {
             Ok(()) => {
-                match token_request(fetcher, discovery, settings, budget, Grant::CodeExchange, &form).await {
+                let client = discovery.client(&settings.client_id, settings.client_secret.as_ref());
+                let result = match client.exchange_code(AuthorizationCode::new(code.to_owned())) {
+                    Ok(request) => {
+                        request
+                            .set_pkce_verifier(PkceCodeVerifier::new(login.verifier.clone()))
+                            .set_redirect_uri(Cow::Borrowed(&redirect))
+                            .request_async(&ProviderHttp(fetcher))
+                            .await
+                    }
+                    Err(_) => return Err(LoginError::NotReady("token_endpoint")),
+                };
+                match judge(result, budget, Grant::CodeExchange) {
                     Err(LoginError::RateLimited(pause)) => pause,
                     other => return other,
                 }
@@ -191,45 +209,29 @@ pub async fn refresh_grant(
     budget: &TokenBudget,
     refresh_token: &str,
 ) -> Result<TokenResponse, LoginError> {
-    let form = [("grant_type", "refresh_token"), ("refresh_token", refresh_token)];
-    token_request(fetcher, discovery, settings, budget, Grant::Refresh, &form).await
+    let client = discovery.client(&settings.client_id, settings.client_secret.as_ref());
+    let token = RefreshToken::new(refresh_token.to_owned());
+    let request =
+        client.exchange_refresh_token(&token).map_err(|_| LoginError::NotReady("token_endpoint"))?;
+    judge(request.request_async(&ProviderHttp(fetcher)).await, budget, Grant::Refresh)
 }
 
-/// One call to the token endpoint. Client authentication follows discovery:
-/// `client_secret_basic` unless the provider only supports `client_secret_post`.
-async fn token_request(
-    fetcher: &Fetcher,
-    discovery: &Discovery,
-    settings: &LoginSettings,
+/// What a token-endpoint call came to, by authgate's rules: a 429 pauses the budget, a 4xx is a
+/// refusal named by its OAuth error code, anything else a provider failure.
+fn judge<E: openidconnect::ErrorResponse>(
+    result: Result<openidconnect::core::CoreTokenResponse, RequestTokenError<FetchError, E>>,
     budget: &TokenBudget,
     grant: Grant,
-    form: &[(&str, &str)],
 ) -> Result<TokenResponse, LoginError> {
-    let endpoint = discovery.token_endpoint.as_deref().ok_or(LoginError::NotReady("token_endpoint"))?;
-    let mut form = form.to_vec();
-    let methods = &discovery.token_endpoint_auth_methods_supported;
-    let use_post = !methods.is_empty()
-        && !methods.iter().any(|m| m == "client_secret_basic")
-        && methods.iter().any(|m| m == "client_secret_post");
-    let result = match (&settings.client_secret, use_post) {
-        (Some(secret), false) => {
-            fetcher.post_form(endpoint, &settings.client_id, secret.expose(), &form).await
-        }
-        (Some(secret), true) => {
-            form.push(("client_id", &settings.client_id));
-            form.push(("client_secret", secret.expose()));
-            fetcher.post_form_anonymous(endpoint, &form).await
-        }
-        (None, _) => {
-            form.push(("client_id", &settings.client_id));
-            fetcher.post_form_anonymous(endpoint, &form).await
-        }
-    };
     let outcome =
         |o: &str| crate::metrics::METRICS.token_requests.with_label_values(&[grant.label(), o]).inc();
-    let fetched = match result {
-        Ok(f) => f,
-        Err(FetchError::Status { status: 429, retry_after, .. }) => {
+    match result {
+        Ok(response) => {
+            budget.succeeded();
+            outcome("ok");
+            Ok(response.into())
+        }
+        Err(RequestTokenError::Request(FetchError::Status { status: 429, retry_after, .. })) => {
             outcome("throttled");
             let pause = budget.throttled(retry_after);
             tracing::warn!(
@@ -237,29 +239,48 @@ async fn token_request(
                 pause_ms = pause.as_millis() as u64,
                 "the token endpoint answered 429"
             );
-            return Err(LoginError::RateLimited(pause));
+            Err(LoginError::RateLimited(pause))
         }
-        Err(FetchError::Status { status, body, .. }) if (400..500).contains(&status) => {
+        Err(RequestTokenError::Request(FetchError::Status { status, body, .. }))
+            if (400..500).contains(&status) =>
+        {
             outcome("refused");
-            return Err(LoginError::Refused(oauth_error(&body).unwrap_or_else(|| format!("HTTP {status}"))));
+            Err(LoginError::Refused(oauth_error(&body).unwrap_or_else(|| format!("HTTP {status}"))))
         }
-        Err(e) => {
+        Err(RequestTokenError::Request(e)) => {
             outcome("failed");
-            return Err(LoginError::Unavailable(e.to_string()));
+            Err(LoginError::Unavailable(e.to_string()))
         }
-    };
-    budget.succeeded();
-    outcome("ok");
-    serde_json::from_slice(&fetched.body)
-        .map_err(|_| LoginError::Unavailable("malformed token response".into()))
+        // only a 200 reaches the crate (`ProviderHttp`): anything it cannot read is malformed
+        Err(
+            RequestTokenError::ServerResponse(_) | RequestTokenError::Parse(..) | RequestTokenError::Other(_),
+        ) => {
+            outcome("failed");
+            Err(LoginError::Unavailable("malformed token response".into()))
+        }
+    }
 }
 
-fn lenient_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    Ok(match Option::<serde_json::Value>::deserialize(d)? {
-        Some(serde_json::Value::Number(n)) => n.as_u64(),
-        Some(serde_json::Value::String(s)) => s.parse().ok(),
-        _ => None,
-    })
+/// Where to send a browser to end its provider session (OpenID Connect RP-Initiated Logout):
+/// the end-session endpoint with the session's id_token as a hint (when it still parses), our
+/// client id, where to come back, and a `state`.
+pub fn end_session_url(
+    endpoint: &openidconnect::EndSessionUrl,
+    id_token: &str,
+    settings: &LoginSettings,
+    post_logout: &str,
+    state: String,
+) -> String {
+    let mut request = openidconnect::LogoutRequest::from(endpoint.clone())
+        .set_client_id(openidconnect::ClientId::new(settings.client_id.clone()))
+        .set_state(CsrfToken::new(state));
+    if let Ok(hint) = id_token.parse::<openidconnect::core::CoreIdToken>() {
+        request = request.set_id_token_hint(&hint);
+    }
+    if let Ok(back) = openidconnect::PostLogoutRedirectUrl::new(post_logout.to_owned()) {
+        request = request.set_post_logout_redirect_uri(back);
+    }
+    request.http_get_url().into()
 }
 
 /// The `error` code of an OAuth error body (never its free-text description).
@@ -282,14 +303,19 @@ pub fn access_token_claims(token: &str) -> Option<serde_json::Value> {
 mod tests {
     use super::*;
 
+    use sha2::{Digest, Sha256};
+
     fn discovery() -> Discovery {
-        serde_json::from_value(serde_json::json!({
+        let doc = serde_json::json!({
             "issuer": "https://idp.example.com",
             "jwks_uri": "https://idp.example.com/jwks",
             "authorization_endpoint": "https://idp.example.com/auth?tenant=acme",
             "token_endpoint": "https://idp.example.com/token",
-        }))
-        .unwrap()
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+        });
+        Discovery::parse(&serde_json::to_vec(&doc).unwrap(), "https://idp.example.com").unwrap()
     }
 
     #[test]
@@ -329,6 +355,9 @@ mod tests {
         assert_eq!(q["tenant"], "acme");
         assert_eq!(q["kc_idp_hint"], "google");
         assert_eq!(q["response_type"], "code");
+        assert_eq!(q["scope"], "openid profile", "the configured scopes, `openid` once");
+        assert_eq!(q["redirect_uri"], "https://app/oauth2/callback");
+        assert_eq!(q["client_id"], "authgate");
         assert_eq!(q["code_challenge_method"], "S256");
         assert_eq!(q["state"], a.state);
         assert_eq!(q["nonce"], a.login.nonce);

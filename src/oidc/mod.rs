@@ -93,13 +93,13 @@ impl OidcProvider {
             }
             (Err(e), None) => return Err(e.into()),
         };
-        Ok(self.jwks.refresh(&self.fetcher, &doc.jwks_uri).await?)
+        Ok(self.jwks.refresh(&self.fetcher, doc.jwks_uri()).await?)
     }
 
     /// The signing key for a token's `kid` (see `JwksCache::key_for`).
     pub async fn key_for(&self, kid: Option<&str>) -> Option<Arc<VerifyingKey>> {
         let doc = self.discovery();
-        self.jwks.key_for(kid, &self.fetcher, doc.as_ref().map(|d| d.jwks_uri.as_str())).await
+        self.jwks.key_for(kid, &self.fetcher, doc.as_ref().map(|d| d.jwks_uri())).await
     }
 
     /// `(discovery loaded, keys loaded)` for `/readyz`.

@@ -532,7 +532,16 @@ impl FaultIdp {
                     }
                     let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
                     let (status, body) = if path == "/.well-known/openid-configuration" {
-                        (200, format!(r#"{{"issuer":"{iss}","jwks_uri":"{iss}/jwks"}}"#))
+                        // every field OpenID Connect Discovery requires, as a real provider sends
+                        let doc = serde_json::json!({
+                            "issuer": iss,
+                            "jwks_uri": format!("{iss}/jwks"),
+                            "authorization_endpoint": format!("{iss}/auth"),
+                            "response_types_supported": ["code"],
+                            "subject_types_supported": ["public"],
+                            "id_token_signing_alg_values_supported": ["RS256"],
+                        });
+                        (200, doc.to_string())
                     } else if path == "/jwks" {
                         h.fetch_add(1, Ordering::SeqCst);
                         let current = f.lock().unwrap().clone();
