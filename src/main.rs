@@ -85,7 +85,7 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
 fn reload(path: &std::path::Path) -> anyhow::Result<()> {
     // validate here first: the running gateway would refuse the same file, less readably
     let config = authgate::config::load_file(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let admin: std::net::SocketAddr = config.server.admin_listen.parse().context("server.admin_listen")?;
+    let admin = config.server.admin_addr.context("server.admin_listen")?;
     let answer =
         authgate::admin::request_reload(admin).map_err(|e| anyhow::anyhow!("reload refused: {e}"))?;
     println!("{answer}");
@@ -102,7 +102,7 @@ fn rotate(path: &std::path::Path) -> anyhow::Result<()> {
         humantime::format_duration(a.lifetime.get())
     );
     // the running gateway (if any) picks it up now; other instances sharing the file on reload
-    if let Ok(admin) = config.server.admin_listen.parse::<std::net::SocketAddr>() {
+    if let Some(admin) = config.server.admin_addr {
         match authgate::admin::request_reload(admin) {
             Ok(_) => println!("the gateway at {admin} reloaded"),
             Err(e) => println!(

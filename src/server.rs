@@ -1,12 +1,10 @@
 //! Assembling the Pingora server from a validated config: proxy listeners (plain, h2c, TLS
 //! with HTTP/2), the admin listener, and process settings (threads, graceful shutdown).
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use jsonwebtoken::Algorithm;
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::server::Server;
@@ -37,9 +35,6 @@ pub enum StartError {
     /// The provider client cannot be set up.
     #[error("provider: {0}")]
     Provider(#[from] ProviderError),
-    /// A signature algorithm that validation should have refused.
-    #[error("provider.algorithms: {0:?} is not an algorithm")]
-    Algorithm(String),
     /// A file of the session store's settings cannot be read.
     #[error("cannot read session.{key} {}: {source}", path.display())]
     StoreFile {
@@ -161,13 +156,8 @@ pub fn build(config: Config, config_path: &std::path::Path) -> Result<Server, St
     };
     let verifier = match (&provider, &config.provider) {
         (Some(provider), Some(p)) => {
-            let algorithms = p
-                .algorithms
-                .iter()
-                .map(|a| Algorithm::from_str(a).map_err(|_| StartError::Algorithm(a.clone())))
-                .collect::<Result<Vec<_>, _>>()?;
             let settings = VerifierSettings {
-                algorithms,
+                algorithms: p.signature_algorithms.clone(),
                 leeway: p.leeway.get().as_secs(),
                 cache_size: p.token_cache_size,
                 client_id: p.client_id.clone(),

@@ -309,3 +309,27 @@ fn a_redis_client_certificate_must_go_with_its_key() {
         }
     }
 }
+
+/// What validation parsed is carried in the model, so the runtime never parses it again (and
+/// never drops a value it could not parse).
+#[test]
+fn validation_carries_what_it_parsed() {
+    let text = BASE
+        .replace(
+            "public_url = \"http://127.0.0.1:8080\"",
+            "public_url = [\"https://App.Example.com:443/\", \"http://gw.test:8080\"]\nadmin_listen = \"127.0.0.1:9191\"",
+        )
+        .replace("[provider]", "[provider]\nalgorithms = [\"ES256\", \"EdDSA\"]");
+    let config =
+        authgate::config::load_str(&text, "gate.toml", std::path::Path::new("."), &|_| None).unwrap();
+    assert_eq!(
+        config.server.public_origins,
+        [
+            ("app.example.com".to_owned(), "https://app.example.com".to_owned()),
+            ("gw.test".to_owned(), "http://gw.test:8080".to_owned())
+        ]
+    );
+    assert_eq!(config.server.admin_addr, Some("127.0.0.1:9191".parse().unwrap()));
+    let algorithms = &config.provider.as_ref().unwrap().signature_algorithms;
+    assert_eq!(algorithms, &[jsonwebtoken::Algorithm::ES256, jsonwebtoken::Algorithm::EdDSA]);
+}

@@ -146,6 +146,12 @@ pub struct ServerConfig {
     pub case_insensitive_paths: bool,
     /// Listener for `/healthz` and `/readyz`.
     pub admin_listen: String,
+    /// `public_url`s as validation read them: (lower-case host, origin), in order.
+    #[serde(skip)]
+    pub public_origins: Vec<(String, String)>,
+    /// `admin_listen` as parsed by validation (carried, never parsed again).
+    #[serde(skip)]
+    pub admin_addr: Option<std::net::SocketAddr>,
     /// Worker threads of the proxy (0 = one per core).
     pub threads: usize,
     /// Request limits and upstream timeouts.
@@ -164,6 +170,8 @@ impl Default for ServerConfig {
             trusted_proxies: Vec::new(),
             case_insensitive_paths: false,
             admin_listen: "127.0.0.1:9090".into(),
+            admin_addr: None,
+            public_origins: Vec::new(),
             threads: 0,
             limits: LimitsConfig::default(),
             grace_period: Duration::from_secs(10),

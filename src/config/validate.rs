@@ -114,6 +114,7 @@ fn server(config: &mut Config, base_dir: &Path, p: &mut Problems) {
         }
     }
     listener("server.admin_listen".into(), &s.admin_listen, p);
+    s.admin_addr = s.admin_listen.parse().ok();
     if s.listen.is_empty() && s.tls.is_none() {
         p.at("server.listen", "no listener: give at least one `listen` address");
     }
@@ -121,9 +122,15 @@ fn server(config: &mut Config, base_dir: &Path, p: &mut Problems) {
     // written back in one canonical form (lower-case host, no default port, no trailing
     // slash), which every later comparison with an Origin header or a return-to relies on
     let mut canonical = Vec::with_capacity(s.public_url.len());
+    s.public_origins.clear();
     for (i, u) in s.public_url.iter().enumerate() {
         match origin_url(u) {
-            Ok(url) => canonical.push(url.origin().ascii_serialization()),
+            Ok(url) => {
+                let origin = url.origin().ascii_serialization();
+                let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+                s.public_origins.push((host, origin.clone()));
+                canonical.push(origin);
+            }
             Err(e) => p.at(format!("server.public_url[{i}]"), e),
         }
     }
@@ -189,8 +196,12 @@ fn provider(config: &mut Config, base_dir: &Path, p: &mut Problems) {
     if pr.audience.iter().any(|a| a.trim().is_empty()) {
         p.at("provider.audience", "must not contain an empty audience");
     }
+    pr.signature_algorithms.clear();
     for (i, alg) in pr.algorithms.iter().enumerate() {
-        if !SIGNATURE_ALGORITHMS.contains(&alg.as_str()) {
+        let parsed = alg.parse::<jsonwebtoken::Algorithm>().ok();
+        if let (true, Some(a)) = (SIGNATURE_ALGORITHMS.contains(&alg.as_str()), parsed) {
+            pr.signature_algorithms.push(a);
+        } else {
             p.at(
                 format!("provider.algorithms[{i}]"),
                 format!(

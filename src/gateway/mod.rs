@@ -71,8 +71,6 @@ pub struct Gateway {
     pub assertion: Option<Arc<AssertionSigner>>,
     /// The webhook signing key, when `[webhooks]` is configured.
     pub webhook_key: Option<WebhookKey>,
-    /// `public_url`s as (lower-case host, origin without trailing slash), parsed once.
-    public_origins: Vec<(String, String)>,
 }
 
 impl Gateway {
@@ -102,15 +100,6 @@ impl Gateway {
             case_insensitive_paths: config.server.case_insensitive_paths,
             stripped_headers,
             identity_header_names: IdentityHeaderNames::parse(&config.headers)?,
-            public_origins: config
-                .server
-                .public_url
-                .iter()
-                .filter_map(|u| {
-                    let parsed = url::Url::parse(u).ok()?;
-                    Some((parsed.host_str()?.to_ascii_lowercase(), u.trim_end_matches('/').to_owned()))
-                })
-                .collect(),
             assertion,
             webhook_key: config
                 .webhooks
@@ -126,7 +115,8 @@ impl Gateway {
     /// The gateway's public origin for a request to `host`: the `public_url` with that host,
     /// else the first `public_url`, else the request's own scheme and authority.
     pub fn public_origin(&self, host: &str, authority: &str, tls: bool) -> std::borrow::Cow<'_, str> {
-        let configured = self.public_origins.iter().find(|(h, _)| h == host).or(self.public_origins.first());
+        let origins = &self.config.server.public_origins;
+        let configured = origins.iter().find(|(h, _)| h == host).or(origins.first());
         match configured {
             Some((_, origin)) => std::borrow::Cow::Borrowed(origin.as_str()),
             None => std::borrow::Cow::Owned(format!("{}://{authority}", if tls { "https" } else { "http" })),

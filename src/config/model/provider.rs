@@ -31,6 +31,9 @@ pub struct ProviderConfig {
     /// Signature algorithms accepted in bearer tokens (never `none` or HMAC).
     #[serde(default = "default_algorithms")]
     pub algorithms: Vec<String>,
+    /// `algorithms` as parsed by validation (carried, never parsed again).
+    #[serde(skip)]
+    pub signature_algorithms: Vec<jsonwebtoken::Algorithm>,
     /// Clock skew allowed on `exp`, `nbf` and `iat`.
     #[serde(default = "default_leeway")]
     pub leeway: Duration,
