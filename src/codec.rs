@@ -33,10 +33,14 @@ pub fn decode_hex32(hex: &[u8]) -> Option<[u8; 32]> {
 }
 
 /// A claim as a header value: printable ASCII passes as is; control characters, non-ASCII
-/// bytes (UTF-8), `%` and, inside lists, `,` are percent-encoded, so that no value can break the
-/// header, smuggle a second one, or forge a list entry. Apps decode with any URL decoder.
+/// bytes (UTF-8) and `%` are percent-encoded, so that no value can break the header or smuggle
+/// a second one. A list element keeps only a conservative token set (letters, digits,
+/// `-._:~@`) and encodes everything else, so that no element splits into forged ones for an
+/// app that splits on commas, spaces, semicolons or anything else. Apps decode with any URL
+/// decoder.
 pub fn header_value(value: &str, list_item: bool) -> Cow<'_, str> {
-    let needs = |b: u8| !(0x20..0x7f).contains(&b) || b == b'%' || (list_item && b == b',');
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"-._:~@".contains(&b);
+    let needs = |b: u8| if list_item { !token(b) } else { !(0x20..0x7f).contains(&b) || b == b'%' };
     if !value.bytes().any(needs) {
         return Cow::Borrowed(value);
     }
@@ -91,6 +95,11 @@ mod tests {
             ("100%", false, "100%25"),
             ("wiki,admin", true, "wiki%2Cadmin"),
             ("wiki,admin", false, "wiki,admin"),
+            // an app splitting on commas or spaces must not find `crm` in one element
+            ("y, crm", true, "y%2C%20crm"),
+            ("a;b|c d\te", true, "a%3Bb%7Cc%20d%09e"),
+            ("org:users:read", true, "org:users:read"),
+            ("team-a_b.c~d@corp", true, "team-a_b.c~d@corp"),
         ];
         for (raw, list, want) in cases {
             assert_eq!(header_value(raw, list), want, "{raw:?}");

@@ -34,6 +34,15 @@ const ALWAYS_STRIPPED: &[&str] = &[
     "x-remote-user",
     // RFC 7239 is not produced by authgate, so a client's copy can only lie
     "forwarded",
+    // Azure App Service authentication and Kong name the caller in these; IIS/ASP.NET apps
+    // moved from behind them trust them
+    "x-ms-client-principal",
+    "x-credential-identifier",
+    "x-anonymous-consumer",
+    // the scheme and host as a front proxy saw them (IIS ARR, ASP.NET, OWA)
+    "x-original-host",
+    "front-end-https",
+    "x-url-scheme",
     // httpoxy (CVE-2016-5385): CGI apps read it as HTTP_PROXY
     "proxy",
 ];
@@ -60,11 +69,23 @@ const STRIPPED_PREFIXES: &[&str] = &[
     "x-authentik-",
     "x-vouch-",
     "x-webauth-",
+    // Azure App Service (X-MS-CLIENT-PRINCIPAL-NAME/-ID/-IDP, X-MS-TOKEN-*), Kong (X-Consumer-*,
+    // X-Authenticated-Userid/-Groups/-Scope)
+    "x-ms-client-principal-",
+    "x-ms-token-",
+    "x-consumer-",
+    "x-authenticated-",
 ];
 
 /// Client-address headers that only a trusted proxy may set.
-const CLIENT_ADDRESS_HEADERS: &[&str] =
-    &["x-real-ip", "x-client-ip", "true-client-ip", "x-cluster-client-ip"];
+const CLIENT_ADDRESS_HEADERS: &[&str] = &[
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "x-cluster-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+];
 
 /// The `X-Forwarded-*` headers a trusted proxy may pass in, spelled exactly so.
 const TRUSTED_FORWARDED: &[&str] =
@@ -355,9 +376,14 @@ mod tests {
             ("X-Forwarded-Proto", "https"),
             ("X-Forwarded-Host", "app.example.com"),
             ("X-Real-IP", "1.2.3.4"),
+            ("CF-Connecting-IP", "1.2.3.4"),
+            ("Fastly-Client-IP", "1.2.3.4"),
             ("X-Forwarded-Prefix", "/admin"),
         ]);
         shape_request_headers(&mut req, &identity(), &conn(true)).unwrap();
+        // client-address headers pass only from a trusted proxy
+        assert_eq!(req["cf-connecting-ip"], "1.2.3.4");
+        assert_eq!(req["fastly-client-ip"], "1.2.3.4");
         assert_eq!(req["x-forwarded-for"], "1.2.3.4, 192.168.1.1, 10.0.0.7");
         assert_eq!(req["x-forwarded-proto"], "https");
         assert_eq!(req["x-forwarded-host"], "app.example.com");

@@ -97,16 +97,35 @@ pub fn cookie_header(headers: &HeaderMap) -> Option<Cow<'_, str>> {
     }
 }
 
-/// Query parameters, decoded; `None` when a name appears twice (parameter pollution).
-pub fn parse_unique_query(query: &str) -> Option<Vec<(String, String)>> {
+/// Most parameters read from one query of the gateway's own endpoints (theirs have a handful).
+pub const MAX_QUERY_PARAMETERS: usize = 64;
+
+/// Why a query of the gateway's own endpoints is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    /// A name appears twice (parameter pollution).
+    #[error("a parameter appears twice")]
+    Duplicate,
+    /// More than `MAX_QUERY_PARAMETERS` parameters.
+    #[error("it has too many parameters")]
+    TooMany,
+}
+
+/// Query parameters, decoded, each name at most once, at most `MAX_QUERY_PARAMETERS` of them
+/// (in linear time: thousands of short names cost a set lookup each, not a scan).
+pub fn parse_unique_query(query: &str) -> Result<Vec<(String, String)>, QueryError> {
     let mut out: Vec<(String, String)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
-        if out.iter().any(|(n, _)| *n == k) {
-            return None;
+        if out.len() == MAX_QUERY_PARAMETERS {
+            return Err(QueryError::TooMany);
+        }
+        if !seen.insert(k.clone()) {
+            return Err(QueryError::Duplicate);
         }
         out.push((k.into_owned(), v.into_owned()));
     }
-    Some(out)
+    Ok(out)
 }
 
 /// Longest return-to address kept for after sign-in; longer ones become `/`.
@@ -225,9 +244,16 @@ mod tests {
     }
 
     #[test]
-    fn duplicated_parameters_are_refused() {
-        assert!(parse_unique_query("code=a&state=b").is_some());
-        assert!(parse_unique_query("code=a&state=b&code=c").is_none());
-        assert!(parse_unique_query("state=b&state=b").is_none());
+    fn duplicated_or_too_many_parameters_are_refused() {
+        assert_eq!(parse_unique_query("code=a&state=b").unwrap().len(), 2);
+        assert_eq!(parse_unique_query("code=a&state=b&code=c"), Err(QueryError::Duplicate));
+        assert_eq!(parse_unique_query("state=b&state=b"), Err(QueryError::Duplicate));
+        // a name spelled two ways is the same name once decoded
+        assert_eq!(parse_unique_query("state=b&st%61te=c"), Err(QueryError::Duplicate));
+        let many = |n: usize| (0..n).map(|i| format!("k{i}=v")).collect::<Vec<_>>().join("&");
+        assert_eq!(parse_unique_query(&many(MAX_QUERY_PARAMETERS)).unwrap().len(), MAX_QUERY_PARAMETERS);
+        assert_eq!(parse_unique_query(&many(MAX_QUERY_PARAMETERS + 1)), Err(QueryError::TooMany));
+        // 16 000 distinct short names: refused at the 65th, never compared pairwise
+        assert_eq!(parse_unique_query(&many(16_000)), Err(QueryError::TooMany));
     }
 }

@@ -300,6 +300,39 @@ async fn forged_stale_and_misdirected_tokens_are_refused() {
             401,
         ),
         ("exp a float string", sign(&idp, Algorithm::RS256, &claims(&idp, json!({"exp": "1e12"}))), 401),
+        // RFC 7519 NumericDate may be fractional
+        (
+            "fractional exp, iat, nbf",
+            sign(
+                &idp,
+                Algorithm::RS256,
+                &claims(
+                    &idp,
+                    json!({"exp": now() as f64 + 300.5, "iat": now() as f64 - 0.5, "nbf": now() as f64 - 1.5}),
+                ),
+            ),
+            200,
+        ),
+        ("negative exp", sign(&idp, Algorithm::RS256, &claims(&idp, json!({"exp": -1}))), 401),
+        // a JWE's header fields on a validly signed JWS: another kind of token
+        (
+            "enc in the header",
+            sign_with_header(
+                &idp,
+                serde_json::from_value(json!({"alg": "RS256", "typ": "at+jwt", "enc": "A256GCM"})).unwrap(),
+                &c,
+            ),
+            401,
+        ),
+        (
+            "zip in the header",
+            sign_with_header(
+                &idp,
+                serde_json::from_value(json!({"alg": "RS256", "typ": "at+jwt", "zip": "DEF"})).unwrap(),
+                &c,
+            ),
+            401,
+        ),
         (
             "iss as an array",
             sign(&idp, Algorithm::RS256, &claims(&idp, json!({"iss": [idp.issuer, "x"]}))),

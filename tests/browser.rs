@@ -293,6 +293,35 @@ async fn scripts_get_401_json_and_create_no_login_state() {
     assert_eq!(post.status, 401);
 }
 
+/// Cookie tossing: on plain http a page of a sibling host can set a second cookie of our name;
+/// a request whose session cookies open two different sessions is treated as having none.
+#[tokio::test]
+async fn two_session_cookies_that_open_different_sessions_count_as_none() {
+    let s = stack(&[]);
+    let mut sessions = Vec::new();
+    for _ in 0..2 {
+        let mut b = Browser::new();
+        let (page, _) = b.navigate(&format!("{}/wiki/", s.base), Some("bob")).await;
+        assert_eq!(page.status, 200);
+        sessions.push(b.cookie(&s.base, "authgate_session").unwrap());
+    }
+    let url = format!("{}/wiki/", s.base);
+    let with = |cookie: String| {
+        let url = url.clone();
+        async move {
+            let json =
+                [("accept", "application/json"), ("sec-fetch-mode", "cors"), ("cookie", cookie.as_str())];
+            Browser::new().request("GET", &url, None, &json).await.status
+        }
+    };
+    assert_eq!(with(format!("authgate_session={}", sessions[0])).await, 200);
+    assert_eq!(with(format!("authgate_session={}", sessions[1])).await, 200);
+    let same_twice = format!("authgate_session={0}; authgate_session={0}", sessions[0]);
+    assert_eq!(with(same_twice).await, 200, "one session named twice is still that session");
+    let two = format!("authgate_session={}; authgate_session={}", sessions[0], sessions[1]);
+    assert_eq!(with(two).await, 401, "two different sessions: neither is used");
+}
+
 #[tokio::test]
 async fn bad_session_cookies_are_anonymous_and_cleared() {
     let s = stack(&[]);
@@ -369,6 +398,10 @@ async fn callbacks_cannot_be_replayed_or_moved_to_another_browser() {
     assert_eq!(page.status, 400, "{}", page.body);
     assert!(page.body.contains("another browser"), "{}", page.body);
     assert!(other.cookie(&s.base, "authgate_session").is_none());
+    // the refused attempt left the sign-in to its owner, who still completes it
+    let (page, _) = victim.navigate(&auth_url, Some("bob")).await;
+    assert_eq!(page.status, 200, "the owner's sign-in after a foreign callback: {}", page.body);
+    assert!(victim.cookie(&s.base, "authgate_session").is_some());
 
     // duplicated parameters and a foreign issuer are refused outright
     let dup = Browser::new()
@@ -383,6 +416,27 @@ async fn callbacks_cannot_be_replayed_or_moved_to_another_browser() {
         .await;
     assert_eq!(unknown.status, 400);
     assert!(unknown.header_all("set-cookie").is_empty(), "no session from a bad callback");
+    // a provider error for a sign-in nobody here started is the client's garbage: 400, never 5xx
+    for q in ["error=server_error", "error=server_error&state=", "error=access_denied&state=made-up"] {
+        let r = Browser::new().request("GET", &format!("{}/oauth2/callback?{q}", s.base), None, &[]).await;
+        assert_eq!(r.status, 400, "{q}: {}", r.body);
+    }
+    // the browser that owns the state gets the retry page: the provider failed its sign-in
+    let mut d = Browser::new();
+    let start = d.request("GET", &format!("{}/wiki/", s.base), None, &[]).await;
+    let auth_url = reqwest::Url::parse(&start.location()).unwrap();
+    let state = auth_url.query_pairs().find(|(k, _)| k == "state").map(|(_, v)| v.into_owned()).unwrap();
+    let failed = d
+        .request("GET", &format!("{}/oauth2/callback?error=server_error&state={state}", s.base), None, &[])
+        .await;
+    assert_eq!(failed.status, 502, "{}", failed.body);
+    assert!(failed.body.contains("Try again"), "{}", failed.body);
+    // more parameters than any response has: refused at once
+    let many = (0..65).map(|i| format!("p{i}=v")).collect::<Vec<_>>().join("&");
+    for path in ["/oauth2/start", "/oauth2/callback"] {
+        let r = Browser::new().request("GET", &format!("{}{path}?{many}", s.base), None, &[]).await;
+        assert_eq!(r.status, 400, "{path}: {}", r.body);
+    }
 
     // a response that names another issuer (RFC 9207, the mix-up attack) is refused before its
     // code is exchanged, and its state is spent
@@ -399,7 +453,11 @@ async fn callbacks_cannot_be_replayed_or_moved_to_another_browser() {
     let again = c.request("GET", &callback(&issuer), None, &[]).await;
     assert_eq!(again.status, 400);
     assert!(again.body.contains("already used"), "{}", again.body);
-    assert_eq!(s.idp.token_calls("authorization_code", "ok").await, 1, "only the first sign-in's code");
+    assert_eq!(
+        s.idp.token_calls("authorization_code", "ok").await,
+        2,
+        "the first sign-in's and the victim's"
+    );
     assert_eq!(s.idp.token_calls("authorization_code", "invalid_grant").await, 0, "c0de never exchanged");
 }
 

@@ -71,6 +71,24 @@ fn public_routes_forward_with_clean_headers() {
          Remote-User: admin\r\n\
          Remote-Groups: admins\r\n\
          X-Webauth-User: admin\r\n\
+         X-MS-CLIENT-PRINCIPAL: eyJhZG1pbiI6dHJ1ZX0=\r\n\
+         X-MS-CLIENT-PRINCIPAL-NAME: admin@corp\r\n\
+         X-MS-CLIENT-PRINCIPAL-ID: 1\r\n\
+         X-MS-CLIENT-PRINCIPAL-IDP: aad\r\n\
+         X-MS-TOKEN-AAD-ACCESS-TOKEN: forged\r\n\
+         X-Consumer-Username: admin\r\n\
+         X-Consumer-Custom-ID: 1\r\n\
+         X-Authenticated-Userid: admin\r\n\
+         X-Authenticated-Groups: admins\r\n\
+         X-Authenticated-Scope: all\r\n\
+         X-Credential-Identifier: admin\r\n\
+         X-Anonymous-Consumer: false\r\n\
+         X-Original-Host: intranet.corp\r\n\
+         Front-End-Https: on\r\n\
+         X-Url-Scheme: https\r\n\
+         CF-Connecting-IP: 10.0.0.1\r\n\
+         True-Client-IP: 10.0.0.1\r\n\
+         Fastly-Client-IP: 10.0.0.1\r\n\
          X-Custom: kept\r\n\
          \r\n",
     );
@@ -107,6 +125,24 @@ fn public_routes_forward_with_clean_headers() {
         "remote-user",
         "remote-groups",
         "x-webauth-user",
+        "x-ms-client-principal",
+        "x-ms-client-principal-name",
+        "x-ms-client-principal-id",
+        "x-ms-client-principal-idp",
+        "x-ms-token-aad-access-token",
+        "x-consumer-username",
+        "x-consumer-custom-id",
+        "x-authenticated-userid",
+        "x-authenticated-groups",
+        "x-authenticated-scope",
+        "x-credential-identifier",
+        "x-anonymous-consumer",
+        "x-original-host",
+        "front-end-https",
+        "x-url-scheme",
+        "cf-connecting-ip",
+        "true-client-ip",
+        "fastly-client-ip",
     ] {
         assert!(echoed(&echo, gone).is_empty(), "{gone} reached the upstream: {:?}", echoed_headers(&echo));
     }

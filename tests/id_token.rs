@@ -81,6 +81,10 @@ fn id_tokens_are_held_to_every_rule() {
         "expired 30 s ago, leeway 60"
     );
     assert!(ok(&signed(&key, "k1", &claims(json!({"iat": now + 30})))).is_ok(), "clock 30 s ahead");
+    // RFC 7519 NumericDate may be fractional
+    let fractional =
+        claims(json!({"exp": now as f64 + 300.5, "iat": now as f64 - 0.5, "nbf": now as f64 - 1.5}));
+    assert!(ok(&signed(&key, "k1", &fractional)).is_ok(), "fractional exp, iat, nbf");
     // more audiences are fine when azp names us
     assert!(ok(&signed(&key, "k1", &claims(json!({"aud": ["authgate", "api"], "azp": "authgate"})))).is_ok());
 
@@ -99,6 +103,7 @@ fn id_tokens_are_held_to_every_rule() {
         ("two audiences, no azp", json!({"aud": ["authgate", "api"]}), |e| *e == TokenError::Invalid("azp")),
         ("empty subject", json!({"sub": ""}), |e| matches!(e, TokenError::Claims(_))),
         ("no exp", json!({"exp": null}), |e| *e == TokenError::Malformed),
+        ("negative exp", json!({"exp": -1}), |e| matches!(e, TokenError::Malformed | TokenError::Expired)),
     ];
     for (name, change, expected) in cases {
         let e = ok(&signed(&key, "k1", &claims(change))).expect_err(name);
@@ -128,6 +133,11 @@ fn id_tokens_are_held_to_every_rule() {
     h.jku = Some("https://evil.example.com/jwks".into());
     let jku = jsonwebtoken::encode(&h, &claims(json!({})), &key).unwrap();
     assert_eq!(ok(&jku).unwrap_err(), TokenError::ForbiddenHeader("jku"));
+    // a JWE's header field on a validly signed JWS
+    let jwe_like: Header =
+        serde_json::from_value(json!({"alg": "ES256", "kid": "k1", "enc": "A256GCM"})).unwrap();
+    let enc = jsonwebtoken::encode(&jwe_like, &claims(json!({})), &key).unwrap();
+    assert_eq!(ok(&enc).unwrap_err(), TokenError::ForbiddenHeader("enc"));
 }
 
 fn b64(s: &str) -> String {

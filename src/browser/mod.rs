@@ -223,10 +223,11 @@ impl BrowserAuth {
 
     async fn find(&self, cookie_header: Option<&str>, refresh: bool) -> SessionLookup {
         let mut seen = false;
+        let mut found: Option<(&str, Arc<ActiveSession>)> = None;
+        let now = unix_now();
         for value in cookie_values(cookie_header, &self.cookies.session) {
             seen = true;
             // keyed by the whole cookie (id and key): a forged key never matches an entry
-            let now = unix_now();
             let active = match self.opened.get(value).filter(|a| a.session.expires_at > now) {
                 Some(active) => active,
                 None => {
@@ -246,12 +247,25 @@ impl BrowserAuth {
                     }
                 }
             };
-            if refresh && self.due_for_refresh(&active, now) {
-                return self.refresh(value, active).await;
+            match &found {
+                None => found = Some((value, active)),
+                Some((_, first)) if first.key == active.key => {}
+                // cookie tossing (a sibling host set a second cookie of our name over plain
+                // http): which one is the user's cannot be told, so neither is used
+                Some(_) => {
+                    tracing::info!("two session cookies open different sessions; neither is used");
+                    return SessionLookup::Invalid;
+                }
             }
-            return SessionLookup::Found(active);
         }
-        if seen { SessionLookup::Invalid } else { SessionLookup::Absent }
+        match found {
+            Some((value, active)) if refresh && self.due_for_refresh(&active, now) => {
+                self.refresh(value, active).await
+            }
+            Some((_, active)) => SessionLookup::Found(active),
+            None if seen => SessionLookup::Invalid,
+            None => SessionLookup::Absent,
+        }
     }
 
     /// Reads and decrypts the session `ticket` names; `None` when it is unknown, expired or

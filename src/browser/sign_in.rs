@@ -90,33 +90,20 @@ impl BrowserAuth {
 
     async fn complete_login(&self, origin: &str, query: Option<&str>, cookie_header: Option<&str>) -> Reply {
         let params = match parse_unique_query(query.unwrap_or("")) {
-            Some(p) => p,
-            None => return bad_callback("The sign-in response is malformed (a parameter appears twice)."),
+            Ok(p) => p,
+            Err(e) => return bad_callback(&format!("The sign-in response is malformed ({e}).")),
         };
         let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         let retry = format!("{origin}/oauth2/start");
-        if let Some(error) = get("error") {
-            // the state is still consumed, so the response cannot be replayed later
-            if let Some(state) = get("state") {
-                let _ = self.store.take_login(&self.login_key(state)).await;
-            }
-            if error == "access_denied" {
-                return Reply::page(StatusCode::FORBIDDEN, "Access denied", &[NO_ACCESS], "");
-            }
-            tracing::warn!(error = %sanitize(error), "the provider returned a sign-in error");
-            return retry_page(
-                StatusCode::BAD_GATEWAY,
-                "The identity provider could not sign you in.",
-                &retry,
-            );
-        }
+        // A response for a sign-in this browser did not start (no state, an unknown or spent
+        // one, another browser's) is the client's error: 400, whatever it says, and another
+        // browser's state is left for its owner. Only the owner uses its state up.
         let Some(state) = get("state") else { return bad_callback("The sign-in response has no state.") };
         let key = self.login_key(state);
-        let sealed = match self.store.take_login(&key).await {
+        let unknown = || bad_callback("This sign-in has expired or was already used. Please start again.");
+        let sealed = match self.store.peek_login(&key).await {
             Ok(Some(s)) => s,
-            Ok(None) => {
-                return bad_callback("This sign-in has expired or was already used. Please start again.");
-            }
+            Ok(None) => return unknown(),
             Err(e) => {
                 tracing::warn!(error = %e, "session store unavailable");
                 return unavailable_page();
@@ -130,6 +117,26 @@ impl BrowserAuth {
             cookie_values(cookie_header, &self.cookies.login).any(|v| self.binding_hash(v) == login.browser);
         if !bound {
             return bad_callback("This sign-in was started in another browser. Please start again.");
+        }
+        match self.store.take_login(&key).await {
+            Ok(Some(_)) => {}
+            // the same browser's other tab (or a replay) took it first
+            Ok(None) => return unknown(),
+            Err(e) => {
+                tracing::warn!(error = %e, "session store unavailable");
+                return unavailable_page();
+            }
+        }
+        if let Some(error) = get("error") {
+            if error == "access_denied" {
+                return Reply::page(StatusCode::FORBIDDEN, "Access denied", &[NO_ACCESS], "");
+            }
+            tracing::warn!(error = %sanitize(error), "the provider returned a sign-in error");
+            return retry_page(
+                StatusCode::BAD_GATEWAY,
+                "The identity provider could not sign you in.",
+                &retry,
+            );
         }
         if login.created_at + self.settings.login_ttl.as_secs() < unix_now() {
             return bad_callback("This sign-in has expired. Please start again.");

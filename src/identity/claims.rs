@@ -55,7 +55,9 @@ pub(crate) struct AccessClaims {
     sub: String,
     #[serde(deserialize_with = "one_or_many")]
     aud: Vec<String>,
+    #[serde(deserialize_with = "expiry")]
     exp: u64,
+    #[serde(default, deserialize_with = "issue_time")]
     iat: Option<u64>,
     client_id: Option<String>,
     azp: Option<String>,
@@ -250,6 +252,33 @@ fn extra_claims<'a>(names: &[String], get: impl Fn(&str) -> Option<&'a Value>) -
         .collect()
 }
 
+/// An RFC 7519 NumericDate in whole seconds. It may be fractional (`1796405346.5`): an
+/// expiry is rounded down and a start (`iat`, `nbf`) up, so no token lives longer than it says.
+/// Negative, non-finite and absurd (past 2^53) values are `None`.
+pub fn numeric_date(v: &Value, round_up: bool) -> Option<u64> {
+    let Value::Number(n) = v else { return None };
+    if let Some(whole) = n.as_u64() {
+        return Some(whole);
+    }
+    let f = n.as_f64().filter(|f| f.is_finite() && *f >= 0.0 && *f < 9_007_199_254_740_992.0)?;
+    // in range and finite: the conversion is exact for whole seconds
+    Some(if round_up { f.ceil() } else { f.floor() } as u64)
+}
+
+fn expiry<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    numeric_date(&Value::deserialize(d)?, false)
+        .ok_or_else(|| serde::de::Error::custom("exp is not a NumericDate"))
+}
+
+fn issue_time<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => numeric_date(&v, true)
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::custom("iat is not a NumericDate")),
+    }
+}
+
 fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -334,6 +363,22 @@ mod tests {
         let at_jwt = TokenContext { at_jwt: true, ..CTX };
         let base = serde_json::json!({ "sub": "u1", "aud": "authgate", "exp": NOW + 300 });
         assert!(serde_json::from_value::<AccessClaims>(base).unwrap().into_identity(NOW, 60, at_jwt).is_ok());
+    }
+
+    #[test]
+    fn numeric_dates_may_be_fractional_but_never_negative_or_absurd() {
+        use serde_json::json;
+        let t = |v: Value, up| numeric_date(&v, up);
+        assert_eq!(t(json!(1796405346), false), Some(1796405346));
+        assert_eq!(t(json!(1796405346.5), false), Some(1796405346), "an expiry rounds down");
+        assert_eq!(t(json!(1796405346.5), true), Some(1796405347), "a start rounds up");
+        for bad in [json!(-1), json!(-0.5), json!(1e300), json!("1796405346"), json!(null), json!([1])] {
+            assert_eq!(t(bad.clone(), false), None, "{bad}");
+        }
+        // in a token: accepted as a number with a fraction
+        let id = claims(json!({"exp": (NOW + 600) as f64 + 0.5, "iat": NOW as f64 - 0.25})).unwrap();
+        assert_eq!(id.expires_at, NOW + 600);
+        assert!(serde_json::from_value::<AccessClaims>(json!({"sub": "u", "aud": "a", "exp": -5})).is_err());
     }
 
     #[test]

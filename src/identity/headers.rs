@@ -259,7 +259,7 @@ mod tests {
         assert_eq!(h["x-user-org"], "org-1");
         assert_eq!(h["x-user-licenses"], "wiki,crm%2Cadmin");
         assert_eq!(h["x-user-permissions"], "", "an empty list is said, not left out");
-        assert_eq!(h["x-user-department"], "R&D");
+        assert_eq!(h["x-user-department"], "R%26D", "list claims keep only token characters");
         assert!(!h.contains_key("x-user-type") && !h.contains_key("x-user-given-name"));
         assert!(!h.contains_key("x-client-id"), "a person's azp is not a client identity");
         assert!(!h.contains_key("authorization"), "the caller's token never reaches the app");

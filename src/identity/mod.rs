@@ -7,7 +7,7 @@ mod headers;
 mod prepared;
 
 pub(crate) use claims::{AccessClaims, TokenContext};
-pub use claims::{ClaimsError, Identity, MAX_LIFETIME_SECS};
+pub use claims::{ClaimsError, Identity, MAX_LIFETIME_SECS, numeric_date};
 pub use headers::{
     BadHeaderName, IdentityField, IdentityHeaderNames, IdentityHeaderValues, add_identity_headers,
 };

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::{TokenError, TokenVerifier};
 use crate::clock::unix_now;
-use crate::identity::ClaimsError;
+use crate::identity::{ClaimsError, numeric_date};
 
 /// The allowlist as `openidconnect` names the algorithms (ones it does not know are left out).
 pub(super) fn algorithms(allowed: &[Algorithm]) -> Vec<CoreJwsSigningAlgorithm> {
@@ -71,7 +71,7 @@ impl TokenVerifier {
         }
         match claims.get("nbf") {
             None => {}
-            Some(nbf) if nbf.as_u64().is_some_and(|t| t <= unix_now() + self.settings.leeway) => {}
+            Some(nbf) if numeric_date(nbf, true).is_some_and(|t| t <= unix_now() + self.settings.leeway) => {}
             Some(_) => return Err(TokenError::Invalid("not yet valid")),
         }
         if claims["sub"].as_str().is_none_or(str::is_empty) {

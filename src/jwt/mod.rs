@@ -11,7 +11,7 @@ use jsonwebtoken::{Algorithm, Validation};
 use sha2::{Digest, Sha256};
 
 use crate::clock::unix_now;
-use crate::identity::{AccessClaims, ClaimsError, Identity, PreparedIdentity, TokenContext};
+use crate::identity::{AccessClaims, ClaimsError, Identity, PreparedIdentity, TokenContext, numeric_date};
 use crate::oidc::OidcProvider;
 use introspection::{IntrospectionRequest, Introspector};
 
@@ -272,7 +272,7 @@ impl TokenVerifier {
         {
             return Err(TokenError::Invalid("typ"));
         }
-        let iat = claims["iat"].as_u64().ok_or(TokenError::Invalid("iat"))?;
+        let iat = numeric_date(&claims["iat"], true).ok_or(TokenError::Invalid("iat"))?;
         if iat > unix_now() + self.settings.leeway {
             return Err(TokenError::Claims(ClaimsError::IssuedInFuture));
         }
@@ -300,6 +300,13 @@ impl TokenVerifier {
         }
         if header.x5u.is_some() {
             return Err(TokenError::ForbiddenHeader("x5u"));
+        }
+        // a JWE's header fields on a JWS: a token of another kind, whatever its signature says
+        if header.enc.is_some() {
+            return Err(TokenError::ForbiddenHeader("enc"));
+        }
+        if header.zip.is_some() {
+            return Err(TokenError::ForbiddenHeader("zip"));
         }
         if header.kid.as_ref().is_some_and(|k| k.len() > MAX_KID_BYTES) {
             return Err(TokenError::Malformed);

@@ -166,10 +166,9 @@ pub async fn decide(
     facts: &RequestFacts<'_>,
     target: Result<RequestTarget, Rejection>,
 ) -> Decision {
-    let html = facts.html();
     let target = match target {
         Ok(t) => t,
-        Err(rejection) => return Decision::rejected(&rejection, html, None),
+        Err(rejection) => return Decision::rejected(&rejection, facts.html(), None),
     };
     // only what is answered here needs the origin (without a public_url it is formatted)
     let origin =
@@ -194,7 +193,7 @@ pub async fn decide(
     let route = match match_route(gateway, &target) {
         Ok(r) => r,
         // the access log names the path nothing was routed for
-        Err(rejection) => return Decision::rejected(&rejection, html, Some(target)),
+        Err(rejection) => return Decision::rejected(&rejection, facts.html(), Some(target)),
     };
     // only bearer routes look at Authorization: elsewhere a malformed one is not ours to judge
     let credentials = match route.auth {
@@ -243,7 +242,7 @@ pub async fn decide(
         }
         _ => {
             let url = metadata_url(&origin, &route.path);
-            (rejection.reply(html, Some(&url)), Outcome::Rejected(rejection.code))
+            (rejection.reply(facts.html(), Some(&url)), Outcome::Rejected(rejection.code))
         }
     };
     if let (true, Some(auth)) = (clear_session_cookie, &gateway.browser) {

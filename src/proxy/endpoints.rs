@@ -10,8 +10,8 @@ use super::decide::{Decision, Outcome, RequestFacts};
 use super::pipeline::RequestTarget;
 use crate::browser::SessionLookup;
 use crate::gateway::Gateway;
-use crate::http_util::{declared_length, parse_unique_query, safe_return_to, same_origin};
-use crate::reply::Reply;
+use crate::http_util::{QueryError, declared_length, parse_unique_query, safe_return_to, same_origin};
+use crate::reply::{Rejection, Reply};
 use crate::revocation;
 
 /// The reserved path prefix.
@@ -96,11 +96,17 @@ pub async fn dispatch(
     let cookies = facts.cookies.as_deref();
     let reply = match (target.path.as_str(), facts.method.as_str()) {
         ("/oauth2/start", "GET" | "HEAD") => {
-            let rd = facts
-                .query
-                .and_then(parse_unique_query)
-                .and_then(|q| q.into_iter().find(|(k, _)| k == "rd").map(|(_, v)| v))
-                .unwrap_or_else(|| "/".into());
+            let params = match facts.query.map(parse_unique_query) {
+                Some(Err(QueryError::TooMany)) => {
+                    let r =
+                        Rejection::new(400, "bad_query", "Bad request: the query has too many parameters.");
+                    return answer(r.reply(facts.html(), None), target);
+                }
+                // an ambiguous `rd` is no `rd`
+                Some(Err(QueryError::Duplicate)) | None => Vec::new(),
+                Some(Ok(params)) => params,
+            };
+            let rd = params.into_iter().find(|(k, _)| k == "rd").map_or_else(|| "/".into(), |(_, v)| v);
             let return_to = safe_return_to(&rd, &gateway.config.server.public_url);
             auth.start_login(origin, return_to, cookies, facts.client(gateway)).await
         }

@@ -55,7 +55,7 @@ pub fn read_logout_claims(
         .and_then(|j| j.as_str())
         .filter(|j| !j.is_empty() && j.len() <= 256)
         .ok_or("jti")?;
-    let issued_at = claims.get("iat").and_then(serde_json::Value::as_u64).ok_or("iat")?;
+    let issued_at = claims.get("iat").and_then(|v| crate::identity::numeric_date(v, true)).ok_or("iat")?;
     if issued_at + JTI_WINDOW.as_secs() < now {
         return Err("iat"); // older than the replay window
     }

@@ -373,6 +373,10 @@ impl SessionStore for RedisStore {
         Ok(())
     }
 
+    async fn peek_login(&self, key: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
+        redis::cmd("GET").arg(self.key("l", key)).query_async(&mut self.conn()).await.map_err(unavailable)
+    }
+
     async fn take_login(&self, key: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
         redis::cmd("GETDEL").arg(self.key("l", key)).query_async(&mut self.conn()).await.map_err(unavailable)
     }

@@ -111,6 +111,9 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     /// Keeps a pending login for the store's login lifetime.
     async fn put_login(&self, key: [u8; 32], sealed: Vec<u8>) -> Result<(), StoreError>;
 
+    /// Reads a pending login without using it up (its owner is checked before it is taken).
+    async fn peek_login(&self, key: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError>;
+
     /// Takes a pending login (single use: a second take finds nothing).
     async fn take_login(&self, key: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError>;
 
@@ -341,6 +344,10 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
+    async fn peek_login(&self, key: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.logins.get(key).map(|v| (*v).clone()))
+    }
+
     async fn take_login(&self, key: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.logins.remove(key).map(|v| (*v).clone()))
     }
@@ -451,6 +458,8 @@ mod tests {
         assert!(store.load(&SessionKey([50; 32])).await.unwrap().is_some());
 
         store.put_login([3; 32], vec![9]).await.unwrap();
+        assert_eq!(store.peek_login(&[3; 32]).await.unwrap(), Some(vec![9]));
+        assert_eq!(store.peek_login(&[3; 32]).await.unwrap(), Some(vec![9]), "a peek uses nothing up");
         assert_eq!(store.take_login(&[3; 32]).await.unwrap(), Some(vec![9]));
         assert_eq!(store.take_login(&[3; 32]).await.unwrap(), None);
     }
