@@ -1,5 +1,8 @@
-//! The admin listener: `/healthz` (liveness) and `/readyz` (readiness, with a JSON body that
-//! names each check). Kept off the public listeners so probes never pass through routing.
+//! The admin listener: `/healthz` (liveness), `/readyz` (readiness, with a JSON body that
+//! names each check), `/metrics`, `POST /reload`. Kept off the public listeners so probes never
+//! pass through routing, and closed to browsers: a request with an `Origin` (a page's form or
+//! fetch) or a `Host` that is not an address or a configured name (DNS rebinding) is refused,
+//! and `POST /reload` needs the admin token when one is configured.
 
 use std::sync::Arc;
 
@@ -64,12 +67,80 @@ pub fn readiness(
     (ready, serde_json::json!({ "ready": ready, "checks": checks }))
 }
 
+/// Why an admin request is refused before it is served, if it is.
+pub fn refusal(
+    headers: &http::HeaderMap,
+    host: Option<&str>,
+    reload: bool,
+    config: &crate::config::ServerConfig,
+) -> Option<(StatusCode, &'static str)> {
+    if headers.contains_key(http::header::ORIGIN) {
+        return Some((StatusCode::FORBIDDEN, "{\"error\":\"cross_origin\"}\n"));
+    }
+    if !host.is_some_and(|h| allowed_host(h, &config.admin_hosts)) {
+        return Some((StatusCode::MISDIRECTED_REQUEST, "{\"error\":\"unknown_host\"}\n"));
+    }
+    if let (true, Some(token)) = (reload, &config.admin_token) {
+        let given = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if !same_secret(given.as_bytes(), token.expose().as_bytes()) {
+            return Some((StatusCode::UNAUTHORIZED, "{\"error\":\"admin_token_required\"}\n"));
+        }
+    }
+    None
+}
+
+/// Is `host` (a `Host` header: name or address, optional port) one the admin listener answers
+/// to? IP addresses and `localhost` always (probes and scrapers address it so); names only when
+/// configured, since a rebound name is the attacker's.
+fn allowed_host(host: &str, configured: &[String]) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => {
+            return v6.split_once(']').is_some_and(|(addr, rest)| {
+                let port_ok =
+                    rest.is_empty() || rest.strip_prefix(':').is_some_and(|p| p.parse::<u16>().is_ok());
+                port_ok && addr.parse::<std::net::Ipv6Addr>().is_ok()
+            });
+        }
+        None => host.rsplit_once(':').filter(|(_, p)| p.parse::<u16>().is_ok()).map_or(host, |(n, _)| n),
+    };
+    name.parse::<std::net::Ipv4Addr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || configured.iter().any(|c| c.eq_ignore_ascii_case(host) || c.eq_ignore_ascii_case(name))
+}
+
+/// Compares secrets in time independent of where they differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let path = session.req_header().uri.path().to_owned();
         let method = session.req_header().method.clone();
-        let (status, body) = match path.as_str() {
+        let req = session.req_header();
+        let host = req
+            .uri
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| req.headers.get(http::header::HOST).and_then(|v| v.to_str().ok()));
+        let reload = path == "/reload";
+        let refused = refusal(&req.headers, host, reload, &self.gateway.load().config.server);
+        let (status, body) = match (refused, path.as_str()) {
+            (Some((status, body)), _) => (status, body.as_bytes().to_vec()),
+            (None, path) => self.serve(path, &method).await,
+        };
+        self.finish(&path, status, body)
+    }
+}
+
+impl AdminApp {
+    async fn serve(&self, path: &str, method: &http::Method) -> (StatusCode, Vec<u8>) {
+        match path {
             "/healthz" => (StatusCode::OK, b"ok\n".to_vec()),
             crate::assertion::JWKS_PATH => match &self.gateway.load().assertion {
                 Some(signer) => (StatusCode::OK, format!("{}\n", signer.jwks()).into_bytes()),
@@ -109,8 +180,11 @@ impl ServeHttp for AdminApp {
                 (status, format!("{report}\n").into_bytes())
             }
             _ => (StatusCode::NOT_FOUND, b"{\"error\":\"not_found\"}\n".to_vec()),
-        };
-        let content_type = match path.as_str() {
+        }
+    }
+
+    fn finish(&self, path: &str, status: StatusCode, body: Vec<u8>) -> Response<Vec<u8>> {
+        let content_type = match path {
             "/healthz" => "text/plain",
             "/metrics" => "text/plain; version=0.0.4",
             _ => "application/json",
@@ -124,8 +198,9 @@ impl ServeHttp for AdminApp {
 }
 
 /// Asks a running gateway to reload its config, through `POST /reload` on its admin listener
-/// (what `authgate reload` does). Returns the answer's body on success.
-pub fn request_reload(admin: std::net::SocketAddr) -> Result<String, String> {
+/// (what `authgate reload` does), with the admin token when one is configured. Returns the
+/// answer's body on success.
+pub fn request_reload(admin: std::net::SocketAddr, token: Option<&str>) -> Result<String, String> {
     use std::io::{Read, Write};
     let timeout = std::time::Duration::from_secs(30);
     let mut stream = std::net::TcpStream::connect_timeout(&admin, std::time::Duration::from_secs(5))
@@ -134,7 +209,8 @@ pub fn request_reload(admin: std::net::SocketAddr) -> Result<String, String> {
     stream
         .write_all(
             format!(
-                "POST /reload HTTP/1.1\r\nHost: {admin}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                "POST /reload HTTP/1.1\r\nHost: {admin}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n",
+                auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default()
             )
             .as_bytes(),
         )
@@ -144,4 +220,55 @@ pub fn request_reload(admin: std::net::SocketAddr) -> Result<String, String> {
     let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((answer.as_str(), ""));
     let ok = head.lines().next().is_some_and(|status| status.split_whitespace().nth(1) == Some("200"));
     if ok { Ok(body.trim().to_owned()) } else { Err(body.trim().to_owned()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_addresses_localhost_and_configured_names_reach_the_admin_listener() {
+        let names = vec!["authgate-admin.monitoring.svc".to_owned(), "gw.internal:9090".to_owned()];
+        for ok in [
+            "127.0.0.1:9090",
+            "10.1.2.3",
+            "[::1]:9090",
+            "localhost:9090",
+            "LOCALHOST",
+            "authgate-admin.monitoring.svc:9090",
+            "gw.internal:9090",
+        ] {
+            assert!(allowed_host(ok, &names), "{ok}");
+        }
+        for refused in
+            ["a", "rebind.attacker.example:9090", "127.0.0.1.attacker.example", "gw.internal:9091", "[::1"]
+        {
+            assert!(!allowed_host(refused, &names), "{refused}");
+        }
+    }
+
+    #[test]
+    fn browsers_and_tokenless_reloads_are_refused() {
+        let mut config = crate::config::ServerConfig::default();
+        let mut h = http::HeaderMap::new();
+        assert_eq!(refusal(&h, Some("127.0.0.1:9090"), true, &config), None);
+        assert_eq!(refusal(&h, None, false, &config).map(|r| r.0), Some(StatusCode::MISDIRECTED_REQUEST));
+        h.insert(http::header::ORIGIN, http::HeaderValue::from_static("http://evil.example"));
+        assert_eq!(refusal(&h, Some("127.0.0.1"), false, &config).map(|r| r.0), Some(StatusCode::FORBIDDEN));
+        h.clear();
+        config.admin_token = Some(crate::config::Secret::new("t".repeat(40)));
+        assert_eq!(
+            refusal(&h, Some("127.0.0.1"), true, &config).map(|r| r.0),
+            Some(StatusCode::UNAUTHORIZED)
+        );
+        assert_eq!(refusal(&h, Some("127.0.0.1"), false, &config), None, "only /reload needs the token");
+        h.insert(http::header::AUTHORIZATION, http::HeaderValue::from_static("Bearer wrong"));
+        assert_eq!(
+            refusal(&h, Some("127.0.0.1"), true, &config).map(|r| r.0),
+            Some(StatusCode::UNAUTHORIZED)
+        );
+        let right = http::HeaderValue::from_str(&format!("Bearer {}", "t".repeat(40))).unwrap();
+        h.insert(http::header::AUTHORIZATION, right);
+        assert_eq!(refusal(&h, Some("127.0.0.1"), true, &config), None);
+    }
 }

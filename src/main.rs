@@ -86,10 +86,15 @@ fn reload(path: &std::path::Path) -> anyhow::Result<()> {
     // validate here first: the running gateway would refuse the same file, less readably
     let config = authgate::config::load_file(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let admin = config.server.admin_addr.context("server.admin_listen")?;
-    let answer =
-        authgate::admin::request_reload(admin).map_err(|e| anyhow::anyhow!("reload refused: {e}"))?;
+    let answer = authgate::admin::request_reload(admin, token(&config))
+        .map_err(|e| anyhow::anyhow!("reload refused: {e}"))?;
     println!("{answer}");
     Ok(())
+}
+
+/// The admin token `POST /reload` needs, if configured.
+fn token(config: &authgate::config::Config) -> Option<&str> {
+    config.server.admin_token.as_ref().map(|t| t.expose())
 }
 
 fn rotate(path: &std::path::Path) -> anyhow::Result<()> {
@@ -103,7 +108,7 @@ fn rotate(path: &std::path::Path) -> anyhow::Result<()> {
     );
     // the running gateway (if any) picks it up now; other instances sharing the file on reload
     if let Some(admin) = config.server.admin_addr {
-        match authgate::admin::request_reload(admin) {
+        match authgate::admin::request_reload(admin, token(&config)) {
             Ok(_) => println!("the gateway at {admin} reloaded"),
             Err(e) => println!(
                 "the gateway at {admin} did not reload ({e}); run `authgate reload` on every instance"

@@ -439,9 +439,11 @@ async fn protected_resource_metadata_is_published_and_readiness_waits_for_keys()
 
     let mut ready = Value::Null;
     for _ in 0..50 {
-        let r =
-            common::try_raw(gate.admin_port, "GET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-                .unwrap();
+        let r = common::try_raw(
+            gate.admin_port,
+            "GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
         ready = r.json();
         if r.status == 200 {
             break;
@@ -461,17 +463,23 @@ async fn readiness_reports_an_unreachable_provider() {
         echo.url()
     );
     let gate = Gate::start(&config);
-    let r = common::try_raw(gate.admin_port, "GET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-        .unwrap();
+    let r = common::try_raw(
+        gate.admin_port,
+        "GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
     assert_eq!(r.status, 503);
     let body = r.json();
     assert_eq!(body["checks"]["provider_discovery"]["ready"], false);
     assert_eq!(body["checks"]["provider_keys"]["ready"], false);
     // liveness is unaffected, and tokens cannot be checked: 401, never a 5xx
     assert_eq!(
-        common::try_raw(gate.admin_port, "GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-            .unwrap()
-            .status,
+        common::try_raw(
+            gate.admin_port,
+            "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap()
+        .status,
         200
     );
     let mut h = Header::new(Algorithm::RS256);

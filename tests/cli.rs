@@ -103,6 +103,19 @@ fn bad_configs_name_the_key_and_the_line() {
             "gate.toml:10:1: `session.secret`: is 8 bytes; use at least 32",
         ),
         (
+            "short admin token",
+            BASE.replace("public_url = \"http://127.0.0.1:8080\"", "public_url = \"http://127.0.0.1:8080\"\nadmin_token = \"short\""),
+            "gate.toml:4:1: `server.admin_token`: use at least 32 random bytes",
+        ),
+        (
+            "admin host with a path",
+            BASE.replace(
+                "public_url = \"http://127.0.0.1:8080\"",
+                "public_url = \"http://127.0.0.1:8080\"\nadmin_hosts = [\"gw.internal/x\"]",
+            ),
+            "gate.toml:4:16: `server.admin_hosts[0]`: \"gw.internal/x\" is not a host name",
+        ),
+        (
             "duplicate route",
             format!(
                 "{BASE}\n[[routes]]\npath = \"/\"\nupstream = \"http://127.0.0.1:3001\"\nauth = \"public\"\n"

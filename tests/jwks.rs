@@ -36,8 +36,10 @@ fn call(gate: &Gate, token: &str) -> u16 {
 
 async fn wait_ready(gate: &Gate) {
     for _ in 0..100 {
-        let r =
-            common::try_raw(gate.admin_port, "GET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        let r = common::try_raw(
+            gate.admin_port,
+            "GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+        );
         if r.is_ok_and(|r| r.status == 200) {
             return;
         }
@@ -167,9 +169,11 @@ async fn a_hanging_or_garbage_jwks_does_not_slow_other_requests() {
     }
     // the last good keys are still in use, readiness holds, and the failures were counted
     assert_eq!(call(&gate, &token(&fault.issuer, &pem, &kid, "end")), 200);
-    let ready =
-        common::try_raw(gate.admin_port, "GET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-            .unwrap();
+    let ready = common::try_raw(
+        gate.admin_port,
+        "GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
     assert_eq!(ready.status, 200);
     let failures = ready.json()["checks"]["provider_keys"]["fetch_failures"].as_u64().unwrap();
     assert!(failures >= 3, "{failures} failures counted");

@@ -54,8 +54,9 @@ clients = ["reporting-service"]
 
     // requests are counted once answered (Pingora's logging phase): wait for the last one
     let scrape = || {
-        let r = try_raw(gate.admin_port, "GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-            .unwrap();
+        let r =
+            try_raw(gate.admin_port, "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                .unwrap();
         assert_eq!(r.status, 200);
         String::from_utf8(r.body).unwrap()
     };

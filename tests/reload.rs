@@ -54,7 +54,7 @@ fn sighup_swaps_routes_without_dropping_requests() {
     let slow = slow.join().unwrap().unwrap();
     assert_eq!(slow.status, 200, "the in-flight request completed");
     assert_eq!(slow.json()["backend"], "old", "and on the configuration it started with");
-    let ready = admin(&gate, "GET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").json();
+    let ready = admin(&gate, "GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").json();
     assert_eq!(ready["checks"]["config"]["reloads"], 1);
     assert_eq!(ready["checks"]["config"]["routes"], 2);
 }
@@ -68,7 +68,8 @@ fn a_bad_config_is_refused_and_the_running_one_stays() {
     gate.rewrite_config(&good.replace("auth = \"public\"", "auth = \"public\"\nsurprise = 1"));
     gate.signal("HUP");
     let deadline = Instant::now() + Duration::from_secs(5);
-    let ready = || admin(&gate, "GET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").json();
+    let ready =
+        || admin(&gate, "GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").json();
     while ready()["checks"]["config"]["failed_reloads"] != 1 {
         assert!(Instant::now() < deadline, "the reload was never refused: {}", gate.log());
         std::thread::sleep(Duration::from_millis(50));
@@ -78,8 +79,10 @@ fn a_bad_config_is_refused_and_the_running_one_stays() {
     assert!(gate.log().contains("configuration reload refused"), "{}", gate.log());
 
     // the admin endpoint says why
-    let r =
-        admin(&gate, "POST /reload HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let r = admin(
+        &gate,
+        "POST /reload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
     assert_eq!(r.status, 422);
     assert!(
         r.json()["error"].as_str().unwrap().contains("`routes[0].surprise`: unknown field"),
@@ -89,17 +92,21 @@ fn a_bad_config_is_refused_and_the_running_one_stays() {
 
     // listeners only change with a restart
     gate.rewrite_config(&good.replace("listen = [\"{listen}\"]", "listen = [\"{listen}\", \"127.0.0.1:1\"]"));
-    let r =
-        admin(&gate, "POST /reload HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let r = admin(
+        &gate,
+        "POST /reload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
     assert_eq!(r.status, 422);
     assert!(r.json()["error"].as_str().unwrap().contains("restart"), "{:?}", r.json());
 
     // a good one goes through the admin endpoint too
     gate.rewrite_config(&config(&[("/", &old.url()), ("/more", &old.url())], ""));
-    let r =
-        admin(&gate, "POST /reload HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let r = admin(
+        &gate,
+        "POST /reload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
     assert_eq!(r.status, 200);
-    let ready = admin(&gate, "GET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").json();
+    let ready = admin(&gate, "GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").json();
     assert_eq!(ready["checks"]["config"]["routes"], 2);
     assert_eq!(ready["checks"]["config"]["failed_reloads"], 3);
 }
@@ -228,9 +235,52 @@ async fn a_reload_under_load_drops_nothing_and_keeps_sessions() {
         "the license change applies to the existing session"
     );
     assert_eq!(get("/new/").await.unwrap().status(), 200, "the refused config left the new routes in place");
-    let ready = admin(&gate, "GET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").json();
+    let ready = admin(&gate, "GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").json();
     assert_eq!(
         (ready["checks"]["config"]["reloads"].as_u64(), ready["checks"]["config"]["failed_reloads"].as_u64()),
         (Some(1), Some(1))
+    );
+}
+
+/// The admin listener is for probes, scrapers and operators, never for browsers: a page's form
+/// or fetch (it carries `Origin`) and a DNS-rebound name are refused, and with an admin token
+/// `POST /reload` needs it (`authgate reload` sends it from the config).
+#[test]
+fn the_admin_listener_is_closed_to_browsers_and_reloads_need_the_token() {
+    let echo = Echo::start("app");
+    let token = "k7Qw9zP3xL2mN8vB4cR6tY1uH5jD0sFgA3eW";
+    let extra = format!("admin_token = \"{token}\"\nadmin_hosts = [\"gw-admin.internal\"]");
+    let gate = Gate::start(&config(&[("/", &echo.url())], &extra));
+    let request = |method: &str, path: &str, headers: &str| {
+        let len = if method == "POST" { "Content-Length: 0\r\n" } else { "" };
+        admin(&gate, &format!("{method} {path} HTTP/1.1\r\n{headers}{len}Connection: close\r\n\r\n"))
+    };
+    let bearer = format!("Authorization: Bearer {token}\r\n");
+
+    // a web page posting a form to the admin listener (even with the right token)
+    let r =
+        request("POST", "/reload", &format!("Host: 127.0.0.1\r\nOrigin: http://evil.example\r\n{bearer}"));
+    assert_eq!(r.status, 403);
+    // a page whose name was rebound to 127.0.0.1 reading the metrics
+    let r = request("GET", "/metrics", "Host: rebind.attacker.example\r\n");
+    assert_eq!(r.status, 421);
+    // addresses, localhost and configured names are served
+    for host in ["127.0.0.1", "localhost", "gw-admin.internal"] {
+        assert_eq!(request("GET", "/metrics", &format!("Host: {host}\r\n")).status, 200, "{host}");
+    }
+    // reloads need the token
+    assert_eq!(request("POST", "/reload", "Host: 127.0.0.1\r\n").status, 401);
+    assert_eq!(request("POST", "/reload", "Host: 127.0.0.1\r\nAuthorization: Bearer wrong\r\n").status, 401);
+    assert_eq!(request("POST", "/reload", &format!("Host: 127.0.0.1\r\n{bearer}")).status, 200);
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_authgate"))
+        .args(["reload", "--config"])
+        .arg(gate.dir.path().join("authgate.toml"))
+        .output()
+        .unwrap();
+    assert!(cli.status.success(), "authgate reload: {}", String::from_utf8_lossy(&cli.stderr));
+    let ready = admin(&gate, "GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").json();
+    assert_eq!(
+        ready["checks"]["config"]["reloads"], 2,
+        "the token-less and wrong-token posts did not reload"
     );
 }

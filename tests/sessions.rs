@@ -373,7 +373,7 @@ async fn sessions_work_over_mutual_tls_with_a_private_ca_and_never_with_an_unche
         let other = Gate::start_on(port, &config(base, &idp, &echo, &store(&tls)));
         let started = Instant::now();
         let ready = loop {
-            let request = "GET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+            let request = "GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
             let answer = common::try_raw(other.admin_port, request)
                 .map(|r| (r.status, String::from_utf8_lossy(&r.body).into_owned()));
             match answer {

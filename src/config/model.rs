@@ -146,6 +146,13 @@ pub struct ServerConfig {
     pub case_insensitive_paths: bool,
     /// Listener for `/healthz` and `/readyz`.
     pub admin_listen: String,
+    /// Host names the admin listener answers to besides IP addresses and `localhost` (e.g. the
+    /// Kubernetes service Prometheus scrapes); any other `Host` is refused (DNS rebinding).
+    pub admin_hosts: Vec<String>,
+    /// A bearer secret `POST /reload` must present (`${VAR}` allowed; at least 32 bytes).
+    pub admin_token: Option<Secret>,
+    /// The same, read from a file.
+    pub admin_token_file: Option<PathBuf>,
     /// `public_url`s as validation read them: (lower-case host, origin), in order.
     #[serde(skip)]
     pub public_origins: Vec<(String, String)>,
@@ -171,6 +178,9 @@ impl Default for ServerConfig {
             case_insensitive_paths: false,
             admin_listen: "127.0.0.1:9090".into(),
             admin_addr: None,
+            admin_hosts: Vec::new(),
+            admin_token: None,
+            admin_token_file: None,
             public_origins: Vec::new(),
             threads: 0,
             limits: LimitsConfig::default(),

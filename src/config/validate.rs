@@ -115,6 +115,27 @@ fn server(config: &mut Config, base_dir: &Path, p: &mut Problems) {
     }
     listener("server.admin_listen".into(), &s.admin_listen, p);
     s.admin_addr = s.admin_listen.parse().ok();
+    for (i, h) in s.admin_hosts.iter().enumerate() {
+        let name =
+            h.rsplit_once(':').filter(|(_, port)| port.parse::<u16>().is_ok()).map_or(h.as_str(), |(n, _)| n);
+        let valid = !name.is_empty()
+            && name
+                .split('.')
+                .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+        if !valid {
+            p.at(
+                format!("server.admin_hosts[{i}]"),
+                format!("{h:?} is not a host name (with an optional :port)"),
+            );
+        }
+    }
+    secret_from_file("server.admin_token", &mut s.admin_token, s.admin_token_file.as_deref(), base_dir, p);
+    if s.admin_token.as_ref().is_some_and(|t| t.expose().len() < MIN_SECRET_BYTES) {
+        p.at(
+            "server.admin_token",
+            format!("use at least {MIN_SECRET_BYTES} random bytes (e.g. `openssl rand -base64 48`)"),
+        );
+    }
     if s.listen.is_empty() && s.tls.is_none() {
         p.at("server.listen", "no listener: give at least one `listen` address");
     }

@@ -205,7 +205,7 @@ impl Gate {
             if let Ok(Some(status)) = self.proc.child.try_wait() {
                 panic!("authgate exited ({status}); log:\n{}", self.log());
             }
-            let health = try_raw(self.admin_port, "GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n");
+            let health = try_raw(self.admin_port, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
             if health.is_ok_and(|r| r.status == 200) && TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 return;
             }
@@ -218,8 +218,10 @@ impl Gate {
     pub fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            let ready =
-                try_raw(self.admin_port, "GET /readyz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+            let ready = try_raw(
+                self.admin_port,
+                "GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+            );
             if ready.is_ok_and(|r| r.status == 200) {
                 return;
             }
@@ -975,9 +977,11 @@ secret = "{SESSION_SECRET}"
 impl Gate {
     /// The admin listener's answer to `GET path`: (status, body as text).
     pub fn admin_get(&self, path: &str) -> (u16, String) {
-        let r =
-            try_raw(self.admin_port, &format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"))
-                .unwrap();
+        let r = try_raw(
+            self.admin_port,
+            &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"),
+        )
+        .unwrap();
         (r.status, String::from_utf8_lossy(&r.body).into_owned())
     }
 }
