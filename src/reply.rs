@@ -15,7 +15,7 @@ pub const NO_ACCESS: &str = "You do not have access to this application. Please 
 pub const ACCOUNT_DISABLED: &str = "Your account has been disabled. Please contact your administrator.";
 
 /// A complete response.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Reply {
     /// Status code.
     pub status: StatusCode,
@@ -23,6 +23,18 @@ pub struct Reply {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// The body.
     pub body: Bytes,
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // header values may be session tickets (Set-Cookie) or carry codes (Location)
+        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("Reply")
+            .field("status", &self.status)
+            .field("headers", &names)
+            .field("body_bytes", &self.body.len())
+            .finish()
+    }
 }
 
 impl Reply {
@@ -211,6 +223,15 @@ mod tests {
         assert_eq!(v["error"], "bad_path");
         assert_eq!(v["status"], 400);
         assert_eq!(v["title"], "Bad Request");
+    }
+
+    #[test]
+    fn debug_never_shows_header_values() {
+        let mut r = Reply::redirect("https://idp.example.com/auth?code=secret-code");
+        r.header(http::header::SET_COOKIE, HeaderValue::from_static("authgate_session=ticket-value"));
+        let printed = format!("{r:?}");
+        assert!(!printed.contains("ticket-value") && !printed.contains("secret-code"), "{printed}");
+        assert!(printed.contains("set-cookie") && printed.contains("302"), "{printed}");
     }
 
     #[test]

@@ -104,7 +104,6 @@ impl std::io::Write for HashWriter<'_> {
 }
 
 /// A signed assertion, kept for reuse while it is fresh.
-#[derive(Debug)]
 pub struct SignedAssertion {
     /// The JWT, as a header value.
     pub value: HeaderValue,
@@ -118,6 +117,16 @@ pub struct SignedAssertion {
     pub signer: u64,
     /// The route it was made for.
     pub route: usize,
+}
+
+impl std::fmt::Debug for SignedAssertion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignedAssertion")
+            .field("value", &"<redacted>")
+            .field("issued_at", &self.issued_at)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The last assertion made for one opened session or verified token, so that its next request

@@ -23,7 +23,6 @@ use crate::http_util::{MAX_RETURN_TO, cookie_header, is_navigation, prefers_html
 use crate::reply::{Rejection, Reply};
 
 /// What the proxy knows of a request before deciding: read once, borrowed from the request.
-#[derive(Debug)]
 pub struct RequestFacts<'a> {
     /// The method.
     pub method: &'a Method,
@@ -35,8 +34,20 @@ pub struct RequestFacts<'a> {
     pub tls: bool,
     /// The peer's address.
     pub peer_ip: Option<IpAddr>,
-    /// Its `Cookie` headers as one.
-    pub cookies: Option<Cow<'a, str>>,
+    /// Its `Cookie` headers as one, read when first needed (HTTP/2 sends one header per
+    /// cookie, and joining them allocates: public and bearer routes never need them).
+    cookies: std::sync::OnceLock<Option<Cow<'a, str>>>,
+}
+
+impl std::fmt::Debug for RequestFacts<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // headers, query and cookies may carry tokens, codes and session tickets
+        f.debug_struct("RequestFacts")
+            .field("method", self.method)
+            .field("tls", &self.tls)
+            .field("peer_ip", &self.peer_ip)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<'a> RequestFacts<'a> {
@@ -48,8 +59,13 @@ impl<'a> RequestFacts<'a> {
             query: req.uri.query(),
             tls,
             peer_ip,
-            cookies: cookie_header(&req.headers),
+            cookies: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Its `Cookie` headers as one.
+    pub fn cookies(&self) -> Option<&str> {
+        self.cookies.get_or_init(|| cookie_header(self.headers)).as_deref()
     }
 
     /// Does the client prefer an HTML page to JSON?
@@ -202,7 +218,7 @@ pub async fn decide(
     };
     let lookup = match (&gateway.browser, route.auth, &credentials) {
         (Some(auth), AuthMode::Browser | AuthMode::Any, Ok(Credentials::None)) => {
-            auth.lookup(facts.cookies.as_deref()).await
+            auth.lookup(facts.cookies()).await
         }
         _ => SessionLookup::Absent,
     };
@@ -235,10 +251,7 @@ pub async fn decide(
                 "/".to_owned()
             };
             let client = facts.client(gateway);
-            (
-                auth.start_login(&origin, return_to, facts.cookies.as_deref(), client).await,
-                Outcome::LoginStarted,
-            )
+            (auth.start_login(&origin, return_to, facts.cookies(), client).await, Outcome::LoginStarted)
         }
         _ => {
             let url = metadata_url(&origin, &route.path);

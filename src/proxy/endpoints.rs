@@ -33,7 +33,6 @@ pub struct PendingEndpoint {
     kind: BodyEndpoint,
 }
 
-#[derive(Debug)]
 enum BodyEndpoint {
     /// A signed provider webhook (its signature header travels with it).
     Webhook(http::HeaderMap),
@@ -41,6 +40,17 @@ enum BodyEndpoint {
     BackchannelLogout,
     /// `POST /oauth2/sign_out`: the body is read and dropped.
     SignOut { origin: String, cookies: Option<String>, same_origin: bool },
+}
+
+impl std::fmt::Debug for BodyEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // the held headers and cookies carry signatures and session tickets
+        f.write_str(match self {
+            BodyEndpoint::Webhook(_) => "Webhook",
+            BodyEndpoint::BackchannelLogout => "BackchannelLogout",
+            BodyEndpoint::SignOut { .. } => "SignOut",
+        })
+    }
 }
 
 impl PendingEndpoint {
@@ -93,7 +103,7 @@ pub async fn dispatch(
             (true, Some(_)) => pending(target, BACKCHANNEL_MAX_BODY, BodyEndpoint::BackchannelLogout),
         };
     }
-    let cookies = facts.cookies.as_deref();
+    let cookies = facts.cookies();
     let reply = match (target.path.as_str(), facts.method.as_str()) {
         ("/oauth2/start", "GET" | "HEAD") => {
             let params = match facts.query.map(parse_unique_query) {
