@@ -546,3 +546,55 @@ async fn no_secret_reaches_the_debug_log_through_refresh_revocation_and_logout()
         }
     }
 }
+
+/// Signing out in one browser ends that browser's provider session; the provider's back-channel
+/// logout for it then finds no session here (already gone) and must not fall back to every
+/// session of the user: her other browser stays signed in, until its own provider session ends.
+#[tokio::test]
+async fn signing_out_in_one_browser_leaves_the_others_signed_in() {
+    sign_out_in_one_browser("").await;
+}
+
+/// The same with the sessions in Redis (its script picks the sessions without a provider id).
+#[tokio::test]
+async fn signing_out_in_one_browser_leaves_the_others_signed_in_on_redis() {
+    let redis = Redis::start();
+    sign_out_in_one_browser(&format!("store = \"redis\"\nredis_url = \"{}\"", redis.url())).await;
+}
+
+async fn sign_out_in_one_browser(store: &str) {
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let delivered = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let idp = idp_with_backchannel(&[&base], &logout_relay(port, delivered.clone()));
+    let echo = Echo::start("app");
+    let gate = Gate::start_on(port, &config(&base, &idp, &echo, store));
+    gate.wait_ready();
+
+    let (mut laptop, mut phone) = (Browser::new(), Browser::new());
+    for b in [&mut laptop, &mut phone] {
+        let (page, _) = b.navigate(&format!("{base}/wiki/"), Some("alice")).await;
+        assert_eq!(page.status, 200);
+    }
+    let phone_cookie = phone.cookie(&base, "authgate_session").unwrap();
+    // sign out on the laptop, through authgate, and follow it to the provider's end-session page
+    let out =
+        laptop.request("POST", &format!("{base}/oauth2/sign_out"), Some(vec![]), &[("origin", &base)]).await;
+    assert_eq!(out.status, 302);
+    laptop.navigate(&out.location(), None).await;
+    assert!(
+        within(Duration::from_secs(5), || async { !delivered.lock().unwrap().is_empty() }).await,
+        "the provider sent no back-channel logout for the laptop's session"
+    );
+    // give the delivered logout time to be applied, then the phone is still signed in
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(status(&base, "/wiki/", &phone_cookie).await, 200, "log:\n{}", gate.log());
+    // the phone's own provider session ending still ends its session here
+    phone.navigate(&format!("{}/session/end", idp.issuer), None).await;
+    assert!(
+        within(Duration::from_secs(5), || async { status(&base, "/wiki/", &phone_cookie).await == 401 })
+            .await,
+        "the phone's back-channel logout did not end its session; log:\n{}",
+        gate.log()
+    );
+}

@@ -89,20 +89,21 @@ pub async fn handle(revocations: &Revocations, verifier: &TokenVerifier, body: &
         Ok(false) => return refused("replayed jti"),
         Err(e) => return unavailable(&e),
     }
-    let by_sub = |sub: &str| {
-        let user = revocations.user_index(sub);
-        async move { store.delete_user(&user, request.issued_at.saturating_add(1)).await }
-    };
+    let before = request.issued_at.saturating_add(1);
     let ended = match (&request.sid, &request.sub) {
         (Some(sid), sub) => {
             let sid = revocations.sealer().sid_index(sid);
             match (store.delete_sid(&sid).await, sub) {
-                // a sid no session knows (its id_token had none): the user's sessions, then
-                (Ok(0), Some(sub)) => by_sub(sub).await,
+                // a sid no session knows: it may be one whose id_token named no sid, so the
+                // user's sessions stored without one end, never those of their other provider
+                // sessions (signing out in one browser must not sign the others out)
+                (Ok(0), Some(sub)) => {
+                    store.delete_user_without_sid(&revocations.user_index(sub), before).await
+                }
                 (other, _) => other,
             }
         }
-        (None, Some(sub)) => by_sub(sub).await,
+        (None, Some(sub)) => store.delete_user(&revocations.user_index(sub), before).await,
         (None, None) => Ok(0),
     };
     match ended {

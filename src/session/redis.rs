@@ -80,6 +80,28 @@ fn ms(d: Duration) -> u64 {
 }
 
 impl RedisStore {
+    /// Ends the user's sessions created before `before` (only those without a provider session
+    /// id when `unbound_only`) and announces it.
+    async fn delete_user_sessions(
+        &self,
+        user: &[u8; 32],
+        before: u64,
+        unbound_only: bool,
+    ) -> Result<usize, StoreError> {
+        let n: i64 = self
+            .scripts
+            .delete_user
+            .key(self.key("u", user))
+            .arg(&self.channel)
+            .arg(format!("u{}", hex_lower(user)))
+            .arg(before)
+            .arg(if unbound_only { "1" } else { "0" })
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
     /// `SET key value NX PX ttl`: true when the key was new (and is now set).
     async fn set_new(&self, key: String, value: u64, ttl: Duration) -> Result<bool, StoreError> {
         let set: Option<String> = redis::cmd("SET")
@@ -294,17 +316,11 @@ impl SessionStore for RedisStore {
     }
 
     async fn delete_user(&self, user: &[u8; 32], before: u64) -> Result<usize, StoreError> {
-        let n: i64 = self
-            .scripts
-            .delete_user
-            .key(self.key("u", user))
-            .arg(&self.channel)
-            .arg(format!("u{}", hex_lower(user)))
-            .arg(before)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        Ok(usize::try_from(n).unwrap_or(0))
+        self.delete_user_sessions(user, before, false).await
+    }
+
+    async fn delete_user_without_sid(&self, user: &[u8; 32], before: u64) -> Result<usize, StoreError> {
+        self.delete_user_sessions(user, before, true).await
     }
 
     async fn delete_sid(&self, sid: &[u8; 32]) -> Result<usize, StoreError> {

@@ -72,14 +72,17 @@ redis.call('PUBLISH', ARGV[1], ARGV[2])
 return 1
 ";
 
-/// Ends every session of a user created before ARGV[3] and announces it.
+/// Ends every session of a user created before ARGV[3] (with ARGV[4] = '1', only those stored
+/// without a provider session id) and announces it.
 const DELETE_USER: &str = r"
 local n = 0
 local before = tonumber(ARGV[3])
+local unbound_only = ARGV[4] == '1'
 for _, k in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if redis.call('EXISTS', k) == 0 then
     redis.call('SREM', KEYS[1], k)
-  elseif tonumber(redis.call('HGET', k, 'c') or '0') < before then
+  elseif tonumber(redis.call('HGET', k, 'c') or '0') < before
+      and (not unbound_only or (redis.call('HGET', k, 'i') or '') == '') then
     n = n + redis.call('DEL', k)
     redis.call('SREM', KEYS[1], k)
   end

@@ -89,6 +89,9 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     /// Ends every session of a user created before `before` (seconds); returns how many.
     async fn delete_user(&self, user: &[u8; 32], before: u64) -> Result<usize, StoreError>;
 
+    /// Like `delete_user`, for the user's sessions stored without a provider session id only.
+    async fn delete_user_without_sid(&self, user: &[u8; 32], before: u64) -> Result<usize, StoreError>;
+
     /// Ends every session of one provider session (keyed hash of its `sid`); returns how many.
     async fn delete_sid(&self, sid: &[u8; 32]) -> Result<usize, StoreError>;
 
@@ -205,6 +208,23 @@ impl moka::Expiry<SessionKey, Arc<StoredSession>> for SessionExpiry {
 }
 
 impl MemoryStore {
+    /// Ends the user's sessions created before `before` (only those without a provider session
+    /// id when `unbound_only`) and announces it.
+    fn delete_user_sessions(&self, user: &[u8; 32], before: u64, unbound_only: bool) -> usize {
+        // a scan: user-wide logout is rare (webhooks, back-channel logout), reads are not
+        let doomed: Vec<SessionKey> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| &s.user == user && s.created_at < before && (!unbound_only || s.sid.is_none()))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in &doomed {
+            self.sessions.invalidate(k);
+        }
+        self.tell(StoreEvent::User(*user));
+        doomed.len()
+    }
+
     /// A store of at most `max_sessions` sessions, each ending after `idle` without use.
     pub fn new(max_sessions: u64, idle: Duration, login_ttl: Duration) -> Self {
         Self {
@@ -284,18 +304,11 @@ impl SessionStore for MemoryStore {
     }
 
     async fn delete_user(&self, user: &[u8; 32], before: u64) -> Result<usize, StoreError> {
-        // a scan: user-wide logout is rare (webhooks, back-channel logout), reads are not
-        let doomed: Vec<SessionKey> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| &s.user == user && s.created_at < before)
-            .map(|(k, _)| *k)
-            .collect();
-        for k in &doomed {
-            self.sessions.invalidate(k);
-        }
-        self.tell(StoreEvent::User(*user));
-        Ok(doomed.len())
+        Ok(self.delete_user_sessions(user, before, false))
+    }
+
+    async fn delete_user_without_sid(&self, user: &[u8; 32], before: u64) -> Result<usize, StoreError> {
+        Ok(self.delete_user_sessions(user, before, true))
     }
 
     async fn delete_sid(&self, sid: &[u8; 32]) -> Result<usize, StoreError> {
@@ -456,6 +469,15 @@ mod tests {
         assert_eq!(store.delete_user(&[9; 32], unix_now() - 20).await.unwrap(), 0, "all newer than that");
         assert_eq!(store.delete_user(&[9; 32], unix_now()).await.unwrap(), 3);
         assert!(store.load(&SessionKey([50; 32])).await.unwrap().is_some());
+        // only the sessions stored without a provider session id
+        store.save(&SessionKey([60; 32]), stored(1, 7, 60), None).await.unwrap();
+        store
+            .save(&SessionKey([61; 32]), StoredSession { sid: None, ..stored(1, 7, 60) }, None)
+            .await
+            .unwrap();
+        assert_eq!(store.delete_user_without_sid(&[7; 32], unix_now()).await.unwrap(), 1);
+        assert!(store.load(&SessionKey([60; 32])).await.unwrap().is_some(), "the one with a sid stays");
+        assert!(store.load(&SessionKey([61; 32])).await.unwrap().is_none());
 
         store.put_login([3; 32], vec![9]).await.unwrap();
         assert_eq!(store.peek_login(&[3; 32]).await.unwrap(), Some(vec![9]));
