@@ -260,7 +260,7 @@ impl TokenVerifier {
     }
 
     /// Verifies a back-channel logout token's header, signature, `iss`, `exp` and `iat`; the
-    /// caller checks the logout-specific claims (`events::backchannel::read_logout_claims`).
+    /// caller checks the logout-specific claims (`revocation::backchannel::read_logout_claims`).
     pub async fn verify_logout_token(&self, token: &str) -> Result<serde_json::Value, TokenError> {
         let (header, claims) =
             self.decode_verified::<serde_json::Value>(token, &["exp", "iss", "aud", "iat"]).await?;
