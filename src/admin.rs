@@ -12,10 +12,12 @@ use http::{Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
+use crate::codec::constant_time_eq;
 use crate::gateway::Gateway;
 use crate::metrics::METRICS;
 use crate::oidc::OidcProvider;
 use crate::reload::Reloader;
+use crate::routing::parse_authority;
 
 /// Serves the admin endpoints.
 pub struct AdminApp {
@@ -86,7 +88,7 @@ pub fn refusal(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or_default();
-        if !same_secret(given.as_bytes(), token.expose().as_bytes()) {
+        if !constant_time_eq(given.as_bytes(), token.expose().as_bytes()) {
             return Some((StatusCode::UNAUTHORIZED, "{\"error\":\"admin_token_required\"}\n"));
         }
     }
@@ -97,24 +99,16 @@ pub fn refusal(
 /// to? IP addresses and `localhost` always (probes and scrapers address it so); names only when
 /// configured, since a rebound name is the attacker's.
 fn allowed_host(host: &str, configured: &[String]) -> bool {
-    let name = match host.strip_prefix('[') {
-        Some(v6) => {
-            return v6.split_once(']').is_some_and(|(addr, rest)| {
-                let port_ok =
-                    rest.is_empty() || rest.strip_prefix(':').is_some_and(|p| p.parse::<u16>().is_ok());
-                port_ok && addr.parse::<std::net::Ipv6Addr>().is_ok()
-            });
-        }
-        None => host.rsplit_once(':').filter(|(_, p)| p.parse::<u16>().is_ok()).map_or(host, |(n, _)| n),
-    };
-    name.parse::<std::net::Ipv4Addr>().is_ok()
-        || name.eq_ignore_ascii_case("localhost")
-        || configured.iter().any(|c| c.eq_ignore_ascii_case(host) || c.eq_ignore_ascii_case(name))
-}
-
-/// Compares secrets in time independent of where they differ.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+    let Some(asked) = parse_authority(host) else { return false };
+    let name = asked.host();
+    // parse_authority leaves a bracketed IPv6 address, a DNS name or an IPv4 address
+    name.starts_with('[')
+        || name.parse::<std::net::Ipv4Addr>().is_ok()
+        || name == "localhost"
+        || configured.iter().filter_map(|c| parse_authority(c)).any(|c| match c.port() {
+            Some(_) => c.as_str() == asked.as_str(),
+            None => c.host() == name,
+        })
 }
 
 #[async_trait]

@@ -32,6 +32,12 @@ pub fn decode_hex32(hex: &[u8]) -> Option<[u8; 32]> {
     Some(out)
 }
 
+/// Are `a` and `b` equal? Takes the same time for any two inputs of the same length, so that
+/// timing cannot tell how much of a secret (or a cached token) a guess got right.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
 /// A claim as a header value: printable ASCII passes as is; control characters, non-ASCII
 /// bytes (UTF-8) and `%` are percent-encoded, so that no value can break the header or smuggle
 /// a second one. A list element keeps only a conservative token set (letters, digits,
@@ -83,6 +89,15 @@ mod tests {
         assert_eq!(decode_hex32(hex.to_uppercase().as_bytes()), None);
         assert_eq!(decode_hex32(&hex.as_bytes()[..62]), None);
         assert_eq!(decode_hex32(b"zz".repeat(32).as_slice()), None);
+    }
+
+    #[test]
+    fn equal_means_every_byte_and_the_length() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+        assert!(constant_time_eq(b"", b""));
     }
 
     #[test]

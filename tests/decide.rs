@@ -3,16 +3,14 @@
 //! verifier holds, exactly as it would after loading the provider's JWK Set.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)] // a test or tool: failing loudly is the point
 
+mod common;
+
 use std::sync::Arc;
 
-use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use pingora::http::RequestHeader;
 
 use authgate::gateway::Gateway;
-use authgate::jwt::{TokenVerifier, VerifierSettings};
-use authgate::oidc::OidcProvider;
-use authgate::oidc::jwks::KeySet;
 use authgate::proxy::{Caller, Decision, Outcome, RequestFacts, decide, read_target};
 
 const ISSUER: &str = "https://idp.example.com";
@@ -49,22 +47,8 @@ struct Setup {
 fn setup() -> Setup {
     let config =
         authgate::config::load_str(CONFIG, "test.toml", std::path::Path::new("."), &|_| None).unwrap();
-    let pem = authgate::assertion::keys::generate_pem("ES256").unwrap();
-    let key = EncodingKey::from_ec_pem(pem.as_bytes()).unwrap();
-    let mut jwk = Jwk::from_encoding_key(&key, Algorithm::ES256).unwrap();
-    jwk.common.key_id = Some("k1".into());
-    let jwks = serde_json::json!({ "keys": [jwk] }).to_string();
-    let provider = Arc::new(OidcProvider::new(config.provider.as_ref().unwrap()).unwrap());
-    provider.jwks.install(KeySet::parse(jwks.as_bytes()).unwrap());
-    let settings = VerifierSettings {
-        algorithms: vec![Algorithm::ES256],
-        leeway: 60,
-        cache_size: 1000,
-        client_id: "authgate".into(),
-        extra_claims: vec![],
-    };
-    let verifier = Arc::new(TokenVerifier::new(provider, settings));
-    let gateway = Gateway::build(Arc::new(config), Some(verifier), None).unwrap();
+    let (verifier, key) = common::es256_verifier(&config);
+    let gateway = Gateway::build(Arc::new(config), Some(Arc::new(verifier)), None).unwrap();
     Setup { gateway, key }
 }
 

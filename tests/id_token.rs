@@ -4,16 +4,13 @@
 //! provider's JWK Set.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)] // a test: failing loudly is the point
 
-use std::sync::Arc;
+mod common;
 
-use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
 use authgate::clock::unix_now;
-use authgate::jwt::{TokenError, TokenVerifier, VerifierSettings};
-use authgate::oidc::OidcProvider;
-use authgate::oidc::jwks::KeySet;
+use authgate::jwt::{TokenError, TokenVerifier};
 
 const ISSUER: &str = "https://idp.example.com";
 
@@ -26,20 +23,7 @@ fn verifier() -> (TokenVerifier, EncodingKey) {
         &|_| None,
     )
     .unwrap();
-    let pem = authgate::assertion::keys::generate_pem("ES256").unwrap();
-    let key = EncodingKey::from_ec_pem(pem.as_bytes()).unwrap();
-    let mut jwk = Jwk::from_encoding_key(&key, Algorithm::ES256).unwrap();
-    jwk.common.key_id = Some("k1".into());
-    let provider = Arc::new(OidcProvider::new(config.provider.as_ref().unwrap()).unwrap());
-    provider.jwks.install(KeySet::parse(json!({ "keys": [jwk] }).to_string().as_bytes()).unwrap());
-    let settings = VerifierSettings {
-        algorithms: vec![Algorithm::ES256, Algorithm::RS256],
-        leeway: 60,
-        cache_size: 100,
-        client_id: "authgate".into(),
-        extra_claims: vec![],
-    };
-    (TokenVerifier::new(provider, settings), key)
+    common::es256_verifier(&config)
 }
 
 fn claims(changes: Value) -> Value {

@@ -116,13 +116,8 @@ fn server(config: &mut Config, base_dir: &Path, p: &mut Problems) {
     listener("server.admin_listen".into(), &s.admin_listen, p);
     s.admin_addr = s.admin_listen.parse().ok();
     for (i, h) in s.admin_hosts.iter().enumerate() {
-        let name =
-            h.rsplit_once(':').filter(|(_, port)| port.parse::<u16>().is_ok()).map_or(h.as_str(), |(n, _)| n);
-        let valid = !name.is_empty()
-            && name
-                .split('.')
-                .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
-        if !valid {
+        // the admin listener matches `Host` through the same parser
+        if crate::routing::parse_authority(h).is_none() {
             p.at(
                 format!("server.admin_hosts[{i}]"),
                 format!("{h:?} is not a host name (with an optional :port)"),

@@ -166,7 +166,6 @@ impl IdentityHeaderNames {
 /// (`PreparedIdentity`).
 #[derive(Debug, Clone)]
 pub struct IdentityHeaderValues {
-    machine: bool,
     fields: [Option<HeaderValue>; FIELDS],
     claims: Vec<(String, HeaderValue)>,
 }
@@ -175,7 +174,6 @@ impl IdentityHeaderValues {
     /// The header values of `who`.
     pub fn of(who: &Identity) -> Self {
         Self {
-            machine: who.machine,
             fields: IdentityField::ALL.map(|f| if f.sent_for(who.machine) { f.value(who) } else { None }),
             claims: who
                 .claims
@@ -188,11 +186,6 @@ impl IdentityHeaderValues {
     /// The value sent for `field`, if any.
     pub fn of_field(&self, field: IdentityField) -> Option<&HeaderValue> {
         self.fields[field as usize].as_ref()
-    }
-
-    /// Is this a machine (M2M token)?
-    pub fn is_machine(&self) -> bool {
-        self.machine
     }
 }
 

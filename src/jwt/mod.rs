@@ -102,11 +102,10 @@ impl VerifiedToken {
         &self.token
     }
 
-    /// Is this the verification of exactly `token`? Takes the same time for any token of the
-    /// same length, so that timing cannot tell how much of a cached token a guess got right.
+    /// Is this the verification of exactly `token`? In constant time: timing must not tell how
+    /// much of a cached token a guess got right.
     fn is_of(&self, token: &str) -> bool {
-        let (a, b) = (self.token.as_bytes(), token.as_bytes());
-        a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+        crate::codec::constant_time_eq(self.token.as_bytes(), token.as_bytes())
     }
 
     /// Its weight in the verified-token cache: one per started `CACHE_UNIT_BYTES` of token, so

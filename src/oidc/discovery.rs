@@ -101,11 +101,6 @@ impl Discovery {
         &self.document.additional_metadata().additional_metadata
     }
 
-    /// The issuer (equal to the configured one).
-    pub fn issuer(&self) -> &str {
-        self.document.issuer().as_str()
-    }
-
     /// Where the signing keys are.
     pub fn jwks_uri(&self) -> &str {
         self.document.jwks_uri().as_str()

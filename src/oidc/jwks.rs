@@ -34,8 +34,8 @@ impl std::fmt::Debug for VerifyingKey {
 #[derive(Debug, Default)]
 pub struct KeySet {
     keys: HashMap<String, Arc<VerifyingKey>>,
-    /// The usable keys as published, for `openidconnect`'s id_token verifier.
-    published: Vec<serde_json::Value>,
+    /// The usable keys as `openidconnect` reads them (for its id_token verifier), parsed once.
+    openid: Vec<openidconnect::core::CoreJsonWebKey>,
     /// Keys in the document that were not usable, with why (for the log).
     pub skipped: Vec<String>,
 }
@@ -76,7 +76,10 @@ impl KeySet {
             match verifying_key(&jwk) {
                 Ok(k) => {
                     set.keys.insert(kid, Arc::new(k));
-                    set.published.push(raw);
+                    // a key the crate cannot read is only left out of id_token verification
+                    if let Ok(key) = serde_json::from_value(raw) {
+                        set.openid.push(key);
+                    }
                 }
                 Err(why) => set.skipped.push(format!("key {kid:?}: {why}")),
             }
@@ -96,11 +99,9 @@ impl KeySet {
         }
     }
 
-    /// The usable keys as `openidconnect` reads them (keys it cannot use are left out).
+    /// The usable keys as `openidconnect`'s verifier takes them (by value).
     pub fn as_openid(&self) -> openidconnect::core::CoreJsonWebKeySet {
-        let doc = serde_json::json!({ "keys": self.published });
-        serde_json::from_value(doc)
-            .unwrap_or_else(|_| openidconnect::core::CoreJsonWebKeySet::new(Vec::new()))
+        openidconnect::core::CoreJsonWebKeySet::new(self.openid.clone())
     }
 
     /// Number of usable keys.

@@ -985,3 +985,28 @@ impl Gate {
         (r.status, String::from_utf8_lossy(&r.body).into_owned())
     }
 }
+
+/// A bearer-token verifier for `config`'s provider that holds the public half of a throwaway
+/// ES256 key (kid `k1`), as after loading the provider's JWK Set (ES256 and RS256 allowed,
+/// 60 s leeway, client id `authgate`); and the private key, to sign tokens with.
+pub fn es256_verifier(
+    config: &authgate::config::Config,
+) -> (authgate::jwt::TokenVerifier, jsonwebtoken::EncodingKey) {
+    use jsonwebtoken::Algorithm;
+    let pem = authgate::assertion::keys::generate_pem("ES256").unwrap();
+    let key = jsonwebtoken::EncodingKey::from_ec_pem(pem.as_bytes()).unwrap();
+    let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&key, Algorithm::ES256).unwrap();
+    jwk.common.key_id = Some("k1".into());
+    let provider =
+        std::sync::Arc::new(authgate::oidc::OidcProvider::new(config.provider.as_ref().unwrap()).unwrap());
+    let jwks = serde_json::json!({ "keys": [jwk] }).to_string();
+    provider.jwks.install(authgate::oidc::jwks::KeySet::parse(jwks.as_bytes()).unwrap());
+    let settings = authgate::jwt::VerifierSettings {
+        algorithms: vec![Algorithm::ES256, Algorithm::RS256],
+        leeway: 60,
+        cache_size: 1000,
+        client_id: "authgate".into(),
+        extra_claims: vec![],
+    };
+    (authgate::jwt::TokenVerifier::new(provider, settings), key)
+}
