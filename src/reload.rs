@@ -213,7 +213,6 @@ auth = "browser"
             .map(|_| {
                 let (reloader, gateway, written, path) =
                     (reloader.clone(), gateway.clone(), written.clone(), path.clone());
-                let version = version.clone();
                 std::thread::spawn(move || {
                     for _ in 0..150 {
                         let mine = {
