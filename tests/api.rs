@@ -570,3 +570,63 @@ async fn opaque_tokens_are_introspected_when_enabled() {
     // introspection is off by default: opaque tokens are simply not accepted
     assert_refused(&with_token(&without, "/wiki-api", &alice.access_token), 401, "introspection off");
 }
+
+/// Express, ASP.NET and IIS route `/ADMIN` as `/admin`; Rails and Spring serve `/admin.json` as
+/// `/admin`: every such alias is judged by the licensed `/admin` route, never by the `/` route
+/// any signed-in user passes (issue 19 item 13). The path is forwarded as sent.
+#[tokio::test]
+async fn legacy_path_aliases_are_judged_by_the_stricter_route() {
+    let idp = Idp::start(&[]);
+    let echo = Echo::start("legacy");
+    let config = format!(
+        r#"
+[server]
+listen = ["{{listen}}"]
+admin_listen = "{{admin}}"
+public_url = "http://127.0.0.1:{{port}}"
+
+[provider]
+issuer = "{issuer}"
+client_id = "authgate"
+client_secret = "authgate-test-secret"
+audience = "authgate"
+
+[[routes]]
+name = "app"
+path = "/"
+upstream = "{echo}"
+auth = "api"
+
+[[routes]]
+name = "admin"
+path = "/admin"
+upstream = "{echo}"
+auth = "api"
+licenses = ["crm"]
+"#,
+        issuer = idp.issuer,
+        echo = echo.url()
+    );
+    let gate = ready(Gate::start(&config));
+    let carol = login(&idp.issuer, "carol").await;
+    let alice = login(&idp.issuer, "alice").await;
+    for alias in
+        ["/admin", "/ADMIN", "/Admin/Users", "/admin.json", "/ADMIN.JSON", "/admin/users.csv", "/aDmIn;x.xml"]
+    {
+        assert_refused(&with_token(&gate, alias, &carol.access_token), 403, &format!("carol on {alias}"));
+        let resp = with_token(&gate, alias, &alice.access_token);
+        assert_eq!(resp.status, 200, "alice on {alias}");
+        assert_eq!(resp.json()["path"], *alias, "the path is forwarded as sent");
+    }
+    for other in ["/administrator", "/admin-old.json", "/home.json"] {
+        let resp = with_token(&gate, other, &carol.access_token);
+        assert_eq!(resp.status, 200, "carol on {other}: another page, the / route");
+    }
+
+    // the opt-out: an upstream that really serves /Admin and /admin apart
+    gate.rewrite_config(&config.replace("[provider]", "case_insensitive_paths = false\n\n[provider]"));
+    let (status, body) = gate.admin_post_reload();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(with_token(&gate, "/ADMIN", &carol.access_token).status, 200);
+    assert_refused(&with_token(&gate, "/admin.json", &carol.access_token), 403, "carol on /admin.json");
+}

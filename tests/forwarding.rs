@@ -211,7 +211,10 @@ fn paths_are_normalised_before_routing_and_forwarded_as_matched() {
         ("/;x=1/admin", 400, None),
         ("/admin%3bx/secret", 400, None),
         ("/pub/%25%32%65%25%32%65/admin", 400, None),
-        ("/ADMIN", 200, Some(("public", "/ADMIN"))),
+        ("/ADMIN", 401, None),
+        ("/admin.json", 401, None),
+        ("/Admin/x.csv", 401, None),
+        ("/admin-x.json", 200, Some(("public", "/admin-x.json"))),
         ("/administrator", 200, Some(("public", "/administrator"))),
         ("/pub/./a//b", 200, Some(("public", "/pub/a/b"))),
         ("/pub/%7euser", 200, Some(("public", "/pub/~user"))),
@@ -292,7 +295,7 @@ fn the_admin_endpoints_are_not_on_the_main_listener() {
 }
 
 #[test]
-fn case_insensitive_paths_protect_case_insensitive_upstreams() {
+fn paths_match_case_insensitively_by_default() {
     let echo = Echo::start("iis");
     let dead = format!("\"http://127.0.0.1:{}\"", common::free_port());
     let routes = format!(
@@ -300,7 +303,7 @@ fn case_insensitive_paths_protect_case_insensitive_upstreams() {
         route("root", "*", "/", &format!("\"{}\"", echo.url()), "public"),
         route("admin", "*", "/Admin", &dead, "browser"),
     );
-    let gate = Gate::start(&config(&routes, "case_insensitive_paths = true"));
+    let gate = Gate::start(&config(&routes, ""));
     for path in ["/admin", "/ADMIN/x", "/aDmIn;x/y"] {
         assert_eq!(gate.get("app.example.com", path, &[]).status, 401, "{path}");
     }

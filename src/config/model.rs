@@ -142,7 +142,7 @@ pub struct ServerConfig {
     pub public_url: Vec<String>,
     /// Peers whose `X-Forwarded-*` headers are believed (CIDRs).
     pub trusted_proxies: Vec<IpNet>,
-    /// Match route paths case-insensitively (for IIS and other case-insensitive upstreams).
+    /// Match route paths case-insensitively (the default: Express, ASP.NET and IIS route so).
     pub case_insensitive_paths: bool,
     /// Listener for `/healthz` and `/readyz`.
     pub admin_listen: String,
@@ -175,7 +175,7 @@ impl Default for ServerConfig {
             tls: None,
             public_url: Vec::new(),
             trusted_proxies: Vec::new(),
-            case_insensitive_paths: false,
+            case_insensitive_paths: true,
             admin_listen: "127.0.0.1:9090".into(),
             admin_addr: None,
             admin_hosts: Vec::new(),

@@ -201,13 +201,16 @@ pub fn route_key(path: &str, case_insensitive: bool) -> Cow<'_, str> {
 
 /// Does a route key (from `route_key`) fall under the route prefix `prefix` (from
 /// `normalize_route_path`)? Matching is on whole segments: `/admin` covers `/admin` and
-/// `/admin/x`, never `/administrator`.
+/// `/admin/x`, never `/administrator`. It also covers `/admin.json` (any `.suffix` of its last
+/// segment): Rails (`/admin(.:format)`) and Spring MVC's suffix matching serve that as `/admin`,
+/// so it must not fall through to a weaker route. A route of its own (`/admin.json`) is longer
+/// and still wins.
 pub fn path_has_prefix(key: &str, prefix: &str) -> bool {
     if prefix == "/" {
         return true;
     }
     match key.strip_prefix(prefix) {
-        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        Some(rest) => rest.is_empty() || rest.starts_with('/') || rest.starts_with('.'),
         None => false,
     }
 }
@@ -317,6 +320,14 @@ mod tests {
             ("/api/admin;x", "/api/admin", false, true),
             ("/administrator", "/admin", false, false),
             ("/administrator;x", "/admin", false, false),
+            ("/admin.json", "/admin", false, true),
+            ("/admin.", "/admin", false, true),
+            ("/admin.json;x", "/admin", false, true),
+            ("/admin/reports.json", "/admin/reports", false, true),
+            ("/admin/reports.csv/x", "/admin/reports", false, true),
+            ("/admin/reportsx.json", "/admin/reports", false, false),
+            ("/ADMIN.JSON", "/admin", true, true),
+            ("/admin-old.json", "/admin", false, false),
             ("/adm", "/admin", false, false),
             ("/anything", "/", false, true),
             ("/Admin", "/admin", false, false),

@@ -984,6 +984,16 @@ impl Gate {
         .unwrap();
         (r.status, String::from_utf8_lossy(&r.body).into_owned())
     }
+
+    /// `POST /reload` on the admin listener (no admin token): status and body.
+    pub fn admin_post_reload(&self) -> (u16, String) {
+        let r = try_raw(
+            self.admin_port,
+            "POST /reload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        (r.status, String::from_utf8_lossy(&r.body).into_owned())
+    }
 }
 
 /// A bearer-token verifier for `config`'s provider that holds the public half of a throwaway
