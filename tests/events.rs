@@ -280,6 +280,68 @@ async fn webhooks_revoke_licenses_suspend_and_reactivate_users() {
     );
 }
 
+/// The provider's time `ahead` seconds from ours, as RFC 3339.
+fn provider_time(ahead: u64) -> String {
+    humantime::format_rfc3339_millis(SystemTime::now() + Duration::from_secs(ahead)).to_string()
+}
+
+/// Status and license events are ordered by the provider's own timestamps: with its clock two
+/// minutes ahead of ours, an older event delivered after a newer one changes nothing, in
+/// either order, and events in order still take effect (issue 19 item 6).
+#[tokio::test]
+async fn webhooks_are_ordered_by_the_providers_clock() {
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let idp = idp_for(&[&base]);
+    let echo = Echo::start("app");
+    let gate = Gate::start_on(port, &config(&base, &idp, &echo, ""));
+    gate.wait_ready();
+    let cookie = sign_in(&base).await;
+    let token = common::login(&idp.issuer, "alice").await.access_token;
+
+    // suspended at provider time +120 s; a reactivation stamped +60 s arrives after it
+    assert_eq!(signed(&base, event("o-suspend-1", "user.suspended", &provider_time(120), None)).await.0, 200);
+    assert_eq!(status(&base, "/crm/", &cookie).await, 401);
+    assert_eq!(
+        signed(&base, event("o-react-old", "user.reactivated", &provider_time(60), None)).await.0,
+        200
+    );
+    assert_eq!(bearer_status(&base, &token).await, 401, "an older reactivation lifted a newer suspension");
+    let (page, _) = Browser::new().navigate(&format!("{base}/crm/"), Some("alice")).await;
+    assert_eq!(page.status, 403, "still suspended: {}", page.body);
+    // a reactivation newer than the suspension lifts it
+    assert_eq!(signed(&base, event("o-react-1", "user.reactivated", &provider_time(125), None)).await.0, 200);
+    assert_eq!(bearer_status(&base, &token).await, 200);
+    let fresh = sign_in(&base).await;
+    assert_eq!(status(&base, "/crm/", &fresh).await, 200);
+
+    // the other order: reactivated at +170 s arrives first, a suspension of +140 s after it
+    assert_eq!(signed(&base, event("o-react-2", "user.reactivated", &provider_time(170), None)).await.0, 200);
+    assert_eq!(
+        signed(&base, event("o-suspend-old", "user.suspended", &provider_time(140), None)).await.0,
+        200
+    );
+    assert_eq!(status(&base, "/crm/", &fresh).await, 200, "an older suspension ended a session");
+    assert_eq!(bearer_status(&base, &token).await, 200);
+
+    // licenses the same way: revoked at +200 s, an assignment of +190 s arrives after it
+    assert_eq!(
+        signed(&base, event("o-revoke", "license.revoked", &provider_time(200), Some("wiki"))).await.0,
+        200
+    );
+    assert_eq!(status(&base, "/wiki/", &fresh).await, 403);
+    let older = event("o-assign-old", "license.assigned", &provider_time(190), Some("wiki"));
+    assert_eq!(signed(&base, older).await.0, 200);
+    assert_eq!(status(&base, "/wiki/", &fresh).await, 403, "an older assignment undid a newer revocation");
+    let newer = event("o-assign", "license.assigned", &provider_time(210), Some("wiki"));
+    assert_eq!(signed(&base, newer).await.0, 200);
+    assert_eq!(status(&base, "/wiki/", &fresh).await, 200);
+    // and a revocation older than that assignment, delivered last, changes nothing
+    let late = event("o-revoke-old", "license.revoked", &provider_time(205), Some("wiki"));
+    assert_eq!(signed(&base, late).await.0, 200);
+    assert_eq!(status(&base, "/wiki/", &fresh).await, 200);
+}
+
 #[tokio::test]
 async fn forged_or_oversized_webhooks_change_nothing() {
     let port = free_port();

@@ -117,32 +117,37 @@ impl Revocations {
         let Some(sub) = e.user.as_deref() else { return Ok(Applied::Ignored) };
         let user = self.user_index(sub);
         let now = unix_now();
-        // a provider clock ahead of ours must not make an event reach into the future
-        let at = e.timestamp.min(now);
+        // Events are ordered by the provider's own timestamps (`ts`), compared only with each
+        // other; our clock only bounds the session cut-off, so that a provider clock ahead of
+        // ours cannot make an event reach sessions begun after it arrived.
+        let ts = e.timestamp;
+        let at = ts.min(now);
         match e.event.as_str() {
-            "license.revoked" => {
+            "license.revoked" | "license.assigned" => {
                 let Some(app) = e.application.clone() else { return Ok(Applied::Ignored) };
+                let revoked = e.event == "license.revoked";
                 self.update(&user, |m| {
-                    if !m.revoked.iter().any(|(r, t)| *r == app && *t >= at) {
-                        m.revoked.retain(|(r, _)| *r != app);
+                    // an older event for the application than the latest applied changes nothing
+                    if m.license_at.iter().any(|(a, t)| *a == app && *t > ts) {
+                        return;
+                    }
+                    m.license_at.retain(|(a, _)| *a != app);
+                    m.license_at.push((app.clone(), ts));
+                    m.revoked.retain(|(r, _)| *r != app);
+                    if revoked {
                         m.revoked.push((app, at));
                     }
                 })
                 .await?;
             }
-            "license.assigned" => {
-                let Some(app) = e.application.clone() else { return Ok(Applied::Ignored) };
-                // a later assignment lifts an earlier revocation
-                self.update(&user, |m| m.revoked.retain(|(r, t)| !(*r == app && *t <= at))).await?;
-            }
             "user.suspended" | "user.deleted" | "user.deactivated" => {
                 // a provider clock behind ours must not spare a session begun just before: no
                 // session can legitimately begin after a suspension
-                let cutoff = at.saturating_add(CLOCK_SKEW).min(now);
+                let cutoff = ts.saturating_add(CLOCK_SKEW).min(now);
                 let mut newer = false;
                 self.update(&user, |m| {
-                    if at >= m.status_at {
-                        m.status_at = at;
+                    if ts >= m.status_at {
+                        m.status_at = ts;
                         m.suspended_at = Some(cutoff);
                         newer = true;
                     }
@@ -156,8 +161,8 @@ impl Revocations {
             }
             "user.reactivated" => {
                 self.update(&user, |m| {
-                    if at >= m.status_at {
-                        m.status_at = at;
+                    if ts >= m.status_at {
+                        m.status_at = ts;
                         m.suspended_at = None;
                     }
                 })
