@@ -171,6 +171,15 @@ pub fn same_origin(headers: &HeaderMap, origin: &str) -> bool {
     }
 }
 
+/// Is `host` a name RFC 6761 reserves for loopback (`localhost`, `*.localhost`, any case,
+/// an optional trailing dot)?
+pub fn is_localhost_name(host: &str) -> bool {
+    let h = host.strip_suffix('.').unwrap_or(host).as_bytes();
+    const SUFFIX: &[u8] = b".localhost";
+    h.eq_ignore_ascii_case(&SUFFIX[1..])
+        || h.len() > SUFFIX.len() && h[h.len() - SUFFIX.len()..].eq_ignore_ascii_case(SUFFIX)
+}
+
 /// The `Content-Length` a request declares, when it is a plain number.
 pub fn declared_length(headers: &HeaderMap) -> Option<usize> {
     headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
@@ -179,6 +188,24 @@ pub fn declared_length(headers: &HeaderMap) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn localhost_names_are_told_apart_from_look_alikes() {
+        for yes in ["localhost", "LOCALHOST", "idp.localhost", "a.b.Localhost.", "localhost."] {
+            assert!(is_localhost_name(yes), "{yes}");
+        }
+        for no in [
+            "",
+            ".localhost",
+            "localhostx",
+            "idp.localhost.evil.com",
+            "evillocalhost",
+            "127.0.0.1",
+            "é.localhos",
+        ] {
+            assert!(!is_localhost_name(no), "{no}");
+        }
+    }
 
     #[test]
     fn canonical_form_folds_case_and_underscores() {

@@ -25,8 +25,13 @@ fn stack_with(idp_env: &[(&str, &str)], client_secret: &str) -> Stack {
 }
 
 fn stack_logging(idp_env: &[(&str, &str)], client_secret: &str, log_level: &str) -> Stack {
+    stack_at("127.0.0.1", idp_env, client_secret, log_level)
+}
+
+/// The stack with the gateway's public URL on `gate_host` (it listens on 127.0.0.1).
+fn stack_at(gate_host: &str, idp_env: &[(&str, &str)], client_secret: &str, log_level: &str) -> Stack {
     let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
+    let base = format!("http://{gate_host}:{port}");
     let redirect = format!("{base}/oauth2/callback");
     let post_logout = format!("{base}/");
     let mut env =
@@ -507,10 +512,14 @@ async fn return_to_addresses_stay_on_the_gateway() {
     }
 }
 
-/// The happy path in a real headless Chromium (Debian `chromium`, npm `playwright-core`).
+/// The happy path in a real headless Chromium (Debian `chromium`, npm `playwright-core`), with
+/// the gateway and the IdP on host names of their own (`*.localhost` is loopback to the browser
+/// and to authgate, RFC 6761): the app receives none of the IdP's cookies (issue 19 item 15).
 #[test]
 fn a_real_browser_signs_in_and_out() {
-    let s = stack(&[]);
+    let s =
+        stack_at("app.localhost", &[("IDP_ISSUER_HOST", "idp.localhost")], "authgate-test-secret", "info");
+    assert!(s.idp.issuer.starts_with("http://idp.localhost:"), "{}", s.idp.issuer);
     let out = std::process::Command::new("node")
         .arg("e2e-login.mjs")
         .current_dir(common::repo().join("tests/idp"))

@@ -76,6 +76,13 @@ fn check(text: &str, env: &[(&str, &str)]) -> (i32, String) {
 #[test]
 fn the_base_config_is_valid() {
     assert_eq!(check(BASE, &[]), (0, String::new()));
+    // RFC 6761 loopback names may serve a plain-http provider (a development IdP)
+    for issuer in
+        ["http://idp.localhost:9400", "http://localhost:9400", "http://127.0.0.2:9400", "http://[::1]:9400"]
+    {
+        let (code, out) = check(&BASE.replace("https://auth.example.com", issuer), &[]);
+        assert_eq!(code, 0, "{issuer}: {out}");
+    }
 }
 
 /// Each bad config must fail, naming the key and its `line:column`.
@@ -91,6 +98,11 @@ fn bad_configs_name_the_key_and_the_line() {
             "missing environment variable",
             BASE.replace("https://auth.example.com", "${AUTHGATE_TEST_UNSET_ISSUER}"),
             "gate.toml:6:10: `provider.issuer`: environment variable ${AUTHGATE_TEST_UNSET_ISSUER} is not set",
+        ),
+        (
+            "plain http issuer off loopback",
+            BASE.replace("https://auth.example.com", "http://idp.localhost.example.com"),
+            "gate.toml:6:1: `provider.issuer`: must be an https URL (http is allowed only on loopback)",
         ),
         (
             "bad duration",

@@ -180,7 +180,13 @@ fn provider(config: &mut Config, base_dir: &Path, p: &mut Problems) {
     };
     match url::Url::parse(&pr.issuer) {
         Ok(u) => {
-            let loopback = matches!(u.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+            // RFC 6761: `*.localhost` is loopback too (the provider client resolves it so itself)
+            let loopback = match u.host() {
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                Some(url::Host::Domain(name)) => crate::http_util::is_localhost_name(name),
+                None => false,
+            };
             if u.scheme() != "https" && !(u.scheme() == "http" && loopback) {
                 p.at("provider.issuer", "must be an https URL (http is allowed only on loopback)");
             } else if u.query().is_some() || u.fragment().is_some() || !u.username().is_empty() {

@@ -1,9 +1,13 @@
 //! Bounded HTTP requests to the identity provider: every one has a time limit and a size limit,
 //! so an IdP that hangs or streams garbage costs a bounded amount and nothing more.
 
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+
+use crate::http_util::is_localhost_name;
 
 /// Why a fetch from the provider failed.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +50,26 @@ pub struct Fetcher {
     max_bytes: usize,
 }
 
+/// Resolves `localhost` and `*.localhost` to loopback without asking DNS (RFC 6761 §6.3: a
+/// resolver could answer anything for them, and glibc often does not know `*.localhost` at all),
+/// and every other name through the system resolver, as reqwest would.
+#[derive(Debug)]
+struct LoopbackNames;
+
+impl reqwest::dns::Resolve for LoopbackNames {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = if is_localhost_name(&host) {
+                vec![(Ipv4Addr::LOCALHOST, 0).into(), (Ipv6Addr::LOCALHOST, 0).into()]
+            } else {
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect()
+            };
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
 /// A fetched body and how long the provider allows caching it.
 #[derive(Debug)]
 pub struct Fetched {
@@ -62,6 +86,7 @@ impl Fetcher {
             .timeout(timeout)
             .connect_timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(LoopbackNames))
             .user_agent(concat!("authgate/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| FetchError::Transport { url: String::new(), reason: e.to_string() })?;
@@ -202,6 +227,30 @@ pub fn parse_max_age(cache_control: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A provider at `http://idp.localhost:<port>` is reached on loopback, whatever the system
+    /// resolver knows of `*.localhost` (issue 19 item 15).
+    #[tokio::test]
+    async fn localhost_names_reach_loopback() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let n = conn.read(&mut buf).await.unwrap();
+            let host = String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))
+                .unwrap_or_default();
+            let body = format!("{{\"host\":\"{host}\"}}");
+            let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+            conn.write_all(reply.as_bytes()).await.unwrap();
+        });
+        let fetcher = Fetcher::new(Duration::from_secs(5), 1024).unwrap();
+        let got = fetcher.get(&format!("http://idp.localhost:{port}/doc")).await.unwrap();
+        assert_eq!(got.body, format!("{{\"host\":\"idp.localhost:{port}\"}}").as_bytes());
+    }
 
     #[test]
     fn a_numeric_string_lifetime_becomes_a_number() {

@@ -4,7 +4,9 @@
 // end-session, revocation, introspection, client_credentials and back-channel logout.
 //
 // Settings come from the environment (all optional):
-//   IDP_PORT (0 = any free port), IDP_HOST (127.0.0.1)
+//   IDP_PORT (0 = any free port), IDP_HOST (127.0.0.1: the address it listens on),
+//   IDP_ISSUER_HOST (IDP_HOST: the host name in its issuer URL, e.g. idp.localhost, so that
+//   browsers keep its cookies apart from the apps')
 //   CLIENT_ID (authgate), CLIENT_SECRET (authgate-test-secret), REDIRECT_URIS, POST_LOGOUT_REDIRECT_URIS
 //   (comma-separated), BACKCHANNEL_LOGOUT_URI
 //   M2M_CLIENT_ID (reporting-service), M2M_CLIENT_SECRET (reporting-service-secret)
@@ -40,7 +42,7 @@ const HOST = env('IDP_HOST', '127.0.0.1');
 const server = http.createServer();
 await new Promise((resolve) => server.listen(Number(env('IDP_PORT', '0')), HOST, resolve));
 const { port } = server.address();
-const issuer = `http://${HOST}:${port}`;
+const issuer = `http://${env('IDP_ISSUER_HOST', HOST)}:${port}`;
 
 const CLIENT_ID = env('CLIENT_ID', 'authgate');
 const AUDIENCE = env('ACCESS_TOKEN_AUDIENCE', 'authgate');
