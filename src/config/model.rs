@@ -217,6 +217,11 @@ pub struct LimitsConfig {
     pub write_timeout: Duration,
     /// How long an idle pooled upstream connection is kept.
     pub idle_timeout: Duration,
+    /// Request bodies up to this size are read whole before the upstream is contacted
+    /// (0 = stream every body).
+    pub request_buffer: ByteSize,
+    /// Longest time to receive a buffered request body; after it 408.
+    pub request_body_timeout: Duration,
 }
 
 impl Default for LimitsConfig {
@@ -228,6 +233,8 @@ impl Default for LimitsConfig {
             read_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(60),
+            request_buffer: ByteSize(1024 * 1024),
+            request_body_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -169,6 +169,14 @@ fn server(config: &mut Config, base_dir: &Path, p: &mut Problems) {
     if !(1024..=1024 * 1024 * 1024).contains(&l.max_body_size.0) {
         p.at("server.limits.max_body_size", "must be between 1KiB and 1GiB");
     }
+    if l.request_buffer.0 > 64 * 1024 * 1024 {
+        p.at("server.limits.request_buffer", "must be at most 64MiB (0 streams every body)");
+    }
+    let body_timeout = l.request_body_timeout.get();
+    if body_timeout < std::time::Duration::from_secs(1) || body_timeout > std::time::Duration::from_secs(3600)
+    {
+        p.at("server.limits.request_body_timeout", "must be between 1s and 1h");
+    }
     if s.grace_period.get() > std::time::Duration::from_secs(3600) {
         p.at("server.grace_period", "must be at most 1h");
     }

@@ -4,6 +4,7 @@
 //! shapes the headers (`forwarding`, `identity`) and sets the path; fail_to_connect /
 //! fail_to_proxy retry and answer 502/504; logging writes the access log and metrics.
 
+mod buffering;
 mod decide;
 mod endpoints;
 mod metadata;
@@ -19,6 +20,7 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session as Downstream};
 use pingora::upstreams::peer::HttpPeer;
 
+pub use buffering::{BodyPlan, plan as body_plan};
 pub use decide::{Answer, Decision, Forward, Outcome, RequestFacts, decide};
 pub use metadata::{WELL_KNOWN, metadata_url};
 pub use pipeline::{
@@ -76,6 +78,10 @@ pub struct RequestCtx {
     backend: Option<usize>,
     /// Backends that refused or timed out a connection during this request.
     failed: Vec<usize>,
+    /// A body read before the upstream, for `request_body_filter` to put in place.
+    buffered_body: buffering::BufferedBody,
+    /// The gateway answered `Expect: 100-continue` itself (the body is already here).
+    continue_answered: bool,
 }
 
 #[async_trait]
@@ -95,6 +101,8 @@ impl ProxyHttp for AuthGate {
             upstream_elapsed: None,
             backend: None,
             failed: Vec::new(),
+            buffered_body: buffering::BufferedBody::None,
+            continue_answered: false,
         }
     }
 
@@ -110,7 +118,29 @@ impl ProxyHttp for AuthGate {
                 ctx.caller = Some(forward.caller);
                 ctx.target = Some(forward.target);
                 ctx.route = Some(forward.route);
-                return Ok(false);
+                // the body comes whole, or not at all, before the upstream is contacted
+                let limits = &gateway.config.server.limits;
+                let empty = downstream.is_body_empty();
+                let plan =
+                    buffering::plan(&downstream.req_header().headers, empty, limits.request_buffer.bytes());
+                if plan == BodyPlan::Stream {
+                    return Ok(false);
+                }
+                ctx.continue_answered = buffering::is_expecting_continue(&downstream.req_header().headers);
+                match buffering::read(downstream, plan, limits.request_body_timeout.get()).await? {
+                    Ok(body) => {
+                        ctx.buffered_body = body;
+                        return Ok(false);
+                    }
+                    Err(rejection) => {
+                        let reply = respond::rejection_reply(downstream.req_header(), &rejection, None);
+                        // the rest of a refused body is never read: the connection cannot be reused
+                        downstream.set_keepalive(None);
+                        ctx.outcome = Outcome::Rejected(rejection.code);
+                        respond::send_reply(downstream, reply).await?;
+                        return Ok(true);
+                    }
+                }
             }
             Decision::Answer(answer) => answer,
             Decision::ReadBody(pending) => {
@@ -246,11 +276,30 @@ impl ProxyHttp for AuthGate {
             _ => target.authority.as_str(),
         };
         headers.insert(http::header::HOST, http::HeaderValue::from_str(host).map_err(invalid)?);
+        if ctx.continue_answered {
+            // the client got its 100 Continue from the gateway and the body is here already
+            headers.remove(http::header::EXPECT);
+        }
         *upstream = RequestHeader::from(parts);
         if let Some(end) = keep_end {
             upstream.set_send_end_stream(end);
         }
         upstream.set_raw_path(target.path_and_query.as_bytes())?;
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _downstream: &mut Downstream,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // the first call carries the tail Pingora kept of a body read before the upstream: the
+        // whole body goes instead
+        if let buffering::BufferedBody::Whole(whole) = std::mem::take(&mut ctx.buffered_body) {
+            *body = Some(whole);
+        }
         Ok(())
     }
 
