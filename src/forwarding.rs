@@ -130,6 +130,72 @@ impl StrippedHeaders {
     }
 }
 
+/// How the gateway spells the header names it adds, prepared once per configuration: the
+/// configured identity names exactly as written (`X-User-Id`), the assertion header, and
+/// `X-Forwarded-*` in the usual title case. Legacy apps may match names case-sensitively.
+#[derive(Debug, Clone)]
+pub struct HeaderSpellings {
+    spelled: Vec<(HeaderName, bytes::Bytes)>,
+}
+
+impl HeaderSpellings {
+    /// These configured names (already validated as header names; others are skipped).
+    pub fn new<'a>(configured: impl IntoIterator<Item = &'a str>) -> Self {
+        let fixed = ["X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host"];
+        let spelled = configured
+            .into_iter()
+            .chain(fixed)
+            .filter_map(|n| {
+                let name = HeaderName::from_bytes(n.as_bytes()).ok()?;
+                Some((name, bytes::Bytes::copy_from_slice(n.as_bytes())))
+            })
+            .collect();
+        Self { spelled }
+    }
+
+    fn of(&self, name: &HeaderName) -> Option<&bytes::Bytes> {
+        self.spelled.iter().find(|(n, _)| n == name).map(|(_, s)| s)
+    }
+}
+
+/// The upstream request from shaped `parts`, each header name spelled as the configuration
+/// (`spellings`) or else the client (`client`: each name as received, in order) wrote it; names
+/// neither wrote (`Host` when rewritten) in Pingora's title case. `C` is Pingora's case-keeping
+/// name type, which it does not export.
+pub fn cased_request_header<C: pingora::http::IntoCaseHeaderName + Clone>(
+    parts: http::request::Parts,
+    client: &[(HeaderName, C)],
+    spellings: &HeaderSpellings,
+) -> pingora::Result<pingora::http::RequestHeader> {
+    let mut out = pingora::http::RequestHeader::build(parts.method, b"/", Some(parts.headers.len()))?;
+    out.set_version(parts.version);
+    *out.extensions_mut() = parts.extensions;
+    let mut current: Option<HeaderName> = None;
+    let mut nth = 0;
+    for (name, value) in parts.headers {
+        // `HeaderMap::into_iter` names only the first of a name's values
+        if let Some(name) = name {
+            current = Some(name);
+            nth = 0;
+        } else {
+            nth += 1;
+        }
+        let Some(name) = &current else { continue };
+        match spellings.of(name) {
+            Some(spelled) => out.append_header(spelled.clone(), value)?,
+            None => {
+                // the n-th value keeps the n-th spelling (`X-Multi: 1`, `x-multi: 2`)
+                let mut same = client.iter().filter(|(n, _)| n == name).map(|(_, spelled)| spelled);
+                match same.clone().nth(nth).or_else(|| same.next()) {
+                    Some(spelled) => out.append_header(spelled.clone(), value)?,
+                    None => out.append_header(name, value)?,
+                }
+            }
+        };
+    }
+    Ok(out)
+}
+
 /// Removes spoofable headers and sets `X-Forwarded-For/-Proto/-Host`.
 pub fn shape_request_headers(
     headers: &mut HeaderMap,

@@ -108,6 +108,11 @@ fn serve(stream: TcpStream, record: &Mutex<Vec<Received>>) {
 }
 
 fn gate_for(upstream: &RawUpstream, extra: &str) -> Gate {
+    gate_with(upstream, extra, "")
+}
+
+/// A gateway with one public route to `upstream`, `extra` in `[server]` and more `tables`.
+fn gate_with(upstream: &RawUpstream, extra: &str, tables: &str) -> Gate {
     Gate::start(&format!(
         r#"
 [server]
@@ -115,6 +120,8 @@ listen = ["{{listen}}"]
 admin_listen = "{{admin}}"
 public_url = "http://127.0.0.1:{{port}}"
 {extra}
+
+{tables}
 
 [[routes]]
 name = "legacy"
@@ -127,7 +134,7 @@ auth = "public"
 }
 
 /// Sends `head` then each of `body_parts` after `pause`; returns the status line's code and when
-/// the last byte went out.
+/// the last part began to go out (nothing can have it before).
 fn send_slowly(port: u16, head: &str, body_parts: &[&[u8]], pause: Duration) -> (u16, Instant) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
@@ -135,10 +142,10 @@ fn send_slowly(port: u16, head: &str, body_parts: &[&[u8]], pause: Duration) -> 
     let mut last = Instant::now();
     for part in body_parts {
         std::thread::sleep(pause);
+        last = Instant::now();
         if s.write_all(part).is_err() {
             break; // the gateway answered and closed already
         }
-        last = Instant::now();
     }
     let mut reader = BufReader::new(s);
     let mut status = String::new();
@@ -250,4 +257,94 @@ fn expect_continue_is_answered_by_the_gateway_when_it_buffers() {
     let seen = String::from_utf8_lossy(&upstream.connections()[0].bytes).to_ascii_lowercase();
     assert!(!seen.contains("expect:"), "the backend was asked to continue: {seen}");
     assert!(seen.ends_with("\r\n\r\nhello"));
+}
+
+/// The header lines of the last request the backend received (names as sent).
+fn header_lines(upstream: &RawUpstream) -> Vec<String> {
+    let seen = upstream.connections();
+    let bytes = &seen.last().unwrap().bytes;
+    let text = String::from_utf8_lossy(bytes);
+    let head = text.split("\r\n\r\n").next().unwrap();
+    head.lines().skip(1).map(str::to_owned).collect()
+}
+
+fn names(lines: &[String]) -> Vec<&str> {
+    lines.iter().filter_map(|l| l.split_once(':').map(|(n, _)| n)).collect()
+}
+
+const CASED_REQUEST: &str = "GET /page HTTP/1.1\r\nHost: app.example.com\r\nX-Custom-Thing: a\r\nx-lower: b\r\n\
+    ACCEPT: */*\r\nX-Multi: 1\r\nx-MULTI: 2\r\nX-User-Id: forged\r\nConnection: close\r\n\r\n";
+
+/// Header names reach the backend as the client wrote them and as the configuration spells the
+/// gateway's own, byte for byte; `preserve_case = false` sends them in lower case (issue 19
+/// item 16).
+#[test]
+fn header_names_keep_their_case_unless_lower_case_is_chosen() {
+    let upstream = RawUpstream::start();
+    let gate = gate_for(&upstream, "");
+    assert_eq!(gate.raw(CASED_REQUEST).status, 200);
+    let lines = header_lines(&upstream);
+    for line in ["X-Custom-Thing: a", "x-lower: b", "ACCEPT: */*", "X-Multi: 1", "x-MULTI: 2"] {
+        assert!(lines.iter().any(|l| l == line), "{line:?} not in {lines:?}");
+    }
+    let sent = names(&lines);
+    for name in ["X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Host"] {
+        assert!(sent.contains(&name), "{name} not in {sent:?}");
+    }
+    assert!(!sent.iter().any(|n| n.eq_ignore_ascii_case("x-user-id")), "a forged identity header passed");
+
+    let upstream = RawUpstream::start();
+    let gate = gate_with(&upstream, "", "[headers]\npreserve_case = false\n");
+    assert_eq!(gate.raw(CASED_REQUEST).status, 200);
+    let lines = header_lines(&upstream);
+    let sent = names(&lines);
+    for name in ["x-custom-thing", "x-lower", "accept", "x-multi", "x-forwarded-for", "x-forwarded-proto"] {
+        assert!(sent.contains(&name), "{name} not in {sent:?}");
+    }
+    assert!(!sent.iter().any(|n| n.starts_with("X-") || *n == "ACCEPT"), "{sent:?}");
+}
+
+/// The identity headers are spelled exactly as configured, for a real token from the test IdP.
+#[tokio::test]
+async fn identity_header_names_are_sent_as_configured() {
+    let idp = common::Idp::start(&[]);
+    let alice = common::login(&idp.issuer, "alice").await;
+    for (preserve, want_id, want_email) in
+        [(true, "X-Legacy-UserID", "X-User-Email"), (false, "x-legacy-userid", "x-user-email")]
+    {
+        let upstream = RawUpstream::start();
+        let gate = Gate::start(&format!(
+            r#"
+[server]
+listen = ["{{listen}}"]
+admin_listen = "{{admin}}"
+public_url = "http://127.0.0.1:{{port}}"
+
+[provider]
+issuer = "{issuer}"
+client_id = "authgate"
+client_secret = "authgate-test-secret"
+audience = "authgate"
+
+[headers]
+user_id = "X-Legacy-UserID"
+preserve_case = {preserve}
+
+[[routes]]
+name = "api"
+path = "/"
+upstream = "{upstream}"
+auth = "api"
+"#,
+            issuer = idp.issuer,
+            upstream = upstream.url()
+        ));
+        gate.wait_ready();
+        let resp =
+            gate.get("127.0.0.1", "/x", &[("Authorization", &format!("Bearer {}", alice.access_token))]);
+        assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+        let lines = header_lines(&upstream);
+        assert!(lines.iter().any(|l| l.starts_with(&format!("{want_id}: a1b2c3d4-"))), "{lines:?}");
+        assert!(lines.contains(&format!("{want_email}: alice@acme.test")), "{lines:?}");
+    }
 }

@@ -265,6 +265,9 @@ pub struct HeaderNames {
     pub client_id: String,
     /// More claims to send, claim name → header name (`department = "X-User-Department"`).
     pub claims: BTreeMap<String, String>,
+    /// Send header names upstream as written (these names as configured, the client's as the
+    /// client sent them); `false` sends them in lower case, which costs less.
+    pub preserve_case: bool,
 }
 
 impl Default for HeaderNames {
@@ -281,6 +284,7 @@ impl Default for HeaderNames {
             user_type: "X-User-Type".into(),
             client_id: "X-Client-Id".into(),
             claims: BTreeMap::new(),
+            preserve_case: true,
         }
     }
 }

@@ -12,7 +12,7 @@ use crate::assertion::AssertionSigner;
 use crate::assertion::keys::KeyError;
 use crate::browser::BrowserAuth;
 use crate::config::{AuthMode, Config, RouteConfig};
-use crate::forwarding::StrippedHeaders;
+use crate::forwarding::{HeaderSpellings, StrippedHeaders};
 use crate::identity::{BadHeaderName, IdentityHeaderNames};
 use crate::jwt::TokenVerifier;
 use crate::policy::RoutePolicy;
@@ -63,6 +63,8 @@ pub struct Gateway {
     pub stripped_headers: StrippedHeaders,
     /// The identity headers to send upstream, parsed once.
     pub identity_header_names: IdentityHeaderNames,
+    /// How the names the gateway adds are spelled upstream (`[headers] preserve_case`).
+    pub header_spellings: HeaderSpellings,
     /// Bearer-token verification, when a provider is configured.
     pub verifier: Option<Arc<TokenVerifier>>,
     /// Browser sign-in and sessions, when a provider and a session secret are configured.
@@ -100,6 +102,9 @@ impl Gateway {
             case_insensitive_paths: config.server.case_insensitive_paths,
             stripped_headers,
             identity_header_names: IdentityHeaderNames::parse(&config.headers)?,
+            header_spellings: HeaderSpellings::new(
+                names.iter().map(|(_, name)| *name).chain([config.assertion.header.as_str()]),
+            ),
             assertion,
             webhook_key: config
                 .webhooks

@@ -27,7 +27,9 @@ pub use pipeline::{
     Caller, Credentials, RequestTarget, authenticate, authorize, match_route, read_credentials, read_target,
 };
 
-use crate::forwarding::{ClientConnection, shape_request_headers, strip_cookies, strip_set_cookies};
+use crate::forwarding::{
+    ClientConnection, cased_request_header, shape_request_headers, strip_cookies, strip_set_cookies,
+};
 use crate::gateway::{Gateway, Route};
 use crate::identity::add_identity_headers;
 use crate::metrics::{METRICS, status_class};
@@ -224,11 +226,22 @@ impl ProxyHttp for AuthGate {
         let (Some(route), Some(target)) = (&ctx.route, &ctx.target) else {
             return Err(Error::explain(InternalError, "request reached upstream without a route"));
         };
-        // The headers are shaped on a plain `HeaderMap`, sized once for what is added: Pingora's
-        // case-preserving insertion costs ~1 700 instructions a header (two maps, their growth, a
-        // name allocation), a plain insert a fraction of that. Header names therefore reach the
-        // app in lower case, as over HTTP/2 and from Envoy-based gateways (RFC 9110 §5.1: they
-        // are case-insensitive).
+        // The headers are shaped on a plain `HeaderMap`, sized once for what is added (Pingora's
+        // case-keeping map costs far more per change); with `[headers] preserve_case` the
+        // result is then spelled as the client and the configuration wrote each name, in one
+        // pass over a map sized once.
+        let preserve_case = ctx.gateway.config.headers.preserve_case;
+        let client_spellings: Vec<_> = match preserve_case {
+            true => upstream
+                .headers
+                .iter()
+                // both walk every value, in the same order (Pingora keeps them in step)
+                .map(|(name, _)| name)
+                .zip(upstream.case_header_iter())
+                .map(|(name, (spelled, _))| (name.clone(), spelled.clone()))
+                .collect(),
+            false => Vec::new(),
+        };
         let keep_end = upstream.send_end_stream();
         // an empty request (no allocation) holds the place until the shaped one is put back
         let placeholder = RequestHeader::from(http::Request::new(()).into_parts().0);
@@ -280,7 +293,10 @@ impl ProxyHttp for AuthGate {
             // the client got its 100 Continue from the gateway and the body is here already
             headers.remove(http::header::EXPECT);
         }
-        *upstream = RequestHeader::from(parts);
+        *upstream = match preserve_case {
+            true => cased_request_header(parts, &client_spellings, &ctx.gateway.header_spellings)?,
+            false => RequestHeader::from(parts),
+        };
         if let Some(end) = keep_end {
             upstream.set_send_end_stream(end);
         }
