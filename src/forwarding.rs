@@ -241,6 +241,19 @@ pub fn shape_request_headers(
     Ok(())
 }
 
+/// The unit a client is counted by: its IPv4 address, or its IPv6 /64 (one host can use a
+/// whole /64). An IPv4 client of a dual-stack listener (`::ffff:a.b.c.d`) is its IPv4 address:
+/// a /64 would put every IPv4 client in one.
+pub fn client_network(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+    }
+}
+
 /// The address a request comes from: the peer's, or when the peer is a trusted proxy, the
 /// nearest address its `X-Forwarded-For` chain names that is not a trusted proxy too. For
 /// per-client limits; an entry that is not a plain address ends the walk.

@@ -118,6 +118,8 @@ fn browser_auth(
         session_lifetime: s.absolute_lifetime.get().as_secs(),
         post_logout_redirect_uri: provider.post_logout_redirect_uri.clone(),
         max_pending_logins: s.max_pending_logins,
+        max_stale: s.max_stale.get(),
+        token_endpoint_rate: provider.token_endpoint_rate,
     };
     let cookies = CookieSettings::new(
         &s.cookie_name,

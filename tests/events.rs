@@ -663,3 +663,70 @@ async fn sign_out_in_one_browser(store: &str) {
         gate.log()
     );
 }
+
+/// Opens a connection from `source` (another loopback address: another client) that posts to
+/// `path` and then sends its body at one byte a second until dropped.
+async fn trickle(source: &str, port: u16, path: &str) -> Option<tokio::task::JoinHandle<()>> {
+    use tokio::io::AsyncWriteExt;
+    let socket = tokio::net::TcpSocket::new_v4().ok()?;
+    socket.bind(format!("{source}:0").parse().ok()?).ok()?;
+    let mut stream = socket.connect(([127, 0, 0, 1], port).into()).await.ok()?;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         x-webhook-signature: sha256=00\r\nContent-Length: 4000\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.ok()?;
+    Some(tokio::spawn(async move {
+        loop {
+            if stream.write_all(b" ").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }))
+}
+
+/// 200 connections trickling bodies at 1 byte/s into the webhook and back-channel endpoints do
+/// not keep the provider's deliveries out: a signed webhook is applied within a second and the
+/// IdP's own back-channel logout still ends its session (issue 19 item 3).
+#[tokio::test]
+async fn slow_senders_cannot_starve_the_event_endpoints() {
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let idp = idp_for(&[&base]);
+    let echo = Echo::start("app");
+    let gate = Gate::start_on(port, &config(&base, &idp, &echo, ""));
+    gate.wait_ready();
+    let cookie = sign_in(&base).await;
+    // a second session, for the IdP to end
+    let mut b = Browser::new();
+    let (page, _) = b.navigate(&format!("{base}/wiki/"), Some("alice")).await;
+    assert_eq!(page.status, 200);
+    let second = b.cookie(&base, "authgate_session").unwrap();
+
+    let mut held = Vec::new();
+    for i in 0..200 {
+        let path = if i % 2 == 0 { "/oauth2/webhooks" } else { "/oauth2/backchannel-logout" };
+        held.extend(trickle("127.0.0.2", port, path).await);
+    }
+    assert_eq!(held.len(), 200, "the slow connections were not all opened");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let started = Instant::now();
+    let revoke = event("evt-starve", "license.revoked", &now_rfc3339(), Some("crm"));
+    let (code, body) = signed(&base, revoke).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(status(&base, "/crm/", &cookie).await, 403);
+    assert!(started.elapsed() < Duration::from_secs(1), "the webhook took {:?}", started.elapsed());
+
+    // the IdP ends alice's sessions at its end and calls back
+    b.navigate(&format!("{}/session/end", idp.issuer), None).await;
+    assert!(
+        within(Duration::from_secs(5), || async { status(&base, "/wiki/", &second).await == 401 }).await,
+        "the back-channel logout did not end the session; log:\n{}",
+        gate.log()
+    );
+    for h in held {
+        h.abort();
+    }
+}

@@ -6,6 +6,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::forwarding::client_network as network;
+
 /// Starts allowed: `max_pending_logins` per login lifetime in all, and a twentieth of that (at
 /// least 10) per client address, so that one client cannot spend everyone's sign-ins.
 pub(crate) struct LoginBudget {
@@ -56,16 +58,81 @@ impl LoginBudget {
     }
 }
 
-/// The unit a client is counted by: its IPv4 address, or its IPv6 /64 (one host can use a
-/// whole /64). An IPv4 client of a dual-stack listener (`::ffff:a.b.c.d`) is its IPv4 address:
-/// a /64 would put every IPv4 client in one.
-fn network(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
-        },
+/// Code exchanges per client network (the same unit as sign-in starts). A callback with a
+/// state from `/oauth2/start` and a made-up code costs a real token-endpoint call before the
+/// code is known to be bad, so: one exchange at a time per network (the others wait their turn,
+/// then find out whether the first was refused), at most the exchanges' share of the
+/// token-endpoint rate a minute, and an exchange the provider refuses costs the network
+/// `REFUSAL_MINUTES` of its allowance. One network sending made-up codes then costs the
+/// provider one call per that many minutes.
+pub(crate) struct ExchangeLimiter {
+    per_client: moka::sync::Cache<IpAddr, Arc<ExchangeLane>>,
+    burst: f64,
+    per_second: f64,
+}
+
+struct ExchangeLane {
+    bucket: Bucket,
+    turn: Arc<tokio::sync::Semaphore>,
+}
+
+/// A network's turn at an exchange.
+pub(crate) struct ExchangeTurn {
+    lane: Arc<ExchangeLane>,
+    _turn: tokio::sync::OwnedSemaphorePermit,
+    penalty: f64,
+}
+
+/// What a refused exchange costs its network, in minutes of its allowance.
+const REFUSAL_MINUTES: f64 = 5.0;
+/// How long a callback waits for its network's previous exchange.
+const TURN_WAIT: Duration = Duration::from_secs(10);
+
+impl ExchangeLimiter {
+    /// For a provider allowing `token_endpoint_rate` calls a minute (three quarters of which
+    /// may be exchanges).
+    pub(crate) fn new(token_endpoint_rate: u32) -> Self {
+        // the exchanges' share of the budget: one network may use all of it, one code at a time
+        let per_minute = (f64::from(token_endpoint_rate) * 0.75).max(1.0);
+        Self {
+            per_client: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                // longer than any debt takes to repay: forgetting a network forgives nothing
+                .time_to_idle(Duration::from_secs(30 * 60))
+                .build(),
+            burst: per_minute,
+            per_second: per_minute / 60.0,
+        }
+    }
+
+    /// Waits for `client`'s turn and takes one exchange from its allowance, or says in how many
+    /// seconds to come back. `None` when the client's address is unknown (not limited here).
+    pub(crate) async fn enter(&self, client: Option<IpAddr>) -> Result<Option<ExchangeTurn>, u64> {
+        let Some(ip) = client else { return Ok(None) };
+        let lane = self.per_client.get_with(network(ip), || {
+            Arc::new(ExchangeLane {
+                bucket: Bucket::with_rate(self.burst, self.per_second),
+                turn: Arc::new(tokio::sync::Semaphore::new(1)),
+            })
+        });
+        let turn = match tokio::time::timeout(TURN_WAIT, lane.turn.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => permit,
+            _ => return Err(2),
+        };
+        lane.bucket.take()?;
+        Ok(Some(ExchangeTurn { penalty: REFUSAL_MINUTES * 60.0 * self.per_second, lane, _turn: turn }))
+    }
+}
+
+impl ExchangeTurn {
+    /// The provider refused the code (`invalid_grant`, `invalid_request`): the network pays.
+    pub(crate) fn refused(&self) {
+        self.lane.bucket.charge(self.penalty);
+    }
+
+    /// The provider was not asked after all (no budget): the exchange goes back.
+    pub(crate) fn refund(&self) {
+        self.lane.bucket.refund();
     }
 }
 
@@ -87,6 +154,17 @@ impl Bucket {
             per_second: capacity / lifetime.as_secs_f64().max(1.0),
             left: Mutex::new((capacity, Instant::now())),
         }
+    }
+
+    /// A bucket of `capacity` refilled at `per_second`.
+    fn with_rate(capacity: f64, per_second: f64) -> Self {
+        Self { capacity, per_second: per_second.max(1e-6), left: Mutex::new((capacity, Instant::now())) }
+    }
+
+    /// Takes `cost` more than is left: later takes wait until the debt is repaid.
+    fn charge(&self, cost: f64) {
+        let mut left = self.left.lock().unwrap_or_else(PoisonError::into_inner);
+        left.0 = (left.0 - cost).max(-1e9);
     }
 
     fn take(&self) -> Result<(), u64> {
@@ -112,6 +190,44 @@ impl Bucket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_network_whose_codes_are_refused_pays_for_them() {
+        let limiter = ExchangeLimiter::new(20);
+        let (attacker, other): (IpAddr, IpAddr) =
+            ("203.0.113.7".parse().unwrap(), "198.51.100.1".parse().unwrap());
+        // good exchanges: the exchanges' share (15 of 20 a minute) at once, then one every 4 s
+        for i in 0..15 {
+            assert!(limiter.enter(Some(other)).await.unwrap().is_some(), "exchange {i}");
+        }
+        let wait = limiter.enter(Some(other)).await.err().unwrap();
+        assert!((1..=4).contains(&wait), "{wait}");
+        // one refused code costs five minutes of allowance; other networks do not pay
+        let turn = limiter.enter(Some(attacker)).await.unwrap().unwrap();
+        turn.refused();
+        drop(turn);
+        // (its unused allowance, 14 exchanges, goes towards the 75 a refusal costs)
+        let wait = limiter.enter(Some(attacker)).await.err().unwrap();
+        assert!((240..=250).contains(&wait), "{wait}");
+        assert!(limiter.enter(Some("192.0.2.1".parse().unwrap())).await.unwrap().is_some());
+        assert!(limiter.enter(None).await.unwrap().is_none(), "an unknown address is not limited here");
+    }
+
+    #[tokio::test]
+    async fn a_network_exchanges_one_code_at_a_time() {
+        let limiter = Arc::new(ExchangeLimiter::new(20));
+        let ip: IpAddr = "203.0.113.9".parse().unwrap();
+        let first = limiter.enter(Some(ip)).await.unwrap().unwrap();
+        let waiting = tokio::spawn({
+            let limiter = limiter.clone();
+            async move { limiter.enter(Some(ip)).await.map(|t| t.is_some()) }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "the second waits for the first's verdict");
+        first.refused();
+        drop(first);
+        assert!(waiting.await.unwrap().is_err(), "and then finds the network in debt");
+    }
 
     #[test]
     fn a_bucket_allows_its_capacity_then_says_when_to_retry() {

@@ -58,6 +58,8 @@ pub struct BrowserAuth {
     revocations: Arc<Revocations>,
     /// Sign-ins this instance may still start (each keeps a login state in the store).
     login_budget: login_budget::LoginBudget,
+    /// Code exchanges per client network (made-up codes must not spend the provider's budget).
+    exchange_limiter: login_budget::ExchangeLimiter,
     /// Itself, for refreshes that must finish even when the request that began them is gone.
     me: Weak<BrowserAuth>,
 }
@@ -167,11 +169,13 @@ impl BrowserAuth {
         let deferred =
             moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(600)).build();
         let login_budget = login_budget::LoginBudget::new(settings.max_pending_logins, settings.login_ttl);
+        let exchange_limiter = login_budget::ExchangeLimiter::new(settings.token_endpoint_rate);
         Arc::new_cyclic(|me| Self {
             verifier,
             store,
             sealer,
             login_budget,
+            exchange_limiter,
             settings,
             cookies,
             opened,
@@ -258,14 +262,31 @@ impl BrowserAuth {
                 }
             }
         }
-        match found {
+        let lookup = match found {
             Some((value, active)) if refresh && self.due_for_refresh(&active, now) => {
                 self.refresh(value, active).await
             }
             Some((_, active)) => SessionLookup::Found(active),
             None if seen => SessionLookup::Invalid,
             None => SessionLookup::Absent,
+        };
+        match lookup {
+            SessionLookup::Found(active) if self.too_stale(&active, now) => {
+                tracing::info!("the session's token expired longer than session.max_stale ago; signed out");
+                SessionLookup::Invalid
+            }
+            other => other,
         }
+    }
+
+    /// Has the session's access token been expired for longer than `max_stale`, its refresh
+    /// deferred all along (the provider busy or down)? Such a session is no longer admitted: it
+    /// may stand for a user the provider has since disabled. Sessions without a refresh token
+    /// cannot be refreshed at all and are judged by their own lifetimes only.
+    fn too_stale(&self, active: &ActiveSession, now: u64) -> bool {
+        let tokens = &active.session.tokens;
+        tokens.refresh_token.is_some()
+            && now > tokens.access_expires_at.saturating_add(self.settings.max_stale.as_secs())
     }
 
     /// Reads and decrypts the session `ticket` names; `None` when it is unknown, expired or

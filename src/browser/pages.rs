@@ -74,3 +74,36 @@ pub(super) fn too_many_sign_ins(retry_after: u64) -> Reply {
     }
     r
 }
+
+/// Where a deferred sign-in starts again: `/oauth2/start` back to the page it began on.
+pub(super) fn restart_url(origin: &str, return_to: &str) -> String {
+    let rd: String = url::form_urlencoded::byte_serialize(return_to.as_bytes()).collect();
+    format!("{origin}/oauth2/start?rd={rd}")
+}
+
+/// No code exchange is possible before the code would expire (the token-endpoint budget is
+/// spent: 503; the client's network used its allowance: 429): a page that signs in again by
+/// itself after `wait` (a fresh code then), so that a burst of sign-ins all complete without
+/// anyone touching anything. A few seconds of jitter keep the browsers that
+/// waited together from coming back together.
+pub(super) fn waiting_page(status: StatusCode, wait: std::time::Duration, restart: &str) -> Reply {
+    let jitter = crate::random::random_bytes::<1>().map_or(0, |b| u64::from(b[0] % 4));
+    let seconds = wait.as_secs().saturating_add(1 + jitter).min(3600);
+    let href = crate::reply::escape_html(restart);
+    let mut r = Reply::page(
+        status,
+        "Signing you in",
+        &["Many people are signing in right now. This page will continue by itself in a moment."],
+        &format!(
+            "<meta http-equiv=\"refresh\" content=\"{seconds};url={href}\"><p><a href=\"{href}\">Continue now</a></p>"
+        ),
+    );
+    if let Ok(v) = HeaderValue::from_str(&seconds.to_string()) {
+        r.header(HeaderName::from_static("retry-after"), v);
+    }
+    // the header form too: every browser follows it, wherever the page's markup is cut off
+    if let Ok(v) = HeaderValue::from_str(&format!("{seconds};url={restart}")) {
+        r.header(HeaderName::from_static("refresh"), v);
+    }
+    r
+}

@@ -208,16 +208,16 @@ impl BrowserAuth {
         self.write_refreshed(ticket, current, refreshed).await
     }
 
-    /// Budget for a refresh: an early one only from what sign-ins can spare; one whose access
-    /// token has expired goes with sign-ins' priority and may wait a few seconds for it.
+    /// Budget for a refresh: an early one only from spare budget; one whose access token has
+    /// expired from the refreshes' share (which sign-ins cannot take) and may wait a few seconds.
     async fn take_budget(&self, current: &ActiveSession) -> Result<(), Duration> {
         let budget = &self.verifier.provider().budget;
         if current.session.tokens.access_expires_at > unix_now() {
-            return budget.try_take(Grant::Refresh);
+            return budget.try_take(Grant::EarlyRefresh);
         }
         let deadline = Instant::now() + EXPIRED_PATIENCE;
         loop {
-            match budget.try_take(Grant::CodeExchange) {
+            match budget.try_take(Grant::Refresh) {
                 Ok(()) => return Ok(()),
                 Err(wait) if Instant::now() + wait <= deadline => tokio::time::sleep(wait).await,
                 Err(wait) => return Err(wait),

@@ -3,12 +3,15 @@
 
 use http::StatusCode;
 
-use super::pages::{bad_callback, retry_page, too_many_sign_ins, unavailable_page};
+use super::pages::{
+    bad_callback, restart_url, retry_page, too_many_sign_ins, unavailable_page, waiting_page,
+};
 use super::{BrowserAuth, MAX_TOKEN_LIFETIME};
 use crate::clock::unix_now;
 use crate::http_util::{cookie_values, parse_unique_query};
 use crate::identity::Identity;
-use crate::oidc::login::{self, AuthorizationRequest, LoginError};
+use crate::oidc::budget::Grant;
+use crate::oidc::login::{self, AuthorizationRequest, LoginError, TokenResponse};
 use crate::random::random_token;
 use crate::reply::{ACCOUNT_DISABLED, NO_ACCESS, Reply};
 use crate::session::{LoginState, SealError, Session, SessionTicket, SessionTokens};
@@ -76,19 +79,34 @@ impl BrowserAuth {
         Ok(reply)
     }
 
-    /// Completes a sign-in at `/oauth2/callback`.
-    pub async fn callback(&self, origin: &str, query: Option<&str>, cookie_header: Option<&str>) -> Reply {
-        let reply = self.complete_login(origin, query, cookie_header).await;
+    /// Completes a sign-in at `/oauth2/callback`; `client` is the address it comes from (each
+    /// network exchanges codes within its own allowance).
+    pub async fn callback(
+        &self,
+        origin: &str,
+        query: Option<&str>,
+        cookie_header: Option<&str>,
+        client: Option<std::net::IpAddr>,
+    ) -> Reply {
+        let reply = self.complete_login(origin, query, cookie_header, client).await;
         login_outcome(match reply.status.as_u16() {
             302 => "completed",
             403 => "access_denied",
             400 => "refused",
+            429 => "throttled",
+            503 => "deferred",
             _ => "provider_error",
         });
         reply
     }
 
-    async fn complete_login(&self, origin: &str, query: Option<&str>, cookie_header: Option<&str>) -> Reply {
+    async fn complete_login(
+        &self,
+        origin: &str,
+        query: Option<&str>,
+        cookie_header: Option<&str>,
+        client: Option<std::net::IpAddr>,
+    ) -> Reply {
         let params = match parse_unique_query(query.unwrap_or("")) {
             Ok(p) => p,
             Err(e) => return bad_callback(&format!("The sign-in response is malformed ({e}).")),
@@ -154,29 +172,36 @@ impl BrowserAuth {
         }
         let Some(code) = get("code") else { return bad_callback("The sign-in response has no code.") };
 
-        let tokens = match login::exchange_code(
-            self.verifier.provider().fetcher(),
-            &discovery,
-            &self.settings,
-            &self.verifier.provider().budget,
-            code,
-            &login,
-        )
-        .await
-        {
+        let tokens = match self.exchange(code, &login, client).await {
             Ok(t) => t,
-            Err(LoginError::Refused(code)) if code == "invalid_grant" => {
-                tracing::info!("the provider refused the sign-in code (invalid_grant)");
-                return retry_page(StatusCode::BAD_REQUEST, "This sign-in has expired.", &retry);
-            }
-            Err(LoginError::RateLimited(_)) => {
-                return retry_page(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "The identity provider is busy. Please try again in a minute.",
-                    &retry,
+            Err(Exchange::NetworkOverAllowance(retry_after)) => {
+                tracing::warn!(
+                    retry_after,
+                    "sign-in deferred: too many code exchanges from the client's network"
+                );
+                let wait = std::time::Duration::from_secs(retry_after);
+                return waiting_page(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    wait,
+                    &restart_url(origin, &login.return_to),
                 );
             }
-            Err(e) => {
+            Err(Exchange::Failed(LoginError::Refused(code)))
+                if code == "invalid_grant" || code == "invalid_request" =>
+            {
+                tracing::info!(error = %sanitize(&code), "the provider refused the sign-in code");
+                return retry_page(StatusCode::BAD_REQUEST, "This sign-in has expired.", &retry);
+            }
+            Err(Exchange::Failed(LoginError::RateLimited(wait))) => {
+                // the code would die waiting: sign in again (a fresh code) once there is room
+                tracing::info!(wait_s = wait.as_secs(), "sign-in deferred: no token-endpoint budget left");
+                return waiting_page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    wait,
+                    &restart_url(origin, &login.return_to),
+                );
+            }
+            Err(Exchange::Failed(e)) => {
                 tracing::warn!(error = %e, "code exchange failed");
                 return retry_page(
                     StatusCode::BAD_GATEWAY,
@@ -242,6 +267,73 @@ impl BrowserAuth {
         }
     }
 
+    /// Redeems `code`: one network's exchanges one at a time and within its allowance (a
+    /// refused code costs it dearly), every exchange within the token-endpoint budget. Waits for
+    /// either as long as the code lives (`CODE_PATIENCE`); holds the network's turn only while
+    /// the provider is asked, never while waiting for budget.
+    async fn exchange(
+        &self,
+        code: &str,
+        login: &LoginState,
+        client: Option<std::net::IpAddr>,
+    ) -> Result<TokenResponse, Exchange> {
+        let provider = self.verifier.provider();
+        let Some(discovery) = provider.discovery() else {
+            return Err(Exchange::Failed(LoginError::NotReady("discovery")));
+        };
+        let deadline = std::time::Instant::now() + login::CODE_PATIENCE;
+        loop {
+            let turn = self.exchange_limiter.enter(client).await.map_err(Exchange::NetworkOverAllowance)?;
+            let wait = match provider.budget.try_take(Grant::CodeExchange) {
+                Ok(()) => {
+                    let result = login::redeem_code(
+                        provider.fetcher(),
+                        &discovery,
+                        &self.settings,
+                        &provider.budget,
+                        code,
+                        login,
+                    )
+                    .await;
+                    match result {
+                        Err(LoginError::RateLimited(pause)) => {
+                            // the provider's limit, not the network's doing
+                            if let Some(turn) = &turn {
+                                turn.refund();
+                            }
+                            pause
+                        }
+                        Err(LoginError::Refused(code))
+                            if code == "invalid_grant" || code == "invalid_request" =>
+                        {
+                            // a made-up or replayed code: its network pays for the call it cost
+                            if let Some(turn) = &turn {
+                                turn.refused();
+                            }
+                            return Err(Exchange::Failed(LoginError::Refused(code)));
+                        }
+                        other => return other.map_err(Exchange::Failed),
+                    }
+                }
+                Err(wait) => {
+                    if let Some(turn) = &turn {
+                        turn.refund();
+                    }
+                    crate::metrics::METRICS
+                        .token_budget_waits
+                        .with_label_values(&[Grant::CodeExchange.label()])
+                        .inc();
+                    wait
+                }
+            };
+            drop(turn);
+            if std::time::Instant::now() + wait > deadline {
+                return Err(Exchange::Failed(LoginError::RateLimited(wait)));
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+
     /// Who a session stands for, from the id_token's claims and the access token's (which carry
     /// Calimatic's licenses, organization and permissions). An address the provider has not
     /// verified must not become an identity apps key on.
@@ -287,4 +379,13 @@ fn is_b64url(s: &str) -> bool {
 /// An error code from the provider, safe to log (no free text, bounded).
 fn sanitize(code: &str) -> String {
     code.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(64).collect()
+}
+
+/// Why a code was not redeemed.
+enum Exchange {
+    /// The client's network has used its allowance (or is paying for refused codes): come back
+    /// in this many seconds.
+    NetworkOverAllowance(u64),
+    /// The provider or the budget said no.
+    Failed(LoginError),
 }

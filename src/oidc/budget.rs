@@ -1,10 +1,13 @@
 //! The token-endpoint budget: the gateway is one OAuth client for all its users, and providers
-//! limit a client's token-endpoint calls (Calimatic: 20 per minute). Every call takes a token
-//! from this bucket first. Code exchanges have priority (a code dies within a minute and a user
-//! is waiting on it); refreshes may only use the part of the budget above a reserve, and are
-//! deferred, not failed, when there is none. A 429 stops all calls until its `Retry-After`, then
+//! limit a client's token-endpoint calls (Calimatic: 20 per minute, counted over a rolling
+//! minute). Every call is counted here first, over the same rolling 60 s, so the gateway never
+//! sends more than `token_endpoint_rate` in any minute. Each kind of call has a reserve the
+//! other cannot take: code exchanges (which anonymous clients can provoke) never take the
+//! refreshes' quarter, and refreshes never take the sign-ins' quarter; each is deferred, not
+//! failed, when its share is spent. A 429 stops all calls until its `Retry-After`, then
 //! consecutive 429s back off exponentially with jitter.
 
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -13,8 +16,11 @@ use std::time::{Duration, Instant};
 pub enum Grant {
     /// `authorization_code`: a user is waiting at the callback.
     CodeExchange,
-    /// `refresh_token`: can usually wait while the current access token is still valid.
+    /// `refresh_token` for a session whose access token has expired: the user waits on it.
     Refresh,
+    /// `refresh_token` before the access token expires: only from spare budget, leaving the
+    /// refreshes' reserve to sessions that need it now.
+    EarlyRefresh,
 }
 
 impl Grant {
@@ -22,25 +28,30 @@ impl Grant {
     pub fn label(self) -> &'static str {
         match self {
             Grant::CodeExchange => "authorization_code",
-            Grant::Refresh => "refresh_token",
+            Grant::Refresh | Grant::EarlyRefresh => "refresh_token",
         }
     }
 }
 
+/// The provider's window.
+const WINDOW: Duration = Duration::from_secs(60);
+
 /// A client-side limiter for the provider's token endpoint.
 #[derive(Debug)]
 pub struct TokenBudget {
-    capacity: f64,
-    per_second: f64,
-    /// Tokens refreshes must leave for code exchanges.
-    reserve: f64,
+    /// Calls allowed in any window.
+    rate: usize,
+    /// Calls in any window that only refreshes may make (exchanges never take them).
+    refresh_reserve: usize,
+    /// Calls in any window that only exchanges may make.
+    exchange_reserve: usize,
     state: Mutex<BudgetState>,
 }
 
 #[derive(Debug)]
 struct BudgetState {
-    tokens: f64,
-    updated: Instant,
+    /// The calls of the last window, oldest first.
+    calls: VecDeque<(Instant, Grant)>,
     /// No call before this (after a 429).
     blocked_until: Option<Instant>,
     /// Consecutive 429s.
@@ -51,25 +62,29 @@ struct BudgetState {
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 impl TokenBudget {
-    /// A budget of `per_minute` calls, spread evenly (a full bucket allows a burst of all of them).
+    /// A budget of `per_minute` calls in any rolling minute.
     pub fn new(per_minute: u32) -> Self {
-        let capacity = f64::from(per_minute.max(1));
+        let rate = usize::try_from(per_minute.max(1)).unwrap_or(usize::MAX);
+        // a quarter each (at least one once there are two calls a minute to share)
+        let reserve = if rate >= 2 { (rate / 4).max(1) } else { 0 };
         Self {
-            capacity,
-            per_second: capacity / 60.0,
-            reserve: (capacity / 4.0).floor(),
+            rate,
+            refresh_reserve: reserve,
+            exchange_reserve: reserve,
             state: Mutex::new(BudgetState {
-                tokens: capacity,
-                updated: Instant::now(),
+                calls: VecDeque::with_capacity(rate.min(4096)),
                 blocked_until: None,
                 strikes: 0,
             }),
         }
     }
 
-    /// Takes one call's worth for `grant`, or says how long until one could be taken.
+    /// Counts one call for `grant`, or says how long until one could be made.
     pub fn try_take(&self, grant: Grant) -> Result<(), Duration> {
-        let now = Instant::now();
+        self.try_take_at(grant, Instant::now())
+    }
+
+    fn try_take_at(&self, grant: Grant, now: Instant) -> Result<(), Duration> {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(until) = s.blocked_until {
             if until > now {
@@ -77,19 +92,29 @@ impl TokenBudget {
             }
             s.blocked_until = None;
         }
-        let elapsed = now.saturating_duration_since(s.updated).as_secs_f64();
-        s.tokens = (s.tokens + elapsed * self.per_second).min(self.capacity);
-        s.updated = now;
-        let needed = match grant {
-            Grant::CodeExchange => 1.0,
-            Grant::Refresh => 1.0 + self.reserve,
-        };
-        if s.tokens >= needed {
-            s.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((needed - s.tokens) / self.per_second))
+        while s.calls.front().is_some_and(|(at, _)| now.saturating_duration_since(*at) >= WINDOW) {
+            s.calls.pop_front();
         }
+        let (kind, share) = match grant {
+            Grant::CodeExchange => (Grant::CodeExchange, self.rate - self.refresh_reserve),
+            Grant::Refresh => (Grant::Refresh, self.rate - self.exchange_reserve),
+            Grant::EarlyRefresh => {
+                (Grant::Refresh, self.rate.saturating_sub(self.exchange_reserve + self.refresh_reserve))
+            }
+        };
+        let mine = s.calls.iter().filter(|(_, g)| *g == kind).count();
+        if s.calls.len() < self.rate && mine < share {
+            s.calls.push_back((now, kind));
+            return Ok(());
+        }
+        let grant = kind;
+        // the wait until a call that holds this one back leaves the window: the oldest call of
+        // any kind when the window is full, else the oldest of this kind
+        let blocking = match s.calls.len() >= self.rate {
+            true => s.calls.front().map(|(at, _)| *at),
+            false => s.calls.iter().find(|(_, g)| *g == grant).map(|(at, _)| *at),
+        };
+        Err(blocking.map_or(WINDOW, |at| (at + WINDOW).saturating_duration_since(now)))
     }
 
     /// The provider answered 429: pause every call for `retry_after`, or back off exponentially
@@ -105,8 +130,6 @@ impl TokenBudget {
             None => backoff,
         };
         let pause = pause.min(Duration::from_secs(3600)) + jitter(pause);
-        // no burst when the pause ends: sign-ins first, and one refresh to probe
-        s.tokens = s.tokens.min(self.reserve + 1.0);
         s.blocked_until = Some(Instant::now() + pause);
         pause
     }
@@ -132,19 +155,63 @@ mod tests {
     use super::*;
 
     #[test]
-    fn refreshes_leave_a_reserve_for_sign_ins() {
+    fn never_more_than_the_rate_in_any_minute() {
         let budget = TokenBudget::new(20);
-        // 20 calls a minute, 5 of them kept for code exchanges
+        let t0 = Instant::now();
+        let mut sent: Vec<Instant> = Vec::new();
+        // 30 sign-ins and 30 refreshes ask every 100 ms for three minutes
+        for tick in 0..1800u64 {
+            let now = t0 + Duration::from_millis(100 * tick);
+            let grant = if tick % 2 == 0 { Grant::CodeExchange } else { Grant::Refresh };
+            if budget.try_take_at(grant, now).is_ok() {
+                sent.push(now);
+            }
+        }
+        for (i, at) in sent.iter().enumerate() {
+            let in_window = sent[i..].iter().take_while(|t| t.duration_since(*at) < WINDOW).count();
+            assert!(in_window <= 20, "{in_window} calls in the minute from {:?}", at.duration_since(t0));
+        }
+        assert!(sent.len() >= 55, "the budget is used: {} calls in 3 minutes", sent.len());
+    }
+
+    #[test]
+    fn each_kind_keeps_a_reserve_the_other_cannot_take() {
+        let budget = TokenBudget::new(20);
+        let t0 = Instant::now();
+        // exchanges (which anonymous clients can provoke) take 15 of 20 at most
         for i in 0..15 {
-            assert!(budget.try_take(Grant::Refresh).is_ok(), "refresh {i}");
+            assert!(budget.try_take_at(Grant::CodeExchange, t0).is_ok(), "exchange {i}");
         }
-        let wait = budget.try_take(Grant::Refresh).unwrap_err();
-        assert!(wait > Duration::from_secs(1) && wait <= Duration::from_secs(4), "{wait:?}");
+        let wait = budget.try_take_at(Grant::CodeExchange, t0).unwrap_err();
+        assert_eq!(wait, WINDOW, "the next exchange when the first leaves the window");
         for i in 0..5 {
-            assert!(budget.try_take(Grant::CodeExchange).is_ok(), "exchange {i}");
+            assert!(budget.try_take_at(Grant::Refresh, t0).is_ok(), "refresh {i} in its reserve");
         }
-        let wait = budget.try_take(Grant::CodeExchange).unwrap_err();
-        assert!(wait <= Duration::from_secs(3), "one call every 3 s comes back: {wait:?}");
+        assert!(budget.try_take_at(Grant::Refresh, t0).is_err(), "the window is full");
+        // and the other way round: refreshes leave the sign-ins' quarter
+        let budget = TokenBudget::new(20);
+        for _ in 0..15 {
+            assert!(budget.try_take_at(Grant::Refresh, t0).is_ok());
+        }
+        assert!(budget.try_take_at(Grant::Refresh, t0).is_err());
+        assert!(budget.try_take_at(Grant::CodeExchange, t0 + Duration::from_secs(1)).is_ok());
+        // a minute later the first calls have left the window
+        assert!(budget.try_take_at(Grant::Refresh, t0 + WINDOW).is_ok());
+        // early refreshes leave the refreshes' own reserve to expired sessions
+        let budget = TokenBudget::new(20);
+        for _ in 0..10 {
+            assert!(budget.try_take_at(Grant::EarlyRefresh, t0).is_ok());
+        }
+        assert!(budget.try_take_at(Grant::EarlyRefresh, t0).is_err());
+        for _ in 0..5 {
+            assert!(budget.try_take_at(Grant::Refresh, t0).is_ok());
+        }
+        assert!(budget.try_take_at(Grant::Refresh, t0).is_err());
+        assert!(budget.try_take_at(Grant::CodeExchange, t0).is_ok(), "and the sign-ins' quarter is there");
+        // a one-call budget has no reserve to keep
+        let one = TokenBudget::new(1);
+        assert!(one.try_take_at(Grant::Refresh, t0).is_ok());
+        assert!(one.try_take_at(Grant::CodeExchange, t0).is_err());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! refusal is read (only its OAuth error code, never its description).
 
 use std::borrow::Cow;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use openidconnect::core::CoreAuthenticationFlow;
@@ -41,6 +41,10 @@ pub struct LoginSettings {
     pub post_logout_redirect_uri: Option<String>,
     /// Most sign-ins started within one `login_ttl` (each keeps a login state in the store).
     pub max_pending_logins: u64,
+    /// How long after its access token expired a session whose refresh is deferred is admitted.
+    pub max_stale: Duration,
+    /// The token-endpoint calls allowed per minute (per-address exchange shares derive from it).
+    pub token_endpoint_rate: u32,
 }
 
 /// Why a sign-in step failed.
@@ -150,9 +154,10 @@ impl std::fmt::Debug for TokenResponse {
     }
 }
 
-/// Redeems a code with its PKCE verifier. Sign-ins come first in the token-endpoint budget,
-/// and a 429 is waited out and retried while the code can still be redeemed.
-pub async fn exchange_code(
+/// Redeems a code with its PKCE verifier: one token-endpoint call, for which the caller has
+/// taken budget (`Grant::CodeExchange`). A 429 pauses the budget and comes back as
+/// `RateLimited`.
+pub async fn redeem_code(
     fetcher: &Fetcher,
     discovery: &Discovery,
     settings: &LoginSettings,
@@ -162,44 +167,21 @@ pub async fn exchange_code(
 ) -> Result<TokenResponse, LoginError> {
     let redirect =
         RedirectUrl::new(login.redirect_uri.clone()).map_err(|_| LoginError::NotReady("redirect_uri"))?;
-    // providers keep a code for about a minute; the user has already waited for part of it
-    let deadline = Instant::now() + CODE_PATIENCE;
-    loop {
-        let wait = match budget.try_take(Grant::CodeExchange) {
-            Ok(()) => {
-                let client = discovery.client(&settings.client_id, settings.client_secret.as_ref());
-                let result = match client.exchange_code(AuthorizationCode::new(code.to_owned())) {
-                    Ok(request) => {
-                        request
-                            .set_pkce_verifier(PkceCodeVerifier::new(login.verifier.clone()))
-                            .set_redirect_uri(Cow::Borrowed(&redirect))
-                            .request_async(&ProviderHttp(fetcher))
-                            .await
-                    }
-                    Err(_) => return Err(LoginError::NotReady("token_endpoint")),
-                };
-                match judge(result, budget, Grant::CodeExchange) {
-                    Err(LoginError::RateLimited(pause)) => pause,
-                    other => return other,
-                }
-            }
-            Err(wait) => {
-                crate::metrics::METRICS
-                    .token_budget_waits
-                    .with_label_values(&[Grant::CodeExchange.label()])
-                    .inc();
-                wait
-            }
-        };
-        if Instant::now() + wait > deadline {
-            return Err(LoginError::RateLimited(wait));
-        }
-        tokio::time::sleep(wait).await;
-    }
+    let client = discovery.client(&settings.client_id, settings.client_secret.as_ref());
+    let request = client
+        .exchange_code(AuthorizationCode::new(code.to_owned()))
+        .map_err(|_| LoginError::NotReady("token_endpoint"))?;
+    let result = request
+        .set_pkce_verifier(PkceCodeVerifier::new(login.verifier.clone()))
+        .set_redirect_uri(Cow::Borrowed(&redirect))
+        .request_async(&ProviderHttp(fetcher))
+        .await;
+    judge(result, budget, Grant::CodeExchange)
 }
 
-/// How long a code exchange may wait for the token-endpoint budget or a 429's `Retry-After`.
-const CODE_PATIENCE: Duration = Duration::from_secs(40);
+/// How long a code exchange may wait for the token-endpoint budget or a 429's `Retry-After`:
+/// providers keep a code for about a minute, and the user has already spent part of it.
+pub const CODE_PATIENCE: Duration = Duration::from_secs(40);
 
 /// Redeems a refresh token (the caller has taken budget for it).
 pub async fn refresh_grant(
@@ -326,6 +308,8 @@ mod tests {
             scopes: "openid profile".into(),
             extra_params: vec![("kc_idp_hint".into(), "google".into())],
             login_ttl: Duration::from_secs(600),
+            max_stale: Duration::from_secs(900),
+            token_endpoint_rate: 20,
             trust_unverified_email: false,
             session_lifetime: 3600,
             max_pending_logins: 20_000,

@@ -111,7 +111,9 @@ async fn read_planned(downstream: &mut Downstream, plan: BodyPlan) -> pingora::R
             Ok(BufferedBody::None)
         }
         BodyPlan::Large(length) => {
-            let mut whole = BytesMut::with_capacity(length);
+            // grown as bytes arrive, not sized from the header: a client that announces a
+            // megabyte and sends a byte holds a byte
+            let mut whole = BytesMut::with_capacity(RETRY_BUFFER);
             let mut buffering = false;
             loop {
                 // the last 64 KiB also go to the retry buffer, so that Pingora sends them and

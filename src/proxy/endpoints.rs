@@ -7,6 +7,7 @@ use http::StatusCode;
 use pingora::proxy::Session as Downstream;
 
 use super::decide::{Decision, Outcome, RequestFacts};
+use super::intake::{Intake, Refused};
 use super::pipeline::RequestTarget;
 use crate::browser::SessionLookup;
 use crate::gateway::Gateway;
@@ -30,6 +31,8 @@ pub struct PendingEndpoint {
     pub target: RequestTarget,
     /// Bytes of body read at most; a larger body gets 413.
     pub limit: usize,
+    /// The client's address through trusted proxies (event endpoints count readers by it).
+    client: Option<std::net::IpAddr>,
     kind: BodyEndpoint,
 }
 
@@ -53,13 +56,6 @@ impl std::fmt::Debug for BodyEndpoint {
     }
 }
 
-impl PendingEndpoint {
-    /// Is the body kept (events) rather than drained (sign-out)?
-    fn keeps_body(&self) -> bool {
-        !matches!(self.kind, BodyEndpoint::SignOut { .. })
-    }
-}
-
 fn not_found(code: &str) -> Reply {
     Reply::json(StatusCode::NOT_FOUND, &serde_json::json!({ "error": code }))
 }
@@ -80,7 +76,11 @@ pub async fn dispatch(
         })
     };
     let pending = |target: RequestTarget, limit: usize, kind: BodyEndpoint| {
-        Decision::ReadBody(PendingEndpoint { target, limit, kind })
+        let client = match kind {
+            BodyEndpoint::SignOut { .. } => None,
+            _ => facts.client(gateway),
+        };
+        Decision::ReadBody(PendingEndpoint { target, limit, client, kind })
     };
     let Some(auth) = gateway.browser.as_deref() else { return answer(not_found("no_route"), target) };
     let post = facts.method == http::Method::POST;
@@ -120,7 +120,9 @@ pub async fn dispatch(
             let return_to = safe_return_to(&rd, &gateway.config.server.public_url);
             auth.start_login(origin, return_to, cookies, facts.client(gateway)).await
         }
-        ("/oauth2/callback", "GET") => auth.callback(origin, facts.query, cookies).await,
+        ("/oauth2/callback", "GET") => {
+            auth.callback(origin, facts.query, cookies, facts.client(gateway)).await
+        }
         ("/oauth2/sign_out", "GET" | "HEAD") => crate::browser::sign_out_page(),
         ("/oauth2/sign_out", "POST") => {
             let kind = BodyEndpoint::SignOut {
@@ -181,33 +183,51 @@ fn method_not_allowed(allow: &'static str) -> Reply {
     r
 }
 
-/// Event bodies (webhooks, back-channel logout) read at once at most, and how long one may take:
-/// these endpoints answer unauthenticated clients before any signature is checked.
-static EVENT_BODIES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(32);
-const EVENT_BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+/// Readers of webhook bodies, and of back-channel logout bodies: counted apart, so that a flood
+/// of one never keeps the other's deliveries out.
+static WEBHOOK_INTAKE: std::sync::LazyLock<Intake> = std::sync::LazyLock::new(Intake::default);
+static BACKCHANNEL_INTAKE: std::sync::LazyLock<Intake> = std::sync::LazyLock::new(Intake::default);
+/// A whole event body must arrive within this (a delivery is a few kilobytes, sent at once)...
+const EVENT_BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+/// ...and no read of it may stall longer than this.
+const EVENT_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Reads the body `pending` needs: at most its limit (413 beyond, before reading when
-/// `Content-Length` says so); event bodies within the concurrency and time bounds. `Err` is the
-/// answer to send instead.
+/// `Content-Length` says so); event bodies only when their endpoint admits the client (see
+/// `intake`) and within a short deadline (408). `Err` is the answer to send instead.
 pub async fn read_body(
     downstream: &mut Downstream,
     pending: &PendingEndpoint,
 ) -> pingora::Result<Result<Vec<u8>, Reply>> {
-    if !pending.keeps_body() {
-        return read_limited(downstream, pending.limit, false).await;
-    }
-    let Ok(_permit) = EVENT_BODIES.try_acquire() else {
-        return Ok(Err(Reply::json(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &serde_json::json!({ "error": "busy", "message": "Try again later." }),
-        )));
+    let intake = match pending.kind {
+        BodyEndpoint::SignOut { .. } => return read_limited(downstream, pending.limit, false).await,
+        BodyEndpoint::Webhook(_) => &*WEBHOOK_INTAKE,
+        BodyEndpoint::BackchannelLogout => &*BACKCHANNEL_INTAKE,
     };
-    match tokio::time::timeout(EVENT_BODY_DEADLINE, read_limited(downstream, pending.limit, true)).await {
-        Ok(result) => result,
-        Err(_) => Ok(Err(Reply::json(
+    let _admitted = match intake.admit(pending.client) {
+        Ok(admitted) => admitted,
+        Err(refused) => {
+            let status = match refused {
+                Refused::ClientBusy => StatusCode::TOO_MANY_REQUESTS,
+                Refused::EndpointBusy => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            let mut reply =
+                Reply::json(status, &serde_json::json!({ "error": "busy", "message": "Try again later." }));
+            reply.header(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+            return Ok(Err(reply));
+        }
+    };
+    let too_slow = || {
+        Reply::json(
             StatusCode::REQUEST_TIMEOUT,
             &serde_json::json!({ "error": "timeout", "message": "The request body was too slow." }),
-        ))),
+        )
+    };
+    downstream.set_read_timeout(Some(EVENT_READ_TIMEOUT));
+    match tokio::time::timeout(EVENT_BODY_DEADLINE, read_limited(downstream, pending.limit, true)).await {
+        Ok(Err(e)) if matches!(e.etype(), pingora::ErrorType::ReadTimedout) => Ok(Err(too_slow())),
+        Ok(result) => result,
+        Err(_) => Ok(Err(too_slow())),
     }
 }
 

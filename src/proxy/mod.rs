@@ -7,6 +7,7 @@
 mod buffering;
 mod decide;
 mod endpoints;
+mod intake;
 mod metadata;
 mod pipeline;
 mod respond;

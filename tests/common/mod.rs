@@ -644,6 +644,13 @@ impl Browser {
         }
     }
 
+    /// Sends `name: value` with every request from now on (e.g. the `X-Forwarded-For` of a
+    /// trusted proxy in front of this browser).
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_ascii_lowercase(), value.to_owned()));
+        self
+    }
+
     fn origin_key(url: &reqwest::Url) -> String {
         format!("{}:{}", url.host_str().unwrap_or(""), url.port_or_known_default().unwrap_or(0))
     }
@@ -753,6 +760,15 @@ impl Browser {
                     target,
                     Some(vec![("username".into(), user.into()), ("password".into(), "password".into())]),
                 );
+                continue;
+            }
+            // `Refresh: N;url=U` (a page that continues by itself): wait N s and go on, as
+            // browsers do
+            if let Some((_, refresh)) = page.headers.iter().find(|(k, _)| k == "refresh") {
+                let (secs, target) = refresh.split_once(";url=").unwrap();
+                seen.push(format!("refresh after {secs} s"));
+                tokio::time::sleep(Duration::from_secs(secs.trim().parse().unwrap())).await;
+                next = ("GET".into(), page.url.join(target).unwrap().to_string(), None);
                 continue;
             }
             if page.status == 200 && page.body.contains("document.forms[0].submit()") {

@@ -14,6 +14,7 @@
 //   that license get error=access_denied, as Calimatic does; platform admins bypass it)
 //   AT_TTL, ID_TTL, RT_TTL, CC_TTL, SESSION_TTL (seconds)
 //   ACCESS_TOKEN_FORMAT: jwt (default) or opaque (for introspection)
+//   TOKEN_RATE_LIMIT: token-endpoint calls allowed in any 60 s (unset: no limit), 429 beyond
 //   KEYS_DIR: keep the signing keys there (rs256.pem, es256.pem, PKCS#8, and kids.json): loaded
 //   when present, else generated and written, so tests can sign tokens with the IdP's own keys
 //   and a restarted IdP keeps its keys. ROTATE_KEYS=1 with KEYS_DIR: a new RS256 key signs from now
@@ -253,7 +254,24 @@ const count = (grant, outcome) => {
 provider.on('grant.success', (ctx) => count(ctx.oidc.params.grant_type, 'ok'));
 provider.on('grant.error', (ctx, err) => count(ctx.oidc?.params?.grant_type ?? 'unknown', err.error ?? 'error'));
 const faults = { token429: 0, retryAfter: 1 };
+// TOKEN_RATE_LIMIT=N: at most N token-endpoint calls in any 60 s (all clients together, as a
+// client-scoped limit of the one client authgate is), then 429 with the Retry-After until the
+// oldest call leaves the window: Calimatic's limit, enforced as its docs describe.
+const rateLimit = Number.parseInt(env('TOKEN_RATE_LIMIT', '0'), 10);
+const tokenCalls = [];
 provider.use(async (ctx, next) => {
+  if (rateLimit > 0 && ctx.path === '/token' && ctx.method === 'POST') {
+    const now = Date.now();
+    while (tokenCalls.length && now - tokenCalls[0] >= 60000) tokenCalls.shift();
+    if (tokenCalls.length >= rateLimit) {
+      count('any', 'throttled');
+      ctx.status = 429;
+      ctx.set('retry-after', String(Math.ceil((tokenCalls[0] + 60000 - now) / 1000)));
+      ctx.body = { error: 'rate_limited' };
+      return;
+    }
+    tokenCalls.push(now);
+  }
   if (ctx.path === '/token' && ctx.method === 'POST' && faults.token429 > 0) {
     faults.token429 -= 1;
     count('any', 'throttled');

@@ -41,6 +41,9 @@ pub struct SessionConfig {
     pub redis_connections: usize,
     /// Refresh a session's access token this long before it expires (at most half its lifetime).
     pub refresh_before: Duration,
+    /// A session whose access token expired and whose refresh keeps being deferred (provider
+    /// busy or down) is admitted at most this long after the expiry, then signed out.
+    pub max_stale: Duration,
     /// Key material for session encryption, at least 32 bytes.
     pub secret: Option<Secret>,
     /// File holding the session secret (instead of `secret`).
@@ -72,6 +75,7 @@ impl Default for SessionConfig {
             redis_timeout: Duration::from_secs(2),
             redis_connections: 2,
             refresh_before: Duration::from_secs(5 * 60),
+            max_stale: Duration::from_secs(15 * 60),
             secret: None,
             secret_file: None,
             cookie_name: "authgate_session".into(),

@@ -62,6 +62,9 @@ pub(super) fn session(config: &mut Config, base_dir: &Path, p: &mut Problems) {
     if !(1..=64).contains(&s.redis_connections) {
         p.at("session.redis_connections", "must be between 1 and 64");
     }
+    if s.max_stale.get() > std::time::Duration::from_secs(24 * 3600) {
+        p.at("session.max_stale", "must be at most 24h");
+    }
     if s.refresh_before.get() > std::time::Duration::from_secs(3600) {
         p.at("session.refresh_before", "must be at most 1h");
     }
