@@ -79,7 +79,7 @@ impl Metrics {
                 &r,
                 "authgate_requests_total",
                 "Requests by route, status class and auth decision",
-                &["route", "status", "decision"],
+                &["route", "status", "decision", "mode"],
             ),
             gateway_seconds: histogram(
                 &r,

@@ -88,7 +88,8 @@ impl UpstreamPool {
                 });
             }
         }
-        if backends.is_empty() {
+        // no URL at all is a route the front proxy serves (forward-auth only): an empty pool
+        if backends.is_empty() && !urls.is_empty() {
             return Err(UpstreamError::BadUrl(urls.join(", ")));
         }
         Ok(Self { backends, next: AtomicUsize::new(0) })
@@ -99,7 +100,7 @@ impl UpstreamPool {
         self.backends.len()
     }
 
-    /// Always false: a pool has at least one backend.
+    /// A forward-auth-only route's pool has no backend.
     pub fn is_empty(&self) -> bool {
         self.backends.is_empty()
     }

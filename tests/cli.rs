@@ -37,7 +37,8 @@ fn check_reads_the_config_path_from_the_environment() {
 #[test]
 fn every_example_passes_check() {
     let mut checked = 0;
-    for entry in std::fs::read_dir(repo().join("examples")).unwrap() {
+    let dirs = [repo().join("examples"), repo().join("examples/forward-auth")];
+    for entry in dirs.iter().flat_map(|d| std::fs::read_dir(d).unwrap()) {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
             let (code, _, err) = authgate(&["check", "--config", path.to_str().unwrap()], &[], &repo());
@@ -103,6 +104,16 @@ fn bad_configs_name_the_key_and_the_line() {
             "plain http issuer off loopback",
             BASE.replace("https://auth.example.com", "http://idp.localhost.example.com"),
             "gate.toml:6:1: `provider.issuer`: must be an https URL (http is allowed only on loopback)",
+        ),
+        (
+            "forward-auth without a trusted front proxy",
+            format!("{BASE}\n[forward_auth]\nenabled = true\n"),
+            "gate.toml:18:1: `forward_auth.enabled`: needs server.trusted_proxies",
+        ),
+        (
+            "a route without upstream while forward-auth is off",
+            BASE.replace("upstream = \"http://127.0.0.1:3000\"\n", ""),
+            "gate.toml:12:1: `routes[0].upstream`: needs at least one upstream URL",
         ),
         (
             "bad duration",

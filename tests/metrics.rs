@@ -60,7 +60,7 @@ clients = ["reporting-service"]
         assert_eq!(r.status, 200);
         String::from_utf8(r.body).unwrap()
     };
-    let last = r#"authgate_requests_total{decision="invalid_token",route="api",status="4xx"}"#;
+    let last = r#"authgate_requests_total{decision="invalid_token",mode="inline",route="api",status="4xx"}"#;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     let mut text = scrape();
     while metric(&text, last).is_none() && std::time::Instant::now() < deadline {
@@ -68,11 +68,14 @@ clients = ["reporting-service"]
         text = scrape();
     }
     let expect = [
-        (r#"authgate_requests_total{decision="public",route="pub",status="2xx"}"#, 2.0),
-        (r#"authgate_requests_total{decision="allowed",route="api",status="2xx"}"#, 2.0),
-        (r#"authgate_requests_total{decision="no_route",route="-",status="4xx"}"#, 1.0),
-        (r#"authgate_requests_total{decision="unauthenticated",route="api",status="4xx"}"#, 1.0),
-        (r#"authgate_requests_total{decision="invalid_token",route="api",status="4xx"}"#, 1.0),
+        (r#"authgate_requests_total{decision="public",mode="inline",route="pub",status="2xx"}"#, 2.0),
+        (r#"authgate_requests_total{decision="allowed",mode="inline",route="api",status="2xx"}"#, 2.0),
+        (r#"authgate_requests_total{decision="no_route",mode="inline",route="-",status="4xx"}"#, 1.0),
+        (
+            r#"authgate_requests_total{decision="unauthenticated",mode="inline",route="api",status="4xx"}"#,
+            1.0,
+        ),
+        (r#"authgate_requests_total{decision="invalid_token",mode="inline",route="api",status="4xx"}"#, 1.0),
         (r#"authgate_bearer_tokens_total{result="verified"}"#, 1.0),
         (r#"authgate_bearer_tokens_total{result="cached"}"#, 1.0),
         (r#"authgate_upstream_seconds_count{route="pub"}"#, 2.0),

@@ -12,8 +12,10 @@ use serde::Deserialize;
 use super::Secret;
 use super::units::{ByteSize, Duration};
 
+mod forward_auth;
 mod provider;
 mod session;
+pub use forward_auth::ForwardAuthConfig;
 pub use provider::ProviderConfig;
 pub use session::{SessionConfig, StoreKind};
 
@@ -43,6 +45,9 @@ pub struct Config {
     /// The signed identity assertion sent to upstream apps.
     #[serde(default)]
     pub assertion: AssertionConfig,
+    /// Auth decisions for a front proxy (nginx, Traefik, Caddy, Envoy).
+    #[serde(default)]
+    pub forward_auth: ForwardAuthConfig,
 }
 
 /// `[assertion]`: a short-lived JWT signed by the gateway, for apps that verify who is calling.
@@ -355,8 +360,9 @@ pub struct RouteConfig {
     /// Path prefix, matched on whole segments.
     #[serde(default = "root_path")]
     pub path: String,
-    /// One upstream URL or a list (balanced round-robin).
-    #[serde(deserialize_with = "one_or_many")]
+    /// One upstream URL or a list (balanced round-robin); none for a route a front proxy
+    /// serves itself (forward-auth only).
+    #[serde(default, deserialize_with = "one_or_many")]
     pub upstream: Vec<String>,
     /// `public`, `browser`, `api` or `any`.
     pub auth: AuthMode,

@@ -79,6 +79,7 @@ pub fn validate(config: &mut Config, base_dir: &Path) -> Vec<Problem> {
     assertion(config, base_dir, &mut p);
     headers(config, &mut p);
     routes(config, &mut p);
+    forward_auth(config, &mut p);
     if tracing_subscriber::EnvFilter::try_new(&config.log.level).is_err() {
         p.at(
             "log.level",
@@ -470,4 +471,41 @@ fn estimated_entropy_bits(s: &str) -> f64 {
     let n = s.len() as f64;
     let per_byte: f64 = counts.values().map(|&c| c as f64 / n).map(|p| -p * p.log2()).sum();
     per_byte * n
+}
+
+/// The auth endpoints live under `/oauth2/` beside the gateway's own, and only a trusted front
+/// proxy may use them.
+fn forward_auth(config: &Config, p: &mut Problems) {
+    let fa = &config.forward_auth;
+    if !fa.enabled {
+        return;
+    }
+    let reserved = [
+        "/oauth2/start",
+        "/oauth2/callback",
+        "/oauth2/sign_out",
+        "/oauth2/userinfo",
+        "/oauth2/backchannel-logout",
+    ];
+    let webhooks = config.webhooks.as_ref().map(|w| w.path.as_str());
+    for (key, path) in
+        [("forward_auth.path", fa.path.as_str()), ("forward_auth.envoy_prefix", fa.envoy_prefix.as_str())]
+    {
+        let normal = crate::routing::normalize_route_path(path).ok();
+        if !path.starts_with("/oauth2/") || normal.as_deref() != Some(path) || path.len() <= "/oauth2/".len()
+        {
+            p.at(key, format!("{path:?} must be a path under /oauth2/ in normal form"));
+        } else if reserved.contains(&path) || webhooks == Some(path) {
+            p.at(key, format!("{path:?} is already one of the gateway's endpoints"));
+        }
+    }
+    if fa.path == fa.envoy_prefix || fa.path.starts_with(&format!("{}/", fa.envoy_prefix)) {
+        p.at("forward_auth.envoy_prefix", "must not contain forward_auth.path");
+    }
+    if config.server.trusted_proxies.is_empty() {
+        p.at(
+            "forward_auth.enabled",
+            "needs server.trusted_proxies: only the front proxy (by its address) may ask for auth decisions",
+        );
+    }
 }

@@ -59,7 +59,8 @@ pub struct Timeouts {
 
 /// The route table as `authgate check` prints it: one aligned row per route.
 pub fn route_table(config: &Config) -> String {
-    let mut rows = vec![["ROUTE", "HOST", "PATH", "AUTH", "UPSTREAM", "POLICY"].map(String::from)];
+    let mut rows = vec![["ROUTE", "HOST", "PATH", "AUTH", "REACHED", "UPSTREAM", "POLICY"].map(String::from)];
+    let forward = config.forward_auth.enabled;
     for r in &config.routes {
         let path = normalize_route_path(&r.path).unwrap_or_else(|_| r.path.clone());
         let host = HostPattern::parse(&r.host).map(|h| h.to_string()).unwrap_or_else(|_| r.host.clone());
@@ -68,11 +69,18 @@ pub fn route_table(config: &Config) -> String {
             host,
             path,
             r.auth.as_str().to_owned(),
-            r.upstream.join(","),
+            // how requests reach the route: through authgate, or a front proxy asking it
+            match (r.upstream.is_empty(), forward) {
+                (false, true) => "inline+forward",
+                (false, false) => "inline",
+                (true, _) => "forward",
+            }
+            .to_owned(),
+            if r.upstream.is_empty() { "-".to_owned() } else { r.upstream.join(",") },
             RoutePolicy::from_route(r).summary(),
         ]);
     }
-    let mut widths = [0usize; 6];
+    let mut widths = [0usize; 7];
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());

@@ -34,9 +34,23 @@ pub struct RequestFacts<'a> {
     pub tls: bool,
     /// The peer's address.
     pub peer_ip: Option<IpAddr>,
+    /// The front proxy that described this request (forward-auth), or `None` when the gateway
+    /// itself received it (inline).
+    pub front_proxy: Option<FrontProxy>,
     /// Its `Cookie` headers as one, read when first needed (HTTP/2 sends one header per
     /// cookie, and joining them allocates: public and bearer routes never need them).
     cookies: std::sync::OnceLock<Option<Cow<'a, str>>>,
+}
+
+/// The front proxy a forward-auth request comes from, by the conventions it follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrontProxy {
+    /// nginx `auth_request`: only 2xx, 401 and 403 are understood.
+    Nginx,
+    /// Traefik `forwardAuth`, Caddy `forward_auth`: any other answer goes to the client as is.
+    Forwarded,
+    /// Envoy `ext_authz`: likewise.
+    Envoy,
 }
 
 impl std::fmt::Debug for RequestFacts<'_> {
@@ -59,6 +73,28 @@ impl<'a> RequestFacts<'a> {
             query: req.uri.query(),
             tls,
             peer_ip,
+            front_proxy: None,
+            cookies: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The facts of a request a front proxy describes: its method and query as described, the
+    /// auth request's headers (the front proxy forwards the original ones).
+    pub fn described(
+        method: &'a Method,
+        headers: &'a HeaderMap,
+        query: Option<&'a str>,
+        tls: bool,
+        peer_ip: Option<IpAddr>,
+        front_proxy: FrontProxy,
+    ) -> Self {
+        Self {
+            method,
+            headers,
+            query,
+            tls,
+            peer_ip,
+            front_proxy: Some(front_proxy),
             cookies: std::sync::OnceLock::new(),
         }
     }
@@ -207,6 +243,11 @@ pub async fn decide(
         }
     }
     let route = match match_route(gateway, &target) {
+        // a route without upstream is one a front proxy serves: nothing to forward to here
+        Ok(r) if facts.front_proxy.is_none() && r.upstream.is_empty() => {
+            let rejection = Rejection::new(404, "no_route", "No application is configured at this address.");
+            return Decision::rejected(&rejection, facts.html(), Some(target));
+        }
         Ok(r) => r,
         // the access log names the path nothing was routed for
         Err(rejection) => return Decision::rejected(&rejection, facts.html(), Some(target)),
@@ -242,16 +283,25 @@ pub async fn decide(
         Err(rejection) => rejection,
     };
     let origin = origin(&target);
+    // a huge return-to would be kept with the login state: long ones become `/`
+    let return_to = || match target.path_and_query.len() <= MAX_RETURN_TO {
+        true => target.path_and_query.clone(),
+        false => "/".to_owned(),
+    };
     let (mut reply, outcome) = match (&gateway.browser, rejection.start_login) {
+        // nginx cannot pass a redirect (nor its cookie) on: its `error_page 401` sends the
+        // browser to sign in where this says
+        (Some(_), true) if facts.front_proxy == Some(FrontProxy::Nginx) => {
+            let rd: String = url::form_urlencoded::byte_serialize(return_to().as_bytes()).collect();
+            let mut reply = rejection.reply(facts.html(), None);
+            if let Ok(v) = http::HeaderValue::from_str(&format!("/oauth2/start?rd={rd}")) {
+                reply.header(super::forward_auth::SIGN_IN_HEADER, v);
+            }
+            (reply, Outcome::LoginStarted)
+        }
         (Some(auth), true) => {
-            // a huge return-to would be kept with the login state: long ones become `/`
-            let return_to = if target.path_and_query.len() <= MAX_RETURN_TO {
-                target.path_and_query.clone()
-            } else {
-                "/".to_owned()
-            };
             let client = facts.client(gateway);
-            (auth.start_login(&origin, return_to, facts.cookies(), client).await, Outcome::LoginStarted)
+            (auth.start_login(&origin, return_to(), facts.cookies(), client).await, Outcome::LoginStarted)
         }
         _ => {
             let url = metadata_url(&origin, &route.path);

@@ -7,6 +7,7 @@
 mod buffering;
 mod decide;
 mod endpoints;
+mod forward_auth;
 mod intake;
 mod metadata;
 mod pipeline;
@@ -22,17 +23,18 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session as Downstream};
 use pingora::upstreams::peer::HttpPeer;
 
 pub use buffering::{BodyPlan, plan as body_plan};
-pub use decide::{Answer, Decision, Forward, Outcome, RequestFacts, decide};
+pub use decide::{Answer, Decision, Forward, FrontProxy, Outcome, RequestFacts, decide};
+pub use forward_auth::{AuthEndpoint, SIGN_IN_HEADER};
 pub use metadata::{WELL_KNOWN, metadata_url};
 pub use pipeline::{
-    Caller, Credentials, RequestTarget, authenticate, authorize, match_route, read_credentials, read_target,
+    Caller, Credentials, RequestTarget, add_caller_headers, authenticate, authorize, match_route,
+    read_credentials, read_target, target_of,
 };
 
 use crate::forwarding::{
     ClientConnection, cased_request_header, shape_request_headers, strip_cookies, strip_set_cookies,
 };
 use crate::gateway::{Gateway, Route};
-use crate::identity::add_identity_headers;
 use crate::metrics::{METRICS, status_class};
 use crate::reply::Rejection;
 
@@ -85,6 +87,8 @@ pub struct RequestCtx {
     buffered_body: buffering::BufferedBody,
     /// The gateway answered `Expect: 100-continue` itself (the body is already here).
     continue_answered: bool,
+    /// How the request came in: `inline`, or `forward` (a front proxy's auth request).
+    mode: &'static str,
 }
 
 #[async_trait]
@@ -106,6 +110,7 @@ impl ProxyHttp for AuthGate {
             failed: Vec::new(),
             buffered_body: buffering::BufferedBody::None,
             continue_answered: false,
+            mode: "inline",
         }
     }
 
@@ -114,6 +119,21 @@ impl ProxyHttp for AuthGate {
         let req = downstream.req_header();
         let facts = RequestFacts::read(req, peer_ip(downstream), is_tls(downstream));
         let target = read_target(req, gateway.config.server.limits.max_header_size.bytes());
+        if let Some((endpoint, path)) =
+            target.as_ref().ok().and_then(|t| forward_auth::endpoint(&gateway, &t.path).map(|e| (e, &t.path)))
+        {
+            let answer = forward_auth::answer(&gateway, req, endpoint, path, peer_ip(downstream)).await;
+            ctx.mode = "forward";
+            ctx.outcome = answer.outcome;
+            ctx.target = answer.target;
+            ctx.route = answer.route;
+            // the front proxy sends no body worth reading: never reuse a connection that may hold one
+            if !downstream.is_body_empty() {
+                downstream.set_keepalive(None);
+            }
+            respond::send_reply(downstream, answer.reply).await?;
+            return Ok(true);
+        }
         let answer = match decide(&gateway, &facts, target).await {
             Decision::Forward(forward) => {
                 ctx.outcome = forward.outcome;
@@ -265,24 +285,7 @@ impl ProxyHttp for AuthGate {
             strip_cookies(headers, &[c.session.as_str(), c.login.as_str()]).map_err(invalid)?;
         }
         if let Some(caller) = &ctx.caller {
-            let token = match caller {
-                _ if !route.pass_access_token => None,
-                Caller::Session(s) => Some(s.session.tokens.access_token.as_str()),
-                Caller::Bearer(verified) => Some(verified.token()),
-                Caller::Anonymous => None,
-            };
-            if let Some((identity, prepared)) = caller.prepared() {
-                let names = &ctx.gateway.identity_header_names;
-                add_identity_headers(headers, names, &prepared.header_values, token).map_err(invalid)?;
-                if let (Some(signer), Some(ra)) = (&ctx.gateway.assertion, &route.assertion) {
-                    let issuer =
-                        ctx.gateway.public_origin(target.authority.host(), target.authority.as_str(), tls);
-                    if let Some(value) = signer.assertion(ra.index, &ra.audience, &issuer, identity, prepared)
-                    {
-                        headers.insert(signer.header.clone(), value);
-                    }
-                }
-            }
+            add_caller_headers(&ctx.gateway, route, caller, target, tls, headers).map_err(invalid)?;
         }
         // absolute-form and HTTP/2 requests carry the authority in the URI: forward origin-form
         let host = match (route.preserve_host, ctx.backend.and_then(|i| route.upstream.get(i))) {
@@ -400,7 +403,7 @@ impl ProxyHttp for AuthGate {
         let total = ctx.started.elapsed();
         let route = ctx.route.as_ref().map_or("-", |r| r.name.as_str());
         let m = &*METRICS;
-        m.requests.with_label_values(&[route, status_class(status), ctx.outcome.label()]).inc();
+        m.requests.with_label_values(&[route, status_class(status), ctx.outcome.label(), ctx.mode]).inc();
         m.gateway_seconds
             .with_label_values(&[route])
             .observe(total.saturating_sub(ctx.upstream_elapsed.unwrap_or_default()).as_secs_f64());
@@ -422,6 +425,7 @@ impl ProxyHttp for AuthGate {
             path = ctx.target.as_ref().map_or("-", |t| t.path.as_str()),
             status,
             decision = ctx.outcome.label(),
+            mode = ctx.mode,
             user = who.unwrap_or("-"),
             duration_us = micros(total),
             upstream_us = ctx.upstream_elapsed.map_or(0, micros),

@@ -11,7 +11,7 @@ use crate::browser::{ActiveSession, SessionLookup};
 use crate::clock::unix_now;
 use crate::config::AuthMode;
 use crate::gateway::{Gateway, Route};
-use crate::identity::{Identity, PreparedIdentity};
+use crate::identity::{Identity, PreparedIdentity, add_identity_headers};
 use crate::jwt::{TokenError, TokenVerifier, VerifiedToken};
 use crate::reply::{BearerChallenge, NO_ACCESS, Rejection};
 use crate::revocation::Revocations;
@@ -48,7 +48,6 @@ pub fn read_target(req: &RequestHeader, max_header_size: usize) -> Result<Reques
             return Err(Rejection::new(400, "bad_host", "The request has no Host header."));
         }
     };
-    let authority = parse_authority(raw_host).ok_or_else(bad_host)?;
 
     if !req.raw_path_is_utf8() {
         return Err(Rejection::new(400, "bad_path", "Bad request: the request target is not UTF-8."));
@@ -62,6 +61,14 @@ pub fn read_target(req: &RequestHeader, max_header_size: usize) -> Result<Reques
             raw_path = pq.as_str().as_bytes();
         }
     }
+    target_of(raw_host, raw_path)
+}
+
+/// The target named by a raw host (`Host`, `:authority`, or a front proxy's
+/// `X-Forwarded-Host`) and a raw origin-form path with its query: parsed and normalised by the
+/// same rules whichever way the request came in.
+pub fn target_of(raw_host: &str, raw_path: &[u8]) -> Result<RequestTarget, Rejection> {
+    let authority = parse_authority(raw_host).ok_or_else(bad_host)?;
     let (path_bytes, query) = match raw_path.iter().position(|&b| b == b'?') {
         Some(i) => (&raw_path[..i], Some(&raw_path[i..])),
         None => (raw_path, None),
@@ -256,6 +263,34 @@ pub fn authorize(route: &Route, caller: &Caller) -> Result<(), Rejection> {
             _ => r,
         }
     })
+}
+
+/// Shapes what the app learns of the caller: the identity headers, the signed assertion (when
+/// the route sends it) and, on `pass_access_token` routes, the access token. The same values
+/// whether the gateway forwards the request or answers a front proxy's auth request.
+pub fn add_caller_headers(
+    gateway: &Gateway,
+    route: &Route,
+    caller: &Caller,
+    target: &RequestTarget,
+    tls: bool,
+    headers: &mut http::HeaderMap,
+) -> Result<(), http::header::InvalidHeaderValue> {
+    let token = match caller {
+        _ if !route.pass_access_token => None,
+        Caller::Session(s) => Some(s.session.tokens.access_token.as_str()),
+        Caller::Bearer(verified) => Some(verified.token()),
+        Caller::Anonymous => None,
+    };
+    let Some((identity, prepared)) = caller.prepared() else { return Ok(()) };
+    add_identity_headers(headers, &gateway.identity_header_names, &prepared.header_values, token)?;
+    if let (Some(signer), Some(ra)) = (&gateway.assertion, &route.assertion) {
+        let issuer = gateway.public_origin(target.authority.host(), target.authority.as_str(), tls);
+        if let Some(value) = signer.assertion(ra.index, &ra.audience, &issuer, identity, prepared) {
+            headers.insert(signer.header.clone(), value);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -45,8 +45,19 @@ pub(super) fn routes(config: &Config, p: &mut Problems) {
                 p.at(at("name"), format!("{name:?} is already the name of routes[{first}]"));
             }
         }
-        if r.upstream.is_empty() {
-            p.at(at("upstream"), "needs at least one upstream URL");
+        if r.upstream.is_empty() && !config.forward_auth.enabled {
+            p.at(
+                at("upstream"),
+                "needs at least one upstream URL (only a route a front proxy serves, with [forward_auth] enabled, has none)",
+            );
+        }
+        if r.upstream.is_empty()
+            && config.assertion.enabled
+            && r.auth != AuthMode::Public
+            && r.assertion != Some(false)
+            && r.assertion_audience.is_none()
+        {
+            p.at(at("assertion_audience"), "a route without upstream needs the assertion's audience named");
         }
         for (j, u) in r.upstream.iter().enumerate() {
             if let Err(e) = origin_url(u) {

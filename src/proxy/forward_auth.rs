@@ -1,0 +1,207 @@
+//! Forward-auth: a front proxy (nginx `auth_request`, Traefik `forwardAuth`, Caddy
+//! `forward_auth`, Envoy `ext_authz`) asks whether to let a request through, and authgate answers
+//! with the same decision as inline: the original request's host and path go through the same
+//! normalisation and route table, its cookies or bearer token through the same authentication and
+//! policy. Allowed: 200 with the identity headers the front proxy copies to the app. Denied: the
+//! same answer an inline request gets (sign in, 401 with its challenge, 403), which Traefik,
+//! Caddy and Envoy return to the client as is; nginx only understands 401 and 403, so there a
+//! sign-in becomes a 401 naming where to start it.
+//!
+//! The forwarding headers say what the original request was, so they are read only from
+//! `server.trusted_proxies`: anyone else gets 403. Sessions are server-side, so a refresh during
+//! a decision changes nothing the browser holds (no cookie to lose behind `auth_request`).
+
+use http::{HeaderMap, HeaderName, Method, StatusCode};
+use pingora::http::RequestHeader;
+
+use super::decide::{Answer, Decision, FrontProxy, Outcome, RequestFacts, decide};
+use super::pipeline::{RequestTarget, add_caller_headers, target_of};
+use crate::gateway::Gateway;
+use crate::reply::{Rejection, Reply};
+
+/// The header nginx's `error_page 401` reads to send a browser to sign in.
+pub const SIGN_IN_HEADER: HeaderName = HeaderName::from_static("x-authgate-sign-in");
+
+/// Which of the gateway's auth endpoints `path` (normalised) is, if any.
+pub fn endpoint(gateway: &Gateway, path: &str) -> Option<AuthEndpoint> {
+    let fa = &gateway.config.forward_auth;
+    if !fa.enabled {
+        return None;
+    }
+    if path == fa.path {
+        return Some(AuthEndpoint::Headers);
+    }
+    match path.strip_prefix(fa.envoy_prefix.as_str()) {
+        Some(rest) if rest.starts_with('/') => Some(AuthEndpoint::Envoy),
+        _ => None,
+    }
+}
+
+/// How the front proxy describes the original request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthEndpoint {
+    /// `X-Original-URI` (nginx) or `X-Forwarded-Uri` (Traefik, Caddy), with the method, host
+    /// and scheme in their companions.
+    Headers,
+    /// Envoy: the original path after the prefix, the original headers as they were.
+    Envoy,
+}
+
+/// The original request a front proxy asks about.
+#[derive(Debug)]
+struct Original {
+    method: Method,
+    target: Result<RequestTarget, Rejection>,
+    tls: bool,
+    proxy: FrontProxy,
+}
+
+/// The one value of `name`, if present exactly once and readable.
+fn single<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ()> {
+    let mut values = headers.get_all(name).iter();
+    let Some(first) = values.next() else { return Ok(None) };
+    if values.next().is_some() {
+        return Err(());
+    }
+    first.to_str().map(Some).map_err(|_| ())
+}
+
+/// Reads the original request from the auth request `req` (path already normalised to
+/// `auth_path`).
+fn original(req: &RequestHeader, endpoint: AuthEndpoint, auth_path: &str, envoy_prefix: &str) -> Original {
+    let h = &req.headers;
+    let bad = |what: &str| {
+        Rejection::new(400, "bad_forward_auth", format!("The front proxy's {what} is malformed."))
+    };
+    let (proxy, uri, method, host, proto) = match endpoint {
+        AuthEndpoint::Envoy => {
+            // the auth request's own target is the prefix and the original path and query
+            let raw = String::from_utf8_lossy(req.raw_path()).into_owned();
+            let uri = raw
+                .strip_prefix(envoy_prefix)
+                .map(str::to_owned)
+                .unwrap_or_else(|| auth_path.strip_prefix(envoy_prefix).unwrap_or("/").to_owned());
+            let host = single(h, "host");
+            let proto = single(h, "x-forwarded-proto");
+            (FrontProxy::Envoy, Ok(Some(uri)), Ok(Some(req.method.as_str().to_owned())), host, proto)
+        }
+        AuthEndpoint::Headers => {
+            let nginx = h.contains_key("x-original-uri");
+            let (uri_name, method_name) = match nginx {
+                true => ("x-original-uri", "x-original-method"),
+                false => ("x-forwarded-uri", "x-forwarded-method"),
+            };
+            let proxy = if nginx { FrontProxy::Nginx } else { FrontProxy::Forwarded };
+            let uri = single(h, uri_name).map(|u| u.map(str::to_owned));
+            let method = single(h, method_name).map(|m| m.map(str::to_owned));
+            let host = match single(h, "x-forwarded-host") {
+                Ok(None) => single(h, "host"),
+                other => other,
+            };
+            (proxy, uri, method, host, single(h, "x-forwarded-proto"))
+        }
+    };
+    let method = match method {
+        Ok(Some(m)) => Method::from_bytes(m.as_bytes()).unwrap_or(Method::GET),
+        _ => Method::GET,
+    };
+    let tls = matches!(proto, Ok(Some(p)) if p.eq_ignore_ascii_case("https"));
+    let target = match (uri, host) {
+        (Ok(Some(uri)), Ok(Some(host))) if uri.starts_with('/') => target_of(host, uri.as_bytes()),
+        (Ok(None), _) => Err(bad("original URI (missing)")),
+        (Err(()), _) | (Ok(Some(_)), Ok(Some(_))) => Err(bad("original URI")),
+        (Ok(Some(_)), Ok(None) | Err(())) => Err(bad("original host")),
+    };
+    Original { method, target, tls, proxy }
+}
+
+/// Answers an auth request from a front proxy. `peer_ip` is the front proxy's address.
+pub async fn answer(
+    gateway: &Gateway,
+    req: &RequestHeader,
+    endpoint: AuthEndpoint,
+    auth_path: &str,
+    peer_ip: Option<std::net::IpAddr>,
+) -> Answer {
+    if !gateway.trusts(peer_ip) {
+        tracing::warn!(
+            peer = %peer_ip.map_or_else(|| "-".to_owned(), |ip| ip.to_string()),
+            "forward-auth request from a peer outside server.trusted_proxies refused"
+        );
+        let r = Rejection::new(403, "untrusted_proxy", "Only the front proxy may ask for auth decisions.");
+        return Answer {
+            reply: r.reply(false, None),
+            outcome: Outcome::Rejected(r.code),
+            target: None,
+            route: None,
+        };
+    }
+    let fa = &gateway.config.forward_auth;
+    let original = original(req, endpoint, auth_path, &fa.envoy_prefix);
+    let proxy = original.proxy;
+    let target = match original.target {
+        Ok(t) => t,
+        Err(r) => {
+            let reply = for_proxy(proxy, r.reply(false, None));
+            return Answer { reply, outcome: Outcome::Rejected(r.code), target: None, route: None };
+        }
+    };
+    // the gateway's own endpoints are reached through the front proxy directly: nothing to decide
+    if target.path.starts_with(super::endpoints::PREFIX) || target.path.starts_with(super::WELL_KNOWN) {
+        let reply = Reply::new(StatusCode::OK);
+        return Answer { reply, outcome: Outcome::Public, target: Some(target), route: None };
+    }
+    let tls = original.tls;
+    let query: Option<String> = target.path_and_query.split_once('?').map(|(_, q)| q.to_owned());
+    let facts =
+        RequestFacts::described(&original.method, &req.headers, query.as_deref(), tls, peer_ip, proxy);
+    match decide(gateway, &facts, Ok(target)).await {
+        Decision::Forward(f) => {
+            let mut headers = HeaderMap::new();
+            let mut reply = Reply::new(StatusCode::OK);
+            match add_caller_headers(gateway, &f.route, &f.caller, &f.target, tls, &mut headers) {
+                Ok(()) => {
+                    for (name, value) in headers {
+                        if let Some(name) = name {
+                            reply.header(name, value);
+                        }
+                    }
+                }
+                Err(_) => {
+                    let r =
+                        Rejection::new(500, "internal_error", "The gateway failed to handle the request.");
+                    return Answer {
+                        reply: r.reply(false, None),
+                        outcome: Outcome::Rejected(r.code),
+                        target: Some(f.target),
+                        route: Some(f.route),
+                    };
+                }
+            }
+            if f.clear_session_cookie {
+                if let Some(auth) = &gateway.browser {
+                    reply.header(http::header::SET_COOKIE, auth.cookies().clear_session());
+                }
+            }
+            Answer { reply, outcome: f.outcome, target: Some(f.target), route: Some(f.route) }
+        }
+        Decision::Answer(a) => Answer { reply: for_proxy(proxy, a.reply), ..a },
+        // only the gateway's own endpoints read bodies, and those were answered above
+        Decision::ReadBody(p) => Answer {
+            reply: Reply::new(StatusCode::OK),
+            outcome: Outcome::Public,
+            target: Some(p.target),
+            route: None,
+        },
+    }
+}
+
+/// nginx's `auth_request` treats any status but 2xx, 401 and 403 as an error (500 to the
+/// client): another refusal is sent as 403, keeping its body.
+fn for_proxy(proxy: FrontProxy, mut reply: Reply) -> Reply {
+    let status = reply.status.as_u16();
+    if proxy == FrontProxy::Nginx && (400..500).contains(&status) && status != 401 && status != 403 {
+        reply.status = StatusCode::FORBIDDEN;
+    }
+    reply
+}
