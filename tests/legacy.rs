@@ -348,3 +348,89 @@ auth = "api"
         assert!(lines.contains(&format!("{want_email}: alice@acme.test")), "{lines:?}");
     }
 }
+
+/// A backend that drops every kept-alive connection at its second request (as a backend whose
+/// idle timeout just expired does), and records each whole request it answers.
+fn flaky_upstream() -> (u16, Arc<Mutex<Vec<Vec<u8>>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let answered: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let record = answered.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let record = record.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut writer = stream;
+                for n in 0.. {
+                    let mut head = Vec::new();
+                    let mut length = 0usize;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap();
+                        }
+                        head.extend_from_slice(line.as_bytes());
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    if n == 1 {
+                        return; // the kept-alive connection goes away under the second request
+                    }
+                    let mut body = vec![0u8; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    head.extend_from_slice(&body);
+                    record.lock().unwrap().push(head);
+                    if writer.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, answered)
+}
+
+/// Pingora retries an idempotent request whose reused upstream connection failed; a body read
+/// whole before the upstream (past the 64 KiB Pingora keeps itself) goes whole on the retry too.
+#[test]
+fn a_retried_request_sends_the_whole_buffered_body_again() {
+    let (port, answered) = flaky_upstream();
+    let gate = Gate::start(&format!(
+        r#"
+[server]
+listen = ["{{listen}}"]
+admin_listen = "{{admin}}"
+public_url = "http://127.0.0.1:{{port}}"
+threads = 1
+
+[[routes]]
+name = "legacy"
+path = "/"
+upstream = "http://127.0.0.1:{port}"
+auth = "public"
+"#
+    ));
+    // the first request leaves a kept-alive connection in the pool
+    let first = gate.raw("GET /warm HTTP/1.1\r\nHost: app.example.com\r\nConnection: close\r\n\r\n");
+    assert_eq!(first.status, 200);
+    let body: Vec<u8> = (0..300_000).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut s = TcpStream::connect(("127.0.0.1", gate.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let head =
+        "PUT /blob HTTP/1.1\r\nHost: app.example.com\r\nContent-Length: 300000\r\nConnection: close\r\n\r\n";
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(&body).unwrap();
+    let mut answer = String::new();
+    BufReader::new(s).read_line(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let answered = answered.lock().unwrap();
+    assert_eq!(answered.len(), 2, "the warm-up and the retried PUT");
+    assert!(answered[1].ends_with(&body), "the retry carried {} bytes", answered[1].len());
+}

@@ -315,10 +315,11 @@ impl ProxyHttp for AuthGate {
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        // the first call carries the tail Pingora kept of a body read before the upstream: the
-        // whole body goes instead
-        if let buffering::BufferedBody::Whole(whole) = std::mem::take(&mut ctx.buffered_body) {
-            *body = Some(whole);
+        // A body read whole before the upstream reaches this once per attempt, as the tail Pingora
+        // kept in its retry buffer (the rest was read already, so nothing else follows): the whole
+        // body goes instead. Kept, not taken: a retry on another connection sends the tail again.
+        if let (buffering::BufferedBody::Whole(whole), Some(_)) = (&ctx.buffered_body, body.as_ref()) {
+            *body = Some(whole.clone());
         }
         Ok(())
     }
