@@ -196,6 +196,13 @@ pub fn cased_request_header<C: pingora::http::IntoCaseHeaderName + Clone>(
     Ok(out)
 }
 
+impl StrippedHeaders {
+    /// Is `name` (any case, `_` read as `-`) one of the configured identity headers?
+    pub fn is_identity(&self, name: &str) -> bool {
+        self.identity.iter().any(|h| same_header(name, h))
+    }
+}
+
 /// Removes spoofable headers and sets `X-Forwarded-For/-Proto/-Host`.
 pub fn shape_request_headers(
     headers: &mut HeaderMap,

@@ -340,6 +340,12 @@ async fn webhooks_are_ordered_by_the_providers_clock() {
     let late = event("o-revoke-old", "license.revoked", &provider_time(205), Some("wiki"));
     assert_eq!(signed(&base, late).await.0, 200);
     assert_eq!(status(&base, "/wiki/", &fresh).await, 200);
+
+    // a tie (the same millisecond) goes to the restrictive event, whichever arrives last
+    let same = provider_time(300);
+    assert_eq!(signed(&base, event("o-suspend-tie", "user.suspended", &same, None)).await.0, 200);
+    assert_eq!(signed(&base, event("o-react-tie", "user.reactivated", &same, None)).await.0, 200);
+    assert_eq!(bearer_status(&base, &token).await, 401, "a reactivation tied with a suspension lifted it");
 }
 
 #[tokio::test]

@@ -252,6 +252,28 @@ async fn decisions_through(kind: Kind) {
     let (status, _, body) = get(&format!("{base}/pub/x"), &[]).await;
     assert_eq!(status, 200, "{body}");
 
+    // the auth endpoint is the front proxy's alone: a browser script cannot ask it for its own
+    // identity headers and token
+    let (status, headers, _) = get(&format!("{base}/oauth2/auth"), &[("cookie", &cookie)]).await;
+    assert_eq!(status, 404, "{headers:?}");
+    // a client's own X-Original-URI cannot change what is judged: /admin/x stays /admin/x
+    // (nginx sets its own; behind Caddy the two families together are refused)
+    let spoof = [("cookie", cookie.as_str()), ("x-original-uri", "/pub/x"), ("accept", "application/json")];
+    let (status, _, body) = get(&format!("{base}/admin/x"), &spoof).await;
+    assert!(status == 403 || status == 400, "{status} {body}");
+    // an identity header spelled with underscores (read as X-User-Id by CGI-style apps) never
+    // reaches the app: nginx and Caddy drop such names, authgate refuses them (400) otherwise
+    let (status, _, body) = get(&format!("{base}/pub/x"), &[("x_user_id", "admin")]).await;
+    if status != 400 {
+        assert_eq!(status, 200, "{body}");
+        let echo: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let names: Vec<String> = common::echoed_headers(&echo)
+            .into_iter()
+            .map(|(k, _)| k.to_ascii_lowercase().replace('_', "-"))
+            .collect();
+        assert!(!names.contains(&"x-user-id".to_owned()), "{body}");
+    }
+
     // carol has no wiki license: 403, never a sign-in loop
     let mut carol = Browser::new();
     let (page, _) = carol.navigate(&format!("{base}/wiki/"), Some("carol")).await;
@@ -331,6 +353,21 @@ async fn auth_requests_from_an_untrusted_peer_are_refused() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 403);
     assert!(s.gate.log().contains("outside server.trusted_proxies"), "{}", s.gate.log());
+    // from the trusted front proxy: both header families at once, or an identity header spelled
+    // with underscores (which Traefik and Envoy would pass on to the app), are refused
+    let trusted = reqwest::Client::new();
+    let auth = format!("http://127.0.0.1:{}/oauth2/auth", s.gate.port);
+    let ask = |extra: &'static [(&'static str, &'static str)]| {
+        let mut req =
+            trusted.get(&auth).header("x-forwarded-host", "127.0.0.1").header("x-forwarded-uri", "/pub/x");
+        for (k, v) in extra {
+            req = req.header(*k, *v);
+        }
+        req.send()
+    };
+    assert_eq!(ask(&[]).await.unwrap().status().as_u16(), 200, "the public route is allowed");
+    assert_eq!(ask(&[("x-original-uri", "/pub/x")]).await.unwrap().status().as_u16(), 400);
+    assert_eq!(ask(&[("x_user_id", "admin")]).await.unwrap().status().as_u16(), 400);
     // and a forward-only route is not served inline
     let resp = reqwest::get(format!("http://127.0.0.1:{}/wiki/", s.gate.port)).await.unwrap();
     assert_eq!(resp.status().as_u16(), 404);

@@ -270,8 +270,10 @@ impl BrowserAuth {
             None if seen => SessionLookup::Invalid,
             None => SessionLookup::Absent,
         };
+        // only requests that would use the session: sign-out and userinfo (`peek`) must still
+        // find it, or a long-idle user could not sign out at all
         match lookup {
-            SessionLookup::Found(active) if self.too_stale(&active, now) => {
+            SessionLookup::Found(active) if refresh && self.too_stale(&active, now) => {
                 tracing::info!("the session's token expired longer than session.max_stale ago; signed out");
                 SessionLookup::Invalid
             }

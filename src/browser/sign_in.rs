@@ -171,6 +171,10 @@ impl BrowserAuth {
             _ => {}
         }
         let Some(code) = get("code") else { return bad_callback("The sign-in response has no code.") };
+        // RFC 6749 codes are visible ASCII; a huge or odd one is refused before it costs a call
+        if code.is_empty() || code.len() > MAX_CODE_LEN || !code.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+            return bad_callback("The sign-in response is malformed.");
+        }
 
         let tokens = match self.exchange(code, &login, client).await {
             Ok(t) => t,
@@ -282,6 +286,8 @@ impl BrowserAuth {
             return Err(Exchange::Failed(LoginError::NotReady("discovery")));
         };
         let deadline = std::time::Instant::now() + login::CODE_PATIENCE;
+        // a code that waited for budget may have died waiting: its refusal is not the network's doing
+        let mut waited = false;
         loop {
             let turn = self.exchange_limiter.enter(client).await.map_err(Exchange::NetworkOverAllowance)?;
             let wait = match provider.budget.try_take(Grant::CodeExchange) {
@@ -303,11 +309,13 @@ impl BrowserAuth {
                             }
                             pause
                         }
+                        // any refusal but of the gateway itself (a wrong client secret would
+                        // lock every network out): a made-up or replayed code, whatever the
+                        // provider calls it; its network pays for the call it cost
                         Err(LoginError::Refused(code))
-                            if code == "invalid_grant" || code == "invalid_request" =>
+                            if !matches!(code.as_str(), "invalid_client" | "unauthorized_client") =>
                         {
-                            // a made-up or replayed code: its network pays for the call it cost
-                            if let Some(turn) = &turn {
+                            if let (Some(turn), false) = (&turn, waited) {
                                 turn.refused();
                             }
                             return Err(Exchange::Failed(LoginError::Refused(code)));
@@ -330,6 +338,7 @@ impl BrowserAuth {
             if std::time::Instant::now() + wait > deadline {
                 return Err(Exchange::Failed(LoginError::RateLimited(wait)));
             }
+            waited = true;
             tokio::time::sleep(wait).await;
         }
     }
@@ -367,6 +376,9 @@ impl BrowserAuth {
         Ok(ticket)
     }
 }
+
+/// Longest authorization code accepted (Keycloak's are ~100 characters, Entra's ~1 000).
+const MAX_CODE_LEN: usize = 4096;
 
 fn login_outcome(outcome: &'static str) {
     crate::metrics::METRICS.logins.with_label_values(&[outcome]).inc();

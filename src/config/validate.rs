@@ -488,9 +488,11 @@ fn forward_auth(config: &Config, p: &mut Problems) {
         "/oauth2/backchannel-logout",
     ];
     let webhooks = config.webhooks.as_ref().map(|w| w.path.as_str());
-    for (key, path) in
-        [("forward_auth.path", fa.path.as_str()), ("forward_auth.envoy_prefix", fa.envoy_prefix.as_str())]
-    {
+    let mut paths = vec![("forward_auth.path", fa.path.as_str())];
+    if !fa.envoy_prefix.is_empty() {
+        paths.push(("forward_auth.envoy_prefix", fa.envoy_prefix.as_str()));
+    }
+    for (key, path) in paths {
         let normal = crate::routing::normalize_route_path(path).ok();
         if !path.starts_with("/oauth2/") || normal.as_deref() != Some(path) || path.len() <= "/oauth2/".len()
         {
@@ -499,7 +501,9 @@ fn forward_auth(config: &Config, p: &mut Problems) {
             p.at(key, format!("{path:?} is already one of the gateway's endpoints"));
         }
     }
-    if fa.path == fa.envoy_prefix || fa.path.starts_with(&format!("{}/", fa.envoy_prefix)) {
+    if !fa.envoy_prefix.is_empty()
+        && (fa.path == fa.envoy_prefix || fa.path.starts_with(&format!("{}/", fa.envoy_prefix)))
+    {
         p.at("forward_auth.envoy_prefix", "must not contain forward_auth.path");
     }
     if config.server.trusted_proxies.is_empty() {

@@ -23,6 +23,35 @@ use crate::reply::Rejection;
 /// Pingora's retry buffer: what it sends by itself from a body read before the upstream.
 const RETRY_BUFFER: usize = 64 * 1024;
 
+/// Bytes of bodies over the retry buffer held at once by the whole process: past it, further
+/// large bodies stream (as with buffering off) instead of being held, so that many slow clients
+/// cannot make the gateway hold `request_buffer` each.
+const HELD_BYTES_LIMIT: usize = 256 * 1024 * 1024;
+static HELD_BYTES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A share of `HELD_BYTES_LIMIT`, given back when dropped (with the request's context).
+pub struct Held(usize);
+
+impl Held {
+    fn take(bytes: usize) -> Option<Held> {
+        use std::sync::atomic::Ordering;
+        let mut current = HELD_BYTES.load(Ordering::Relaxed);
+        loop {
+            let next = current.checked_add(bytes).filter(|n| *n <= HELD_BYTES_LIMIT)?;
+            match HELD_BYTES.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return Some(Held(bytes)),
+                Err(actual) => current = actual,
+            }
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        HELD_BYTES.fetch_sub(self.0, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// How a request's body is read before the upstream is contacted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyPlan {
@@ -55,15 +84,20 @@ pub enum BufferedBody {
     /// Nothing to replace: Pingora sends what it holds.
     #[default]
     None,
-    /// The whole body, to replace the tail Pingora holds.
-    Whole(Bytes),
+    /// The whole body, to replace the tail Pingora holds, and its share of what the process holds.
+    Whole {
+        /// The body.
+        body: Bytes,
+        /// Given back with the context.
+        _held: Held,
+    },
 }
 
 impl std::fmt::Debug for BufferedBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             BufferedBody::None => f.write_str("None"),
-            BufferedBody::Whole(b) => write!(f, "Whole({} bytes)", b.len()),
+            BufferedBody::Whole { body, .. } => write!(f, "Whole({} bytes)", body.len()),
         }
     }
 }
@@ -108,9 +142,21 @@ async fn read_planned(downstream: &mut Downstream, plan: BodyPlan) -> pingora::R
         BodyPlan::FirstRead => {
             downstream.enable_retry_buffering();
             downstream.read_request_body().await?;
+            // a first read past the retry buffer (bytes read with large headers) would be lost
+            if downstream.retry_buffer_truncated() {
+                return Err(pingora::Error::explain(
+                    pingora::ErrorType::InvalidHTTPHeader,
+                    "the request body could not be held",
+                ));
+            }
             Ok(BufferedBody::None)
         }
         BodyPlan::Large(length) => {
+            // too much held by the process already: this one streams
+            let Some(held) = Held::take(length) else {
+                tracing::debug!(length, "request body streamed: the buffers of the process are full");
+                return Ok(BufferedBody::None);
+            };
             // grown as bytes arrive, not sized from the header: a client that announces a
             // megabyte and sends a byte holds a byte
             let mut whole = BytesMut::with_capacity(RETRY_BUFFER);
@@ -127,7 +173,15 @@ async fn read_planned(downstream: &mut Downstream, plan: BodyPlan) -> pingora::R
                     None => break,
                 }
             }
-            Ok(BufferedBody::Whole(whole.freeze()))
+            // Pingora sends a body read before the upstream only from its retry buffer: without
+            // the tail there (headers larger than it, read with the first bytes) nothing would go
+            if downstream.get_retry_buffer().is_none() {
+                return Err(pingora::Error::explain(
+                    pingora::ErrorType::InvalidHTTPHeader,
+                    "the request body could not be held",
+                ));
+            }
+            Ok(BufferedBody::Whole { body: whole.freeze(), _held: held })
         }
     }
 }
@@ -167,5 +221,21 @@ mod tests {
         assert!(is_expecting_continue(&headers(&[("expect", "100-Continue")])));
         assert!(!is_expecting_continue(&headers(&[("expect", "200-ok")])));
         assert!(!is_expecting_continue(&HeaderMap::new()));
+    }
+}
+
+#[cfg(test)]
+mod held_tests {
+    use super::*;
+
+    #[test]
+    fn the_process_holds_at_most_its_limit_and_gets_it_back() {
+        let a = Held::take(HELD_BYTES_LIMIT / 2).unwrap();
+        let b = Held::take(HELD_BYTES_LIMIT / 2).unwrap();
+        assert!(Held::take(1).is_none(), "the limit is reached: the next body streams");
+        drop(a);
+        assert!(Held::take(1024).is_some());
+        drop(b);
+        assert!(Held::take(HELD_BYTES_LIMIT).is_some());
     }
 }

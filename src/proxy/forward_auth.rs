@@ -32,7 +32,7 @@ pub fn endpoint(gateway: &Gateway, path: &str) -> Option<AuthEndpoint> {
         return Some(AuthEndpoint::Headers);
     }
     match path.strip_prefix(fa.envoy_prefix.as_str()) {
-        Some(rest) if rest.starts_with('/') => Some(AuthEndpoint::Envoy),
+        Some(rest) if !fa.envoy_prefix.is_empty() && rest.starts_with('/') => Some(AuthEndpoint::Envoy),
         _ => None,
     }
 }
@@ -86,7 +86,21 @@ fn original(req: &RequestHeader, endpoint: AuthEndpoint, auth_path: &str, envoy_
             (FrontProxy::Envoy, Ok(Some(uri)), Ok(Some(req.method.as_str().to_owned())), host, proto)
         }
         AuthEndpoint::Headers => {
+            // Each front proxy always sets its own family (nginx by the example's
+            // proxy_set_header, Traefik and Caddy by themselves) and passes the client's other
+            // headers on: a request with both families carries one the client wrote, and which
+            // one describes the request served cannot be told, so it is refused.
             let nginx = h.contains_key("x-original-uri");
+            if nginx && h.contains_key("x-forwarded-uri") {
+                let uri = Err(());
+                let proxy = FrontProxy::Forwarded;
+                return Original {
+                    method: Method::GET,
+                    target: uri.map_err(|()| bad("original URI (both X-Original-URI and X-Forwarded-Uri)")),
+                    tls: false,
+                    proxy,
+                };
+            }
             let (uri_name, method_name) = match nginx {
                 true => ("x-original-uri", "x-original-method"),
                 false => ("x-forwarded-uri", "x-forwarded-method"),
@@ -129,6 +143,21 @@ pub async fn answer(
             "forward-auth request from a peer outside server.trusted_proxies refused"
         );
         let r = Rejection::new(403, "untrusted_proxy", "Only the front proxy may ask for auth decisions.");
+        return Answer {
+            reply: r.reply(false, None),
+            outcome: Outcome::Rejected(r.code),
+            target: None,
+            route: None,
+        };
+    }
+    // The front proxy replaces the identity headers it copies, but passes spellings it does not
+    // know (`X_User_Id`), which CGI-style apps read as `X-User-Id`: such a request is refused.
+    if req
+        .headers
+        .keys()
+        .any(|n| n.as_str().contains('_') && gateway.stripped_headers.is_identity(n.as_str()))
+    {
+        let r = Rejection::new(400, "bad_request", "The request carries an identity header.");
         return Answer {
             reply: r.reply(false, None),
             outcome: Outcome::Rejected(r.code),

@@ -318,7 +318,9 @@ impl ProxyHttp for AuthGate {
         // A body read whole before the upstream reaches this once per attempt, as the tail Pingora
         // kept in its retry buffer (the rest was read already, so nothing else follows): the whole
         // body goes instead. Kept, not taken: a retry on another connection sends the tail again.
-        if let (buffering::BufferedBody::Whole(whole), Some(_)) = (&ctx.buffered_body, body.as_ref()) {
+        if let (buffering::BufferedBody::Whole { body: whole, .. }, Some(_)) =
+            (&ctx.buffered_body, body.as_ref())
+        {
             *body = Some(whole.clone());
         }
         Ok(())

@@ -30,11 +30,13 @@ pub struct RevocationRecord {
     /// Suspended, deleted or deactivated at this time (seconds); lifted by reactivation.
     #[serde(default)]
     pub suspended_at: Option<u64>,
-    /// The provider's timestamp of the latest suspension or reactivation applied: status events
-    /// are ordered by the provider's own clock (older ones are ignored), never by ours.
+    /// The provider's timestamp (milliseconds) of the latest suspension or reactivation applied:
+    /// status events are ordered by the provider's own clock (older ones are ignored), never by
+    /// ours.
     #[serde(default)]
     pub status_at: u64,
-    /// Per application, the provider's timestamp of the latest license event applied.
+    /// Per application, the provider's timestamp (milliseconds) of the latest license event
+    /// applied.
     #[serde(default)]
     pub license_at: Vec<(String, u64)>,
     /// The user's identity changed at this time: sessions refresh it on their next request.
@@ -225,7 +227,7 @@ impl Revocations {
         // nothing older than the longest session is worth keeping
         let horizon = now.saturating_sub(self.keep.as_secs());
         marks.revoked.retain(|(_, at)| *at >= horizon);
-        marks.license_at.retain(|(_, at)| *at >= horizon);
+        marks.license_at.retain(|(_, at)| *at >= horizon.saturating_mul(1000));
         let denied_until = marks
             .suspended_at
             .map(|at| at.saturating_add(self.deny_for.as_secs()))

@@ -62,6 +62,8 @@ pub struct WebhookEvent {
     pub event: String,
     /// When it happened, seconds since the epoch.
     pub timestamp: u64,
+    /// The same in milliseconds, as precise as the provider gave it: events are ordered by it.
+    pub timestamp_ms: u64,
     /// `data.userId`: the user's `sub`.
     pub user: Option<String>,
     /// `data.application`: the license name as in the `licenses` claim.
@@ -72,19 +74,20 @@ pub struct WebhookEvent {
 pub fn parse_event(body: &[u8]) -> Result<WebhookEvent, &'static str> {
     let v: serde_json::Value = serde_json::from_slice(body).map_err(|_| "the body is not JSON")?;
     let event = v.get("event").and_then(|e| e.as_str()).ok_or("no `event`")?;
-    let timestamp = match v.get("timestamp") {
+    let timestamp_ms = match v.get("timestamp") {
         Some(serde_json::Value::String(s)) => humantime::parse_rfc3339_weak(s)
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_secs())
+            .and_then(|d| u64::try_from(d.as_millis()).ok())
             .ok_or("`timestamp` is not an RFC 3339 time")?,
         // seconds, or milliseconds as JavaScript's Date.now() gives them
         Some(serde_json::Value::Number(n)) => match n.as_u64().ok_or("`timestamp` is not a time")? {
-            ms if ms > 100_000_000_000 => ms / 1000,
-            s => s,
+            ms if ms > 100_000_000_000 => ms,
+            s => s.saturating_mul(1000),
         },
         _ => return Err("no `timestamp`"),
     };
+    let timestamp = timestamp_ms / 1000;
     let data = v.get("data").filter(|d| d.is_object()).ok_or("no `data` object")?;
     let text =
         |name: &str| data.get(name).and_then(|s| s.as_str()).filter(|s| !s.is_empty()).map(String::from);
@@ -97,6 +100,7 @@ pub fn parse_event(body: &[u8]) -> Result<WebhookEvent, &'static str> {
         id,
         event: event.to_owned(),
         timestamp,
+        timestamp_ms,
         user: text("userId"),
         application: text("application"),
     })
@@ -117,18 +121,21 @@ impl Revocations {
         let Some(sub) = e.user.as_deref() else { return Ok(Applied::Ignored) };
         let user = self.user_index(sub);
         let now = unix_now();
-        // Events are ordered by the provider's own timestamps (`ts`), compared only with each
-        // other; our clock only bounds the session cut-off, so that a provider clock ahead of
-        // ours cannot make an event reach sessions begun after it arrived.
-        let ts = e.timestamp;
-        let at = ts.min(now);
+        // Events are ordered by the provider's own timestamps (`ts`, milliseconds), compared
+        // only with each other; our clock only bounds the session cut-off (seconds), so that a
+        // provider clock ahead of ours cannot make an event reach sessions begun after it
+        // arrived. On a tie the restrictive event wins (revoked over assigned, suspended over
+        // reactivated), whichever arrives last.
+        let ts = e.timestamp_ms;
+        let at = e.timestamp.min(now);
         match e.event.as_str() {
             "license.revoked" | "license.assigned" => {
                 let Some(app) = e.application.clone() else { return Ok(Applied::Ignored) };
                 let revoked = e.event == "license.revoked";
                 self.update(&user, |m| {
                     // an older event for the application than the latest applied changes nothing
-                    if m.license_at.iter().any(|(a, t)| *a == app && *t > ts) {
+                    let newer = |t: u64| if revoked { t > ts } else { t >= ts };
+                    if m.license_at.iter().any(|(a, t)| *a == app && newer(*t)) {
                         return;
                     }
                     m.license_at.retain(|(a, _)| *a != app);
@@ -143,7 +150,7 @@ impl Revocations {
             "user.suspended" | "user.deleted" | "user.deactivated" => {
                 // a provider clock behind ours must not spare a session begun just before: no
                 // session can legitimately begin after a suspension
-                let cutoff = ts.saturating_add(CLOCK_SKEW).min(now);
+                let cutoff = e.timestamp.saturating_add(CLOCK_SKEW).min(now);
                 let mut newer = false;
                 self.update(&user, |m| {
                     if ts >= m.status_at {
@@ -161,7 +168,7 @@ impl Revocations {
             }
             "user.reactivated" => {
                 self.update(&user, |m| {
-                    if ts >= m.status_at {
+                    if ts > m.status_at {
                         m.status_at = ts;
                         m.suspended_at = None;
                     }

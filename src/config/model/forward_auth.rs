@@ -12,12 +12,13 @@ pub struct ForwardAuthConfig {
     /// The auth endpoint for nginx, Traefik and Caddy (the original request in `X-Original-*`
     /// or `X-Forwarded-*` headers).
     pub path: String,
-    /// Envoy `ext_authz` (HTTP service) `path_prefix`: the original path follows it.
+    /// Envoy `ext_authz` (HTTP service) `path_prefix`: the original path follows it. Empty
+    /// (the default): no Envoy endpoint.
     pub envoy_prefix: String,
 }
 
 impl Default for ForwardAuthConfig {
     fn default() -> Self {
-        Self { enabled: false, path: "/oauth2/auth".into(), envoy_prefix: "/oauth2/authz".into() }
+        Self { enabled: false, path: "/oauth2/auth".into(), envoy_prefix: String::new() }
     }
 }
