@@ -112,7 +112,7 @@ fn bench(c: &mut Criterion) {
         ..RoutePolicy::default()
     };
     c.bench_function("policy/authorize", |b| {
-        b.iter(|| policy.authorize(black_box(&verified.identity)).is_ok())
+        b.iter(|| policy.authorize(black_box(&verified.identity), || None).is_ok())
     });
 }
 

@@ -1,8 +1,56 @@
 //! Per-route access policy: which licenses, permissions, user types, organizations, scopes and
 //! M2M clients a route admits, and the decision for one caller.
 
-use crate::config::RouteConfig;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::config::{RouteConfig, claim_path};
 use crate::identity::Identity;
+
+/// A rule on any claim: the values found at `path` must include one of `any` and all of `all`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClaimRule {
+    /// The config's spelling, for the route table.
+    pub claim: String,
+    /// The keys to walk (object members, or array indexes).
+    pub path: Vec<String>,
+    /// At least one of these.
+    pub any: Vec<String>,
+    /// Every one of these.
+    pub all: Vec<String>,
+}
+
+impl ClaimRule {
+    /// Does `claims` satisfy the rule? A missing claim, or one that is neither a string nor an
+    /// array of strings, fails closed. Values are compared exactly.
+    fn holds(&self, claims: &Value) -> bool {
+        let mut at = claims;
+        for key in &self.path {
+            at = match at {
+                Value::Object(map) => match map.get(key) {
+                    Some(v) => v,
+                    None => return false,
+                },
+                Value::Array(items) => match key.parse::<usize>().ok().and_then(|i| items.get(i)) {
+                    Some(v) => v,
+                    None => return false,
+                },
+                _ => return false,
+            };
+        }
+        let values: Vec<&str> = match at {
+            Value::String(s) => vec![s.as_str()],
+            Value::Array(items) => match items.iter().map(Value::as_str).collect::<Option<Vec<_>>>() {
+                Some(v) => v,
+                None => return false,
+            },
+            _ => return false,
+        };
+        (self.any.is_empty() || self.any.iter().any(|a| values.contains(&a.as_str())))
+            && self.all.iter().all(|a| values.contains(&a.as_str()))
+    }
+}
 
 /// What a caller must have to use a route. Empty lists impose nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -23,6 +71,12 @@ pub struct RoutePolicy {
     pub scopes: Vec<String>,
     /// Users of these types skip the people rules.
     pub bypass_user_types: Vec<String>,
+    /// Rules on any claim (never skipped by `bypass_user_types`).
+    pub claims: Vec<ClaimRule>,
+    /// The verified e-mail address is one of these (stored with a lower-case domain).
+    pub emails: Vec<String>,
+    /// The verified e-mail address's domain is one of these (lower case).
+    pub email_domains: Vec<String>,
 }
 
 /// Why a caller is refused (403); for logs and metrics.
@@ -52,6 +106,12 @@ pub enum Denial {
     /// A person on a route that lists only clients.
     #[error("route admits only listed clients")]
     ClientsOnly,
+    /// A claim rule does not hold.
+    #[error("a required claim is missing or lacks a required value")]
+    Claim,
+    /// The verified e-mail address is not admitted (or there is none).
+    #[error("e-mail address not admitted")]
+    Email,
 }
 
 impl RoutePolicy {
@@ -66,14 +126,36 @@ impl RoutePolicy {
             clients: r.clients.clone(),
             scopes: r.scopes.clone(),
             bypass_user_types: r.bypass_user_types.clone(),
+            claims: r
+                .claims
+                .iter()
+                .map(|c| ClaimRule {
+                    claim: c.claim.clone(),
+                    // validated with the config: an invalid path matches nothing (fails closed)
+                    path: claim_path(&c.claim).unwrap_or_else(|_| vec![String::new(), String::new()]),
+                    any: c.any.clone(),
+                    all: c.all.clone(),
+                })
+                .collect(),
+            emails: r.emails.iter().map(|e| lower_domain(e)).collect(),
+            email_domains: r.email_domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
         }
+    }
+
+    /// Does the route need the caller's claims (claim or e-mail rules)?
+    pub fn needs_claims(&self) -> bool {
+        !self.claims.is_empty() || !self.emails.is_empty() || !self.email_domains.is_empty()
     }
 
     /// Decides whether `who` may use the route. Machine (client-credentials) callers are
     /// admitted only by `clients`; people by the license, permission, type and organization
     /// rules, and not at all on a route that lists clients and no rule for people (a machine
     /// endpoint). Comparisons are exact and case-sensitive.
-    pub fn authorize(&self, who: &Identity) -> Result<(), Denial> {
+    pub fn authorize(
+        &self,
+        who: &Identity,
+        claims: impl FnOnce() -> Option<Arc<Value>>,
+    ) -> Result<(), Denial> {
         let has = |list: &[String], x: &str| list.iter().any(|l| l == x);
         if !self.scopes.iter().all(|s| has(&who.scopes, s)) {
             return Err(Denial::Scope);
@@ -91,8 +173,29 @@ impl RoutePolicy {
             &self.user_types,
             &self.organizations,
         ];
-        if !self.clients.is_empty() && people_rules.iter().all(|r| r.is_empty()) {
+        if !self.clients.is_empty() && people_rules.iter().all(|r| r.is_empty()) && !self.needs_claims() {
             return Err(Denial::ClientsOnly);
+        }
+        // claim and e-mail rules hold for everyone, platform admins included
+        if self.needs_claims() {
+            let claims = claims().unwrap_or_else(|| Arc::new(Value::Null));
+            if !self.claims.iter().all(|rule| rule.holds(&claims)) {
+                return Err(Denial::Claim);
+            }
+            if !self.emails.is_empty() || !self.email_domains.is_empty() {
+                // only an address the provider verified
+                let verified = claims.get("email_verified") == Some(&Value::Bool(true));
+                let email = claims.get("email").and_then(Value::as_str).filter(|_| verified);
+                let Some((_, domain)) = email.and_then(|e| e.rsplit_once('@')) else {
+                    return Err(Denial::Email);
+                };
+                let email = email.map(lower_domain).unwrap_or_default();
+                let domain = domain.to_ascii_lowercase();
+                let listed = self.emails.contains(&email) || self.email_domains.contains(&domain);
+                if !listed {
+                    return Err(Denial::Email);
+                }
+            }
         }
         if who.user_type.as_deref().is_some_and(|t| has(&self.bypass_user_types, t)) {
             return Ok(());
@@ -128,12 +231,32 @@ impl RoutePolicy {
             ("organizations", &self.organizations),
             ("clients", &self.clients),
             ("scopes", &self.scopes),
+            ("emails", &self.emails),
+            ("email_domains", &self.email_domains),
         ]
         .iter()
         .filter(|(_, v)| !v.is_empty())
         .map(|(k, v)| format!("{k} [{}]", v.join(", ")))
+        .chain(self.claims.iter().map(|c| {
+            let mut s = format!("claim {}", c.claim);
+            if !c.any.is_empty() {
+                s.push_str(&format!(" any [{}]", c.any.join(", ")));
+            }
+            if !c.all.is_empty() {
+                s.push_str(&format!(" all [{}]", c.all.join(", ")));
+            }
+            s
+        }))
         .collect();
         if parts.is_empty() { "-".into() } else { parts.join("; ") }
+    }
+}
+
+/// An e-mail address with its domain in lower case (the local part is the provider's to judge).
+fn lower_domain(email: &str) -> String {
+    match email.rsplit_once('@') {
+        Some((local, domain)) => format!("{local}@{}", domain.to_ascii_lowercase()),
+        None => email.to_owned(),
     }
 }
 
@@ -178,38 +301,47 @@ mod tests {
             (&[], Err(Denial::License)),
         ];
         for (licenses, want) in cases {
-            assert_eq!(wiki.authorize(&person(licenses)), *want, "{licenses:?}");
+            assert_eq!(wiki.authorize(&person(licenses), || None), *want, "{licenses:?}");
         }
         let both = policy(|p| p.licenses_all = vec!["wiki".into(), "crm".into()]);
-        assert_eq!(both.authorize(&person(&["wiki"])), Err(Denial::AllLicenses));
-        assert_eq!(both.authorize(&person(&["crm", "wiki"])), Ok(()));
+        assert_eq!(both.authorize(&person(&["wiki"]), || None), Err(Denial::AllLicenses));
+        assert_eq!(both.authorize(&person(&["crm", "wiki"]), || None), Ok(()));
     }
 
     #[test]
     fn people_rules_and_scopes() {
         assert_eq!(
-            policy(|p| p.permissions = vec!["org:manage".into()]).authorize(&person(&[])),
+            policy(|p| p.permissions = vec!["org:manage".into()]).authorize(&person(&[]), || None),
             Err(Denial::Permission)
         );
-        assert_eq!(policy(|p| p.permissions = vec!["org:users:read".into()]).authorize(&person(&[])), Ok(()));
         assert_eq!(
-            policy(|p| p.user_types = vec!["platform_admin".into()]).authorize(&person(&[])),
+            policy(|p| p.permissions = vec!["org:users:read".into()]).authorize(&person(&[]), || None),
+            Ok(())
+        );
+        assert_eq!(
+            policy(|p| p.user_types = vec!["platform_admin".into()]).authorize(&person(&[]), || None),
             Err(Denial::UserType)
         );
         assert_eq!(
-            policy(|p| p.organizations = vec!["org-b".into()]).authorize(&person(&[])),
+            policy(|p| p.organizations = vec!["org-b".into()]).authorize(&person(&[]), || None),
             Err(Denial::Organization)
         );
-        assert_eq!(policy(|p| p.organizations = vec!["org-a".into()]).authorize(&person(&[])), Ok(()));
-        assert_eq!(policy(|p| p.scopes = vec!["admin".into()]).authorize(&person(&[])), Err(Denial::Scope));
-        assert_eq!(RoutePolicy::default().authorize(&person(&[])), Ok(()));
+        assert_eq!(
+            policy(|p| p.organizations = vec!["org-a".into()]).authorize(&person(&[]), || None),
+            Ok(())
+        );
+        assert_eq!(
+            policy(|p| p.scopes = vec!["admin".into()]).authorize(&person(&[]), || None),
+            Err(Denial::Scope)
+        );
+        assert_eq!(RoutePolicy::default().authorize(&person(&[]), || None), Ok(()));
         let bypass = policy(|p| {
             p.licenses_any = vec!["wiki".into()];
             p.bypass_user_types = vec!["customer_user".into()];
         });
-        assert_eq!(bypass.authorize(&person(&[])), Ok(()), "the type bypasses the license rule");
+        assert_eq!(bypass.authorize(&person(&[]), || None), Ok(()), "the type bypasses the license rule");
         let admin = Identity { user_type: Some("customer_admin".into()), ..person(&[]) };
-        assert_eq!(bypass.authorize(&admin), Err(Denial::License));
+        assert_eq!(bypass.authorize(&admin, || None), Err(Denial::License));
     }
 
     #[test]
@@ -218,14 +350,110 @@ mod tests {
             p.clients = vec!["reporting-service".into()];
             p.licenses_any = vec!["wiki".into()];
         });
-        assert_eq!(listed.authorize(&machine("reporting-service")), Ok(()));
-        assert_eq!(listed.authorize(&machine("other-service")), Err(Denial::Client));
-        assert_eq!(RoutePolicy::default().authorize(&machine("reporting-service")), Err(Denial::Client));
+        assert_eq!(listed.authorize(&machine("reporting-service"), || None), Ok(()));
+        assert_eq!(listed.authorize(&machine("other-service"), || None), Err(Denial::Client));
+        assert_eq!(
+            RoutePolicy::default().authorize(&machine("reporting-service"), || None),
+            Err(Denial::Client)
+        );
         // a person is still judged by licenses on a route that also lists clients
-        assert_eq!(listed.authorize(&person(&["wiki"])), Ok(()));
-        assert_eq!(listed.authorize(&person(&[])), Err(Denial::License));
+        assert_eq!(listed.authorize(&person(&["wiki"]), || None), Ok(()));
+        assert_eq!(listed.authorize(&person(&[]), || None), Err(Denial::License));
         // and not admitted at all where only clients are listed
         let machines_only = policy(|p| p.clients = vec!["reporting-service".into()]);
-        assert_eq!(machines_only.authorize(&person(&["wiki"])), Err(Denial::ClientsOnly));
+        assert_eq!(machines_only.authorize(&person(&["wiki"]), || None), Err(Denial::ClientsOnly));
+    }
+
+    fn claims(v: serde_json::Value) -> impl FnOnce() -> Option<Arc<Value>> {
+        move || Some(Arc::new(v))
+    }
+
+    fn rule(claim: &str, any: &[&str], all: &[&str]) -> ClaimRule {
+        ClaimRule {
+            claim: claim.into(),
+            path: claim_path(claim).unwrap(),
+            any: any.iter().map(|s| s.to_string()).collect(),
+            all: all.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn claim_rules_on_any_claim_fail_closed() {
+        let keycloak = serde_json::json!({
+            "groups": ["staff", "wiki-editors"],
+            "realm_access": { "roles": ["user", "offline_access"] },
+            "resource_access": { "wiki": { "roles": ["editor"] } },
+            "department": "Teaching",
+            "level": 3,
+            "mixed": ["a", 1],
+            "https://example.com/roles": ["x"],
+        });
+        let cases = [
+            (rule("groups", &["wiki-editors"], &[]), true),
+            (rule("groups", &["admins", "staff"], &[]), true),
+            (rule("groups", &[], &["staff", "wiki-editors"]), true),
+            (rule("groups", &[], &["staff", "admins"]), false),
+            (rule("groups", &["Staff"], &[]), false),
+            (rule("groups", &["staff "], &[]), false),
+            (rule("realm_access.roles", &["user"], &[]), true),
+            (rule("/resource_access/wiki/roles", &["editor"], &[]), true),
+            (rule("resource_access.crm.roles", &["editor"], &[]), false),
+            (rule("department", &["Teaching"], &[]), true),
+            (rule("level", &["3"], &[]), false),
+            (rule("mixed", &["a"], &[]), false),
+            (rule("realm_access", &["user"], &[]), false),
+            (rule("/https:~1~1example.com~1roles", &["x"], &[]), true),
+            (rule("groups.0", &["staff"], &[]), true),
+            (rule("missing", &["x"], &[]), false),
+        ];
+        for (r, want) in cases {
+            let p = policy(|p| p.claims = vec![r.clone()]);
+            let got = p.authorize(&person(&[]), claims(keycloak.clone()));
+            assert_eq!(got.is_ok(), want, "{} any {:?} all {:?}", r.claim, r.any, r.all);
+        }
+        // no claims at all (an opaque token): every claim rule fails
+        let p = policy(|p| p.claims = vec![rule("groups", &["staff"], &[])]);
+        assert_eq!(p.authorize(&person(&[]), || None), Err(Denial::Claim));
+        // platform admins do not skip them
+        let p = policy(|p| {
+            p.claims = vec![rule("groups", &["admins"], &[])];
+            p.bypass_user_types = vec!["customer_user".into()];
+        });
+        assert_eq!(p.authorize(&person(&[]), claims(keycloak)), Err(Denial::Claim));
+    }
+
+    #[test]
+    fn email_rules_admit_only_verified_addresses_of_exact_domains() {
+        let domains = policy(|p| p.email_domains = vec!["acme.test".into()]);
+        let emails = policy(|p| p.emails = vec![lower_domain("alice@ACME.test")]);
+        let who =
+            |email: &str, verified: bool| serde_json::json!({ "email": email, "email_verified": verified });
+        let cases = [
+            ("alice@acme.test", true, true, true),
+            ("alice@ACME.Test", true, true, true),
+            ("Alice@acme.test", true, true, false),
+            ("alice@acme.test", false, false, false),
+            ("alice@acme.test.evil", true, false, false),
+            ("alice@evilacme.test", true, false, false),
+            ("alice@sub.acme.test", true, false, false),
+            ("bob@acme.test", true, true, false),
+            ("alice", true, false, false),
+        ];
+        for (email, verified, by_domain, by_address) in cases {
+            assert_eq!(
+                domains.authorize(&person(&[]), claims(who(email, verified))).is_ok(),
+                by_domain,
+                "{email}"
+            );
+            assert_eq!(
+                emails.authorize(&person(&[]), claims(who(email, verified))).is_ok(),
+                by_address,
+                "{email}"
+            );
+        }
+        assert_eq!(
+            domains.authorize(&person(&[]), claims(serde_json::json!({"email_verified": true}))),
+            Err(Denial::Email)
+        );
     }
 }

@@ -110,13 +110,39 @@ pub struct ActiveSession {
     pub stale: bool,
     /// Its identity, prepared for forwarding once, when opened.
     pub prepared: PreparedIdentity,
+    /// Its tokens' claims, parsed when a route's claim rules first ask.
+    claims: std::sync::OnceLock<Option<Arc<serde_json::Value>>>,
 }
 
 impl ActiveSession {
     /// A session opened at `version`.
     pub fn new(key: SessionKey, session: Session, version: u64, user: [u8; 32], stale: bool) -> Self {
         let prepared = PreparedIdentity::of(&session.identity);
-        Self { key, session, version, user, stale, prepared }
+        Self { key, session, version, user, stale, prepared, claims: std::sync::OnceLock::new() }
+    }
+
+    /// The claims of the session's access token, with the id_token's for those it lacks (both
+    /// came from the token endpoint, the id_token verified at sign-in), for claim rules.
+    pub fn claims(&self) -> Option<Arc<serde_json::Value>> {
+        self.claims
+            .get_or_init(|| {
+                let tokens = &self.session.tokens;
+                let access = crate::oidc::login::access_token_claims(&tokens.access_token);
+                let id = crate::oidc::login::access_token_claims(&tokens.id_token);
+                let merged = match (access, id) {
+                    (Some(serde_json::Value::Object(mut a)), Some(serde_json::Value::Object(i))) => {
+                        for (k, v) in i {
+                            a.entry(k).or_insert(v);
+                        }
+                        serde_json::Value::Object(a)
+                    }
+                    (Some(a @ serde_json::Value::Object(_)), _) => a,
+                    (_, Some(i)) => i,
+                    _ => return None,
+                };
+                Some(Arc::new(merged))
+            })
+            .clone()
     }
 }
 

@@ -12,9 +12,11 @@ use serde::Deserialize;
 use super::Secret;
 use super::units::{ByteSize, Duration};
 
+mod claims;
 mod forward_auth;
 mod provider;
 mod session;
+pub use claims::{ClaimRuleConfig, claim_path};
 pub use forward_auth::ForwardAuthConfig;
 pub use provider::ProviderConfig;
 pub use session::{SessionConfig, StoreKind};
@@ -393,6 +395,15 @@ pub struct RouteConfig {
     /// Send the caller's access token upstream as `Authorization: Bearer`.
     #[serde(default)]
     pub pass_access_token: bool,
+    /// Any claim the caller's token (or id_token) must hold, by path.
+    #[serde(default)]
+    pub claims: Vec<ClaimRuleConfig>,
+    /// The caller's verified e-mail address is one of these (domain compared in any case).
+    #[serde(default)]
+    pub emails: Vec<String>,
+    /// The caller's verified e-mail address is in one of these domains (exactly: no subdomain).
+    #[serde(default)]
+    pub email_domains: Vec<String>,
     /// Users of these types skip the license, permission, type and organization rules (as
     /// Calimatic lets platform admins skip license checks).
     #[serde(default)]
@@ -431,6 +442,15 @@ impl RouteConfig {
             lists.iter().filter(|(_, v)| !v.is_empty()).map(|(k, _)| *k).collect();
         if self.pass_access_token {
             set.push("pass_access_token");
+        }
+        for (key, set_here) in [
+            ("claims", !self.claims.is_empty()),
+            ("emails", !self.emails.is_empty()),
+            ("email_domains", !self.email_domains.is_empty()),
+        ] {
+            if set_here {
+                set.push(key);
+            }
         }
         set
     }

@@ -88,13 +88,22 @@ pub struct VerifiedToken {
     /// The token itself: compared on a cache hit of a JWT (whose cache key is only its last
     /// bytes), and sent upstream on `pass_access_token` routes.
     token: Box<str>,
+    /// Its claims, parsed when a route's claim rules first ask (never for an opaque token).
+    claims: std::sync::OnceLock<Option<std::sync::Arc<serde_json::Value>>>,
 }
 
 impl VerifiedToken {
     /// `identity`, verified from `token` (a JWT, or an opaque token by introspection).
     pub(crate) fn new(identity: Identity, token: &str) -> Self {
         let prepared = PreparedIdentity::of(&identity);
-        Self { identity, prepared, token: token.into() }
+        Self { identity, prepared, token: token.into(), claims: std::sync::OnceLock::new() }
+    }
+
+    /// The token's claims (verified with it), for claim rules; `None` for an opaque token.
+    pub fn claims(&self) -> Option<std::sync::Arc<serde_json::Value>> {
+        self.claims
+            .get_or_init(|| crate::oidc::login::access_token_claims(&self.token).map(std::sync::Arc::new))
+            .clone()
     }
 
     /// The token, as the caller sent it.

@@ -121,6 +121,15 @@ impl Caller {
         }
     }
 
+    /// The caller's token claims (access token, then id_token), parsed when first asked.
+    pub fn claims(&self) -> Option<Arc<serde_json::Value>> {
+        match self {
+            Caller::Anonymous => None,
+            Caller::Bearer(token) => token.claims(),
+            Caller::Session(s) => s.claims(),
+        }
+    }
+
     /// The caller's identity with what forwarding it needs, when authenticated.
     pub fn prepared(&self) -> Option<(&Identity, &PreparedIdentity)> {
         match self {
@@ -254,7 +263,7 @@ pub async fn authenticate(
 /// Applies the route's policy to an authenticated caller: 403 when it is not admitted.
 pub fn authorize(route: &Route, caller: &Caller) -> Result<(), Rejection> {
     let Some(identity) = caller.identity() else { return Ok(()) };
-    route.policy.authorize(identity).map_err(|denial| {
+    route.policy.authorize(identity, || caller.claims()).map_err(|denial| {
         tracing::debug!(route = %route.name, %denial, "caller not admitted");
         let r = Rejection::new(403, "forbidden", NO_ACCESS);
         // a signed-in browser gets the 403 page, never a login loop; a token gets a challenge

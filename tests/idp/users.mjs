@@ -17,6 +17,10 @@ export const USERS = {
     permissions: ['org:manage', 'org:users:read', 'org:users:manage', 'licenses:read'],
     licenses: ['wiki', 'crm'],
     department: 'Engineering',
+    // Keycloak-shaped claims, for claim rules on any claim
+    groups: ['staff', 'wiki-editors'],
+    realm_access: { roles: ['user'] },
+    resource_access: { wiki: { roles: ['editor'] } },
   },
   bob: {
     sub: 'b0b0b0b0-0000-4000-8000-000000000b0b',
@@ -29,6 +33,8 @@ export const USERS = {
     permissions: ['org:users:read'],
     licenses: ['wiki'],
     department: 'Teaching',
+    groups: ['staff'],
+    realm_access: { roles: ['user'] },
   },
   carol: {
     sub: 'c4c4c4c4-0000-4000-8000-0000000c4c41',
@@ -75,5 +81,8 @@ export function claimsOf(user) {
     permissions: user.permissions,
     licenses: user.licenses,
     ...(user.department ? { department: user.department } : {}),
+    ...(user.groups ? { groups: user.groups } : {}),
+    ...(user.realm_access ? { realm_access: user.realm_access } : {}),
+    ...(user.resource_access ? { resource_access: user.resource_access } : {}),
   };
 }

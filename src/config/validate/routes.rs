@@ -111,6 +111,31 @@ pub(super) fn routes(config: &Config, p: &mut Problems) {
                 }
             }
         }
+        for (j, rule) in r.claims.iter().enumerate() {
+            let key = format!("routes[{i}].claims[{j}]");
+            if let Err(e) = crate::config::claim_path(&rule.claim) {
+                p.at(format!("{key}.claim"), e);
+            }
+            if rule.any.is_empty() && rule.all.is_empty() {
+                p.at(key.clone(), "needs `any` or `all` values");
+            }
+            if rule.any.iter().chain(&rule.all).any(String::is_empty) {
+                p.at(key, "values must not be empty");
+            }
+        }
+        for (j, e) in r.emails.iter().enumerate() {
+            if !e.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && is_domain(domain)) {
+                p.at(format!("routes[{i}].emails[{j}]"), format!("{e:?} is not an e-mail address"));
+            }
+        }
+        for (j, d) in r.email_domains.iter().enumerate() {
+            if !is_domain(d) {
+                p.at(
+                    format!("routes[{i}].email_domains[{j}]"),
+                    format!("{d:?} is not a domain (no `@`, no `*`)"),
+                );
+            }
+        }
         for (key, d) in [
             ("connect_timeout", r.connect_timeout),
             ("read_timeout", r.read_timeout),
@@ -121,4 +146,13 @@ pub(super) fn routes(config: &Config, p: &mut Problems) {
             }
         }
     }
+}
+
+/// A DNS name as e-mail domains are written: labels of letters, digits and `-`.
+fn is_domain(d: &str) -> bool {
+    d.contains('.')
+        && d.len() <= 253
+        && d.split('.').all(|l| {
+            !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
