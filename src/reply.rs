@@ -11,6 +11,9 @@ use http::{HeaderName, HeaderValue, StatusCode};
 /// What a user who is signed in but not licensed for an app reads.
 pub const NO_ACCESS: &str = "You do not have access to this application. Please contact your administrator.";
 
+/// What a request refused by a route's rules (a denied path or network) reads.
+pub const RULE_DENIED: &str = "Access to this address is not allowed.";
+
 /// What a suspended user reads.
 pub const ACCOUNT_DISABLED: &str = "Your account has been disabled. Please contact your administrator.";
 

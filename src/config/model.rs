@@ -15,10 +15,12 @@ use super::units::{ByteSize, Duration};
 mod claims;
 mod forward_auth;
 mod provider;
+mod route;
 mod session;
 pub use claims::{ClaimRuleConfig, claim_path};
 pub use forward_auth::ForwardAuthConfig;
 pub use provider::ProviderConfig;
+pub use route::{AuthMode, RouteConfig, RuleAccess, RuleConfig};
 pub use session::{SessionConfig, StoreKind};
 
 /// The whole configuration file.
@@ -322,146 +324,6 @@ impl HeaderNames {
             ("client_id", &self.client_id),
         ]
     }
-}
-
-/// How a route authenticates its callers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AuthMode {
-    /// No authentication; identity headers are still stripped.
-    Public,
-    /// A browser session; anonymous navigations are sent to sign in.
-    Browser,
-    /// A bearer token on every request.
-    Api,
-    /// A browser session or a bearer token.
-    Any,
-}
-
-impl AuthMode {
-    /// The config spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuthMode::Public => "public",
-            AuthMode::Browser => "browser",
-            AuthMode::Api => "api",
-            AuthMode::Any => "any",
-        }
-    }
-}
-
-/// One `[[routes]]` entry.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteConfig {
-    /// Name used in logs and metrics (default: host + path).
-    pub name: Option<String>,
-    /// `app.example.com`, `*.example.com` or `*` (any host).
-    #[serde(default = "any_host")]
-    pub host: String,
-    /// Path prefix, matched on whole segments.
-    #[serde(default = "root_path")]
-    pub path: String,
-    /// One upstream URL or a list (balanced round-robin); none for a route a front proxy
-    /// serves itself (forward-auth only).
-    #[serde(default, deserialize_with = "one_or_many")]
-    pub upstream: Vec<String>,
-    /// `public`, `browser`, `api` or `any`.
-    pub auth: AuthMode,
-    /// The caller needs at least one of these licenses.
-    #[serde(default)]
-    pub licenses: Vec<String>,
-    /// The caller needs every one of these licenses.
-    #[serde(default)]
-    pub licenses_all: Vec<String>,
-    /// The caller needs every one of these permissions.
-    #[serde(default)]
-    pub permissions: Vec<String>,
-    /// The caller's `user_type` must be one of these.
-    #[serde(default)]
-    pub user_types: Vec<String>,
-    /// The caller's organization must be one of these.
-    #[serde(default)]
-    pub organizations: Vec<String>,
-    /// Client-credentials tokens of these clients are accepted.
-    #[serde(default)]
-    pub clients: Vec<String>,
-    /// Bearer tokens must carry every one of these scopes.
-    #[serde(default)]
-    pub scopes: Vec<String>,
-    /// Overrides `[provider] audience` for bearer tokens on this route.
-    #[serde(default, deserialize_with = "one_or_many")]
-    pub audience: Vec<String>,
-    /// Send the caller's access token upstream as `Authorization: Bearer`.
-    #[serde(default)]
-    pub pass_access_token: bool,
-    /// Any claim the caller's token (or id_token) must hold, by path.
-    #[serde(default)]
-    pub claims: Vec<ClaimRuleConfig>,
-    /// The caller's verified e-mail address is one of these (domain compared in any case).
-    #[serde(default)]
-    pub emails: Vec<String>,
-    /// The caller's verified e-mail address is in one of these domains (exactly: no subdomain).
-    #[serde(default)]
-    pub email_domains: Vec<String>,
-    /// Users of these types skip the license, permission, type and organization rules (as
-    /// Calimatic lets platform admins skip license checks).
-    #[serde(default)]
-    pub bypass_user_types: Vec<String>,
-    /// Send the client's `Host` upstream instead of the upstream's own.
-    #[serde(default)]
-    pub preserve_host: bool,
-    /// Send the signed identity assertion here (default: on for authenticated routes when
-    /// `[assertion] enabled`).
-    pub assertion: Option<bool>,
-    /// The assertion's `aud` (default: the route's upstream origin).
-    pub assertion_audience: Option<String>,
-    /// Overrides `[server.limits] connect_timeout` for this route.
-    pub connect_timeout: Option<Duration>,
-    /// Overrides `[server.limits] read_timeout` for this route.
-    pub read_timeout: Option<Duration>,
-    /// Overrides `[server.limits] write_timeout` for this route.
-    pub write_timeout: Option<Duration>,
-}
-
-impl RouteConfig {
-    /// The policy keys that are set, by config name.
-    pub fn policy_keys_set(&self) -> Vec<&'static str> {
-        let lists: [(&'static str, &Vec<String>); 9] = [
-            ("licenses", &self.licenses),
-            ("licenses_all", &self.licenses_all),
-            ("permissions", &self.permissions),
-            ("user_types", &self.user_types),
-            ("organizations", &self.organizations),
-            ("clients", &self.clients),
-            ("scopes", &self.scopes),
-            ("audience", &self.audience),
-            ("bypass_user_types", &self.bypass_user_types),
-        ];
-        let mut set: Vec<&'static str> =
-            lists.iter().filter(|(_, v)| !v.is_empty()).map(|(k, _)| *k).collect();
-        if self.pass_access_token {
-            set.push("pass_access_token");
-        }
-        for (key, set_here) in [
-            ("claims", !self.claims.is_empty()),
-            ("emails", !self.emails.is_empty()),
-            ("email_domains", !self.email_domains.is_empty()),
-        ] {
-            if set_here {
-                set.push(key);
-            }
-        }
-        set
-    }
-}
-
-fn any_host() -> String {
-    "*".into()
-}
-
-fn root_path() -> String {
-    "/".into()
 }
 
 /// Accepts `"x"` as well as `["x", "y"]`.

@@ -15,7 +15,7 @@ use crate::config::{AuthMode, Config, RouteConfig};
 use crate::forwarding::{HeaderSpellings, StrippedHeaders};
 use crate::identity::{BadHeaderName, IdentityHeaderNames};
 use crate::jwt::TokenVerifier;
-use crate::policy::RoutePolicy;
+use crate::policy::RouteAccess;
 use crate::revocation::webhook::WebhookKey;
 use crate::routing::{HostPattern, RouteTable, normalize_route_path};
 use crate::upstream::{UpstreamError, UpstreamPool};
@@ -167,7 +167,7 @@ fn build_route(config: &Config, index: usize, rc: &RouteConfig) -> Result<Route,
         host,
         path,
         auth: rc.auth,
-        policy: RoutePolicy::from_route(rc),
+        access: RouteAccess::from_route(rc, config.server.case_insensitive_paths),
         upstream,
         audiences: if rc.audience.is_empty() {
             config.provider.as_ref().map(|p| p.audience.clone()).unwrap_or_default()

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::config::{AuthMode, Config};
-use crate::policy::RoutePolicy;
+use crate::policy::RouteAccess;
 use crate::routing::{HostPattern, normalize_route_path};
 use crate::upstream::UpstreamPool;
 
@@ -19,8 +19,8 @@ pub struct Route {
     pub path: String,
     /// How callers authenticate.
     pub auth: AuthMode,
-    /// What callers must have.
-    pub policy: RoutePolicy,
+    /// Its rules and what callers must have.
+    pub access: RouteAccess,
     /// Where requests go.
     pub upstream: UpstreamPool,
     /// Audiences accepted in bearer tokens here.
@@ -62,6 +62,7 @@ pub fn route_table(config: &Config) -> String {
     let mut rows = vec![["ROUTE", "HOST", "PATH", "AUTH", "REACHED", "UPSTREAM", "POLICY"].map(String::from)];
     let forward = config.forward_auth.enabled;
     for r in &config.routes {
+        let access = RouteAccess::from_route(r, config.server.case_insensitive_paths);
         let path = normalize_route_path(&r.path).unwrap_or_else(|_| r.path.clone());
         let host = HostPattern::parse(&r.host).map(|h| h.to_string()).unwrap_or_else(|_| r.host.clone());
         rows.push([
@@ -77,8 +78,20 @@ pub fn route_table(config: &Config) -> String {
             }
             .to_owned(),
             if r.upstream.is_empty() { "-".to_owned() } else { r.upstream.join(",") },
-            RoutePolicy::from_route(r).summary(),
+            access.policy.summary(),
         ]);
+        // the rules inside the route, one indented row each, in the order they are tried
+        for line in access.rule_summaries() {
+            rows.push([
+                "".into(),
+                "".into(),
+                "".into(),
+                "".into(),
+                "".into(),
+                "".into(),
+                format!("  {line}"),
+            ]);
+        }
     }
     let mut widths = [0usize; 7];
     for row in &rows {

@@ -20,7 +20,9 @@ use crate::config::AuthMode;
 use crate::forwarding::client_address;
 use crate::gateway::{Gateway, Route};
 use crate::http_util::{MAX_RETURN_TO, cookie_header, is_navigation, prefers_html};
-use crate::reply::{Rejection, Reply};
+use crate::policy::{Access, AccessRequest};
+use crate::reply::{RULE_DENIED, Rejection, Reply};
+use crate::routing::route_key;
 
 /// What the proxy knows of a request before deciding: read once, borrowed from the request.
 pub struct RequestFacts<'a> {
@@ -252,6 +254,45 @@ pub async fn decide(
         // the access log names the path nothing was routed for
         Err(rejection) => return Decision::rejected(&rejection, facts.html(), Some(target)),
     };
+    // the rules inside the route: a public path, a refused one, a stricter policy
+    let policy = match route.access.is_plain() {
+        true => &route.access.policy,
+        false => {
+            let key = route_key(&target.path, gateway.case_insensitive_paths);
+            let req = AccessRequest {
+                method: facts.method,
+                key: &key,
+                headers: facts.headers,
+                client: facts.client(gateway),
+            };
+            match route.access.judge(&req) {
+                Access::Policy(policy) => policy,
+                Access::Public(pass) => {
+                    tracing::debug!(route = %route.name, ?pass, "passed without sign-in");
+                    let caller = Caller::Anonymous;
+                    let outcome = Outcome::Public;
+                    return Decision::Forward(Forward {
+                        route,
+                        caller,
+                        target,
+                        clear_session_cookie: false,
+                        outcome,
+                    });
+                }
+                Access::Deny(refusal) => {
+                    tracing::debug!(route = %route.name, ?refusal, "refused by the route's rules");
+                    let rejection = Rejection::new(403, refusal.code(), RULE_DENIED);
+                    let reply = rejection.reply(facts.html(), None);
+                    return Decision::answer(
+                        reply,
+                        Outcome::Rejected(refusal.code()),
+                        Some(target),
+                        Some(route),
+                    );
+                }
+            }
+        }
+    };
     // only bearer routes look at Authorization: elsewhere a malformed one is not ours to judge
     let credentials = match route.auth {
         AuthMode::Public | AuthMode::Browser => Ok(Credentials::None),
@@ -270,7 +311,7 @@ pub async fn decide(
             let verifier = gateway.verifier.as_deref();
             authenticate(&route, credentials, verifier, revocations, &lookup, facts.navigation())
                 .await
-                .and_then(|caller| authorize(&route, &caller).map(|()| caller))
+                .and_then(|caller| authorize(&route, policy, &caller).map(|()| caller))
         }
         Err(rejection) => Err(rejection),
     };

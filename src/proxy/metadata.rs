@@ -29,7 +29,8 @@ pub fn document(gateway: &Gateway, host: &str, path: &str, origin: &str) -> Opti
     if !matches!(route.auth, AuthMode::Api | AuthMode::Any) {
         return None;
     }
-    let scopes = if route.policy.scopes.is_empty() { &provider.scopes } else { &route.policy.scopes };
+    let scopes =
+        if route.access.policy.scopes.is_empty() { &provider.scopes } else { &route.access.policy.scopes };
     let resource = if resource_path == "/" { origin.to_owned() } else { format!("{origin}{resource_path}") };
     Some(serde_json::json!({
         "resource": resource,

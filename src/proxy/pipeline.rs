@@ -13,6 +13,7 @@ use crate::config::AuthMode;
 use crate::gateway::{Gateway, Route};
 use crate::identity::{Identity, PreparedIdentity, add_identity_headers};
 use crate::jwt::{TokenError, TokenVerifier, VerifiedToken};
+use crate::policy::RoutePolicy;
 use crate::reply::{BearerChallenge, NO_ACCESS, Rejection};
 use crate::revocation::Revocations;
 use crate::routing::{Authority, normalize_path, parse_authority, route_key};
@@ -260,10 +261,11 @@ pub async fn authenticate(
     }
 }
 
-/// Applies the route's policy to an authenticated caller: 403 when it is not admitted.
-pub fn authorize(route: &Route, caller: &Caller) -> Result<(), Rejection> {
+/// Applies `policy` (the route's, or a rule's) to an authenticated caller: 403 when it is not
+/// admitted.
+pub fn authorize(route: &Route, policy: &RoutePolicy, caller: &Caller) -> Result<(), Rejection> {
     let Some(identity) = caller.identity() else { return Ok(()) };
-    route.policy.authorize(identity, || caller.claims()).map_err(|denial| {
+    policy.authorize(identity, || caller.claims()).map_err(|denial| {
         tracing::debug!(route = %route.name, %denial, "caller not admitted");
         let r = Rejection::new(403, "forbidden", NO_ACCESS);
         // a signed-in browser gets the 403 page, never a login loop; a token gets a challenge

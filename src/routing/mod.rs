@@ -1,12 +1,14 @@
 //! The route table: host (exact, `*.suffix` or `*`), then the longest path prefix on the
 //! normalised path. Built once per config and shared read-only by every request.
 
+mod glob;
 mod path;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
+pub use glob::PathGlob;
 pub use path::{PathRejection, normalize_path, normalize_route_path, path_has_prefix, route_key};
 
 /// The host part of a route.

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use super::{Problems, origin_url, timeout};
-use crate::config::{AuthMode, Config};
-use crate::routing::{HostPattern, normalize_route_path};
+use crate::config::{AuthMode, ClaimRuleConfig, Config, RouteConfig, RuleAccess};
+use crate::routing::{HostPattern, PathGlob, normalize_route_path, path_has_prefix};
 
 /// Checks every route.
 pub(super) fn routes(config: &Config, p: &mut Problems) {
@@ -111,31 +111,8 @@ pub(super) fn routes(config: &Config, p: &mut Problems) {
                 }
             }
         }
-        for (j, rule) in r.claims.iter().enumerate() {
-            let key = format!("routes[{i}].claims[{j}]");
-            if let Err(e) = crate::config::claim_path(&rule.claim) {
-                p.at(format!("{key}.claim"), e);
-            }
-            if rule.any.is_empty() && rule.all.is_empty() {
-                p.at(key.clone(), "needs `any` or `all` values");
-            }
-            if rule.any.iter().chain(&rule.all).any(String::is_empty) {
-                p.at(key, "values must not be empty");
-            }
-        }
-        for (j, e) in r.emails.iter().enumerate() {
-            if !e.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && is_domain(domain)) {
-                p.at(format!("routes[{i}].emails[{j}]"), format!("{e:?} is not an e-mail address"));
-            }
-        }
-        for (j, d) in r.email_domains.iter().enumerate() {
-            if !is_domain(d) {
-                p.at(
-                    format!("routes[{i}].email_domains[{j}]"),
-                    format!("{d:?} is not a domain (no `@`, no `*`)"),
-                );
-            }
-        }
+        claim_keys(&format!("routes[{i}]"), &r.claims, &r.emails, &r.email_domains, p);
+        rules(config, i, r, p);
         for (key, d) in [
             ("connect_timeout", r.connect_timeout),
             ("read_timeout", r.read_timeout),
@@ -145,6 +122,127 @@ pub(super) fn routes(config: &Config, p: &mut Problems) {
                 timeout(&at(key), d, p);
             }
         }
+    }
+}
+
+/// Checks the claim and e-mail keys of a route or rule at `at`.
+fn claim_keys(at: &str, claims: &[ClaimRuleConfig], emails: &[String], domains: &[String], p: &mut Problems) {
+    for (j, rule) in claims.iter().enumerate() {
+        let key = format!("{at}.claims[{j}]");
+        if let Err(e) = crate::config::claim_path(&rule.claim) {
+            p.at(format!("{key}.claim"), e);
+        }
+        if rule.any.is_empty() && rule.all.is_empty() {
+            p.at(key.clone(), "needs `any` or `all` values");
+        }
+        if rule.any.iter().chain(&rule.all).any(String::is_empty) {
+            p.at(key, "values must not be empty");
+        }
+    }
+    for (j, e) in emails.iter().enumerate() {
+        if !e.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && is_domain(domain)) {
+            p.at(format!("{at}.emails[{j}]"), format!("{e:?} is not an e-mail address"));
+        }
+    }
+    for (j, d) in domains.iter().enumerate() {
+        if !is_domain(d) {
+            p.at(format!("{at}.email_domains[{j}]"), format!("{d:?} is not a domain (no `@`, no `*`)"));
+        }
+    }
+}
+
+/// Checks the rules inside route `i`: each matches something, does one thing, and can match a
+/// path under the route.
+fn rules(config: &Config, i: usize, r: &RouteConfig, p: &mut Problems) {
+    let route_path = normalize_route_path(&r.path).ok().map(|mut path| {
+        if config.server.case_insensitive_paths {
+            path.make_ascii_lowercase();
+        }
+        path
+    });
+    for (j, rule) in r.rules.iter().enumerate() {
+        let at = format!("routes[{i}].rules[{j}]");
+        if rule.methods.is_empty() && rule.paths.is_empty() && rule.networks.is_empty() {
+            p.at(
+                at.clone(),
+                "matches every request: give `methods`, `paths` or `networks` (or set the route's own keys)",
+            );
+        }
+        for (k, m) in rule.methods.iter().enumerate() {
+            let token = !m.is_empty()
+                && m.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if !token {
+                p.at(format!("{at}.methods[{k}]"), format!("{m:?} is not an HTTP method"));
+            } else if m.bytes().any(|b| b.is_ascii_lowercase()) {
+                // methods are case-sensitive: `get` is not `GET`, and no client sends it
+                p.at(
+                    format!("{at}.methods[{k}]"),
+                    format!("methods are upper case: write {:?}", m.to_ascii_uppercase()),
+                );
+            }
+        }
+        for (k, pattern) in rule.paths.iter().enumerate() {
+            let key = format!("{at}.paths[{k}]");
+            match PathGlob::parse(pattern, config.server.case_insensitive_paths) {
+                Err(e) => p.at(key, e),
+                Ok(glob) => {
+                    let lit = glob.literal_prefix().trim_end_matches('/');
+                    let lit = if config.server.case_insensitive_paths {
+                        lit.to_ascii_lowercase()
+                    } else {
+                        lit.to_owned()
+                    };
+                    if let Some(route) = &route_path {
+                        // the pattern must be able to match a path this route serves
+                        let reachable = route == "/"
+                            || path_has_prefix(&lit, route)
+                            || (route.starts_with(&lit) && glob.literal_prefix().len() < pattern.len());
+                        if !reachable {
+                            p.at(
+                                key,
+                                format!(
+                                    "{pattern:?} is outside the route's path {route:?}: it can never match"
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        let policy_keys = rule.policy_keys_set();
+        match (rule.access, r.auth) {
+            (Some(_), _) if !policy_keys.is_empty() => {
+                for key in policy_keys {
+                    p.at(format!("{at}.{key}"), "a rule with `access` applies no policy: remove one of them");
+                }
+            }
+            (None, _) if policy_keys.is_empty() => {
+                p.at(at.clone(), "needs `access = \"public\"`, `access = \"deny\"` or policy keys to apply");
+            }
+            (Some(RuleAccess::Public), AuthMode::Public) => {
+                p.at(format!("{at}.access"), "has no effect on a `public` route: everything there is public");
+            }
+            (None, AuthMode::Public) => {
+                p.at(
+                    at.clone(),
+                    "policy keys have no effect on a `public` route: nobody is authenticated there",
+                );
+            }
+            (None, AuthMode::Browser) if rule.clients.is_some() => {
+                p.at(
+                    format!("{at}.clients"),
+                    "client-credentials tokens are bearer tokens: use auth = \"api\" or \"any\"",
+                );
+            }
+            _ => {}
+        }
+        claim_keys(
+            &at,
+            rule.claims.as_deref().unwrap_or_default(),
+            rule.emails.as_deref().unwrap_or_default(),
+            rule.email_domains.as_deref().unwrap_or_default(),
+            p,
+        );
     }
 }
 

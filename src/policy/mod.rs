@@ -5,8 +5,11 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::config::{RouteConfig, claim_path};
+use crate::config::{ClaimRuleConfig, RouteConfig, RuleConfig, claim_path};
 use crate::identity::Identity;
+
+mod access;
+pub use access::{Access, AccessRequest, Pass, Refusal, RouteAccess, is_preflight};
 
 /// A rule on any claim: the values found at `path` must include one of `any` and all of `all`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -126,19 +129,33 @@ impl RoutePolicy {
             clients: r.clients.clone(),
             scopes: r.scopes.clone(),
             bypass_user_types: r.bypass_user_types.clone(),
-            claims: r
-                .claims
-                .iter()
-                .map(|c| ClaimRule {
-                    claim: c.claim.clone(),
-                    // validated with the config: an invalid path matches nothing (fails closed)
-                    path: claim_path(&c.claim).unwrap_or_else(|_| vec![String::new(), String::new()]),
-                    any: c.any.clone(),
-                    all: c.all.clone(),
-                })
-                .collect(),
+            claims: claim_rules(&r.claims),
             emails: r.emails.iter().map(|e| lower_domain(e)).collect(),
             email_domains: r.email_domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
+        }
+    }
+
+    /// This policy with the keys a rule sets in place of its own.
+    pub fn overridden_by(&self, rule: &RuleConfig) -> Self {
+        let or = |set: &Option<Vec<String>>, own: &Vec<String>| set.clone().unwrap_or_else(|| own.clone());
+        Self {
+            licenses_any: or(&rule.licenses, &self.licenses_any),
+            licenses_all: or(&rule.licenses_all, &self.licenses_all),
+            permissions: or(&rule.permissions, &self.permissions),
+            user_types: or(&rule.user_types, &self.user_types),
+            organizations: or(&rule.organizations, &self.organizations),
+            clients: or(&rule.clients, &self.clients),
+            scopes: or(&rule.scopes, &self.scopes),
+            bypass_user_types: or(&rule.bypass_user_types, &self.bypass_user_types),
+            claims: rule.claims.as_deref().map_or_else(|| self.claims.clone(), claim_rules),
+            emails: rule
+                .emails
+                .as_ref()
+                .map_or_else(|| self.emails.clone(), |e| e.iter().map(|e| lower_domain(e)).collect()),
+            email_domains: rule.email_domains.as_ref().map_or_else(
+                || self.email_domains.clone(),
+                |d| d.iter().map(|d| d.to_ascii_lowercase()).collect(),
+            ),
         }
     }
 
@@ -250,6 +267,19 @@ impl RoutePolicy {
         .collect();
         if parts.is_empty() { "-".into() } else { parts.join("; ") }
     }
+}
+
+fn claim_rules(rules: &[ClaimRuleConfig]) -> Vec<ClaimRule> {
+    rules
+        .iter()
+        .map(|c| ClaimRule {
+            claim: c.claim.clone(),
+            // validated with the config: an invalid path matches nothing (fails closed)
+            path: claim_path(&c.claim).unwrap_or_else(|_| vec![String::new(), String::new()]),
+            any: c.any.clone(),
+            all: c.all.clone(),
+        })
+        .collect()
 }
 
 /// An e-mail address with its domain in lower case (the local part is the provider's to judge).
