@@ -185,6 +185,52 @@ pub fn declared_length(headers: &HeaderMap) -> Option<usize> {
     headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
 }
 
+/// A request's id, in the access log and on the pages users see: the client's (or load
+/// balancer's) `X-Request-Id` when it is a plain token, else one made of a per-process random
+/// prefix and the request's serial number (unique without a random draw per request), formatted
+/// only when shown.
+#[derive(Debug, Clone, Copy)]
+pub enum RequestId<'a> {
+    /// The client's.
+    Given(&'a str),
+    /// Made here: prefix and serial.
+    Made(u32, u64),
+}
+
+impl<'a> RequestId<'a> {
+    /// The id of a request with `headers` and serial number `serial` (from `next_serial`).
+    pub fn of(headers: &'a http::HeaderMap, serial: u64) -> Self {
+        static PREFIX: std::sync::LazyLock<u32> = std::sync::LazyLock::new(|| {
+            let mut b = [0u8; 4];
+            getrandom::fill(&mut b).map(|()| u32::from_le_bytes(b)).unwrap_or(0)
+        });
+        let plain = |v: &str| {
+            !v.is_empty()
+                && v.len() <= 128
+                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        };
+        match headers.get("x-request-id").and_then(|v| v.to_str().ok()).filter(|v| plain(v)) {
+            Some(given) => RequestId::Given(given),
+            None => RequestId::Made(*PREFIX, serial),
+        }
+    }
+
+    /// A new request's serial number.
+    pub fn next_serial() -> u64 {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl std::fmt::Display for RequestId<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RequestId::Given(id) => f.write_str(id),
+            RequestId::Made(prefix, n) => write!(f, "{prefix:08x}-{n:x}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,8 @@
 //! - plumbing: `routing` (hosts, paths, route tables), `upstream` (backends, balancing, passive
 //!   health), `forwarding` (request header hygiene, `X-Forwarded-*`, the client's address).
 //! - model: `config` (file → validated model), `identity` (who is calling, its headers, prepared
-//!   once), `policy` (what a route requires).
+//!   once), `pages` (what people read when the gateway answers: built in or templates),
+//!   `policy` (what a route requires, its rules).
 //! - state: `session` (sessions, sealing, memory and Redis stores).
 //! - provider: `oidc` (the OpenID Connect client on `openidconnect`: discovery, bounded
 //!   fetches, JWKS cache, token-endpoint budget, authorization request, code and refresh grants).
@@ -39,6 +40,7 @@ pub mod upstream;
 // model
 pub mod config;
 pub mod identity;
+pub mod pages;
 pub mod policy;
 // state
 pub mod session;

@@ -8,11 +8,11 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
 
-/// What a user who is signed in but not licensed for an app reads.
-pub const NO_ACCESS: &str = "You do not have access to this application. Please contact your administrator.";
+/// What a request refused by a route's rules reads.
+pub const RULE_DENIED: &str = "This address is not open to anyone.";
 
-/// What a request refused by a route's rules (a denied path or network) reads.
-pub const RULE_DENIED: &str = "Access to this address is not allowed.";
+/// What a request from a network a route denies reads.
+pub const NETWORK_DENIED: &str = "This address cannot be reached from your network.";
 
 /// What a suspended user reads.
 pub const ACCOUNT_DISABLED: &str = "Your account has been disabled. Please contact your administrator.";
@@ -68,13 +68,15 @@ impl Reply {
         }
         body.push_str(extra_html);
         body.push('\n');
+        // no `form-action` limit: the sign-out form's redirect to the provider is cross-origin
+        Self::html(status, body, "default-src 'none'")
+    }
+
+    /// An HTML page with its security headers, under the content security policy `csp`.
+    pub fn html(status: StatusCode, body: String, csp: &'static str) -> Self {
         let mut r = Self::new(status);
         r.header(http::header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-        // no `form-action` limit: the sign-out form's redirect to the provider is cross-origin
-        r.header(
-            HeaderName::from_static("content-security-policy"),
-            HeaderValue::from_static("default-src 'none'"),
-        );
+        r.header(HeaderName::from_static("content-security-policy"), HeaderValue::from_static(csp));
         r.header(HeaderName::from_static("x-content-type-options"), HeaderValue::from_static("nosniff"));
         r.header(HeaderName::from_static("x-frame-options"), HeaderValue::from_static("DENY"));
         r.body = Bytes::from(body);

@@ -7,7 +7,6 @@ mod common;
 use common::{Browser, Echo, Gate, Idp, echoed, free_port};
 
 const BOB: &str = "b0b0b0b0-0000-4000-8000-000000000b0b";
-const NO_ACCESS: &str = "You do not have access to this application. Please contact your administrator.";
 
 struct Stack {
     idp: Idp,
@@ -190,7 +189,17 @@ async fn a_user_without_the_license_gets_403_not_a_login_loop() {
     let mut b = Browser::new();
     let (page, redirects) = b.navigate(&format!("{}/wiki/", s.base), Some("carol")).await;
     assert_eq!(page.status, 403, "{redirects:?} {}", page.body);
-    assert!(page.body.contains(NO_ACCESS), "{}", page.body);
+    // who is signed in, what the app needs, and a way to another account; never tokens
+    for want in [
+        "You are signed in as Carol Clark.",
+        "The “wiki” application needs the wiki license.",
+        "contact your administrator",
+        "action=\"/oauth2/sign_out\"",
+        "Sign out and use another account",
+    ] {
+        assert!(page.body.contains(want), "{want} in {}", page.body);
+    }
+    assert!(!page.body.contains("eyJ"), "a token on the page: {}", page.body);
     // still signed in: other routes work, and the wiki stays a 403 without another login
     let home = b.request("GET", &format!("{}/", s.base), None, &[]).await;
     assert_eq!(home.status, 200);
@@ -211,6 +220,7 @@ async fn a_user_without_the_license_gets_403_not_a_login_loop() {
         .await;
     assert_eq!(json.status, 403);
     assert_eq!(json.json()["error"], "forbidden");
+    assert_eq!(json.json()["detail"], "The “wiki” application needs the wiki license.");
 }
 
 #[tokio::test]
@@ -219,7 +229,11 @@ async fn the_provider_refusing_access_shows_the_friendly_page() {
     let mut b = Browser::new();
     let (page, _) = b.navigate(&format!("{}/", s.base), Some("carol")).await;
     assert_eq!(page.status, 403, "{}", page.body);
-    assert!(page.body.contains(NO_ACCESS));
+    assert!(
+        page.body.contains("The identity provider did not let this account sign in here."),
+        "{}",
+        page.body
+    );
     assert!(b.cookie(&s.base, "authgate_session").is_none());
 }
 

@@ -24,6 +24,7 @@ const LAYERS: &[(&str, u8)] = &[
     // model
     ("config", 2),
     ("identity", 3),
+    ("pages", 3),
     ("policy", 4),
     // state
     ("session", 5),

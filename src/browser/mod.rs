@@ -25,7 +25,7 @@ use crate::session::{
     SealError, Session, SessionKey, SessionSealer, SessionStore, SessionTicket, StoreEvent, StoredSession,
 };
 use cookies::CookieSettings;
-pub use pages::{sign_out_page, userinfo};
+pub use pages::userinfo;
 
 /// Longest access-token lifetime believed from `expires_in`.
 const MAX_TOKEN_LIFETIME: u64 = crate::identity::MAX_LIFETIME_SECS;

@@ -12,8 +12,9 @@ use crate::http_util::{cookie_values, parse_unique_query};
 use crate::identity::Identity;
 use crate::oidc::budget::Grant;
 use crate::oidc::login::{self, AuthorizationRequest, LoginError, TokenResponse};
+use crate::pages::{Denied, PageContext};
 use crate::random::random_token;
-use crate::reply::{ACCOUNT_DISABLED, NO_ACCESS, Reply};
+use crate::reply::{ACCOUNT_DISABLED, Reply};
 use crate::session::{LoginState, SealError, Session, SessionTicket, SessionTokens};
 
 impl BrowserAuth {
@@ -23,22 +24,24 @@ impl BrowserAuth {
     /// a share of `max_pending_logins`.
     pub async fn start_login(
         &self,
+        page: PageContext<'_>,
         origin: &str,
         return_to: String,
         cookie_header: Option<&str>,
         client: Option<std::net::IpAddr>,
     ) -> Reply {
-        match self.try_start_login(origin, return_to, cookie_header, client).await {
+        match self.try_start_login(page, origin, return_to, cookie_header, client).await {
             Ok(reply) => reply,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot start a sign-in");
-                unavailable_page()
+                unavailable_page(page)
             }
         }
     }
 
     async fn try_start_login(
         &self,
+        page: PageContext<'_>,
         origin: &str,
         return_to: String,
         cookie_header: Option<&str>,
@@ -48,7 +51,7 @@ impl BrowserAuth {
         if let Err(retry_after) = self.login_budget.take(client) {
             login_outcome("throttled");
             tracing::warn!(retry_after, "too many sign-ins started: session.max_pending_logins reached");
-            return Ok(too_many_sign_ins(retry_after));
+            return Ok(too_many_sign_ins(page, retry_after));
         }
         let existing =
             cookie_values(cookie_header, &self.cookies.login).find(|v| v.len() == 43 && is_b64url(v));
@@ -83,12 +86,13 @@ impl BrowserAuth {
     /// network exchanges codes within its own allowance).
     pub async fn callback(
         &self,
+        page: PageContext<'_>,
         origin: &str,
         query: Option<&str>,
         cookie_header: Option<&str>,
         client: Option<std::net::IpAddr>,
     ) -> Reply {
-        let reply = self.complete_login(origin, query, cookie_header, client).await;
+        let reply = self.complete_login(page, origin, query, cookie_header, client).await;
         login_outcome(match reply.status.as_u16() {
             302 => "completed",
             403 => "access_denied",
@@ -102,6 +106,7 @@ impl BrowserAuth {
 
     async fn complete_login(
         &self,
+        page: PageContext<'_>,
         origin: &str,
         query: Option<&str>,
         cookie_header: Option<&str>,
@@ -109,32 +114,35 @@ impl BrowserAuth {
     ) -> Reply {
         let params = match parse_unique_query(query.unwrap_or("")) {
             Ok(p) => p,
-            Err(e) => return bad_callback(&format!("The sign-in response is malformed ({e}).")),
+            Err(e) => return bad_callback(page, &format!("The sign-in response is malformed ({e}).")),
         };
         let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         let retry = format!("{origin}/oauth2/start");
         // A response for a sign-in this browser did not start (no state, an unknown or spent
         // one, another browser's) is the client's error: 400, whatever it says, and another
         // browser's state is left for its owner. Only the owner uses its state up.
-        let Some(state) = get("state") else { return bad_callback("The sign-in response has no state.") };
+        let Some(state) = get("state") else {
+            return bad_callback(page, "The sign-in response has no state.");
+        };
         let key = self.login_key(state);
-        let unknown = || bad_callback("This sign-in has expired or was already used. Please start again.");
+        let unknown =
+            || bad_callback(page, "This sign-in has expired or was already used. Please start again.");
         let sealed = match self.store.peek_login(&key).await {
             Ok(Some(s)) => s,
             Ok(None) => return unknown(),
             Err(e) => {
                 tracing::warn!(error = %e, "session store unavailable");
-                return unavailable_page();
+                return unavailable_page(page);
             }
         };
         let login: LoginState = match self.sealer.open_with("authgate login", state.as_bytes(), &sealed) {
             Ok(l) => l,
-            Err(_) => return bad_callback("This sign-in cannot be read. Please start again."),
+            Err(_) => return bad_callback(page, "This sign-in cannot be read. Please start again."),
         };
         let bound =
             cookie_values(cookie_header, &self.cookies.login).any(|v| self.binding_hash(v) == login.browser);
         if !bound {
-            return bad_callback("This sign-in was started in another browser. Please start again.");
+            return bad_callback(page, "This sign-in was started in another browser. Please start again.");
         }
         match self.store.take_login(&key).await {
             Ok(Some(_)) => {}
@@ -142,38 +150,40 @@ impl BrowserAuth {
             Ok(None) => return unknown(),
             Err(e) => {
                 tracing::warn!(error = %e, "session store unavailable");
-                return unavailable_page();
+                return unavailable_page(page);
             }
         }
         if let Some(error) = get("error") {
             if error == "access_denied" {
-                return Reply::page(StatusCode::FORBIDDEN, "Access denied", &[NO_ACCESS], "");
+                let reason = "The identity provider did not let this account sign in here.";
+                return page.forbidden(&Denied { user: None, app: None, reason });
             }
             tracing::warn!(error = %sanitize(error), "the provider returned a sign-in error");
             return retry_page(
+                page,
                 StatusCode::BAD_GATEWAY,
                 "The identity provider could not sign you in.",
                 &retry,
             );
         }
         if login.created_at + self.settings.login_ttl.as_secs() < unix_now() {
-            return bad_callback("This sign-in has expired. Please start again.");
+            return bad_callback(page, "This sign-in has expired. Please start again.");
         }
-        let Some(discovery) = self.verifier.provider().discovery() else { return unavailable_page() };
+        let Some(discovery) = self.verifier.provider().discovery() else { return unavailable_page(page) };
         let issuer = &self.verifier.provider().issuer;
         match get("iss") {
             Some(iss) if iss != issuer => {
-                return bad_callback("The sign-in response comes from an unexpected issuer.");
+                return bad_callback(page, "The sign-in response comes from an unexpected issuer.");
             }
             None if discovery.issuer_in_authorization_response() => {
-                return bad_callback("The sign-in response does not name its issuer.");
+                return bad_callback(page, "The sign-in response does not name its issuer.");
             }
             _ => {}
         }
-        let Some(code) = get("code") else { return bad_callback("The sign-in response has no code.") };
+        let Some(code) = get("code") else { return bad_callback(page, "The sign-in response has no code.") };
         // RFC 6749 codes are visible ASCII; a huge or odd one is refused before it costs a call
         if code.is_empty() || code.len() > MAX_CODE_LEN || !code.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
-            return bad_callback("The sign-in response is malformed.");
+            return bad_callback(page, "The sign-in response is malformed.");
         }
 
         let tokens = match self.exchange(code, &login, client).await {
@@ -185,6 +195,7 @@ impl BrowserAuth {
                 );
                 let wait = std::time::Duration::from_secs(retry_after);
                 return waiting_page(
+                    page,
                     StatusCode::TOO_MANY_REQUESTS,
                     wait,
                     &restart_url(origin, &login.return_to),
@@ -194,12 +205,13 @@ impl BrowserAuth {
                 if code == "invalid_grant" || code == "invalid_request" =>
             {
                 tracing::info!(error = %sanitize(&code), "the provider refused the sign-in code");
-                return retry_page(StatusCode::BAD_REQUEST, "This sign-in has expired.", &retry);
+                return retry_page(page, StatusCode::BAD_REQUEST, "This sign-in has expired.", &retry);
             }
             Err(Exchange::Failed(LoginError::RateLimited(wait))) => {
                 // the code would die waiting: sign in again (a fresh code) once there is room
                 tracing::info!(wait_s = wait.as_secs(), "sign-in deferred: no token-endpoint budget left");
                 return waiting_page(
+                    page,
                     StatusCode::SERVICE_UNAVAILABLE,
                     wait,
                     &restart_url(origin, &login.return_to),
@@ -208,6 +220,7 @@ impl BrowserAuth {
             Err(Exchange::Failed(e)) => {
                 tracing::warn!(error = %e, "code exchange failed");
                 return retry_page(
+                    page,
                     StatusCode::BAD_GATEWAY,
                     "The identity provider could not complete your sign-in.",
                     &retry,
@@ -217,6 +230,7 @@ impl BrowserAuth {
         let Some(id_token) = tokens.id_token.clone() else {
             tracing::warn!("the token response has no id_token");
             return retry_page(
+                page,
                 StatusCode::BAD_GATEWAY,
                 "The identity provider could not complete your sign-in.",
                 &retry,
@@ -226,7 +240,7 @@ impl BrowserAuth {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(reason = %e, "id_token refused");
-                return bad_callback("The sign-in could not be verified.");
+                return bad_callback(page, "The sign-in could not be verified.");
             }
         };
         if id_claims["sub"].as_str().is_some_and(|sub| self.revocations.is_denied(sub)) {
@@ -237,7 +251,7 @@ impl BrowserAuth {
         if let Some(sub) = access_claims.as_ref().and_then(|c| c.get("sub")).and_then(|s| s.as_str()) {
             if Some(sub) != id_claims["sub"].as_str() {
                 tracing::warn!("access token and id_token name different subjects");
-                return bad_callback("The sign-in could not be verified.");
+                return bad_callback(page, "The sign-in could not be verified.");
             }
         }
         let now = unix_now();
@@ -266,7 +280,7 @@ impl BrowserAuth {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot store the new session");
-                unavailable_page()
+                unavailable_page(page)
             }
         }
     }

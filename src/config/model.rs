@@ -14,11 +14,13 @@ use super::units::{ByteSize, Duration};
 
 mod claims;
 mod forward_auth;
+mod pages;
 mod provider;
 mod route;
 mod session;
 pub use claims::{ClaimRuleConfig, claim_path};
 pub use forward_auth::ForwardAuthConfig;
+pub use pages::{PAGE_TEMPLATES, PagesConfig};
 pub use provider::ProviderConfig;
 pub use route::{AuthMode, RouteConfig, RuleAccess, RuleConfig};
 pub use session::{SessionConfig, StoreKind};
@@ -52,6 +54,9 @@ pub struct Config {
     /// Auth decisions for a front proxy (nginx, Traefik, Caddy, Envoy).
     #[serde(default)]
     pub forward_auth: ForwardAuthConfig,
+    /// Own templates for the gateway's pages.
+    #[serde(default)]
+    pub pages: PagesConfig,
 }
 
 /// `[assertion]`: a short-lived JWT signed by the gateway, for apps that verify who is calling.

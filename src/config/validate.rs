@@ -5,10 +5,12 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+mod pages;
 mod routes;
 mod session;
 
 use super::{AuthMode, Config, Duration, Problem, Secret, StoreKind, resolve_path};
+use pages::pages;
 use routes::routes;
 use session::session;
 
@@ -80,6 +82,7 @@ pub fn validate(config: &mut Config, base_dir: &Path) -> Vec<Problem> {
     headers(config, &mut p);
     routes(config, &mut p);
     forward_auth(config, &mut p);
+    pages(config, base_dir, &mut p);
     if tracing_subscriber::EnvFilter::try_new(&config.log.level).is_err() {
         p.at(
             "log.level",

@@ -15,6 +15,7 @@ use crate::config::{AuthMode, Config, RouteConfig};
 use crate::forwarding::{HeaderSpellings, StrippedHeaders};
 use crate::identity::{BadHeaderName, IdentityHeaderNames};
 use crate::jwt::TokenVerifier;
+use crate::pages::{Pages, PagesError};
 use crate::policy::RouteAccess;
 use crate::revocation::webhook::WebhookKey;
 use crate::routing::{HostPattern, RouteTable, normalize_route_path};
@@ -35,6 +36,9 @@ pub enum BuildError {
     /// A header name that validation should have refused.
     #[error(transparent)]
     Header(#[from] BadHeaderName),
+    /// A page template cannot be compiled.
+    #[error(transparent)]
+    Pages(#[from] PagesError),
     /// The assertion signing key cannot be loaded or created.
     #[error("assertion.key_file: {0}")]
     Assertion(#[from] KeyError),
@@ -73,6 +77,8 @@ pub struct Gateway {
     pub assertion: Option<Arc<AssertionSigner>>,
     /// The webhook signing key, when `[webhooks]` is configured.
     pub webhook_key: Option<WebhookKey>,
+    /// The pages people read when the gateway answers (`[pages]`).
+    pub pages: Pages,
 }
 
 impl Gateway {
@@ -111,6 +117,7 @@ impl Gateway {
                 .as_ref()
                 .and_then(|w| w.secret.as_ref())
                 .map(|secret| WebhookKey::new(secret.expose().as_bytes())),
+            pages: Pages::new(&config.pages)?,
             verifier,
             browser,
             config,
@@ -164,6 +171,7 @@ fn build_route(config: &Config, index: usize, rc: &RouteConfig) -> Result<Route,
     let limits = &config.server.limits;
     Ok(Route {
         name: rc.name.clone().unwrap_or_else(|| format!("{host}{path}")),
+        label: rc.name.clone(),
         host,
         path,
         auth: rc.auth,

@@ -13,6 +13,8 @@ use crate::upstream::UpstreamPool;
 pub struct Route {
     /// Name for logs and metrics.
     pub name: String,
+    /// The name the config gives it, for the pages people read (none: "this application").
+    pub label: Option<String>,
     /// Host matcher.
     pub host: HostPattern,
     /// Normalised path prefix.

@@ -238,6 +238,35 @@ impl RoutePolicy {
         Ok(())
     }
 
+    /// Why `denial` refused someone, in words for the person refused: what the route needs
+    /// (never what their token holds), to follow the application's name ("needs the wiki
+    /// license").
+    pub fn explain(&self, denial: Denial) -> String {
+        let words = |list: &[String], last: &str| match list {
+            [] => String::new(),
+            [one] => one.clone(),
+            [init @ .., end] => format!("{} {last} {end}", init.join(", ")),
+        };
+        match denial {
+            Denial::License if self.licenses_any.len() == 1 => {
+                format!("needs the {} license", words(&self.licenses_any, "or"))
+            }
+            Denial::License => format!("needs one of the licenses {}", words(&self.licenses_any, "or")),
+            Denial::AllLicenses => format!("needs the licenses {}", words(&self.licenses_all, "and")),
+            Denial::Permission if self.permissions.len() == 1 => {
+                format!("needs the {} permission", words(&self.permissions, "and"))
+            }
+            Denial::Permission => format!("needs the permissions {}", words(&self.permissions, "and")),
+            Denial::UserType => "is not open to your type of account".to_owned(),
+            Denial::Organization => "is not open to your organization".to_owned(),
+            Denial::Scope => format!("needs a token with the scopes {}", words(&self.scopes, "and")),
+            Denial::Client => "is not open to this client application".to_owned(),
+            Denial::ClientsOnly => "is open to listed applications only, not to people".to_owned(),
+            Denial::Claim => "needs a group or role your account does not have".to_owned(),
+            Denial::Email => "is not open to your e-mail address".to_owned(),
+        }
+    }
+
     /// A one-line summary for the route table, e.g. `licenses any [wiki, crm]`.
     pub fn summary(&self) -> String {
         let parts: Vec<String> = [

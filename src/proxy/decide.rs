@@ -13,15 +13,16 @@ use pingora::http::RequestHeader;
 use super::endpoints::{self, PendingEndpoint};
 use super::metadata::{self, WELL_KNOWN, metadata_url};
 use super::pipeline::{
-    Caller, Credentials, RequestTarget, authenticate, authorize, match_route, read_credentials,
+    Caller, Credentials, RequestTarget, authenticate, authorize, forbidden, match_route, read_credentials,
 };
 use crate::browser::SessionLookup;
 use crate::config::AuthMode;
 use crate::forwarding::client_address;
 use crate::gateway::{Gateway, Route};
-use crate::http_util::{MAX_RETURN_TO, cookie_header, is_navigation, prefers_html};
-use crate::policy::{Access, AccessRequest};
-use crate::reply::{RULE_DENIED, Rejection, Reply};
+use crate::http_util::{MAX_RETURN_TO, RequestId, cookie_header, is_navigation, prefers_html};
+use crate::pages::{Denied, PageContext};
+use crate::policy::{Access, AccessRequest, Refusal};
+use crate::reply::{NETWORK_DENIED, RULE_DENIED, Rejection, Reply};
 use crate::routing::route_key;
 
 /// What the proxy knows of a request before deciding: read once, borrowed from the request.
@@ -39,6 +40,8 @@ pub struct RequestFacts<'a> {
     /// The front proxy that described this request (forward-auth), or `None` when the gateway
     /// itself received it (inline).
     pub front_proxy: Option<FrontProxy>,
+    /// Its id (for the pages users see, as in the access log).
+    pub request_id: RequestId<'a>,
     /// Its `Cookie` headers as one, read when first needed (HTTP/2 sends one header per
     /// cookie, and joining them allocates: public and bearer routes never need them).
     cookies: std::sync::OnceLock<Option<Cow<'a, str>>>,
@@ -68,8 +71,9 @@ impl std::fmt::Debug for RequestFacts<'_> {
 
 impl<'a> RequestFacts<'a> {
     /// The facts of `req`, received from `peer_ip` (over TLS when `tls`).
-    pub fn read(req: &'a RequestHeader, peer_ip: Option<IpAddr>, tls: bool) -> Self {
+    pub fn read(req: &'a RequestHeader, peer_ip: Option<IpAddr>, tls: bool, serial: u64) -> Self {
         Self {
+            request_id: RequestId::of(&req.headers, serial),
             method: &req.method,
             headers: &req.headers,
             query: req.uri.query(),
@@ -89,8 +93,10 @@ impl<'a> RequestFacts<'a> {
         tls: bool,
         peer_ip: Option<IpAddr>,
         front_proxy: FrontProxy,
+        serial: u64,
     ) -> Self {
         Self {
+            request_id: RequestId::of(headers, serial),
             method,
             headers,
             query,
@@ -114,6 +120,11 @@ impl<'a> RequestFacts<'a> {
     /// Is it a top-level browser navigation?
     pub fn navigation(&self) -> bool {
         is_navigation(self.method, self.headers)
+    }
+
+    /// The gateway's pages as this request shows them.
+    pub fn page<'g>(&'g self, gateway: &'g Gateway) -> PageContext<'g> {
+        PageContext { pages: &gateway.pages, request_id: &self.request_id }
     }
 
     /// The address it comes from, through trusted proxies (for per-client limits).
@@ -281,8 +292,14 @@ pub async fn decide(
                 }
                 Access::Deny(refusal) => {
                     tracing::debug!(route = %route.name, ?refusal, "refused by the route's rules");
-                    let rejection = Rejection::new(403, refusal.code(), RULE_DENIED);
-                    let reply = rejection.reply(facts.html(), None);
+                    let reason = match refusal {
+                        Refusal::Rule(_) => RULE_DENIED,
+                        Refusal::Network => NETWORK_DENIED,
+                    };
+                    let reply = match facts.html() {
+                        true => facts.page(gateway).forbidden(&Denied { user: None, app: None, reason }),
+                        false => Rejection::new(403, refusal.code(), reason).reply(false, None),
+                    };
                     return Decision::answer(
                         reply,
                         Outcome::Rejected(refusal.code()),
@@ -305,22 +322,26 @@ pub async fn decide(
         _ => SessionLookup::Absent,
     };
     let clear_session_cookie = matches!(lookup, SessionLookup::Invalid);
-    let decided = match credentials {
+    let authenticated = match credentials {
         Ok(credentials) => {
             let revocations = gateway.browser.as_ref().map(|b| b.revocations().as_ref());
             let verifier = gateway.verifier.as_deref();
-            authenticate(&route, credentials, verifier, revocations, &lookup, facts.navigation())
-                .await
-                .and_then(|caller| authorize(&route, policy, &caller).map(|()| caller))
+            authenticate(&route, credentials, verifier, revocations, &lookup, facts.navigation()).await
         }
         Err(rejection) => Err(rejection),
     };
-    let rejection = match decided {
-        Ok(caller) => {
-            let outcome =
-                if matches!(caller, Caller::Anonymous) { Outcome::Public } else { Outcome::Allowed };
-            return Decision::Forward(Forward { route, caller, target, clear_session_cookie, outcome });
-        }
+    let rejection = match authenticated {
+        Ok(caller) => match authorize(&route, policy, &caller) {
+            Ok(()) => {
+                let outcome =
+                    if matches!(caller, Caller::Anonymous) { Outcome::Public } else { Outcome::Allowed };
+                return Decision::Forward(Forward { route, caller, target, clear_session_cookie, outcome });
+            }
+            Err(denial) => {
+                let reply = forbidden(facts.page(gateway), &route, policy, &caller, denial, facts.html());
+                return Decision::answer(reply, Outcome::Rejected("forbidden"), Some(target), Some(route));
+            }
+        },
         Err(rejection) => rejection,
     };
     let origin = origin(&target);
@@ -342,7 +363,10 @@ pub async fn decide(
         }
         (Some(auth), true) => {
             let client = facts.client(gateway);
-            (auth.start_login(&origin, return_to(), facts.cookies(), client).await, Outcome::LoginStarted)
+            (
+                auth.start_login(facts.page(gateway), &origin, return_to(), facts.cookies(), client).await,
+                Outcome::LoginStarted,
+            )
         }
         _ => {
             let url = metadata_url(&origin, &route.path);

@@ -118,12 +118,12 @@ pub async fn dispatch(
             };
             let rd = params.into_iter().find(|(k, _)| k == "rd").map_or_else(|| "/".into(), |(_, v)| v);
             let return_to = safe_return_to(&rd, &gateway.config.server.public_url);
-            auth.start_login(origin, return_to, cookies, facts.client(gateway)).await
+            auth.start_login(facts.page(gateway), origin, return_to, cookies, facts.client(gateway)).await
         }
         ("/oauth2/callback", "GET") => {
-            auth.callback(origin, facts.query, cookies, facts.client(gateway)).await
+            auth.callback(facts.page(gateway), origin, facts.query, cookies, facts.client(gateway)).await
         }
-        ("/oauth2/sign_out", "GET" | "HEAD") => crate::browser::sign_out_page(),
+        ("/oauth2/sign_out", "GET" | "HEAD") => facts.page(gateway).sign_out(),
         ("/oauth2/sign_out", "POST") => {
             let kind = BodyEndpoint::SignOut {
                 origin: origin.to_owned(),

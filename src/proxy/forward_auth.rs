@@ -136,6 +136,7 @@ pub async fn answer(
     endpoint: AuthEndpoint,
     auth_path: &str,
     peer_ip: Option<std::net::IpAddr>,
+    serial: u64,
 ) -> Answer {
     if !gateway.trusts(peer_ip) {
         tracing::warn!(
@@ -182,8 +183,15 @@ pub async fn answer(
     }
     let tls = original.tls;
     let query: Option<String> = target.path_and_query.split_once('?').map(|(_, q)| q.to_owned());
-    let facts =
-        RequestFacts::described(&original.method, &req.headers, query.as_deref(), tls, peer_ip, proxy);
+    let facts = RequestFacts::described(
+        &original.method,
+        &req.headers,
+        query.as_deref(),
+        tls,
+        peer_ip,
+        proxy,
+        serial,
+    );
     match decide(gateway, &facts, Ok(target)).await {
         Decision::Forward(f) => {
             let mut headers = HeaderMap::new();

@@ -35,6 +35,7 @@ use crate::forwarding::{
     ClientConnection, cased_request_header, shape_request_headers, strip_cookies, strip_set_cookies,
 };
 use crate::gateway::{Gateway, Route};
+use crate::http_util::RequestId;
 use crate::metrics::{METRICS, status_class};
 use crate::reply::Rejection;
 
@@ -89,6 +90,8 @@ pub struct RequestCtx {
     continue_answered: bool,
     /// How the request came in: `inline`, or `forward` (a front proxy's auth request).
     mode: &'static str,
+    /// Its serial number (its id, unless the client sent one).
+    serial: u64,
 }
 
 #[async_trait]
@@ -111,18 +114,20 @@ impl ProxyHttp for AuthGate {
             buffered_body: buffering::BufferedBody::None,
             continue_answered: false,
             mode: "inline",
+            serial: RequestId::next_serial(),
         }
     }
 
     async fn request_filter(&self, downstream: &mut Downstream, ctx: &mut RequestCtx) -> Result<bool> {
         let gateway = ctx.gateway.clone();
         let req = downstream.req_header();
-        let facts = RequestFacts::read(req, peer_ip(downstream), is_tls(downstream));
+        let facts = RequestFacts::read(req, peer_ip(downstream), is_tls(downstream), ctx.serial);
         let target = read_target(req, gateway.config.server.limits.max_header_size.bytes());
         if let Some((endpoint, path)) =
             target.as_ref().ok().and_then(|t| forward_auth::endpoint(&gateway, &t.path).map(|e| (e, &t.path)))
         {
-            let answer = forward_auth::answer(&gateway, req, endpoint, path, peer_ip(downstream)).await;
+            let answer =
+                forward_auth::answer(&gateway, req, endpoint, path, peer_ip(downstream), ctx.serial).await;
             ctx.mode = "forward";
             ctx.outcome = answer.outcome;
             ctx.target = answer.target;
@@ -422,7 +427,7 @@ impl ProxyHttp for AuthGate {
         let micros = |d: std::time::Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         tracing::info!(
             target: "authgate::access",
-            request_id = %RequestId::of(req),
+            request_id = %RequestId::of(&req.headers, ctx.serial),
             route,
             method = %req.method,
             path = ctx.target.as_ref().map_or("-", |t| t.path.as_str()),
@@ -439,38 +444,3 @@ impl ProxyHttp for AuthGate {
 /// Room reserved in the upstream header map for what the gateway adds (forwarding, identity,
 /// extra claims, assertion, Host), so that adding them never grows it.
 const UPSTREAM_HEADER_ROOM: usize = 24;
-
-/// A request's id in the access log: the client's (or load balancer's) `X-Request-Id` when it
-/// is a plain token, else one made here (a per-process random prefix and a counter: unique
-/// without a random draw per request).
-enum RequestId<'a> {
-    Given(&'a str),
-    Made(u32, u64),
-}
-
-impl<'a> RequestId<'a> {
-    fn of(req: &'a pingora::http::RequestHeader) -> Self {
-        static PREFIX: std::sync::LazyLock<u32> = std::sync::LazyLock::new(|| {
-            crate::random::random_bytes::<4>().map(u32::from_le_bytes).unwrap_or(0)
-        });
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        let plain = |v: &str| {
-            !v.is_empty()
-                && v.len() <= 128
-                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-        };
-        match req.headers.get("x-request-id").and_then(|v| v.to_str().ok()).filter(|v| plain(v)) {
-            Some(given) => RequestId::Given(given),
-            None => RequestId::Made(*PREFIX, NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
-        }
-    }
-}
-
-impl std::fmt::Display for RequestId<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RequestId::Given(id) => f.write_str(id),
-            RequestId::Made(prefix, n) => write!(f, "{prefix:08x}-{n:x}"),
-        }
-    }
-}

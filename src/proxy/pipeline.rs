@@ -13,8 +13,9 @@ use crate::config::AuthMode;
 use crate::gateway::{Gateway, Route};
 use crate::identity::{Identity, PreparedIdentity, add_identity_headers};
 use crate::jwt::{TokenError, TokenVerifier, VerifiedToken};
-use crate::policy::RoutePolicy;
-use crate::reply::{BearerChallenge, NO_ACCESS, Rejection};
+use crate::pages::{Denied, PageContext, PageUser};
+use crate::policy::{Denial, RoutePolicy};
+use crate::reply::{BearerChallenge, Rejection, Reply};
 use crate::revocation::Revocations;
 use crate::routing::{Authority, normalize_path, parse_authority, route_key};
 
@@ -261,19 +262,41 @@ pub async fn authenticate(
     }
 }
 
-/// Applies `policy` (the route's, or a rule's) to an authenticated caller: 403 when it is not
-/// admitted.
-pub fn authorize(route: &Route, policy: &RoutePolicy, caller: &Caller) -> Result<(), Rejection> {
+/// Applies `policy` (the route's, or a rule's) to an authenticated caller: why it is not
+/// admitted, if it is not.
+pub fn authorize(route: &Route, policy: &RoutePolicy, caller: &Caller) -> Result<(), Denial> {
     let Some(identity) = caller.identity() else { return Ok(()) };
-    policy.authorize(identity, || caller.claims()).map_err(|denial| {
+    policy.authorize(identity, || caller.claims()).inspect_err(|denial| {
         tracing::debug!(route = %route.name, %denial, "caller not admitted");
-        let r = Rejection::new(403, "forbidden", NO_ACCESS);
-        // a signed-in browser gets the 403 page, never a login loop; a token gets a challenge
-        match caller {
-            Caller::Bearer(_) => r.with_challenge(BearerChallenge::InsufficientScope),
-            _ => r,
-        }
     })
+}
+
+/// The answer to a caller `policy` refused (403): who is signed in and why, in words, with a
+/// way to sign in with another account (a page for a browser, problem JSON otherwise); never a
+/// login loop. A bearer token gets its challenge.
+pub fn forbidden(
+    page: PageContext<'_>,
+    route: &Route,
+    policy: &RoutePolicy,
+    caller: &Caller,
+    denial: Denial,
+    html: bool,
+) -> Reply {
+    let reason = match &route.label {
+        Some(name) => format!("The “{name}” application {}.", policy.explain(denial)),
+        None => format!("This application {}.", policy.explain(denial)),
+    };
+    match (caller, html) {
+        (Caller::Session(s), true) => {
+            let id = &s.session.identity;
+            let user = PageUser { name: id.name.as_deref(), email: id.email.as_deref() };
+            page.forbidden(&Denied { user: Some(user), app: route.label.as_deref(), reason: &reason })
+        }
+        (Caller::Bearer(_), _) => Rejection::new(403, "forbidden", reason)
+            .with_challenge(BearerChallenge::InsufficientScope)
+            .reply(html, None),
+        _ => Rejection::new(403, "forbidden", reason).reply(html, None),
+    }
 }
 
 /// Shapes what the app learns of the caller: the identity headers, the signed assertion (when
