@@ -277,7 +277,7 @@ pub fn client_address(
     for value in headers.get_all("x-forwarded-for").iter().rev() {
         let Ok(value) = value.to_str() else { return Some(nearest) };
         for entry in value.rsplit(',') {
-            match entry.trim().parse::<IpAddr>() {
+            match entry.trim().parse::<IpAddr>().map(|ip| ip.to_canonical()) {
                 Ok(ip) if trusted(ip) => nearest = ip,
                 Ok(ip) => return Some(ip),
                 Err(_) => return Some(nearest),
@@ -285,6 +285,29 @@ pub fn client_address(
         }
     }
     Some(nearest)
+}
+
+/// The client's address as network rules judge it: like `client_address`, but `None` when a
+/// trusted proxy names no client (no `X-Forwarded-For`, an unreadable entry, or only trusted
+/// proxies in it), never the proxy's own address.
+pub fn known_client_address(
+    headers: &HeaderMap,
+    peer: Option<IpAddr>,
+    trusted: impl Fn(IpAddr) -> bool,
+) -> Option<IpAddr> {
+    let peer = peer?;
+    if !trusted(peer) {
+        return Some(peer);
+    }
+    for value in headers.get_all("x-forwarded-for").iter().rev() {
+        for entry in value.to_str().ok()?.rsplit(',') {
+            let ip = entry.trim().parse::<IpAddr>().ok()?.to_canonical();
+            if !trusted(ip) {
+                return Some(ip);
+            }
+        }
+    }
+    None
 }
 
 /// Removes the gateway's own cookies from the `Cookie` header(s) sent upstream: the app never

@@ -185,10 +185,11 @@ pub fn declared_length(headers: &HeaderMap) -> Option<usize> {
     headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
 }
 
-/// A request's id, in the access log and on the pages users see: the client's (or load
+/// A request's id, in the access log and on the pages users see: a trusted proxy's (a load
 /// balancer's) `X-Request-Id` when it is a plain token, else one made of a per-process random
 /// prefix and the request's serial number (unique without a random draw per request), formatted
-/// only when shown.
+/// only when shown. A client's own is never taken: the reference support looks up must not be
+/// one the user chose.
 #[derive(Debug, Clone, Copy)]
 pub enum RequestId<'a> {
     /// The client's.
@@ -198,8 +199,9 @@ pub enum RequestId<'a> {
 }
 
 impl<'a> RequestId<'a> {
-    /// The id of a request with `headers` and serial number `serial` (from `next_serial`).
-    pub fn of(headers: &'a http::HeaderMap, serial: u64) -> Self {
+    /// The id of a request with `headers` and serial number `serial` (from `next_serial`),
+    /// from a trusted proxy when `trusted`.
+    pub fn of(headers: &'a http::HeaderMap, serial: u64, trusted: bool) -> Self {
         static PREFIX: std::sync::LazyLock<u32> = std::sync::LazyLock::new(|| {
             let mut b = [0u8; 4];
             getrandom::fill(&mut b).map(|()| u32::from_le_bytes(b)).unwrap_or(0)
@@ -209,7 +211,8 @@ impl<'a> RequestId<'a> {
                 && v.len() <= 128
                 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
         };
-        match headers.get("x-request-id").and_then(|v| v.to_str().ok()).filter(|v| plain(v)) {
+        let given = headers.get("x-request-id").filter(|_| trusted);
+        match given.and_then(|v| v.to_str().ok()).filter(|v| plain(v)) {
             Some(given) => RequestId::Given(given),
             None => RequestId::Made(*PREFIX, serial),
         }
@@ -233,6 +236,17 @@ impl std::fmt::Display for RequestId<'_> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn request_ids_come_from_trusted_proxies_only() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-request-id", http::HeaderValue::from_static("lb-4711"));
+        assert_eq!(super::RequestId::of(&headers, 7, true).to_string(), "lb-4711");
+        let made = super::RequestId::of(&headers, 7, false).to_string();
+        assert!(made.ends_with("-7") && !made.contains("lb"), "{made}");
+        headers.insert("x-request-id", http::HeaderValue::from_static("a b<script>"));
+        assert!(super::RequestId::of(&headers, 8, true).to_string().ends_with("-8"));
+    }
+
     use super::*;
 
     #[test]

@@ -11,6 +11,9 @@ use http::{HeaderName, HeaderValue, StatusCode};
 /// What a request refused by a route's rules reads.
 pub const RULE_DENIED: &str = "This address is not open to anyone.";
 
+/// What a request with a method-override header reads where rules judge methods.
+pub const METHOD_OVERRIDE_REFUSED: &str = "Bad request: method-override headers are not accepted here.";
+
 /// What a request from a network a route denies reads.
 pub const NETWORK_DENIED: &str = "This address cannot be reached from your network.";
 

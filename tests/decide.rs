@@ -73,7 +73,7 @@ fn request(target: &str, headers: &[(&str, &str)]) -> RequestHeader {
 
 fn decide_now(s: &Setup, req: &RequestHeader) -> Decision {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let facts = RequestFacts::read(req, Some("203.0.113.9".parse().unwrap()), false, 1);
+    let facts = RequestFacts::read(req, Some("203.0.113.9".parse().unwrap()), false, 1, false);
     rt.block_on(decide(&s.gateway, &facts, read_target(req, 65536)))
 }
 

@@ -360,6 +360,9 @@ async fn auth_requests_from_an_untrusted_peer_are_refused() {
     let ask = |extra: &'static [(&'static str, &'static str)]| {
         let mut req =
             trusted.get(&auth).header("x-forwarded-host", "127.0.0.1").header("x-forwarded-uri", "/pub/x");
+        if !extra.iter().any(|(k, _)| *k == "x-forwarded-method") {
+            req = req.header("x-forwarded-method", "GET");
+        }
         for (k, v) in extra {
             req = req.header(*k, *v);
         }
@@ -368,6 +371,8 @@ async fn auth_requests_from_an_untrusted_peer_are_refused() {
     assert_eq!(ask(&[]).await.unwrap().status().as_u16(), 200, "the public route is allowed");
     assert_eq!(ask(&[("x-original-uri", "/pub/x")]).await.unwrap().status().as_u16(), 400);
     assert_eq!(ask(&[("x_user_id", "admin")]).await.unwrap().status().as_u16(), 400);
+    // without a readable original method nothing is judged (a method rule could not hold)
+    assert_eq!(ask(&[("x-forwarded-method", "G E T")]).await.unwrap().status().as_u16(), 400);
     // and a forward-only route is not served inline
     let resp = reqwest::get(format!("http://127.0.0.1:{}/wiki/", s.gate.port)).await.unwrap();
     assert_eq!(resp.status().as_u16(), 404);

@@ -19,6 +19,8 @@ async fn requests_tokens_and_keys_are_counted() {
 [server]
 listen = ["{{listen}}"]
 admin_listen = "{{admin}}"
+# the test client stands for the load balancer, whose X-Request-Id is taken
+trusted_proxies = ["127.0.0.1/32"]
 
 [provider]
 issuer = "{issuer}"
@@ -93,7 +95,7 @@ clients = ["reporting-service"]
         assert!(!text.contains(leak), "{leak} leaked into metrics");
     }
 
-    // one access-log line per request: request id (the caller's, or one made here), route,
+    // one access-log line per request: request id (the load balancer's, or one made here), route,
     // method, path without its query, status, decision, user or client, latencies
     assert_eq!(
         gate.get("a", "/api/x", &[("Authorization", &bearer), ("X-Request-Id", "lb-4711")]).status,

@@ -175,7 +175,7 @@ fn build_route(config: &Config, index: usize, rc: &RouteConfig) -> Result<Route,
         host,
         path,
         auth: rc.auth,
-        access: RouteAccess::from_route(rc, config.server.case_insensitive_paths),
+        access: RouteAccess::from_route(rc, config.server.case_insensitive_paths).map_err(bad)?,
         upstream,
         audiences: if rc.audience.is_empty() {
             config.provider.as_ref().map(|p| p.audience.clone()).unwrap_or_default()

@@ -64,7 +64,7 @@ pub fn route_table(config: &Config) -> String {
     let mut rows = vec![["ROUTE", "HOST", "PATH", "AUTH", "REACHED", "UPSTREAM", "POLICY"].map(String::from)];
     let forward = config.forward_auth.enabled;
     for r in &config.routes {
-        let access = RouteAccess::from_route(r, config.server.case_insensitive_paths);
+        let access = RouteAccess::from_route(r, config.server.case_insensitive_paths).unwrap_or_default();
         let path = normalize_route_path(&r.path).unwrap_or_else(|_| r.path.clone());
         let host = HostPattern::parse(&r.host).map(|h| h.to_string()).unwrap_or_else(|_| r.host.clone());
         rows.push([

@@ -17,6 +17,8 @@ pub struct RouteAccess {
     /// The route's own policy (what applies when no rule says otherwise).
     pub policy: RoutePolicy,
     rules: Vec<AccessRule>,
+    /// Some rule matches on methods: a method-override header is refused.
+    judges_methods: bool,
     cors_preflight: bool,
     allow_networks: Vec<IpNet>,
     deny_networks: Vec<IpNet>,
@@ -78,9 +80,16 @@ pub enum Pass {
 pub enum Refusal {
     /// The rule at this index is `deny`.
     Rule(usize),
-    /// The client is in `deny_networks`.
+    /// The client is in `deny_networks`, or its address is unknown where networks are denied.
     Network,
+    /// A method-override header on a route whose rules judge methods (400): the app would run
+    /// another method than the one judged.
+    MethodOverride,
 }
+
+/// Headers with which frameworks (Rails, Laravel, Symfony, Express `method-override`) let a
+/// request run as another method than its own.
+const METHOD_OVERRIDE_HEADERS: [&str; 3] = ["x-http-method-override", "x-http-method", "x-method-override"];
 
 impl Refusal {
     /// The code for logs and metrics.
@@ -88,35 +97,55 @@ impl Refusal {
         match self {
             Refusal::Rule(_) => "denied_by_rule",
             Refusal::Network => "network_denied",
+            Refusal::MethodOverride => "method_override",
+        }
+    }
+
+    /// The status it is answered with.
+    pub fn status(self) -> u16 {
+        match self {
+            Refusal::MethodOverride => 400,
+            _ => 403,
         }
     }
 }
 
 impl RouteAccess {
-    /// The access rules written in a route's config (validated: a bad pattern never matches).
-    pub fn from_route(r: &RouteConfig, case_insensitive: bool) -> Self {
+    /// The access rules written in a route's config; a method or pattern that validation
+    /// should have refused is an error here (never a condition silently left out).
+    pub fn from_route(r: &RouteConfig, case_insensitive: bool) -> Result<Self, String> {
         let policy = RoutePolicy::from_route(r);
-        let rules = r
-            .rules
-            .iter()
-            .map(|rule| AccessRule {
-                methods: rule.methods.iter().filter_map(|m| Method::from_bytes(m.as_bytes()).ok()).collect(),
-                paths: rule.paths.iter().filter_map(|p| PathGlob::parse(p, case_insensitive).ok()).collect(),
+        let mut rules = Vec::with_capacity(r.rules.len());
+        for (j, rule) in r.rules.iter().enumerate() {
+            let methods = rule
+                .methods
+                .iter()
+                .map(|m| Method::from_bytes(m.as_bytes()).map_err(|_| format!("rules[{j}].methods: {m:?}")))
+                .collect::<Result<_, _>>()?;
+            let paths = rule
+                .paths
+                .iter()
+                .map(|p| PathGlob::parse(p, case_insensitive).map_err(|e| format!("rules[{j}].paths: {e}")))
+                .collect::<Result<_, _>>()?;
+            rules.push(AccessRule {
+                methods,
+                paths,
                 networks: rule.networks.clone(),
                 action: match rule.access {
                     Some(RuleAccess::Public) => RuleAction::Public,
                     Some(RuleAccess::Deny) => RuleAction::Deny,
                     None => RuleAction::Policy(Box::new(policy.overridden_by(rule))),
                 },
-            })
-            .collect();
-        Self {
+            });
+        }
+        Ok(Self {
             policy,
+            judges_methods: rules.iter().any(|r| !r.methods.is_empty()),
             rules,
             cors_preflight: r.cors_preflight,
             allow_networks: r.allow_networks.clone(),
             deny_networks: r.deny_networks.clone(),
-        }
+        })
     }
 
     /// Only the route's policy, whatever the request: nothing here to read per request.
@@ -127,25 +156,31 @@ impl RouteAccess {
             && self.deny_networks.is_empty()
     }
 
-    /// Judges a request, in this order: a denied network is refused; the first rule that
-    /// matches makes it public, refuses it, or chooses the policy; an allowed network passes;
-    /// a preflight passes on a `cors_preflight` route; otherwise the policy applies.
+    /// Judges a request, in this order: a denied network (or an unknown client address where
+    /// networks are denied) is refused; the first rule that matches makes it public, refuses
+    /// it, or chooses the policy; where no rule matched, an allowed network passes; a preflight
+    /// passes on a `cors_preflight` route; otherwise the policy applies.
     pub fn judge(&self, req: &AccessRequest<'_>) -> Access<'_> {
         let from = |nets: &[IpNet]| req.client.is_some_and(|ip| nets.iter().any(|n| n.contains(&ip)));
-        if from(&self.deny_networks) {
+        if !self.deny_networks.is_empty() && (req.client.is_none() || from(&self.deny_networks)) {
             return Access::Deny(Refusal::Network);
         }
+        if self.judges_methods && METHOD_OVERRIDE_HEADERS.iter().any(|h| req.headers.contains_key(*h)) {
+            return Access::Deny(Refusal::MethodOverride);
+        }
         let mut policy = &self.policy;
-        if let Some((i, rule)) = self.rules.iter().enumerate().find(|(_, rule)| rule.matches(req)) {
-            match &rule.action {
+        match self.rules.iter().enumerate().find(|(_, rule)| rule.matches(req)) {
+            Some((i, rule)) => match &rule.action {
                 RuleAction::Public => return Access::Public(Pass::Rule(i)),
                 RuleAction::Deny => return Access::Deny(Refusal::Rule(i)),
+                // a stricter area stays stricter, for allowed networks too
                 RuleAction::Policy(p) => policy = p,
-            }
+            },
+            None if from(&self.allow_networks) => return Access::Public(Pass::Network),
+            None => {}
         }
-        if from(&self.allow_networks) {
-            return Access::Public(Pass::Network);
-        }
+        // a preflight carries no credentials and only asks the app whether it may ask: it
+        // passes wherever it would otherwise get 401
         if self.cors_preflight && is_preflight(req.method, req.headers) {
             return Access::Public(Pass::Preflight);
         }
@@ -189,12 +224,14 @@ impl RouteAccess {
 
 impl AccessRule {
     fn matches(&self, req: &AccessRequest<'_>) -> bool {
-        // `GET` covers `HEAD`: the app runs the same handler for both
+        // `GET` covers `HEAD` (the app runs the same handler for both), and `delete` is `DELETE`
+        // (frameworks such as Django upper-case the method they are given)
+        let asked = req.method.as_str();
         let method = self.methods.is_empty()
-            || self
-                .methods
-                .iter()
-                .any(|m| m == req.method || (m == Method::GET && req.method == Method::HEAD));
+            || self.methods.iter().any(|m| {
+                m.as_str().eq_ignore_ascii_case(asked)
+                    || (m == Method::GET && asked.eq_ignore_ascii_case("HEAD"))
+            });
         let path = self.paths.is_empty() || self.paths.iter().any(|p| p.matches(req.key));
         let network = self.networks.is_empty()
             || req.client.is_some_and(|ip| self.networks.iter().any(|n| n.contains(&ip)));
@@ -202,12 +239,16 @@ impl AccessRule {
     }
 }
 
-/// A CORS preflight (Fetch standard): `OPTIONS` with `Origin` and
-/// `Access-Control-Request-Method`. Browsers never send credentials with one.
+/// A CORS preflight (Fetch standard): `OPTIONS` with `Origin` and an
+/// `Access-Control-Request-Method` naming a method. Browsers never send credentials with one.
 pub fn is_preflight(method: &Method, headers: &HeaderMap) -> bool {
+    let names_a_method = |v: &http::HeaderValue| {
+        !v.is_empty()
+            && v.as_bytes().iter().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b))
+    };
     method == Method::OPTIONS
         && headers.contains_key(http::header::ORIGIN)
-        && headers.contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD)
+        && headers.get(http::header::ACCESS_CONTROL_REQUEST_METHOD).is_some_and(names_a_method)
 }
 
 #[cfg(test)]
@@ -216,7 +257,7 @@ mod tests {
 
     fn route(toml_text: &str) -> RouteAccess {
         let r: RouteConfig = toml::from_str(toml_text).unwrap();
-        RouteAccess::from_route(&r, true)
+        RouteAccess::from_route(&r, true).unwrap()
     }
 
     fn judge<'a>(
@@ -283,6 +324,26 @@ mod tests {
         assert_eq!(judge(&access, "HEAD", "/metrics", &[], "192.168.1.1"), Access::Public(Pass::Rule(4)));
         assert_eq!(judge(&access, "POST", "/metrics", &[], "192.168.1.1"), Access::Deny(Refusal::Rule(5)));
         assert_eq!(judge(&access, "GET", "/metrics", &[], outside), Access::Deny(Refusal::Rule(5)));
+        // a method in lower case is the same method to the frameworks that upper-case it
+        assert_eq!(judge(&access, "post", "/hooks/github", &[], outside), Access::Public(Pass::Rule(1)));
+        assert_eq!(judge(&access, "get", "/metrics", &[], outside), Access::Deny(Refusal::Rule(5)));
+        // a method override would run another method than the one judged
+        let over = [("X-HTTP-Method-Override", "DELETE")];
+        assert_eq!(
+            judge(&access, "POST", "/hooks/github", &over, outside),
+            Access::Deny(Refusal::MethodOverride)
+        );
+    }
+
+    #[test]
+    fn a_stricter_area_stays_stricter_from_allowed_networks() {
+        let access = route(LEGACY);
+        let Access::Policy(admin) = judge(&access, "GET", "/admin/users", &[], "10.1.2.3") else {
+            panic!("an allowed network does not open the admin area")
+        };
+        assert_eq!(admin.permissions, ["wiki:admin"]);
+        // elsewhere it passes
+        assert_eq!(judge(&access, "GET", "/wiki/x", &[], "10.1.2.3"), Access::Public(Pass::Network));
     }
 
     #[test]
@@ -307,8 +368,14 @@ mod tests {
         );
         assert_eq!(judge(&access, "GET", "/wiki/x", &[], "10.1.2.3"), Access::Public(Pass::Network));
         assert_eq!(judge(&access, "GET", "/wiki/x", &[], "10.1.66.7"), Access::Deny(Refusal::Network));
-        // an unknown client address is in no network
-        assert_eq!(judge(&access, "GET", "/wiki/x", &[], "unknown"), Access::Policy(&access.policy));
+        // an unknown client address is refused where networks are denied...
+        assert_eq!(judge(&access, "GET", "/wiki/x", &[], "unknown"), Access::Deny(Refusal::Network));
+        // ...and in no allowed network
+        let allow_only = route(&LEGACY.replace("deny_networks = [\"10.1.66.0/24\"]", ""));
+        assert_eq!(judge(&allow_only, "GET", "/wiki/x", &[], "unknown"), Access::Policy(&allow_only.policy));
+        // a preflight must name a method
+        let bad = [("Origin", "https://ui.example.com"), ("Access-Control-Request-Method", "P UT")];
+        assert_eq!(judge(&access, "OPTIONS", "/wiki/x", &bad, outside), Access::Policy(&access.policy));
     }
 
     #[test]

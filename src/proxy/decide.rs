@@ -17,12 +17,12 @@ use super::pipeline::{
 };
 use crate::browser::SessionLookup;
 use crate::config::AuthMode;
-use crate::forwarding::client_address;
+use crate::forwarding::{client_address, known_client_address};
 use crate::gateway::{Gateway, Route};
 use crate::http_util::{MAX_RETURN_TO, RequestId, cookie_header, is_navigation, prefers_html};
 use crate::pages::{Denied, PageContext};
 use crate::policy::{Access, AccessRequest, Refusal};
-use crate::reply::{NETWORK_DENIED, RULE_DENIED, Rejection, Reply};
+use crate::reply::{METHOD_OVERRIDE_REFUSED, NETWORK_DENIED, RULE_DENIED, Rejection, Reply};
 use crate::routing::route_key;
 
 /// What the proxy knows of a request before deciding: read once, borrowed from the request.
@@ -71,9 +71,16 @@ impl std::fmt::Debug for RequestFacts<'_> {
 
 impl<'a> RequestFacts<'a> {
     /// The facts of `req`, received from `peer_ip` (over TLS when `tls`).
-    pub fn read(req: &'a RequestHeader, peer_ip: Option<IpAddr>, tls: bool, serial: u64) -> Self {
+    /// `serial` numbers the request (its id, unless a trusted peer, `trusted_peer`, gave one).
+    pub fn read(
+        req: &'a RequestHeader,
+        peer_ip: Option<IpAddr>,
+        tls: bool,
+        serial: u64,
+        trusted_peer: bool,
+    ) -> Self {
         Self {
-            request_id: RequestId::of(&req.headers, serial),
+            request_id: RequestId::of(&req.headers, serial, trusted_peer),
             method: &req.method,
             headers: &req.headers,
             query: req.uri.query(),
@@ -96,7 +103,8 @@ impl<'a> RequestFacts<'a> {
         serial: u64,
     ) -> Self {
         Self {
-            request_id: RequestId::of(headers, serial),
+            // only a trusted front proxy asks
+            request_id: RequestId::of(headers, serial, true),
             method,
             headers,
             query,
@@ -120,6 +128,11 @@ impl<'a> RequestFacts<'a> {
     /// Is it a top-level browser navigation?
     pub fn navigation(&self) -> bool {
         is_navigation(self.method, self.headers)
+    }
+
+    /// The client's address for network rules: `None` when a trusted proxy does not say.
+    pub fn known_client(&self, gateway: &Gateway) -> Option<IpAddr> {
+        known_client_address(self.headers, self.peer_ip, |ip| gateway.trusts(Some(ip)))
     }
 
     /// The gateway's pages as this request shows them.
@@ -274,7 +287,7 @@ pub async fn decide(
                 method: facts.method,
                 key: &key,
                 headers: facts.headers,
-                client: facts.client(gateway),
+                client: facts.known_client(gateway),
             };
             match route.access.judge(&req) {
                 Access::Policy(policy) => policy,
@@ -295,10 +308,13 @@ pub async fn decide(
                     let reason = match refusal {
                         Refusal::Rule(_) => RULE_DENIED,
                         Refusal::Network => NETWORK_DENIED,
+                        Refusal::MethodOverride => METHOD_OVERRIDE_REFUSED,
                     };
-                    let reply = match facts.html() {
-                        true => facts.page(gateway).forbidden(&Denied { user: None, app: None, reason }),
-                        false => Rejection::new(403, refusal.code(), reason).reply(false, None),
+                    let reply = match (facts.html(), refusal.status()) {
+                        (true, 403) => {
+                            facts.page(gateway).forbidden(&Denied { user: None, app: None, reason })
+                        }
+                        (html, status) => Rejection::new(status, refusal.code(), reason).reply(html, None),
                     };
                     return Decision::answer(
                         reply,

@@ -115,9 +115,10 @@ fn original(req: &RequestHeader, endpoint: AuthEndpoint, auth_path: &str, envoy_
             (proxy, uri, method, host, single(h, "x-forwarded-proto"))
         }
     };
+    // the method decides method rules: without a readable one nothing is judged
     let method = match method {
-        Ok(Some(m)) => Method::from_bytes(m.as_bytes()).unwrap_or(Method::GET),
-        _ => Method::GET,
+        Ok(Some(m)) => Method::from_bytes(m.as_bytes()).ok(),
+        _ => None,
     };
     let tls = matches!(proto, Ok(Some(p)) if p.eq_ignore_ascii_case("https"));
     let target = match (uri, host) {
@@ -126,7 +127,11 @@ fn original(req: &RequestHeader, endpoint: AuthEndpoint, auth_path: &str, envoy_
         (Err(()), _) | (Ok(Some(_)), Ok(Some(_))) => Err(bad("original URI")),
         (Ok(Some(_)), Ok(None) | Err(())) => Err(bad("original host")),
     };
-    Original { method, target, tls, proxy }
+    let target = match method {
+        Some(_) => target,
+        None => target.and(Err(bad("original method (missing or malformed)"))),
+    };
+    Original { method: method.unwrap_or(Method::GET), target, tls, proxy }
 }
 
 /// Answers an auth request from a front proxy. `peer_ip` is the front proxy's address.

@@ -90,8 +90,10 @@ pub struct RequestCtx {
     continue_answered: bool,
     /// How the request came in: `inline`, or `forward` (a front proxy's auth request).
     mode: &'static str,
-    /// Its serial number (its id, unless the client sent one).
+    /// Its serial number (its id, unless a trusted proxy sent one).
     serial: u64,
+    /// The peer is a trusted proxy.
+    trusted_peer: bool,
 }
 
 #[async_trait]
@@ -115,13 +117,16 @@ impl ProxyHttp for AuthGate {
             continue_answered: false,
             mode: "inline",
             serial: RequestId::next_serial(),
+            trusted_peer: false,
         }
     }
 
     async fn request_filter(&self, downstream: &mut Downstream, ctx: &mut RequestCtx) -> Result<bool> {
         let gateway = ctx.gateway.clone();
         let req = downstream.req_header();
-        let facts = RequestFacts::read(req, peer_ip(downstream), is_tls(downstream), ctx.serial);
+        ctx.trusted_peer = gateway.trusts(peer_ip(downstream));
+        let facts =
+            RequestFacts::read(req, peer_ip(downstream), is_tls(downstream), ctx.serial, ctx.trusted_peer);
         let target = read_target(req, gateway.config.server.limits.max_header_size.bytes());
         if let Some((endpoint, path)) =
             target.as_ref().ok().and_then(|t| forward_auth::endpoint(&gateway, &t.path).map(|e| (e, &t.path)))
@@ -427,7 +432,7 @@ impl ProxyHttp for AuthGate {
         let micros = |d: std::time::Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         tracing::info!(
             target: "authgate::access",
-            request_id = %RequestId::of(&req.headers, ctx.serial),
+            request_id = %RequestId::of(&req.headers, ctx.serial, ctx.trusted_peer),
             route,
             method = %req.method,
             path = ctx.target.as_ref().map_or("-", |t| t.path.as_str()),

@@ -46,9 +46,11 @@ impl PathGlob {
         }
         // written in the form requests are matched in: normalised, no parameters or query
         normalize_route_path(pattern)?;
+        // a trailing `/` changes nothing (`/hooks/*/` is `/hooks/*`): paths are matched without one
+        let trimmed = if pattern.len() > 1 { pattern.trim_end_matches('/') } else { pattern };
         let folded = match case_insensitive {
-            true => pattern.to_ascii_lowercase(),
-            false => pattern.to_owned(),
+            true => trimmed.to_ascii_lowercase(),
+            false => trimmed.to_owned(),
         };
         let segments: Vec<&str> = folded[1..].split('/').collect();
         for s in &segments {
@@ -57,10 +59,7 @@ impl PathGlob {
             }
         }
         let kind = match folded.rsplit_once('/') {
-            _ if !folded.contains('*') => {
-                let exact = if folded.len() > 1 { folded.trim_end_matches('/') } else { &folded };
-                Kind::Exact(exact.to_owned())
-            }
+            _ if !folded.contains('*') => Kind::Exact(folded.clone()),
             Some((base, "*" | "**")) if !base.contains('*') => {
                 Kind::Below(if base.is_empty() { "/".to_owned() } else { base.to_owned() })
             }
@@ -83,7 +82,9 @@ impl PathGlob {
         &self.source[..end]
     }
 
-    /// Does the route key `key` match?
+    /// Does the route key `key` match? Its last segment also matches with a `.suffix` added
+    /// (`/metrics` matches `/metrics.json`): Rails (`(.:format)`) and Spring's suffix matching
+    /// serve that as the same path, as route prefixes already account for.
     pub fn matches(&self, key: &str) -> bool {
         // `/health/` is `/health` to nearly every framework
         let trimmed = match key.len() > 1 {
@@ -91,22 +92,43 @@ impl PathGlob {
             false => key,
         };
         match &self.kind {
-            Kind::Exact(p) => trimmed == p,
+            Kind::Exact(p) => {
+                trimmed == p
+                    || trimmed
+                        .strip_prefix(p.as_str())
+                        .is_some_and(|rest| rest.starts_with('.') && !rest.contains('/'))
+            }
             Kind::Below(prefix) => path_has_prefix(key, prefix),
             Kind::Segments(pattern) => {
                 let path: Vec<&str> = trimmed.get(1..).unwrap_or("").split('/').collect();
+                let last = path.len().saturating_sub(1);
+                let segment = |g: &str, seg: &str| {
+                    wildcard(g.as_bytes(), seg.as_bytes(), |b| *b == b'*', |p, c| p == c)
+                };
+                // items are (index, segment): only the last may drop its `.suffix`
+                let items: Vec<(usize, &str)> = path.iter().copied().enumerate().collect();
                 wildcard(
                     pattern,
-                    &path,
+                    &items,
                     |s| *s == Segment::AnyDepth,
-                    |s, seg| match s {
+                    |s, &(i, seg)| match s {
                         Segment::Glob(g) => {
-                            wildcard(g.as_bytes(), seg.as_bytes(), |b| *b == b'*', |p, c| p == c)
+                            segment(g, seg)
+                                || (i == last
+                                    && seg.rsplit_once('.').is_some_and(|(stem, _)| segment(g, stem)))
                         }
                         Segment::AnyDepth => false,
                     },
                 )
             }
+        }
+    }
+
+    /// For a pattern that covers everything below a path (`/admin/*`), that path.
+    pub fn covers_below(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::Below(prefix) => Some(prefix),
+            _ => None,
         }
     }
 }
@@ -157,6 +179,17 @@ mod tests {
             ("/health", "/healthz", false),
             ("/health", "/health/x", false),
             ("/health/", "/health", true),
+            ("/health", "/health.json", true),
+            ("/health", "/health.json/x", false),
+            ("/hooks/*/", "/hooks/github", true),
+            ("/hooks/*/events/", "/hooks/github/events", true),
+            ("/hooks/*/events", "/hooks/github/events.json", true),
+            ("/hooks/*/events", "/hooks/github.json/events", true),
+            // as a route prefix: `/hooks/x` covers `/hooks/x.json` and below
+            ("/hooks/x/*", "/hooks/x.json/events", true),
+            ("/a/b*/c", "/a/b.json/c", true),
+            ("/a/b/c*", "/a/b.json/c", false),
+            ("/**/*.json", "/a/b.json.bak", true),
             ("/admin/*", "/admin", true),
             ("/admin/*", "/admin/", true),
             ("/admin/*", "/admin/users/5", true),

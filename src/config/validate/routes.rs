@@ -185,6 +185,17 @@ fn rules(config: &Config, i: usize, r: &RouteConfig, p: &mut Problems) {
             let key = format!("{at}.paths[{k}]");
             match PathGlob::parse(pattern, config.server.case_insensitive_paths) {
                 Err(e) => p.at(key, e),
+                // `/*` on route `/` (or `/app/*` on `/app`) with no other condition is the route
+                Ok(glob)
+                    if rule.methods.is_empty()
+                        && rule.networks.is_empty()
+                        && glob
+                            .covers_below()
+                            .zip(route_path.as_deref())
+                            .is_some_and(|(below, route)| path_has_prefix(route, below)) =>
+                {
+                    p.at(key, format!("{pattern:?} covers the whole route: this rule matches every request (set the route's own keys)"));
+                }
                 Ok(glob) => {
                     let lit = glob.literal_prefix().trim_end_matches('/');
                     let lit = if config.server.case_insensitive_paths {
