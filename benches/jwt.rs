@@ -72,6 +72,8 @@ fn verifier(jwks: &str) -> TokenVerifier {
         cache_size: 100_000,
         client_id: "authgate".into(),
         extra_claims: vec![],
+        name: "default".into(),
+        namespace: None,
     };
     TokenVerifier::new(provider, settings)
 }

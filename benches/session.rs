@@ -40,6 +40,7 @@ fn session() -> Session {
         sid: Some("sid-123".into()),
         created_at: now,
         expires_at: now + 3600,
+        provider: String::new(),
     }
 }
 

@@ -59,6 +59,7 @@ fn session(i: usize, now: u64) -> Session {
         sid: Some(format!("sid-{i}")),
         created_at: now,
         expires_at: now + 12 * 3600,
+        provider: String::new(),
     }
 }
 

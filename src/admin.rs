@@ -22,7 +22,7 @@ use crate::routing::parse_authority;
 /// Serves the admin endpoints.
 pub struct AdminApp {
     gateway: Arc<ArcSwap<Gateway>>,
-    provider: Option<Arc<OidcProvider>>,
+    providers: Vec<Arc<OidcProvider>>,
     reloader: Arc<Reloader>,
 }
 
@@ -30,17 +30,17 @@ impl AdminApp {
     /// Admin endpoints over the current gateway state, the provider's documents and reloads.
     pub fn new(
         gateway: Arc<ArcSwap<Gateway>>,
-        provider: Option<Arc<OidcProvider>>,
+        providers: Vec<Arc<OidcProvider>>,
         reloader: Arc<Reloader>,
     ) -> Self {
-        Self { gateway, provider, reloader }
+        Self { gateway, providers, reloader }
     }
 }
 
 /// The readiness report: one entry per dependency, ready only when all are.
 pub fn readiness(
     gateway: &Gateway,
-    provider: Option<&OidcProvider>,
+    providers: &[Arc<OidcProvider>],
     reloads: (u64, u64),
     session_store: Option<Result<(), String>>,
 ) -> (bool, serde_json::Value) {
@@ -49,15 +49,24 @@ pub fn readiness(
         "config": { "ready": true, "routes": routes, "reloads": reloads.0, "failed_reloads": reloads.1 },
     });
     let mut ready = true;
-    if let Some(p) = provider {
+    // the first provider under its own keys (as with one provider), every one by issuer
+    for (i, p) in providers.iter().enumerate() {
         let (discovery, keys) = p.readiness();
         ready &= discovery && keys;
-        checks["provider_discovery"] = serde_json::json!({ "ready": discovery, "issuer": p.issuer });
-        checks["provider_keys"] = serde_json::json!({
+        let discovery_check = serde_json::json!({ "ready": discovery, "issuer": p.issuer });
+        let keys_check = serde_json::json!({
             "ready": keys,
             "keys": p.jwks.current().len(),
             "fetch_failures": p.jwks.failures(),
         });
+        if i == 0 {
+            checks["provider_discovery"] = discovery_check.clone();
+            checks["provider_keys"] = keys_check.clone();
+        }
+        if providers.len() > 1 {
+            checks["providers"][p.issuer.as_str()] =
+                serde_json::json!({ "discovery": discovery_check, "keys": keys_check });
+        }
     }
     if let Some(store) = session_store {
         ready &= store.is_ok();
@@ -146,7 +155,8 @@ impl AdminApp {
                 if let Some(n) = gateway.browser.as_ref().and_then(|b| b.store().session_count()) {
                     m.sessions.set(i64::try_from(n).unwrap_or(i64::MAX));
                 }
-                if let Some(age) = self.provider.as_ref().and_then(|p| p.jwks.age()) {
+                // the oldest key set of all providers
+                if let Some(age) = self.providers.iter().filter_map(|p| p.jwks.age()).max() {
                     m.jwks_age_seconds.set(i64::try_from(age.as_secs()).unwrap_or(i64::MAX));
                 }
                 (StatusCode::OK, m.render())
@@ -168,8 +178,7 @@ impl AdminApp {
                     Some(b) => Some(b.store().ping().await.map_err(|e| e.to_string())),
                     None => None,
                 };
-                let (ready, report) =
-                    readiness(&gateway, self.provider.as_deref(), self.reloader.counts(), store);
+                let (ready, report) = readiness(&gateway, &self.providers, self.reloader.counts(), store);
                 let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
                 (status, format!("{report}\n").into_bytes())
             }

@@ -79,7 +79,7 @@ impl Reloader {
         let new = config::load_file(&self.path)?;
         let current = self.gateway.load_full();
         restart_only_changes(&current.config, &new)?;
-        let next = Gateway::build(Arc::new(new), current.verifier.clone(), current.browser.clone())?;
+        let next = Gateway::build(Arc::new(new), current.verifiers.clone(), current.browser.clone())?;
         self.gateway.store(Arc::new(next));
         Ok(())
     }
@@ -104,6 +104,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Result<(), ReloadError> {
         ("server.grace_period", a.grace_period == b.grace_period),
         ("server.public_url", a.public_url == b.public_url),
         ("[provider]", old.provider == new.provider),
+        ("[providers]", old.providers == new.providers),
         ("[session]", old.session == new.session),
         ("headers.claims", old.headers.claims == new.headers.claims),
     ];
@@ -203,7 +204,7 @@ auth = "browser"
             )
         };
         std::fs::write(&path, version(0)).unwrap();
-        let first = Gateway::build(Arc::new(config::load_file(&path).unwrap()), None, None).unwrap();
+        let first = Gateway::build(Arc::new(config::load_file(&path).unwrap()), Vec::new(), None).unwrap();
         let gateway = Arc::new(ArcSwap::from_pointee(first));
         let reloader = Arc::new(Reloader::new(path.clone(), gateway.clone()));
         // writers take turns writing ever newer files; each then reloads without waiting for

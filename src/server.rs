@@ -14,8 +14,8 @@ use pingora::services::listening::Service;
 
 use crate::admin::AdminApp;
 use crate::browser::cookies::CookieSettings;
-use crate::browser::{BrowserAuth, RefreshSettings};
-use crate::config::{Config, ProviderConfig, StoreKind, resolve_path};
+use crate::browser::{BrowserAuth, ProviderClient, RefreshSettings};
+use crate::config::{Config, StoreKind, resolve_path};
 use crate::gateway::{BuildError, Gateway};
 use crate::jwt::introspection::Introspector;
 use crate::jwt::{TokenVerifier, VerifierSettings};
@@ -63,8 +63,7 @@ pub enum StartError {
 /// `browser` and `any` routes).
 fn browser_auth(
     config: &Config,
-    provider: &ProviderConfig,
-    verifier: Arc<TokenVerifier>,
+    verifiers: &[Arc<TokenVerifier>],
 ) -> Result<Option<Arc<BrowserAuth>>, StartError> {
     let s = &config.session;
     let Some(secret) = &s.secret else { return Ok(None) };
@@ -108,19 +107,34 @@ fn browser_auth(
     };
     let all_https = !config.server.public_url.is_empty()
         && config.server.public_url.iter().all(|u| u.starts_with("https://"));
-    let settings = LoginSettings {
-        client_id: provider.client_id.clone(),
-        client_secret: provider.client_secret.clone(),
-        scopes: provider.scopes.join(" "),
-        extra_params: provider.extra_authorize_params.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        login_ttl: s.login_lifetime.get(),
-        trust_unverified_email: provider.trust_unverified_email,
-        session_lifetime: s.absolute_lifetime.get().as_secs(),
-        post_logout_redirect_uri: provider.post_logout_redirect_uri.clone(),
-        max_pending_logins: s.max_pending_logins,
-        max_stale: s.max_stale.get(),
-        token_endpoint_rate: provider.token_endpoint_rate,
-    };
+    let list = config.provider_list();
+    let clients: Vec<ProviderClient> = list
+        .iter()
+        .zip(verifiers)
+        .map(|((name, provider), verifier)| {
+            let settings = LoginSettings {
+                client_id: provider.client_id.clone(),
+                client_secret: provider.client_secret.clone(),
+                scopes: provider.scopes.join(" "),
+                extra_params: provider
+                    .extra_authorize_params
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                login_ttl: s.login_lifetime.get(),
+                trust_unverified_email: provider.trust_unverified_email,
+                session_lifetime: s.absolute_lifetime.get().as_secs(),
+                post_logout_redirect_uri: provider.post_logout_redirect_uri.clone(),
+                max_pending_logins: s.max_pending_logins,
+                max_stale: s.max_stale.get(),
+                token_endpoint_rate: provider.token_endpoint_rate,
+            };
+            let display_name = provider.display_name.clone().unwrap_or_else(|| (*name).to_owned());
+            ProviderClient::new(verifier.clone(), settings, display_name)
+        })
+        .collect();
+    // one refresher holds a session's lock at most as long as its provider call may take
+    let slowest = list.iter().map(|(_, p)| p.http_timeout.get()).max().unwrap_or(Duration::from_secs(5));
     let cookies = CookieSettings::new(
         &s.cookie_name,
         all_https,
@@ -132,13 +146,11 @@ fn browser_auth(
     let keep = s.absolute_lifetime.get().max(Duration::from_secs(24 * 3600)) + Duration::from_secs(3600);
     let deny_for = Duration::from_secs(crate::identity::MAX_LIFETIME_SECS);
     let revocations = Revocations::new(store.clone(), sealer.clone(), keep, deny_for);
-    // one refresher holds a session's lock at most as long as its provider call may take
-    let lock_ttl = provider.http_timeout.get() * 2 + Duration::from_secs(5);
+    let lock_ttl = slowest * 2 + Duration::from_secs(5);
     Ok(Some(BrowserAuth::new(
-        verifier,
+        clients,
         store,
         sealer,
-        settings,
         cookies,
         RefreshSettings { before: s.refresh_before.get(), lock_ttl },
         revocations,
@@ -152,37 +164,37 @@ pub fn build(config: Config, config_path: &std::path::Path) -> Result<Server, St
     // register every metric now, not on the first request
     std::sync::LazyLock::force(&crate::metrics::METRICS);
     let config = Arc::new(config);
-    let provider = match &config.provider {
-        Some(p) => Some(Arc::new(OidcProvider::new(p)?)),
-        None => None,
-    };
-    let verifier = match (&provider, &config.provider) {
-        (Some(provider), Some(p)) => {
-            let settings = VerifierSettings {
-                algorithms: p.signature_algorithms.clone(),
-                leeway: p.leeway.get().as_secs(),
-                cache_size: p.token_cache_size,
-                client_id: p.client_id.clone(),
-                extra_claims: config.headers.claims.keys().cloned().collect(),
-            };
-            let mut verifier = TokenVerifier::new(provider.clone(), settings);
-            if let (true, Some(secret)) = (p.introspection, &p.client_secret) {
-                verifier = verifier.with_introspection(Introspector::new(
-                    p.client_id.clone(),
-                    secret.clone(),
-                    p.introspection_ttl.get(),
-                    p.token_cache_size,
-                ));
-            }
-            Some(Arc::new(verifier))
+    // one client per provider, in `Config::provider_list` order (indexes mean that everywhere)
+    let mut providers = Vec::new();
+    let mut verifiers = Vec::new();
+    for (i, (name, p)) in config.provider_list().into_iter().enumerate() {
+        let provider = Arc::new(OidcProvider::new(p)?);
+        let settings = VerifierSettings {
+            algorithms: p.signature_algorithms.clone(),
+            leeway: p.leeway.get().as_secs(),
+            cache_size: p.token_cache_size,
+            client_id: p.client_id.clone(),
+            extra_claims: config.headers.claims.keys().cloned().collect(),
+            name: name.to_owned(),
+            namespace: (i > 0).then(|| name.to_owned()),
+        };
+        let mut verifier = TokenVerifier::new(provider.clone(), settings);
+        if let (true, Some(secret)) = (p.introspection, &p.client_secret) {
+            verifier = verifier.with_introspection(Introspector::new(
+                p.client_id.clone(),
+                secret.clone(),
+                p.introspection_ttl.get(),
+                p.token_cache_size,
+            ));
         }
-        _ => None,
+        providers.push(provider);
+        verifiers.push(Arc::new(verifier));
+    }
+    let browser = match verifiers.is_empty() {
+        true => None,
+        false => browser_auth(&config, &verifiers)?,
     };
-    let browser = match (&verifier, &config.provider) {
-        (Some(verifier), Some(p)) => browser_auth(&config, p, verifier.clone())?,
-        _ => None,
-    };
-    let gateway = Arc::new(ArcSwap::from_pointee(Gateway::build(config.clone(), verifier, browser)?));
+    let gateway = Arc::new(ArcSwap::from_pointee(Gateway::build(config.clone(), verifiers, browser)?));
     let s = &config.server;
     let threads = match s.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -224,7 +236,7 @@ pub fn build(config: Config, config_path: &std::path::Path) -> Result<Server, St
     }
     server.add_service(proxy);
 
-    if let Some(provider) = &provider {
+    for provider in &providers {
         server.add_service(background_service("provider refresh", ProviderRefresher(provider.clone())));
     }
     if let Some(browser) = &gateway.load().browser {
@@ -234,7 +246,7 @@ pub fn build(config: Config, config_path: &std::path::Path) -> Result<Server, St
     let reloader = Arc::new(Reloader::new(config_path.to_path_buf(), gateway.clone()));
     server.add_service(background_service("reload on SIGHUP", SighupReloader(reloader.clone())));
 
-    let mut admin = Service::new("authgate admin".into(), AdminApp::new(gateway, provider, reloader));
+    let mut admin = Service::new("authgate admin".into(), AdminApp::new(gateway, providers, reloader));
     admin.add_tcp(&s.admin_listen);
     server.add_service(admin);
     Ok(server)

@@ -48,7 +48,7 @@ fn setup() -> Setup {
     let config =
         authgate::config::load_str(CONFIG, "test.toml", std::path::Path::new("."), &|_| None).unwrap();
     let (verifier, key) = common::es256_verifier(&config);
-    let gateway = Gateway::build(Arc::new(config), Some(Arc::new(verifier)), None).unwrap();
+    let gateway = Gateway::build(Arc::new(config), vec![Arc::new(verifier)], None).unwrap();
     Setup { gateway, key }
 }
 

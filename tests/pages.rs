@@ -159,7 +159,7 @@ auth = "browser"
     assert_ne!(code, 0);
     for want in [
         "`pages.dir`: forbidden.html line 2: unexpected end of input",
-        "`pages.dir`: forbiden.html is not a page template (known: forbidden.html, sign_in_error.html, busy.html, sign_out.html)",
+        "`pages.dir`: forbiden.html is not a page template (known: forbidden.html, sign_in_error.html, busy.html, sign_out.html, chooser.html)",
         "`pages.support_contact`: one line of at most 200 characters",
     ] {
         assert!(err.contains(want), "{want} in {err}");

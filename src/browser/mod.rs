@@ -30,11 +30,44 @@ pub use pages::userinfo;
 /// Longest access-token lifetime believed from `expires_in`.
 const MAX_TOKEN_LIFETIME: u64 = crate::identity::MAX_LIFETIME_SECS;
 
+/// One provider's sign-in: its tokens' verifier, the gateway's client registration there, and
+/// the code exchanges each client network may make at it.
+pub struct ProviderClient {
+    /// Verifies its tokens (and knows its discovery, keys and token-endpoint budget).
+    pub verifier: Arc<TokenVerifier>,
+    /// The client registration and sign-in settings.
+    pub settings: LoginSettings,
+    /// How the sign-in chooser names it.
+    pub display_name: String,
+    /// Code exchanges per client network (made-up codes must not spend its budget).
+    exchange_limiter: login_budget::ExchangeLimiter,
+}
+
+impl ProviderClient {
+    /// A provider's sign-in client.
+    pub fn new(verifier: Arc<TokenVerifier>, settings: LoginSettings, display_name: String) -> Self {
+        let exchange_limiter = login_budget::ExchangeLimiter::new(settings.token_endpoint_rate);
+        Self { verifier, settings, display_name, exchange_limiter }
+    }
+
+    /// Its name in the config.
+    pub fn name(&self) -> &str {
+        self.verifier.name()
+    }
+
+    /// What its users' revocation keys are qualified with.
+    fn namespace(&self) -> Option<&str> {
+        self.verifier.namespace()
+    }
+}
+
 /// The sign-in machinery, shared by every request (it outlives config reloads).
 pub struct BrowserAuth {
-    verifier: Arc<TokenVerifier>,
+    /// One per provider, in `Config::provider_list` order (never empty).
+    clients: Vec<ProviderClient>,
     store: Arc<dyn SessionStore>,
     sealer: SessionSealer,
+    /// The settings every provider shares (lifetimes, limits): the first provider's.
     settings: LoginSettings,
     cookies: CookieSettings,
     /// Recently opened sessions by their exact cookie value, so that a browser's requests do
@@ -58,8 +91,6 @@ pub struct BrowserAuth {
     revocations: Arc<Revocations>,
     /// Sign-ins this instance may still start (each keeps a login state in the store).
     login_budget: login_budget::LoginBudget,
-    /// Code exchanges per client network (made-up codes must not spend the provider's budget).
-    exchange_limiter: login_budget::ExchangeLimiter,
     /// Itself, for refreshes that must finish even when the request that began them is gone.
     me: Weak<BrowserAuth>,
 }
@@ -110,15 +141,24 @@ pub struct ActiveSession {
     pub stale: bool,
     /// Its identity, prepared for forwarding once, when opened.
     pub prepared: PreparedIdentity,
+    /// The provider it was signed in at (its index in `Config::provider_list`).
+    pub provider: usize,
     /// Its tokens' claims, parsed when a route's claim rules first ask.
     claims: std::sync::OnceLock<Option<Arc<serde_json::Value>>>,
 }
 
 impl ActiveSession {
     /// A session opened at `version`.
-    pub fn new(key: SessionKey, session: Session, version: u64, user: [u8; 32], stale: bool) -> Self {
+    pub fn new(
+        key: SessionKey,
+        session: Session,
+        version: u64,
+        user: [u8; 32],
+        stale: bool,
+        provider: usize,
+    ) -> Self {
         let prepared = PreparedIdentity::of(&session.identity);
-        Self { key, session, version, user, stale, prepared, claims: std::sync::OnceLock::new() }
+        Self { key, session, version, user, stale, prepared, provider, claims: std::sync::OnceLock::new() }
     }
 
     /// The claims of the session's access token, with the id_token's for those it lacks (both
@@ -147,12 +187,11 @@ impl ActiveSession {
 }
 
 impl BrowserAuth {
-    /// Sign-in over `verifier`'s provider, keeping sessions in `store`.
+    /// Sign-in at `clients`' providers (at least one), keeping sessions in `store`.
     pub fn new(
-        verifier: Arc<TokenVerifier>,
+        clients: Vec<ProviderClient>,
         store: Arc<dyn SessionStore>,
         sealer: SessionSealer,
-        settings: LoginSettings,
         cookies: CookieSettings,
         refresh: RefreshSettings,
         revocations: Arc<Revocations>,
@@ -194,14 +233,13 @@ impl BrowserAuth {
         }));
         let deferred =
             moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(600)).build();
+        let settings = clients.first().map(|c| c.settings.clone()).unwrap_or_default();
         let login_budget = login_budget::LoginBudget::new(settings.max_pending_logins, settings.login_ttl);
-        let exchange_limiter = login_budget::ExchangeLimiter::new(settings.token_endpoint_rate);
         Arc::new_cyclic(|me| Self {
-            verifier,
+            clients,
             store,
             sealer,
             login_budget,
-            exchange_limiter,
             settings,
             cookies,
             opened,
@@ -214,6 +252,30 @@ impl BrowserAuth {
             revocations,
             me: me.clone(),
         })
+    }
+
+    /// The provider clients, in `Config::provider_list` order.
+    pub fn clients(&self) -> &[ProviderClient] {
+        &self.clients
+    }
+
+    /// The client of the provider at `index` (the first for an index no provider has).
+    fn client(&self, index: usize) -> &ProviderClient {
+        // `new` is never given an empty list (server.rs builds one client per provider)
+        self.clients.get(index).unwrap_or(&self.clients[0])
+    }
+
+    /// The index of the provider named `name` (empty: the first).
+    fn provider_index(&self, name: &str) -> Option<usize> {
+        match name {
+            "" => Some(0),
+            name => self.clients.iter().position(|c| c.name() == name),
+        }
+    }
+
+    /// The revocation key of a user of the provider at `index` (see `identity::user_key`).
+    fn user_key<'a>(&self, index: usize, sub: &'a str) -> std::borrow::Cow<'a, str> {
+        crate::identity::user_key(self.client(index).namespace(), sub)
     }
 
     /// The revocation records and deny-list.
@@ -329,11 +391,13 @@ impl BrowserAuth {
             Ok(session) if session.expires_at > unix_now() => session,
             _ => return Ok(None),
         };
+        // a session of a provider no longer configured is no session
+        let Some(provider) = self.provider_index(&session.provider) else { return Ok(None) };
         let stale = match self.apply_revocations(&stored.user, &mut session).await? {
             SessionVerdict::Usable { stale } => stale,
             SessionVerdict::Ended => return Ok(None),
         };
-        Ok(Some(ActiveSession::new(key, session, stored.version, stored.user, stale)))
+        Ok(Some(ActiveSession::new(key, session, stored.version, stored.user, stale, provider)))
     }
 
     /// Applies the user's revocation record (revoked licenses, suspension, identity changes).
@@ -355,13 +419,14 @@ impl BrowserAuth {
         session: &Session,
         version: u64,
     ) -> Result<StoredSession, SealError> {
+        let provider = self.provider_index(&session.provider).unwrap_or(0);
         Ok(StoredSession {
             sealed: self.sealer.seal_session(ticket, session)?,
             version,
-            user: self.user_index(&session.identity.subject),
+            user: self.user_index(&self.user_key(provider, &session.identity.subject)),
             expires_at: session.expires_at,
             created_at: session.created_at,
-            sid: session.sid.as_deref().map(|sid| self.sid_index(sid)),
+            sid: session.sid.as_deref().map(|sid| self.sid_index(&self.user_key(provider, sid))),
         })
     }
 
@@ -398,9 +463,11 @@ impl BrowserAuth {
         if let Some(active) = &active {
             self.opened_by_key.invalidate(&active.key);
         }
+        // the provider the session was signed in at (no session: the first's post-logout page)
+        let client = self.client(active.as_ref().map_or(0, |a| a.provider));
         let post_logout =
-            self.settings.post_logout_redirect_uri.clone().unwrap_or_else(|| format!("{origin}/"));
-        let discovery = self.verifier.provider().discovery();
+            client.settings.post_logout_redirect_uri.clone().unwrap_or_else(|| format!("{origin}/"));
+        let discovery = client.verifier.provider().discovery();
         let mut location = post_logout.clone();
         if let Some(active) = active {
             if let Err(e) = self.store.delete(&active.key).await {
@@ -410,14 +477,14 @@ impl BrowserAuth {
             if let (Some(refresh), Some(endpoint)) =
                 (tokens.refresh_token.clone(), discovery.as_ref().and_then(|d| d.revocation_endpoint()))
             {
-                self.revoke_in_background(endpoint.to_owned(), refresh);
+                self.revoke_in_background(client, endpoint.to_owned(), refresh);
             }
             if let Some(end_session) = discovery.as_ref().and_then(|d| d.end_session_endpoint()) {
                 let state = random_token(16).unwrap_or_default();
                 location = login::end_session_url(
                     end_session,
                     &tokens.id_token,
-                    &self.settings,
+                    &client.settings,
                     &post_logout,
                     state,
                 );
@@ -431,10 +498,10 @@ impl BrowserAuth {
 
     /// Revokes a refresh token (RFC 7009) off the request path. Not through `openidconnect`: its
     /// `revoke_token` refuses an `http:` endpoint, which a provider on a private network may have.
-    fn revoke_in_background(&self, endpoint: String, refresh_token: String) {
-        let fetcher = self.verifier.provider().fetcher().clone();
-        let client_id = self.settings.client_id.clone();
-        let secret = self.settings.client_secret.clone();
+    fn revoke_in_background(&self, client: &ProviderClient, endpoint: String, refresh_token: String) {
+        let fetcher = client.verifier.provider().fetcher().clone();
+        let client_id = client.settings.client_id.clone();
+        let secret = client.settings.client_secret.clone();
         tokio::spawn(async move {
             let form = [("token", refresh_token.as_str()), ("token_type_hint", "refresh_token")];
             let result = match &secret {

@@ -163,7 +163,9 @@ impl BrowserAuth {
             Err(_) => return Outcome::Kept,
         };
         let Some(refresh_token) = current.session.tokens.refresh_token.clone() else { return Outcome::Kept };
-        let provider = self.verifier.provider();
+        // refreshed at the provider the session was signed in at
+        let client = self.client(current.provider);
+        let provider = client.verifier.provider();
         if let Err(wait) = self.take_budget(&current).await {
             crate::metrics::METRICS.token_budget_waits.with_label_values(&[Grant::Refresh.label()]).inc();
             return self.defer(&current, wait, "no token-endpoint budget");
@@ -174,7 +176,7 @@ impl BrowserAuth {
         let tokens = match login::refresh_grant(
             provider.fetcher(),
             &discovery,
-            &self.settings,
+            &client.settings,
             &provider.budget,
             &refresh_token,
         )
@@ -211,7 +213,7 @@ impl BrowserAuth {
     /// Budget for a refresh: an early one only from spare budget; one whose access token has
     /// expired from the refreshes' share (which sign-ins cannot take) and may wait a few seconds.
     async fn take_budget(&self, current: &ActiveSession) -> Result<(), Duration> {
-        let budget = &self.verifier.provider().budget;
+        let budget = &self.client(current.provider).verifier.provider().budget;
         if current.session.tokens.access_expires_at > unix_now() {
             return budget.try_take(Grant::EarlyRefresh);
         }
@@ -239,7 +241,9 @@ impl BrowserAuth {
             return None;
         }
         let mut session = old.clone();
-        session.identity = self.session_identity(&id_claims, access_claims.as_ref(), old.expires_at);
+        let provider = self.provider_index(&old.provider).unwrap_or(0);
+        session.identity =
+            self.session_identity(provider, &id_claims, access_claims.as_ref(), old.expires_at);
         session.tokens = SessionTokens {
             access_token: tokens.access_token,
             // a provider that does not rotate keeps the old refresh token valid
@@ -309,7 +313,8 @@ impl BrowserAuth {
             // revocations cannot be checked: the session as it was opened (with them) is used
             Err(_) => return None,
         };
-        Some(Some(ActiveSession::new(key, session, version, user, stale)))
+        let provider = self.provider_index(&session.provider).unwrap_or(0);
+        Some(Some(ActiveSession::new(key, session, version, user, stale, provider)))
     }
 
     /// Retries storing rotated tokens in the background: the provider has spent the old refresh

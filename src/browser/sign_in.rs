@@ -6,22 +6,23 @@ use http::StatusCode;
 use super::pages::{
     bad_callback, restart_url, retry_page, too_many_sign_ins, unavailable_page, waiting_page,
 };
-use super::{BrowserAuth, MAX_TOKEN_LIFETIME};
+use super::{BrowserAuth, MAX_TOKEN_LIFETIME, ProviderClient};
 use crate::clock::unix_now;
 use crate::http_util::{cookie_values, parse_unique_query};
 use crate::identity::Identity;
 use crate::oidc::budget::Grant;
 use crate::oidc::login::{self, AuthorizationRequest, LoginError, TokenResponse};
-use crate::pages::{Denied, PageContext};
+use crate::pages::{Choice, Denied, PageContext};
 use crate::random::random_token;
 use crate::reply::{ACCOUNT_DISABLED, Reply};
 use crate::session::{LoginState, SealError, Session, SessionTicket, SessionTokens};
 
 impl BrowserAuth {
-    /// Starts a sign-in: stores the login state and redirects to the provider. The browser is
-    /// bound to the login by a cookie (reused across tabs, so parallel logins all succeed).
-    /// `client` is the address the request came from (see `proxy::client_address`): each gets
-    /// a share of `max_pending_logins`.
+    /// Starts a sign-in at one of `providers` (indexes; empty: any): with one, stores the
+    /// login state and redirects to it; with several, answers the chooser page, whose links
+    /// start a sign-in at the one chosen. The browser is bound to the login by a cookie (reused
+    /// across tabs, so parallel logins all succeed). `client` is the address the request came
+    /// from (see `proxy::client_address`): each gets a share of `max_pending_logins`.
     pub async fn start_login(
         &self,
         page: PageContext<'_>,
@@ -29,8 +30,27 @@ impl BrowserAuth {
         return_to: String,
         cookie_header: Option<&str>,
         client: Option<std::net::IpAddr>,
+        providers: &[usize],
     ) -> Reply {
-        match self.try_start_login(page, origin, return_to, cookie_header, client).await {
+        let all: Vec<usize> = (0..self.clients.len()).collect();
+        let provider = match if providers.is_empty() { &all[..] } else { providers } {
+            [one] => *one,
+            several => {
+                let rd: String = url::form_urlencoded::byte_serialize(return_to.as_bytes()).collect();
+                let choices: Vec<Choice> = several
+                    .iter()
+                    .map(|&i| {
+                        let c = self.client(i);
+                        Choice {
+                            label: c.display_name.clone(),
+                            url: format!("/oauth2/start?provider={}&rd={rd}", c.name()),
+                        }
+                    })
+                    .collect();
+                return page.chooser(&choices);
+            }
+        };
+        match self.try_start_login(page, origin, return_to, cookie_header, client, provider).await {
             Ok(reply) => reply,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot start a sign-in");
@@ -46,8 +66,10 @@ impl BrowserAuth {
         return_to: String,
         cookie_header: Option<&str>,
         client: Option<std::net::IpAddr>,
+        provider: usize,
     ) -> Result<Reply, LoginError> {
-        let discovery = self.verifier.provider().discovery().ok_or(LoginError::NotReady("discovery"))?;
+        let at = self.client(provider);
+        let discovery = at.verifier.provider().discovery().ok_or(LoginError::NotReady("discovery"))?;
         if let Err(retry_after) = self.login_budget.take(client) {
             login_outcome("throttled");
             tracing::warn!(retry_after, "too many sign-ins started: session.max_pending_logins reached");
@@ -61,14 +83,16 @@ impl BrowserAuth {
         };
         let browser = self.binding_hash(&binding);
         let redirect_uri = format!("{origin}/oauth2/callback");
-        let AuthorizationRequest { url, state, login } = login::authorization_request(
+        let AuthorizationRequest { url, state, mut login } = login::authorization_request(
             &discovery,
-            &self.settings,
+            &at.settings,
             &redirect_uri,
             return_to,
             browser,
             unix_now(),
         )?;
+        // the callback is shared: the state says where this sign-in went
+        login.provider = at.name().to_owned();
         let sealed = self.sealer.seal_with("authgate login", state.as_bytes(), &login)?;
         let key = self.login_key(&state);
         if let Err(e) = self.store.put_login(key, sealed).await {
@@ -169,8 +193,16 @@ impl BrowserAuth {
         if login.created_at + self.settings.login_ttl.as_secs() < unix_now() {
             return bad_callback(page, "This sign-in has expired. Please start again.");
         }
-        let Some(discovery) = self.verifier.provider().discovery() else { return unavailable_page(page) };
-        let issuer = &self.verifier.provider().issuer;
+        // the provider the sign-in was started at, and only that one, completes it
+        let Some(provider) = self.provider_index(&login.provider) else {
+            return bad_callback(
+                page,
+                "This sign-in went to a provider no longer configured. Please start again.",
+            );
+        };
+        let at = self.client(provider);
+        let Some(discovery) = at.verifier.provider().discovery() else { return unavailable_page(page) };
+        let issuer = &at.verifier.provider().issuer;
         match get("iss") {
             Some(iss) if iss != issuer => {
                 return bad_callback(page, "The sign-in response comes from an unexpected issuer.");
@@ -186,7 +218,7 @@ impl BrowserAuth {
             return bad_callback(page, "The sign-in response is malformed.");
         }
 
-        let tokens = match self.exchange(code, &login, client).await {
+        let tokens = match self.exchange(at, code, &login, client).await {
             Ok(t) => t,
             Err(Exchange::NetworkOverAllowance(retry_after)) => {
                 tracing::warn!(
@@ -236,14 +268,17 @@ impl BrowserAuth {
                 &retry,
             );
         };
-        let id_claims = match self.verifier.verify_id_token(&id_token, &login.nonce).await {
+        let id_claims = match at.verifier.verify_id_token(&id_token, &login.nonce).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(reason = %e, "id_token refused");
                 return bad_callback(page, "The sign-in could not be verified.");
             }
         };
-        if id_claims["sub"].as_str().is_some_and(|sub| self.revocations.is_denied(sub)) {
+        if id_claims["sub"]
+            .as_str()
+            .is_some_and(|sub| self.revocations.is_denied(&self.user_key(provider, sub)))
+        {
             tracing::info!("sign-in refused: the user is suspended");
             return Reply::page(StatusCode::FORBIDDEN, "Account disabled", &[ACCOUNT_DISABLED], "");
         }
@@ -256,7 +291,7 @@ impl BrowserAuth {
         }
         let now = unix_now();
         let expires_at = now + self.settings.session_lifetime;
-        let identity = self.session_identity(&id_claims, access_claims.as_ref(), expires_at);
+        let identity = self.session_identity(provider, &id_claims, access_claims.as_ref(), expires_at);
         let session = Session {
             sid: id_claims.get("sid").and_then(|s| s.as_str()).map(String::from),
             tokens: SessionTokens {
@@ -270,6 +305,7 @@ impl BrowserAuth {
             identity,
             created_at: now,
             expires_at,
+            provider: login.provider.clone(),
         };
         match self.create_session(&session).await {
             Ok(ticket) => {
@@ -291,11 +327,12 @@ impl BrowserAuth {
     /// the provider is asked, never while waiting for budget.
     async fn exchange(
         &self,
+        at: &ProviderClient,
         code: &str,
         login: &LoginState,
         client: Option<std::net::IpAddr>,
     ) -> Result<TokenResponse, Exchange> {
-        let provider = self.verifier.provider();
+        let provider = at.verifier.provider();
         let Some(discovery) = provider.discovery() else {
             return Err(Exchange::Failed(LoginError::NotReady("discovery")));
         };
@@ -303,13 +340,13 @@ impl BrowserAuth {
         // a code that waited for budget may have died waiting: its refusal is not the network's doing
         let mut waited = false;
         loop {
-            let turn = self.exchange_limiter.enter(client).await.map_err(Exchange::NetworkOverAllowance)?;
+            let turn = at.exchange_limiter.enter(client).await.map_err(Exchange::NetworkOverAllowance)?;
             let wait = match provider.budget.try_take(Grant::CodeExchange) {
                 Ok(()) => {
                     let result = login::redeem_code(
                         provider.fetcher(),
                         &discovery,
-                        &self.settings,
+                        &at.settings,
                         &provider.budget,
                         code,
                         login,
@@ -362,14 +399,16 @@ impl BrowserAuth {
     /// verified must not become an identity apps key on.
     pub(super) fn session_identity(
         &self,
+        provider: usize,
         id_claims: &serde_json::Value,
         access_claims: Option<&serde_json::Value>,
         expires_at: u64,
     ) -> Identity {
+        let at = self.client(provider);
         let mut identity =
-            Identity::from_login(id_claims, access_claims, expires_at, self.verifier.extra_claims());
+            Identity::from_login(id_claims, access_claims, expires_at, at.verifier.extra_claims());
         let verified = id_claims.get("email_verified") == Some(&serde_json::Value::Bool(true));
-        if !verified && !self.settings.trust_unverified_email {
+        if !verified && !at.settings.trust_unverified_email {
             identity.email = None;
         }
         identity

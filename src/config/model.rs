@@ -32,8 +32,12 @@ pub struct Config {
     /// Listeners, public origin, proxy trust and limits.
     #[serde(default)]
     pub server: ServerConfig,
-    /// The OpenID Provider; required by `browser`, `api` and `any` routes.
+    /// The OpenID Provider (named `default`); `browser`, `api` and `any` routes need it or
+    /// `providers`.
     pub provider: Option<ProviderConfig>,
+    /// More OpenID Providers, by name (`[providers.partners]`); routes name those they accept.
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderConfig>,
     /// Session storage and cookie.
     #[serde(default)]
     pub session: SessionConfig,
@@ -57,6 +61,31 @@ pub struct Config {
     /// Own templates for the gateway's pages.
     #[serde(default)]
     pub pages: PagesConfig,
+}
+
+/// The name `[provider]` goes by among `[providers.*]`.
+pub const DEFAULT_PROVIDER: &str = "default";
+
+impl Config {
+    /// Every provider with its name: `[provider]` (as `default`) first, then `[providers.*]` by
+    /// name. A provider's place in this list is its index everywhere at runtime.
+    pub fn provider_list(&self) -> Vec<(&str, &ProviderConfig)> {
+        let first = self.provider.iter().map(|p| (DEFAULT_PROVIDER, p));
+        first.chain(self.providers.iter().map(|(n, p)| (n.as_str(), p))).collect()
+    }
+
+    /// The providers (indexes into `provider_list`) a route accepts: those it names, else the
+    /// only provider, else `[provider]`; empty when it cannot be told (validation refuses it).
+    pub fn route_providers(&self, r: &RouteConfig) -> Vec<usize> {
+        let list = self.provider_list();
+        if r.providers.is_empty() {
+            return match (list.len(), self.provider.is_some()) {
+                (1, _) | (_, true) => vec![0],
+                _ => Vec::new(),
+            };
+        }
+        r.providers.iter().filter_map(|name| list.iter().position(|(n, _)| n == name)).collect()
+    }
 }
 
 /// `[assertion]`: a short-lived JWT signed by the gateway, for apps that verify who is calling.

@@ -9,7 +9,9 @@ mod pages;
 mod routes;
 mod session;
 
-use super::{AuthMode, Config, Duration, Problem, Secret, StoreKind, resolve_path};
+use super::{
+    AuthMode, Config, DEFAULT_PROVIDER, Duration, Problem, ProviderConfig, Secret, StoreKind, resolve_path,
+};
 use pages::pages;
 use routes::routes;
 use session::session;
@@ -75,7 +77,7 @@ impl Problems {
 pub fn validate(config: &mut Config, base_dir: &Path) -> Vec<Problem> {
     let mut p = Problems(Vec::new());
     server(config, base_dir, &mut p);
-    provider(config, base_dir, &mut p);
+    providers(config, base_dir, &mut p);
     session(config, base_dir, &mut p);
     webhooks(config, base_dir, &mut p);
     assertion(config, base_dir, &mut p);
@@ -186,10 +188,35 @@ fn server(config: &mut Config, base_dir: &Path, p: &mut Problems) {
     }
 }
 
-fn provider(config: &mut Config, base_dir: &Path, p: &mut Problems) {
-    let Some(pr) = config.provider.as_mut() else {
-        return;
-    };
+fn providers(config: &mut Config, base_dir: &Path, p: &mut Problems) {
+    let default_too = config.provider.is_some();
+    if let Some(pr) = config.provider.as_mut() {
+        provider("provider", pr, base_dir, p);
+    }
+    for (name, pr) in config.providers.iter_mut() {
+        let at = format!("providers.{name}");
+        let valid = !name.is_empty()
+            && name.len() <= 32
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !valid {
+            p.at(at.clone(), "a provider's name is 1 to 32 lower-case letters, digits, '-' and '_'");
+        }
+        if default_too && name == DEFAULT_PROVIDER {
+            p.at(at.clone(), "[provider] is already the provider named \"default\"");
+        }
+        if pr
+            .display_name
+            .as_ref()
+            .is_some_and(|d| d.is_empty() || d.len() > 100 || d.chars().any(char::is_control))
+        {
+            p.at(format!("{at}.display_name"), "one line of at most 100 characters");
+        }
+        provider(&at, pr, base_dir, p);
+    }
+}
+
+/// Checks one provider, whose keys are under `at`.
+fn provider(at: &str, pr: &mut ProviderConfig, base_dir: &Path, p: &mut Problems) {
     match url::Url::parse(&pr.issuer) {
         Ok(u) => {
             // RFC 6761: `*.localhost` is loopback too (the provider client resolves it so itself)
@@ -200,35 +227,35 @@ fn provider(config: &mut Config, base_dir: &Path, p: &mut Problems) {
                 None => false,
             };
             if u.scheme() != "https" && !(u.scheme() == "http" && loopback) {
-                p.at("provider.issuer", "must be an https URL (http is allowed only on loopback)");
+                p.at(format!("{at}.issuer"), "must be an https URL (http is allowed only on loopback)");
             } else if u.query().is_some() || u.fragment().is_some() || !u.username().is_empty() {
-                p.at("provider.issuer", "must not have a query, fragment or user info");
+                p.at(format!("{at}.issuer"), "must not have a query, fragment or user info");
             }
         }
-        Err(e) => p.at("provider.issuer", format!("{:?} is not a URL: {e}", pr.issuer)),
+        Err(e) => p.at(format!("{at}.issuer"), format!("{:?} is not a URL: {e}", pr.issuer)),
     }
     if pr.client_id.trim().is_empty() {
-        p.at("provider.client_id", "must not be empty");
+        p.at(format!("{at}.client_id"), "must not be empty");
     }
     // `client_secret = "${SECRET:-}"` with the variable unset means "no secret" (a public client)
     if pr.client_secret.as_ref().is_some_and(|s| s.expose().is_empty()) {
         pr.client_secret = None;
     }
     secret_from_file(
-        "provider.client_secret",
+        &format!("{at}.client_secret"),
         &mut pr.client_secret,
         pr.client_secret_file.as_deref(),
         base_dir,
         p,
     );
     if !pr.scopes.iter().any(|s| s == "openid") {
-        p.at("provider.scopes", "must include \"openid\"");
+        p.at(format!("{at}.scopes"), "must include \"openid\"");
     }
     if let Some(s) = pr.scopes.iter().find(|s| s.is_empty() || s.contains(char::is_whitespace)) {
-        p.at("provider.scopes", format!("{s:?} is not a single scope"));
+        p.at(format!("{at}.scopes"), format!("{s:?} is not a single scope"));
     }
     if pr.audience.iter().any(|a| a.trim().is_empty()) {
-        p.at("provider.audience", "must not contain an empty audience");
+        p.at(format!("{at}.audience"), "must not contain an empty audience");
     }
     pr.signature_algorithms.clear();
     for (i, alg) in pr.algorithms.iter().enumerate() {
@@ -237,7 +264,7 @@ fn provider(config: &mut Config, base_dir: &Path, p: &mut Problems) {
             pr.signature_algorithms.push(a);
         } else {
             p.at(
-                format!("provider.algorithms[{i}]"),
+                format!("{at}.algorithms[{i}]"),
                 format!(
                     "{alg:?} is not accepted; use public-key algorithms: {}",
                     SIGNATURE_ALGORITHMS.join(", ")
@@ -246,50 +273,50 @@ fn provider(config: &mut Config, base_dir: &Path, p: &mut Problems) {
         }
     }
     if pr.algorithms.is_empty() {
-        p.at("provider.algorithms", "must list at least one algorithm");
+        p.at(format!("{at}.algorithms"), "must list at least one algorithm");
     }
     if pr.leeway.get() > std::time::Duration::from_secs(600) {
-        p.at("provider.leeway", "must be at most 10m");
+        p.at(format!("{at}.leeway"), "must be at most 10m");
     }
     if pr.jwks_cooldown.get() < std::time::Duration::from_secs(1) {
         p.at(
-            "provider.jwks_cooldown",
+            format!("{at}.jwks_cooldown"),
             "must be at least 1s (it protects the provider from unknown-kid floods)",
         );
     }
     if pr.jwks_min_refresh.get() < std::time::Duration::from_secs(1) {
-        p.at("provider.jwks_min_refresh", "must be at least 1s");
+        p.at(format!("{at}.jwks_min_refresh"), "must be at least 1s");
     }
     if pr.jwks_min_refresh > pr.jwks_max_refresh {
-        p.at("provider.jwks_min_refresh", "is longer than jwks_max_refresh");
+        p.at(format!("{at}.jwks_min_refresh"), "is longer than jwks_max_refresh");
     }
-    timeout("provider.http_timeout", pr.http_timeout, p);
+    timeout(&format!("{at}.http_timeout"), pr.http_timeout, p);
     if pr.http_timeout.get() > std::time::Duration::from_secs(60) {
-        p.at("provider.http_timeout", "must be at most 60s: requests may wait on it");
+        p.at(format!("{at}.http_timeout"), "must be at most 60s: requests may wait on it");
     }
     if !(1..=100_000).contains(&pr.token_endpoint_rate) {
-        p.at("provider.token_endpoint_rate", "must be between 1 and 100000 calls per minute");
+        p.at(format!("{at}.token_endpoint_rate"), "must be between 1 and 100000 calls per minute");
     }
     if !(1024..=16 * 1024 * 1024).contains(&pr.max_response_size.0) {
-        p.at("provider.max_response_size", "must be between 1KiB and 16MiB");
+        p.at(format!("{at}.max_response_size"), "must be between 1KiB and 16MiB");
     }
     if pr.introspection && pr.client_secret.is_none() {
-        p.at("provider.introspection", "needs the client secret (client_secret or client_secret_file)");
+        p.at(format!("{at}.introspection"), "needs the client secret (client_secret or client_secret_file)");
     }
-    timeout("provider.introspection_ttl", pr.introspection_ttl, p);
+    timeout(&format!("{at}.introspection_ttl"), pr.introspection_ttl, p);
     if let Some(u) = &pr.post_logout_redirect_uri {
         match url::Url::parse(u) {
             Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
-            _ => p.at("provider.post_logout_redirect_uri", format!("{u:?} is not an http(s) URL")),
+            _ => p.at(format!("{at}.post_logout_redirect_uri"), format!("{u:?} is not an http(s) URL")),
         }
     }
     if pr.token_cache_size == 0 {
-        p.at("provider.token_cache_size", "must be at least 1");
+        p.at(format!("{at}.token_cache_size"), "must be at least 1");
     }
     for key in pr.extra_authorize_params.keys() {
         if RESERVED_AUTHORIZE_PARAMS.contains(&key.as_str()) {
             p.at(
-                format!("provider.extra_authorize_params.{key}"),
+                format!("{at}.extra_authorize_params.{key}"),
                 "is set by the gateway itself and cannot be overridden",
             );
         }
@@ -385,8 +412,9 @@ fn webhooks(config: &mut Config, base_dir: &Path, p: &mut Problems) {
     if !(1024..=16 * 1024 * 1024).contains(&w.max_body_size.0) {
         p.at("webhooks.max_body_size", "must be between 1KiB and 16MiB");
     }
-    if config.provider.is_none() {
-        p.at("webhooks", "needs a [provider] section");
+    // events are the default provider's (the one `[provider]` or the only one names)
+    if config.provider.is_none() && config.providers.len() != 1 {
+        p.at("webhooks", "needs a [provider] section (its events are that provider's)");
     }
     if !has_session_secret {
         p.at("webhooks", "needs session.secret: revocation records are sealed with it");

@@ -20,7 +20,7 @@ use crate::policy::RouteAccess;
 use crate::revocation::webhook::WebhookKey;
 use crate::routing::{HostPattern, RouteTable, normalize_route_path};
 use crate::upstream::{UpstreamError, UpstreamPool};
-pub use route::{Route, RouteAssertion, Timeouts, route_table};
+pub use route::{Route, RouteAssertion, RouteProvider, Timeouts, route_table};
 
 /// Why a validated config still cannot be served.
 #[derive(Debug, thiserror::Error)]
@@ -69,8 +69,8 @@ pub struct Gateway {
     pub identity_header_names: IdentityHeaderNames,
     /// How the names the gateway adds are spelled upstream (`[headers] preserve_case`).
     pub header_spellings: HeaderSpellings,
-    /// Bearer-token verification, when a provider is configured.
-    pub verifier: Option<Arc<TokenVerifier>>,
+    /// Bearer-token verification, one per provider (`Config::provider_list` order).
+    pub verifiers: Vec<Arc<TokenVerifier>>,
     /// Browser sign-in and sessions, when a provider and a session secret are configured.
     pub browser: Option<Arc<BrowserAuth>>,
     /// Signs identity assertions, when `[assertion] enabled`.
@@ -82,11 +82,12 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Builds the runtime state, resolving upstream host names. `verifier` checks bearer
-    /// tokens and `browser` signs people in; both outlive reloads, so the caller builds them.
+    /// Builds the runtime state, resolving upstream host names. `verifiers` check bearer
+    /// tokens (one per provider) and `browser` signs people in; both outlive reloads, so the
+    /// caller builds them.
     pub fn build(
         config: Arc<Config>,
-        verifier: Option<Arc<TokenVerifier>>,
+        verifiers: Vec<Arc<TokenVerifier>>,
         browser: Option<Arc<BrowserAuth>>,
     ) -> Result<Self, BuildError> {
         let mut routes = Vec::with_capacity(config.routes.len());
@@ -118,7 +119,7 @@ impl Gateway {
                 .and_then(|w| w.secret.as_ref())
                 .map(|secret| WebhookKey::new(secret.expose().as_bytes())),
             pages: Pages::new(&config.pages)?,
-            verifier,
+            verifiers,
             browser,
             config,
         })
@@ -177,11 +178,19 @@ fn build_route(config: &Config, index: usize, rc: &RouteConfig) -> Result<Route,
         auth: rc.auth,
         access: RouteAccess::from_route(rc, config.server.case_insensitive_paths).map_err(bad)?,
         upstream,
-        audiences: if rc.audience.is_empty() {
-            config.provider.as_ref().map(|p| p.audience.clone()).unwrap_or_default()
-        } else {
-            rc.audience.clone()
-        },
+        providers: config
+            .route_providers(rc)
+            .into_iter()
+            .map(|index| RouteProvider {
+                index,
+                audiences: match rc.audience.is_empty() {
+                    true => {
+                        config.provider_list().get(index).map(|(_, p)| p.audience.clone()).unwrap_or_default()
+                    }
+                    false => rc.audience.clone(),
+                },
+            })
+            .collect(),
         pass_access_token: rc.pass_access_token,
         preserve_host: rc.preserve_host,
         assertion: route_assertion(config, index, rc),

@@ -25,8 +25,9 @@ pub struct Route {
     pub access: RouteAccess,
     /// Where requests go.
     pub upstream: UpstreamPool,
-    /// Audiences accepted in bearer tokens here.
-    pub audiences: Vec<String>,
+    /// The providers whose sessions and tokens are accepted here (the first is the one a
+    /// sign-in goes to when only one is).
+    pub providers: Vec<RouteProvider>,
     /// Send the access token upstream.
     pub pass_access_token: bool,
     /// Keep the client's `Host`.
@@ -35,6 +36,22 @@ pub struct Route {
     pub timeouts: Timeouts,
     /// The signed identity assertion sent here, if any.
     pub assertion: Option<RouteAssertion>,
+}
+
+/// A provider a route accepts, with the audiences its bearer tokens must carry here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteProvider {
+    /// Its index in `Config::provider_list` (and `Gateway::verifiers`).
+    pub index: usize,
+    /// One of these must be in a bearer token's `aud`.
+    pub audiences: Vec<String>,
+}
+
+impl Route {
+    /// Does the route accept the provider at `index`?
+    pub fn accepts(&self, index: usize) -> bool {
+        self.providers.iter().any(|p| p.index == index)
+    }
 }
 
 /// How a route's upstream gets the signed identity assertion.

@@ -77,6 +77,11 @@ pub struct VerifierSettings {
     pub client_id: String,
     /// Claims kept for `[headers.claims]`.
     pub extra_claims: Vec<String>,
+    /// The provider's name in the config (`default` for `[provider]`).
+    pub name: String,
+    /// What its users' revocation keys are qualified with: none for the first provider, its
+    /// name for the others (see `identity::user_key`).
+    pub namespace: Option<String>,
 }
 
 /// A verified bearer token: who it speaks for, prepared for forwarding once (not per request).
@@ -197,6 +202,21 @@ impl TokenVerifier {
             .build();
         let id_token_algorithms = id_token::algorithms(&settings.algorithms);
         Self { provider, settings, id_token_algorithms, verified, introspector: None }
+    }
+
+    /// The provider's name in the config.
+    pub fn name(&self) -> &str {
+        &self.settings.name
+    }
+
+    /// What its users' revocation keys are qualified with (`identity::user_key`).
+    pub fn namespace(&self) -> Option<&str> {
+        self.settings.namespace.as_deref()
+    }
+
+    /// The provider's issuer.
+    pub fn issuer(&self) -> &str {
+        &self.provider.issuer
     }
 
     /// Also accepts opaque (non-JWT) tokens, by asking the provider (RFC 7662).

@@ -21,7 +21,7 @@ use crate::random::{RandomError, random_token};
 use crate::session::{LoginState, SealError};
 
 /// How the gateway signs users in at the provider.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct LoginSettings {
     /// The gateway's client id.
     pub client_id: String,
@@ -120,6 +120,8 @@ pub fn authorization_request(
         redirect_uri: redirect_uri.to_owned(),
         browser,
         created_at: now,
+        // the caller names the provider
+        provider: String::new(),
     };
     Ok(AuthorizationRequest { url: url.into(), state, login })
 }

@@ -62,6 +62,15 @@ pub struct PageUser<'a> {
     pub email: Option<&'a str>,
 }
 
+/// One way to sign in on the chooser page.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Choice {
+    /// The provider's display name.
+    pub label: String,
+    /// Where its sign-in starts (same origin).
+    pub url: String,
+}
+
 /// Why a request was refused, for the 403 page.
 #[derive(Debug, Clone, Copy)]
 pub struct Denied<'a> {
@@ -227,6 +236,31 @@ impl PageContext<'_> {
             }
         }
         reply
+    }
+
+    /// The chooser: a route accepts several providers and the user picks one.
+    pub fn chooser(&self, choices: &[Choice]) -> Reply {
+        let request_id = self.request_id.to_string();
+        let ctx = context! {
+            status => 200,
+            title => "Sign in",
+            choices => choices,
+            support_contact => self.pages.support_contact,
+            request_id => request_id,
+        };
+        if let Some(reply) = self.pages.render("chooser.html", StatusCode::OK, ctx) {
+            return reply;
+        }
+        let mut list = String::from("<ul>");
+        for (i, c) in choices.iter().enumerate() {
+            list.push_str(&format!(
+                "<li><a id=\"provider-{i}\" href=\"{}\">{}</a></li>",
+                escape_html(&c.url),
+                escape_html(&c.label)
+            ));
+        }
+        list.push_str("</ul>");
+        Reply::page(StatusCode::OK, "Sign in", &["Choose how to sign in:"], &list)
     }
 
     /// The page `GET /oauth2/sign_out` shows: a button that POSTs (a GET never signs anyone

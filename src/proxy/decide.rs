@@ -341,8 +341,8 @@ pub async fn decide(
     let authenticated = match credentials {
         Ok(credentials) => {
             let revocations = gateway.browser.as_ref().map(|b| b.revocations().as_ref());
-            let verifier = gateway.verifier.as_deref();
-            authenticate(&route, credentials, verifier, revocations, &lookup, facts.navigation()).await
+            let verifiers = &gateway.verifiers;
+            authenticate(&route, credentials, verifiers, revocations, &lookup, facts.navigation()).await
         }
         Err(rejection) => Err(rejection),
     };
@@ -372,17 +372,27 @@ pub async fn decide(
         (Some(_), true) if facts.front_proxy == Some(FrontProxy::Nginx) => {
             let rd: String = url::form_urlencoded::byte_serialize(return_to().as_bytes()).collect();
             let mut reply = rejection.reply(facts.html(), None);
-            if let Ok(v) = http::HeaderValue::from_str(&format!("/oauth2/start?rd={rd}")) {
+            // the route's provider, when several are configured and it accepts one (else the
+            // chooser offers them all)
+            let provider = match route.providers.as_slice() {
+                [one] if gateway.verifiers.len() > 1 => {
+                    gateway.verifiers.get(one.index).map(|v| format!("provider={}&", v.name()))
+                }
+                _ => None,
+            };
+            let start = format!("/oauth2/start?{}rd={rd}", provider.unwrap_or_default());
+            if let Ok(v) = http::HeaderValue::from_str(&start) {
                 reply.header(super::forward_auth::SIGN_IN_HEADER, v);
             }
             (reply, Outcome::LoginStarted)
         }
         (Some(auth), true) => {
             let client = facts.client(gateway);
-            (
-                auth.start_login(facts.page(gateway), &origin, return_to(), facts.cookies(), client).await,
-                Outcome::LoginStarted,
-            )
+            let providers: Vec<usize> = route.providers.iter().map(|p| p.index).collect();
+            let page = facts.page(gateway);
+            let reply =
+                auth.start_login(page, &origin, return_to(), facts.cookies(), client, &providers).await;
+            (reply, Outcome::LoginStarted)
         }
         _ => {
             let url = metadata_url(&origin, &route.path);

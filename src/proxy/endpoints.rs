@@ -97,10 +97,10 @@ pub async fn dispatch(
         }
     }
     if target.path == BACKCHANNEL_LOGOUT {
-        return match (post, &gateway.verifier) {
+        return match (post, gateway.verifiers.is_empty()) {
             (false, _) => answer(method_not_allowed("POST"), target),
-            (true, None) => answer(not_found("not_found"), target),
-            (true, Some(_)) => pending(target, BACKCHANNEL_MAX_BODY, BodyEndpoint::BackchannelLogout),
+            (true, true) => answer(not_found("not_found"), target),
+            (true, false) => pending(target, BACKCHANNEL_MAX_BODY, BodyEndpoint::BackchannelLogout),
         };
     }
     let cookies = facts.cookies();
@@ -116,9 +116,22 @@ pub async fn dispatch(
                 Some(Err(QueryError::Duplicate)) | None => Vec::new(),
                 Some(Ok(params)) => params,
             };
-            let rd = params.into_iter().find(|(k, _)| k == "rd").map_or_else(|| "/".into(), |(_, v)| v);
-            let return_to = safe_return_to(&rd, &gateway.config.server.public_url);
-            auth.start_login(facts.page(gateway), origin, return_to, cookies, facts.client(gateway)).await
+            let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+            let rd = param("rd").unwrap_or("/");
+            let return_to = safe_return_to(rd, &gateway.config.server.public_url);
+            // `provider` names where to sign in; without it, any provider (the chooser, for several)
+            let providers: Vec<usize> = match param("provider") {
+                None => Vec::new(),
+                Some(name) => match auth.clients().iter().position(|c| c.name() == name) {
+                    Some(i) => vec![i],
+                    None => {
+                        let r = Rejection::new(400, "bad_query", "Bad request: no such provider.");
+                        return answer(r.reply(facts.html(), None), target);
+                    }
+                },
+            };
+            let client = facts.client(gateway);
+            auth.start_login(facts.page(gateway), origin, return_to, cookies, client, &providers).await
         }
         ("/oauth2/callback", "GET") => {
             auth.callback(facts.page(gateway), origin, facts.query, cookies, facts.client(gateway)).await
@@ -160,9 +173,9 @@ pub async fn finish(gateway: &Gateway, pending: PendingEndpoint, body: &[u8]) ->
             Some(key) => revocation::webhook::handle(auth.revocations(), key, &headers, body).await,
             None => method_not_allowed("POST"),
         },
-        BodyEndpoint::BackchannelLogout => match gateway.verifier.as_deref() {
-            Some(verifier) => revocation::backchannel::handle(auth.revocations(), verifier, body).await,
-            None => not_found("not_found"),
+        BodyEndpoint::BackchannelLogout => match gateway.verifiers.is_empty() {
+            false => revocation::backchannel::handle(auth.revocations(), &gateway.verifiers, body).await,
+            true => not_found("not_found"),
         },
         BodyEndpoint::SignOut { same_origin: false, .. } => Reply::page(
             StatusCode::FORBIDDEN,

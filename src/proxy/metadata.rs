@@ -18,7 +18,6 @@ pub fn metadata_url(origin: &str, path: &str) -> String {
 /// The metadata document for a request to `path`, or `None` when `path` is not a metadata URL
 /// of a bearer-token resource here (the request then goes through routing as usual).
 pub fn document(gateway: &Gateway, host: &str, path: &str, origin: &str) -> Option<serde_json::Value> {
-    let provider = gateway.config.provider.as_ref()?;
     let resource_path = match path.strip_prefix(WELL_KNOWN)? {
         "" | "/" => "/",
         rest if rest.starts_with('/') => rest,
@@ -29,12 +28,17 @@ pub fn document(gateway: &Gateway, host: &str, path: &str, origin: &str) -> Opti
     if !matches!(route.auth, AuthMode::Api | AuthMode::Any) {
         return None;
     }
+    let list = gateway.config.provider_list();
+    let providers: Vec<_> =
+        route.providers.iter().filter_map(|p| list.get(p.index).map(|(_, c)| *c)).collect();
+    let first = providers.first()?;
     let scopes =
-        if route.access.policy.scopes.is_empty() { &provider.scopes } else { &route.access.policy.scopes };
+        if route.access.policy.scopes.is_empty() { &first.scopes } else { &route.access.policy.scopes };
+    let servers: Vec<&str> = providers.iter().map(|p| p.issuer.as_str()).collect();
     let resource = if resource_path == "/" { origin.to_owned() } else { format!("{origin}{resource_path}") };
     Some(serde_json::json!({
         "resource": resource,
-        "authorization_servers": [provider.issuer],
+        "authorization_servers": servers,
         "bearer_methods_supported": ["header"],
         "scopes_supported": scopes,
         "resource_name": route.name,

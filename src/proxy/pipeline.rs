@@ -10,8 +10,8 @@ use pingora::http::RequestHeader;
 use crate::browser::{ActiveSession, SessionLookup};
 use crate::clock::unix_now;
 use crate::config::AuthMode;
-use crate::gateway::{Gateway, Route};
-use crate::identity::{Identity, PreparedIdentity, add_identity_headers};
+use crate::gateway::{Gateway, Route, RouteProvider};
+use crate::identity::{Identity, PreparedIdentity, add_identity_headers, user_key};
 use crate::jwt::{TokenError, TokenVerifier, VerifiedToken};
 use crate::pages::{Denied, PageContext, PageUser};
 use crate::policy::{Denial, RoutePolicy};
@@ -201,7 +201,7 @@ fn invalid_token() -> Rejection {
 pub async fn authenticate(
     route: &Route,
     credentials: Credentials<'_>,
-    verifier: Option<&TokenVerifier>,
+    verifiers: &[Arc<TokenVerifier>],
     revocations: Option<&Revocations>,
     session: &SessionLookup,
     navigation: bool,
@@ -209,9 +209,13 @@ pub async fn authenticate(
     match (route.auth, credentials) {
         (AuthMode::Public, _) => Ok(Caller::Anonymous),
         (AuthMode::Api | AuthMode::Any, Credentials::Bearer(token)) => {
-            let verifier = verifier.ok_or_else(invalid_token)?;
-            match verifier.verify(token, &route.audiences).await {
-                Ok(token) if revocations.is_some_and(|r| r.is_denied(&token.identity.subject)) => {
+            let (provider, verifier) = bearer_provider(route, verifiers, token).ok_or_else(invalid_token)?;
+            let namespace = verifier.namespace();
+            match verifier.verify(token, &provider.audiences).await {
+                Ok(token)
+                    if revocations
+                        .is_some_and(|r| r.is_denied(&user_key(namespace, &token.identity.subject))) =>
+                {
                     tracing::debug!(route = %route.name, "bearer token of a suspended user refused");
                     Err(invalid_token())
                 }
@@ -232,6 +236,10 @@ pub async fn authenticate(
                 .with_challenge(BearerChallenge::Required))
         }
         (AuthMode::Browser | AuthMode::Any, _) => match session {
+            // a session of a provider this route does not accept is no session here
+            SessionLookup::Found(active) if !route.accepts(active.provider) => {
+                Err(sign_in_needed(navigation))
+            }
             // a dead token must not reach an app that uses it (its refresh is being retried)
             SessionLookup::Found(active)
                 if route.pass_access_token && active.session.tokens.access_expires_at <= unix_now() =>
@@ -248,16 +256,36 @@ pub async fn authenticate(
                 "sessions_unavailable",
                 "Sessions cannot be checked right now; please try again in a moment.",
             )),
-            SessionLookup::Absent | SessionLookup::Invalid => {
-                let mut r = Rejection::new(
-                    401,
-                    "unauthenticated",
-                    "Authentication is required to use this application.",
-                )
-                .with_challenge(BearerChallenge::Required);
-                r.start_login = navigation;
-                Err(r)
+            SessionLookup::Absent | SessionLookup::Invalid => Err(sign_in_needed(navigation)),
+        },
+    }
+}
+
+fn sign_in_needed(navigation: bool) -> Rejection {
+    let mut r = Rejection::new(401, "unauthenticated", "Authentication is required to use this application.")
+        .with_challenge(BearerChallenge::Required);
+    r.start_login = navigation;
+    r
+}
+
+/// The provider that judges a bearer token on `route`: its only one, or among several the one
+/// whose issuer the token names (read before verification only to choose the verifier, which
+/// checks `iss` again); a token naming none of them has none. An opaque token goes to the
+/// route's first provider (its introspection endpoint).
+fn bearer_provider<'a>(
+    route: &'a Route,
+    verifiers: &'a [Arc<TokenVerifier>],
+    token: &str,
+) -> Option<(&'a RouteProvider, &'a TokenVerifier)> {
+    let of = |p: &'a RouteProvider| verifiers.get(p.index).map(|v| (p, v.as_ref()));
+    match route.providers.as_slice() {
+        [only] => of(only),
+        several => match crate::oidc::login::access_token_claims(token) {
+            Some(claims) => {
+                let iss = claims.get("iss").and_then(|i| i.as_str())?;
+                several.iter().filter_map(of).find(|(_, v)| v.issuer() == iss)
             }
+            None => several.first().and_then(of),
         },
     }
 }

@@ -2,11 +2,13 @@
 //! provider session ends; authgate ends the sessions it names (by `sid`, else every session of
 //! the `sub` begun before the token was issued). Each token is accepted once (`jti`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
 
 use super::Revocations;
+use crate::identity::user_key;
 use crate::jwt::TokenVerifier;
 use crate::reply::Reply;
 
@@ -67,11 +69,18 @@ pub fn read_logout_claims(
     Ok(LogoutRequest { sid, sub, issued_at, jti: jti.to_owned() })
 }
 
-/// Answers `POST /oauth2/backchannel-logout` with the form `body`.
-pub async fn handle(revocations: &Revocations, verifier: &TokenVerifier, body: &[u8]) -> Reply {
+/// Answers `POST /oauth2/backchannel-logout` with the form `body`: the token is judged by the
+/// provider whose issuer it names (and verified by it), and ends only that provider's sessions.
+pub async fn handle(revocations: &Revocations, verifiers: &[Arc<TokenVerifier>], body: &[u8]) -> Reply {
     let token =
         url::form_urlencoded::parse(body).find(|(k, _)| k == "logout_token").map(|(_, v)| v.into_owned());
     let Some(token) = token else { return refused("no logout_token") };
+    let named = crate::oidc::login::access_token_claims(&token);
+    let iss = named.as_ref().and_then(|c| c.get("iss")).and_then(|i| i.as_str());
+    let Some(verifier) = verifiers.iter().find(|v| Some(v.issuer()) == iss) else {
+        return refused("iss");
+    };
+    let ns = verifier.namespace();
     let request = match verifier.verify_logout_token(&token).await {
         Ok(claims) => match read_logout_claims(&claims, verifier.client_id(), crate::clock::unix_now()) {
             Ok(r) => r,
@@ -92,18 +101,18 @@ pub async fn handle(revocations: &Revocations, verifier: &TokenVerifier, body: &
     let before = request.issued_at.saturating_add(1);
     let ended = match (&request.sid, &request.sub) {
         (Some(sid), sub) => {
-            let sid = revocations.sealer().sid_index(sid);
+            let sid = revocations.sealer().sid_index(&user_key(ns, sid));
             match (store.delete_sid(&sid).await, sub) {
                 // a sid no session knows: it may be one whose id_token named no sid, so the
                 // user's sessions stored without one end, never those of their other provider
                 // sessions (signing out in one browser must not sign the others out)
                 (Ok(0), Some(sub)) => {
-                    store.delete_user_without_sid(&revocations.user_index(sub), before).await
+                    store.delete_user_without_sid(&revocations.user_index(&user_key(ns, sub)), before).await
                 }
                 (other, _) => other,
             }
         }
-        (None, Some(sub)) => store.delete_user(&revocations.user_index(sub), before).await,
+        (None, Some(sub)) => store.delete_user(&revocations.user_index(&user_key(ns, sub)), before).await,
         (None, None) => Ok(0),
     };
     match ended {

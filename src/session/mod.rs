@@ -54,6 +54,7 @@ mod tests {
             sid: Some("idp-session-id".into()),
             created_at: 0,
             expires_at: crate::clock::unix_now() + 3600,
+            provider: String::new(),
         };
         let sealer = SessionSealer::new(b"test-secret-0123456789abcdefghijklmnop");
         let store = MemoryStore::new(10, Duration::from_secs(60), Duration::from_secs(60));

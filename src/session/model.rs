@@ -17,6 +17,10 @@ pub struct Session {
     pub created_at: u64,
     /// The session ends then at the latest (absolute lifetime).
     pub expires_at: u64,
+    /// The provider it was signed in at, by name (empty: the first provider, as sessions
+    /// stored before several providers were possible).
+    #[serde(default)]
+    pub provider: String,
 }
 
 /// The provider's tokens of a session.
@@ -62,6 +66,9 @@ pub struct LoginState {
     pub browser: [u8; 32],
     /// When the login started, seconds since the epoch.
     pub created_at: u64,
+    /// The provider it signs in at, by name (empty: the first provider).
+    #[serde(default)]
+    pub provider: String,
 }
 
 impl std::fmt::Debug for LoginState {

@@ -1033,6 +1033,8 @@ pub fn es256_verifier(
         cache_size: 1000,
         client_id: "authgate".into(),
         extra_claims: vec![],
+        name: "default".into(),
+        namespace: None,
     };
     (authgate::jwt::TokenVerifier::new(provider, settings), key)
 }

@@ -7,6 +7,8 @@
 //   IDP_PORT (0 = any free port), IDP_HOST (127.0.0.1: the address it listens on),
 //   IDP_ISSUER_HOST (IDP_HOST: the host name in its issuer URL, e.g. idp.localhost, so that
 //   browsers keep its cookies apart from the apps')
+//   PROFILE (calimatic: alice, bob, carol, admin; keycloak: kim and lee, with Keycloak's
+//   groups, realm_access and resource_access and no Calimatic claims)
 //   CLIENT_ID (authgate), CLIENT_SECRET (authgate-test-secret), REDIRECT_URIS, POST_LOGOUT_REDIRECT_URIS
 //   (comma-separated), BACKCHANNEL_LOGOUT_URI
 //   M2M_CLIENT_ID (reporting-service), M2M_CLIENT_SECRET (reporting-service-secret)
@@ -30,7 +32,7 @@ import path from 'node:path';
 
 import Provider from 'oidc-provider';
 
-import { USERS, PASSWORD, claimsOf, findUserBySub } from './users.mjs';
+import { USERS as CALIMATIC_USERS, KEYCLOAK_USERS, PASSWORD, claimsOf, findUserBySub } from './users.mjs';
 
 const env = (name, fallback) => process.env[name] ?? fallback;
 const seconds = (name, fallback) => {
@@ -39,6 +41,8 @@ const seconds = (name, fallback) => {
 };
 const list = (name, fallback) => env(name, fallback).split(',').map((s) => s.trim()).filter(Boolean);
 
+// PROFILE=keycloak: users shaped like a Keycloak realm's (groups and roles, no Calimatic claims)
+const USERS = env('PROFILE', 'calimatic') === 'keycloak' ? KEYCLOAK_USERS : CALIMATIC_USERS;
 const HOST = env('IDP_HOST', '127.0.0.1');
 const server = http.createServer();
 await new Promise((resolve) => server.listen(Number(env('IDP_PORT', '0')), HOST, resolve));
@@ -179,7 +183,7 @@ const provider = new Provider(issuer, {
   claims: {
     openid: ['sub'],
     email: ['email', 'email_verified'],
-    profile: ['name', 'given_name', 'family_name', 'department'],
+    profile: ['name', 'given_name', 'family_name', 'department', 'preferred_username'],
     organization: ['organization_id', 'organization_memberships', 'user_type'],
     permissions: ['permissions'],
     licenses: ['licenses'],

@@ -62,8 +62,33 @@ export const USERS = {
   },
 };
 
+// The users of the Keycloak-shaped profile (PROFILE=keycloak): no Calimatic claims at all;
+// groups as Keycloak's group mapper writes them (full paths), realm and client roles,
+// preferred_username.
+export const KEYCLOAK_USERS = {
+  kim: {
+    sub: '7c1e2f3a-0000-4000-8000-0000000000k1',
+    email: 'kim@partner.test',
+    given_name: 'Kim',
+    family_name: 'Keller',
+    preferred_username: 'kim',
+    groups: ['/staff', '/staff/wiki-editors'],
+    realm_access: { roles: ['offline_access', 'wiki-admin'] },
+    resource_access: { wiki: { roles: ['editor'] } },
+  },
+  lee: {
+    sub: '7c1e2f3a-0000-4000-8000-0000000000l2',
+    email: 'lee@partner.test',
+    given_name: 'Lee',
+    family_name: 'Lund',
+    preferred_username: 'lee',
+    groups: ['/partners'],
+    realm_access: { roles: ['offline_access'] },
+  },
+};
+
 export function findUserBySub(sub) {
-  return Object.values(USERS).find((u) => u.sub === sub);
+  return [...Object.values(USERS), ...Object.values(KEYCLOAK_USERS)].find((u) => u.sub === sub);
 }
 
 // Every claim of a user, as the IdP puts them in tokens and userinfo.
@@ -81,6 +106,7 @@ export function claimsOf(user) {
     permissions: user.permissions,
     licenses: user.licenses,
     ...(user.department ? { department: user.department } : {}),
+    ...(user.preferred_username ? { preferred_username: user.preferred_username } : {}),
     ...(user.groups ? { groups: user.groups } : {}),
     ...(user.realm_access ? { realm_access: user.realm_access } : {}),
     ...(user.resource_access ? { resource_access: user.resource_access } : {}),

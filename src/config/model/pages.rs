@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 /// The templates a `[pages] dir` may hold; any other `.html` file there is a mistake.
-pub const PAGE_TEMPLATES: &[&str] = &["forbidden.html", "sign_in_error.html", "busy.html", "sign_out.html"];
+pub const PAGE_TEMPLATES: &[&str] =
+    &["forbidden.html", "sign_in_error.html", "busy.html", "sign_out.html", "chooser.html"];
 
 /// `[pages]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]

@@ -73,6 +73,8 @@ pub struct ProviderConfig {
     /// Calls per minute the provider allows this client at its token endpoint (Calimatic: 20).
     #[serde(default = "default_token_endpoint_rate")]
     pub token_endpoint_rate: u32,
+    /// How the sign-in chooser names it (default: its name in the config).
+    pub display_name: Option<String>,
 }
 
 fn default_token_endpoint_rate() -> u32 {

@@ -52,6 +52,10 @@ pub struct RouteConfig {
     pub upstream: Vec<String>,
     /// `public`, `browser`, `api` or `any`.
     pub auth: AuthMode,
+    /// The providers whose sessions and tokens are accepted here, by name (default: the only
+    /// provider, or `[provider]`).
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub providers: Vec<String>,
     /// The caller needs at least one of these licenses.
     #[serde(default)]
     pub licenses: Vec<String>,
@@ -147,6 +151,7 @@ impl RouteConfig {
             ("emails", !self.emails.is_empty()),
             ("email_domains", !self.email_domains.is_empty()),
             ("cors_preflight", self.cors_preflight),
+            ("providers", !self.providers.is_empty()),
             ("allow_networks", !self.allow_networks.is_empty()),
         ] {
             if set_here {

@@ -71,8 +71,23 @@ pub(super) fn routes(config: &Config, p: &mut Problems) {
                 }
             }
             mode => {
-                if config.provider.is_none() {
+                let list = config.provider_list();
+                for (j, name) in r.providers.iter().enumerate() {
+                    if !list.iter().any(|(n, _)| n == name) {
+                        let known: Vec<&str> = list.iter().map(|(n, _)| *n).collect();
+                        p.at(
+                            format!("routes[{i}].providers[{j}]"),
+                            format!("no provider is named {name:?} (configured: {})", known.join(", ")),
+                        );
+                    }
+                }
+                if list.is_empty() {
                     p.at(at("auth"), format!("`{}` routes need a [provider] section", mode.as_str()));
+                } else if r.providers.is_empty() && config.route_providers(r).is_empty() {
+                    p.at(
+                        at("providers"),
+                        "several providers are configured and none is [provider]: name the ones this route accepts",
+                    );
                 }
                 if mode == AuthMode::Browser && !r.clients.is_empty() {
                     p.at(
@@ -81,11 +96,12 @@ pub(super) fn routes(config: &Config, p: &mut Problems) {
                     );
                 }
                 let audience_known = !r.audience.is_empty()
-                    || config.provider.as_ref().is_some_and(|pr| !pr.audience.is_empty());
+                    || (!config.route_providers(r).is_empty()
+                        && config.route_providers(r).iter().all(|&k| !list[k].1.audience.is_empty()));
                 if matches!(mode, AuthMode::Api | AuthMode::Any) && !audience_known {
                     p.at(
                         at("audience"),
-                        "bearer tokens need an expected audience: set it here or in [provider] audience",
+                        "bearer tokens need an expected audience: set it here or in each of its providers' audience",
                     );
                 }
                 if mode == AuthMode::Browser && !r.audience.is_empty() {
