@@ -49,10 +49,14 @@ pub fn readiness(
         "config": { "ready": true, "routes": routes, "reloads": reloads.0, "failed_reloads": reloads.1 },
     });
     let mut ready = true;
-    // the first provider under its own keys (as with one provider), every one by issuer
+    // the first provider under its own keys (as with one provider), every one by issuer; only
+    // the first gates readiness: another's outage refuses its own routes' sign-ins, and must not
+    // take the gateway out of its load balancer
     for (i, p) in providers.iter().enumerate() {
         let (discovery, keys) = p.readiness();
-        ready &= discovery && keys;
+        if i == 0 {
+            ready &= discovery && keys;
+        }
         let discovery_check = serde_json::json!({ "ready": discovery, "issuer": p.issuer });
         let keys_check = serde_json::json!({
             "ready": keys,

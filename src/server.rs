@@ -15,7 +15,7 @@ use pingora::services::listening::Service;
 use crate::admin::AdminApp;
 use crate::browser::cookies::CookieSettings;
 use crate::browser::{BrowserAuth, ProviderClient, RefreshSettings};
-use crate::config::{Config, StoreKind, resolve_path};
+use crate::config::{Config, DEFAULT_PROVIDER, StoreKind, resolve_path};
 use crate::gateway::{BuildError, Gateway};
 use crate::jwt::introspection::Introspector;
 use crate::jwt::{TokenVerifier, VerifierSettings};
@@ -108,7 +108,7 @@ fn browser_auth(
     let all_https = !config.server.public_url.is_empty()
         && config.server.public_url.iter().all(|u| u.starts_with("https://"));
     let list = config.provider_list();
-    let clients: Vec<ProviderClient> = list
+    let mut clients: Vec<ProviderClient> = list
         .iter()
         .zip(verifiers)
         .map(|((name, provider), verifier)| {
@@ -147,7 +147,12 @@ fn browser_auth(
     let deny_for = Duration::from_secs(crate::identity::MAX_LIFETIME_SECS);
     let revocations = Revocations::new(store.clone(), sealer.clone(), keep, deny_for);
     let lock_ttl = slowest * 2 + Duration::from_secs(5);
+    if clients.is_empty() {
+        return Ok(None);
+    }
+    let first = clients.remove(0);
     Ok(Some(BrowserAuth::new(
+        first,
         clients,
         store,
         sealer,
@@ -167,7 +172,7 @@ pub fn build(config: Config, config_path: &std::path::Path) -> Result<Server, St
     // one client per provider, in `Config::provider_list` order (indexes mean that everywhere)
     let mut providers = Vec::new();
     let mut verifiers = Vec::new();
-    for (i, (name, p)) in config.provider_list().into_iter().enumerate() {
+    for (name, p) in config.provider_list() {
         let provider = Arc::new(OidcProvider::new(p)?);
         let settings = VerifierSettings {
             algorithms: p.signature_algorithms.clone(),
@@ -176,7 +181,8 @@ pub fn build(config: Config, config_path: &std::path::Path) -> Result<Server, St
             client_id: p.client_id.clone(),
             extra_claims: config.headers.claims.keys().cloned().collect(),
             name: name.to_owned(),
-            namespace: (i > 0).then(|| name.to_owned()),
+            // by name, never by position: adding a provider must not re-key another's users
+            namespace: (name != DEFAULT_PROVIDER).then(|| name.to_owned()),
         };
         let mut verifier = TokenVerifier::new(provider.clone(), settings);
         if let (true, Some(secret)) = (p.introspection, &p.client_secret) {

@@ -126,6 +126,25 @@ async fn each_route_takes_the_providers_it_names_and_their_groups_and_roles() {
     }
     assert_eq!(call("/both/x", &alice).1, [ALICE]);
     assert_eq!(call("/both/x", &kim).1, [KIM]);
+    // an opaque token names no issuer, and no provider of the route introspects
+    assert_eq!(call("/both/x", "an-opaque-token").0, 401);
+
+    // a navigation to the shared route is redirected to the chooser (a redirect, never a page a
+    // front proxy would read as "allowed"), which offers the route's providers
+    let mut c = Browser::new();
+    let r = c.request("GET", &format!("{}/both/x", s.base), None, &[]).await;
+    assert_eq!(r.status, 302);
+    assert_eq!(r.location(), "/oauth2/start?providers=default,partners&rd=%2Fboth%2Fx");
+    let chooser = c.request("GET", &format!("{}{}", s.base, r.location()), None, &[]).await;
+    assert_eq!(chooser.status, 200);
+    assert!(chooser.body.contains("Choose how to sign in"), "{}", chooser.body);
+    assert!(
+        chooser
+            .body
+            .contains("href=\"/oauth2/start?provider=partners&amp;rd=%2Fboth%2Fx\">Partner login</a>"),
+        "{}",
+        chooser.body
+    );
 
     // a session is bound to its provider: kim's is accepted where partners are, nowhere else
     let mut b = Browser::new();
@@ -197,6 +216,9 @@ audience = "authgate"
 [providers.Partners]
 issuer = "ftp://partners.example.com"
 client_id = "authgate"
+[providers.default]
+issuer = "https://staff.example.com/"
+client_id = "authgate"
 [[routes]]
 path = "/"
 upstream = "http://127.0.0.1:3000"
@@ -214,7 +236,9 @@ providers = ["staff", "nobody"]
         "`providers.Partners`: a provider's name is 1 to 32 lower-case letters",
         "`providers.Partners.issuer`: must be an https URL",
         "`routes[0].providers`: several providers are configured and none is [provider]",
-        "`routes[1].providers[1]`: no provider is named \"nobody\" (configured: Partners, staff)",
+        "`routes[1].providers[1]`: no provider is named \"nobody\" (configured: Partners, default, staff)",
+        "`providers.default`: \"default\" is [provider]'s name: write the table as [provider]",
+        "`providers.staff.issuer`: is already the issuer of [providers.default]",
     ] {
         assert!(err.contains(want), "{want} in {err}");
     }

@@ -63,8 +63,10 @@ impl ProviderClient {
 
 /// The sign-in machinery, shared by every request (it outlives config reloads).
 pub struct BrowserAuth {
-    /// One per provider, in `Config::provider_list` order (never empty).
-    clients: Vec<ProviderClient>,
+    /// One per provider, in `Config::provider_list` order: the first, and the others (so that
+    /// there is always one).
+    first: ProviderClient,
+    rest: Vec<ProviderClient>,
     store: Arc<dyn SessionStore>,
     sealer: SessionSealer,
     /// The settings every provider shares (lifetimes, limits): the first provider's.
@@ -187,9 +189,10 @@ impl ActiveSession {
 }
 
 impl BrowserAuth {
-    /// Sign-in at `clients`' providers (at least one), keeping sessions in `store`.
+    /// Sign-in at the providers of `first` and `rest`, keeping sessions in `store`.
     pub fn new(
-        clients: Vec<ProviderClient>,
+        first: ProviderClient,
+        rest: Vec<ProviderClient>,
         store: Arc<dyn SessionStore>,
         sealer: SessionSealer,
         cookies: CookieSettings,
@@ -233,10 +236,11 @@ impl BrowserAuth {
         }));
         let deferred =
             moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(600)).build();
-        let settings = clients.first().map(|c| c.settings.clone()).unwrap_or_default();
+        let settings = first.settings.clone();
         let login_budget = login_budget::LoginBudget::new(settings.max_pending_logins, settings.login_ttl);
         Arc::new_cyclic(|me| Self {
-            clients,
+            first,
+            rest,
             store,
             sealer,
             login_budget,
@@ -255,22 +259,29 @@ impl BrowserAuth {
     }
 
     /// The provider clients, in `Config::provider_list` order.
-    pub fn clients(&self) -> &[ProviderClient] {
-        &self.clients
+    pub fn clients(&self) -> impl Iterator<Item = &ProviderClient> {
+        std::iter::once(&self.first).chain(&self.rest)
     }
 
-    /// The client of the provider at `index` (the first for an index no provider has).
+    /// How many providers there are.
+    pub fn provider_count(&self) -> usize {
+        1 + self.rest.len()
+    }
+
+    /// The client of the provider at `index` (indexes come from `provider_index` and the
+    /// validated config; the first for any other).
     fn client(&self, index: usize) -> &ProviderClient {
-        // `new` is never given an empty list (server.rs builds one client per provider)
-        self.clients.get(index).unwrap_or(&self.clients[0])
+        match index {
+            0 => &self.first,
+            i => self.rest.get(i - 1).unwrap_or(&self.first),
+        }
     }
 
-    /// The index of the provider named `name` (empty: the first).
+    /// The index of the provider named `name`; a session or login stored before there were
+    /// several providers names none and was `[provider]`'s.
     fn provider_index(&self, name: &str) -> Option<usize> {
-        match name {
-            "" => Some(0),
-            name => self.clients.iter().position(|c| c.name() == name),
-        }
+        let name = if name.is_empty() { crate::config::DEFAULT_PROVIDER } else { name };
+        self.clients().position(|c| c.name() == name)
     }
 
     /// The revocation key of a user of the provider at `index` (see `identity::user_key`).

@@ -19,10 +19,11 @@ use crate::session::{LoginState, SealError, Session, SessionTicket, SessionToken
 
 impl BrowserAuth {
     /// Starts a sign-in at one of `providers` (indexes; empty: any): with one, stores the
-    /// login state and redirects to it; with several, answers the chooser page, whose links
-    /// start a sign-in at the one chosen. The browser is bound to the login by a cookie (reused
-    /// across tabs, so parallel logins all succeed). `client` is the address the request came
-    /// from (see `proxy::client_address`): each gets a share of `max_pending_logins`.
+    /// login state and redirects to it; with several, redirects to the chooser at
+    /// `/oauth2/start` (always a redirect: a front proxy passes a 2xx on as "allowed"). The
+    /// browser is bound to the login by a cookie (reused across tabs, so parallel logins all
+    /// succeed). `client` is the address the request came from (see `proxy::client_address`):
+    /// each gets a share of `max_pending_logins`.
     pub async fn start_login(
         &self,
         page: PageContext<'_>,
@@ -32,23 +33,10 @@ impl BrowserAuth {
         client: Option<std::net::IpAddr>,
         providers: &[usize],
     ) -> Reply {
-        let all: Vec<usize> = (0..self.clients.len()).collect();
-        let provider = match if providers.is_empty() { &all[..] } else { providers } {
+        let provider = match providers {
             [one] => *one,
-            several => {
-                let rd: String = url::form_urlencoded::byte_serialize(return_to.as_bytes()).collect();
-                let choices: Vec<Choice> = several
-                    .iter()
-                    .map(|&i| {
-                        let c = self.client(i);
-                        Choice {
-                            label: c.display_name.clone(),
-                            url: format!("/oauth2/start?provider={}&rd={rd}", c.name()),
-                        }
-                    })
-                    .collect();
-                return page.chooser(&choices);
-            }
+            [] if self.provider_count() == 1 => 0,
+            several => return Reply::redirect(&self.start_url(several, &return_to)),
         };
         match self.try_start_login(page, origin, return_to, cookie_header, client, provider).await {
             Ok(reply) => reply,
@@ -57,6 +45,34 @@ impl BrowserAuth {
                 unavailable_page(page)
             }
         }
+    }
+
+    /// Where a sign-in at one of `providers` (all when empty) starts, back to `return_to`.
+    pub fn start_url(&self, providers: &[usize], return_to: &str) -> String {
+        let rd: String = url::form_urlencoded::byte_serialize(return_to.as_bytes()).collect();
+        let names: Vec<&str> = match providers {
+            [] => Vec::new(),
+            some => some.iter().map(|&i| self.client(i).name()).collect(),
+        };
+        match names.as_slice() {
+            [] => format!("/oauth2/start?rd={rd}"),
+            [one] => format!("/oauth2/start?provider={one}&rd={rd}"),
+            several => format!("/oauth2/start?providers={}&rd={rd}", several.join(",")),
+        }
+    }
+
+    /// The chooser page: a sign-in at each of `providers` (all when empty), back to `return_to`.
+    pub fn chooser(&self, page: PageContext<'_>, providers: &[usize], return_to: &str) -> Reply {
+        let all: Vec<usize> = (0..self.provider_count()).collect();
+        let providers = if providers.is_empty() { &all[..] } else { providers };
+        let choices: Vec<Choice> = providers
+            .iter()
+            .map(|&i| Choice {
+                label: self.client(i).display_name.clone(),
+                url: self.start_url(&[i], return_to),
+            })
+            .collect();
+        page.chooser(&choices)
     }
 
     async fn try_start_login(
@@ -207,7 +223,13 @@ impl BrowserAuth {
             Some(iss) if iss != issuer => {
                 return bad_callback(page, "The sign-in response comes from an unexpected issuer.");
             }
-            None if discovery.issuer_in_authorization_response() => {
+            // with several providers, a public client's code must say whose it is: a mix-up
+            // (one provider's code sent to another's token endpoint with its PKCE verifier)
+            // is only stopped by `iss` then (RFC 9207; a confidential client's secret stops it
+            // too)
+            None if discovery.issuer_in_authorization_response()
+                || (self.provider_count() > 1 && at.settings.client_secret.is_none()) =>
+            {
                 return bad_callback(page, "The sign-in response does not name its issuer.");
             }
             _ => {}

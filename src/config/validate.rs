@@ -189,7 +189,6 @@ fn server(config: &mut Config, base_dir: &Path, p: &mut Problems) {
 }
 
 fn providers(config: &mut Config, base_dir: &Path, p: &mut Problems) {
-    let default_too = config.provider.is_some();
     if let Some(pr) = config.provider.as_mut() {
         provider("provider", pr, base_dir, p);
     }
@@ -201,22 +200,30 @@ fn providers(config: &mut Config, base_dir: &Path, p: &mut Problems) {
         if !valid {
             p.at(at.clone(), "a provider's name is 1 to 32 lower-case letters, digits, '-' and '_'");
         }
-        if default_too && name == DEFAULT_PROVIDER {
-            p.at(at.clone(), "[provider] is already the provider named \"default\"");
-        }
-        if pr
-            .display_name
-            .as_ref()
-            .is_some_and(|d| d.is_empty() || d.len() > 100 || d.chars().any(char::is_control))
-        {
-            p.at(format!("{at}.display_name"), "one line of at most 100 characters");
+        if name == DEFAULT_PROVIDER {
+            p.at(at.clone(), "\"default\" is [provider]'s name: write the table as [provider]");
         }
         provider(&at, pr, base_dir, p);
+    }
+    // a token or logout token is routed by its issuer: two providers cannot share one
+    let mut issuers: HashMap<String, String> = HashMap::new();
+    let tables = config.provider.iter().map(|pr| ("provider".to_owned(), pr));
+    for (key, pr) in tables.chain(config.providers.iter().map(|(n, pr)| (format!("providers.{n}"), pr))) {
+        if let Some(first) = issuers.insert(pr.issuer.trim_end_matches('/').to_owned(), key.clone()) {
+            p.at(format!("{key}.issuer"), format!("is already the issuer of [{first}]"));
+        }
     }
 }
 
 /// Checks one provider, whose keys are under `at`.
 fn provider(at: &str, pr: &mut ProviderConfig, base_dir: &Path, p: &mut Problems) {
+    if pr
+        .display_name
+        .as_ref()
+        .is_some_and(|d| d.is_empty() || d.len() > 100 || d.chars().any(char::is_control))
+    {
+        p.at(format!("{at}.display_name"), "one line of at most 100 characters");
+    }
     match url::Url::parse(&pr.issuer) {
         Ok(u) => {
             // RFC 6761: `*.localhost` is loopback too (the provider client resolves it so itself)

@@ -11,8 +11,8 @@ pub use claims::{ClaimsError, Identity, MAX_LIFETIME_SECS, numeric_date};
 pub use headers::{
     BadHeaderName, IdentityField, IdentityHeaderNames, IdentityHeaderValues, add_identity_headers,
 };
-/// The key a user's revocation records and deny-list entries go by: the subject for the first
-/// provider, the provider's name and the subject for the others (two providers may issue the
+/// The key a user's revocation records and deny-list entries go by: the subject for
+/// `[provider]`, the provider's name and the subject for the others (two providers may issue the
 /// same subject to different people: one's sign-out must never reach the other's user).
 pub fn user_key<'a>(namespace: Option<&str>, sub: &'a str) -> std::borrow::Cow<'a, str> {
     match namespace {

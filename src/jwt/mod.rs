@@ -79,8 +79,8 @@ pub struct VerifierSettings {
     pub extra_claims: Vec<String>,
     /// The provider's name in the config (`default` for `[provider]`).
     pub name: String,
-    /// What its users' revocation keys are qualified with: none for the first provider, its
-    /// name for the others (see `identity::user_key`).
+    /// What its users' revocation keys are qualified with: none for `[provider]` (named
+    /// `default`), its name for the others (see `identity::user_key`).
     pub namespace: Option<String>,
 }
 
@@ -217,6 +217,11 @@ impl TokenVerifier {
     /// The provider's issuer.
     pub fn issuer(&self) -> &str {
         &self.provider.issuer
+    }
+
+    /// Does it accept opaque tokens (by introspection)?
+    pub fn introspects(&self) -> bool {
+        self.introspector.is_some()
     }
 
     /// Also accepts opaque (non-JWT) tokens, by asking the provider (RFC 7662).

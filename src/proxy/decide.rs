@@ -369,18 +369,14 @@ pub async fn decide(
     let (mut reply, outcome) = match (&gateway.browser, rejection.start_login) {
         // nginx cannot pass a redirect (nor its cookie) on: its `error_page 401` sends the
         // browser to sign in where this says
-        (Some(_), true) if facts.front_proxy == Some(FrontProxy::Nginx) => {
-            let rd: String = url::form_urlencoded::byte_serialize(return_to().as_bytes()).collect();
+        (Some(auth), true) if facts.front_proxy == Some(FrontProxy::Nginx) => {
             let mut reply = rejection.reply(facts.html(), None);
-            // the route's provider, when several are configured and it accepts one (else the
-            // chooser offers them all)
-            let provider = match route.providers.as_slice() {
-                [one] if gateway.verifiers.len() > 1 => {
-                    gateway.verifiers.get(one.index).map(|v| format!("provider={}&", v.name()))
-                }
-                _ => None,
+            // the route's providers, when several are configured (a chooser offers several)
+            let providers: Vec<usize> = match gateway.verifiers.len() {
+                1 => Vec::new(),
+                _ => route.providers.iter().map(|p| p.index).collect(),
             };
-            let start = format!("/oauth2/start?{}rd={rd}", provider.unwrap_or_default());
+            let start = auth.start_url(&providers, &return_to());
             if let Ok(v) = http::HeaderValue::from_str(&start) {
                 reply.header(super::forward_auth::SIGN_IN_HEADER, v);
             }

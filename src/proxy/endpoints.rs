@@ -119,19 +119,32 @@ pub async fn dispatch(
             let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
             let rd = param("rd").unwrap_or("/");
             let return_to = safe_return_to(rd, &gateway.config.server.public_url);
-            // `provider` names where to sign in; without it, any provider (the chooser, for several)
-            let providers: Vec<usize> = match param("provider") {
-                None => Vec::new(),
-                Some(name) => match auth.clients().iter().position(|c| c.name() == name) {
-                    Some(i) => vec![i],
+            // `provider` (one) or `providers` (a comma-separated choice) name where to sign in;
+            // without either, any provider; several get the chooser
+            let names: Vec<&str> = match (param("provider"), param("providers")) {
+                (Some(one), _) => vec![one],
+                (None, Some(list)) => list.split(',').collect(),
+                (None, None) => Vec::new(),
+            };
+            let mut providers: Vec<usize> = Vec::with_capacity(names.len());
+            for name in names {
+                match auth.clients().position(|c| c.name() == name) {
+                    Some(i) if !providers.contains(&i) => providers.push(i),
+                    Some(_) => {}
                     None => {
                         let r = Rejection::new(400, "bad_query", "Bad request: no such provider.");
                         return answer(r.reply(facts.html(), None), target);
                     }
-                },
-            };
-            let client = facts.client(gateway);
-            auth.start_login(facts.page(gateway), origin, return_to, cookies, client, &providers).await
+                }
+            }
+            match (providers.len(), auth.provider_count()) {
+                (0, 2..) | (2.., _) => auth.chooser(facts.page(gateway), &providers, &return_to),
+                _ => {
+                    let client = facts.client(gateway);
+                    auth.start_login(facts.page(gateway), origin, return_to, cookies, client, &providers)
+                        .await
+                }
+            }
         }
         ("/oauth2/callback", "GET") => {
             auth.callback(facts.page(gateway), origin, facts.query, cookies, facts.client(gateway)).await
@@ -170,7 +183,11 @@ pub async fn finish(gateway: &Gateway, pending: PendingEndpoint, body: &[u8]) ->
     };
     match kind {
         BodyEndpoint::Webhook(headers) => match &gateway.webhook_key {
-            Some(key) => revocation::webhook::handle(auth.revocations(), key, &headers, body).await,
+            Some(key) => {
+                // events are the first provider's ([provider], or the only one)
+                let namespace = gateway.verifiers.first().and_then(|v| v.namespace());
+                revocation::webhook::handle(auth.revocations(), key, namespace, &headers, body).await
+            }
             None => method_not_allowed("POST"),
         },
         BodyEndpoint::BackchannelLogout => match gateway.verifiers.is_empty() {

@@ -227,6 +227,15 @@ pub async fn answer(
             }
             Answer { reply, outcome: f.outcome, target: Some(f.target), route: Some(f.route) }
         }
+        // a 2xx answer would read as "allowed" to every front proxy: only a forward is one
+        Decision::Answer(a) if a.reply.status.is_success() => {
+            tracing::error!(
+                status = a.reply.status.as_u16(),
+                "a forward-auth decision answered 2xx; refused"
+            );
+            let r = Rejection::new(403, "forbidden", "Access denied.");
+            Answer { reply: for_proxy(proxy, r.reply(false, None)), outcome: Outcome::Rejected(r.code), ..a }
+        }
         Decision::Answer(a) => Answer { reply: for_proxy(proxy, a.reply), ..a },
         // only the gateway's own endpoints read bodies, and those were answered above
         Decision::ReadBody(p) => Answer {

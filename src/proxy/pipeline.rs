@@ -270,8 +270,9 @@ fn sign_in_needed(navigation: bool) -> Rejection {
 
 /// The provider that judges a bearer token on `route`: its only one, or among several the one
 /// whose issuer the token names (read before verification only to choose the verifier, which
-/// checks `iss` again); a token naming none of them has none. An opaque token goes to the
-/// route's first provider (its introspection endpoint).
+/// checks `iss` again); a token naming none of them has none. An opaque token names no issuer:
+/// it goes to the one of the route's providers that introspects, when exactly one does (never
+/// to a provider it may not come from otherwise).
 fn bearer_provider<'a>(
     route: &'a Route,
     verifiers: &'a [Arc<TokenVerifier>],
@@ -285,7 +286,13 @@ fn bearer_provider<'a>(
                 let iss = claims.get("iss").and_then(|i| i.as_str())?;
                 several.iter().filter_map(of).find(|(_, v)| v.issuer() == iss)
             }
-            None => several.first().and_then(of),
+            None => {
+                let mut introspecting = several.iter().filter_map(of).filter(|(_, v)| v.introspects());
+                match (introspecting.next(), introspecting.next()) {
+                    (Some(one), None) => Some(one),
+                    _ => None,
+                }
+            }
         },
     }
 }

@@ -92,7 +92,8 @@ pub async fn handle(revocations: &Revocations, verifiers: &[Arc<TokenVerifier>],
         }
     };
     let store = revocations.store();
-    let jti_key = revocations.sealer().index("authgate logout jti", request.jti.as_bytes());
+    // one provider's token ids are not another's
+    let jti_key = revocations.sealer().index("authgate logout jti", user_key(ns, &request.jti).as_bytes());
     match store.remember(&jti_key, JTI_WINDOW * 2).await {
         Ok(true) => {}
         Ok(false) => return refused("replayed jti"),

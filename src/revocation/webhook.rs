@@ -116,10 +116,15 @@ pub enum Applied {
 }
 
 impl Revocations {
-    /// Applies one event to the user's record and sessions.
-    pub async fn apply_event(&self, e: &WebhookEvent) -> Result<Applied, crate::session::StoreError> {
+    /// Applies one event to the user's record and sessions; `namespace` is the webhook
+    /// provider's (see `identity::user_key`).
+    pub async fn apply_event(
+        &self,
+        e: &WebhookEvent,
+        namespace: Option<&str>,
+    ) -> Result<Applied, crate::session::StoreError> {
         let Some(sub) = e.user.as_deref() else { return Ok(Applied::Ignored) };
-        let user = self.user_index(sub);
+        let user = self.user_index(&crate::identity::user_key(namespace, sub));
         let now = unix_now();
         // Events are ordered by the provider's own timestamps (`ts`, milliseconds), compared
         // only with each other; our clock only bounds the session cut-off (seconds), so that a
@@ -184,10 +189,12 @@ impl Revocations {
     }
 }
 
-/// Answers a webhook delivery whose body (at most the configured size) is `body`.
+/// Answers a webhook delivery whose body (at most the configured size) is `body`, from the
+/// provider whose users' keys are qualified with `namespace`.
 pub async fn handle(
     revocations: &Revocations,
     key: &WebhookKey,
+    namespace: Option<&str>,
     headers: &http::HeaderMap,
     body: &[u8],
 ) -> Reply {
@@ -227,7 +234,7 @@ pub async fn handle(
         }
         Err(e) => return unavailable(&e),
     }
-    match revocations.apply_event(&event).await {
+    match revocations.apply_event(&event, namespace).await {
         Ok(Applied::Done) => {
             count(label, "applied");
             let age = unix_now().saturating_sub(event.timestamp);
