@@ -11,6 +11,8 @@ use common::{Browser, Echo, Gate, Idp, echoed, free_port, login};
 
 const ALICE: &str = "a1b2c3d4-0000-4000-8000-00000000a11c";
 const KIM: &str = "7c1e2f3a-0000-4000-8000-0000000000k1";
+const STAFF_HOOKS: &str = "staff-webhook-secret-0123456789abcdefghij";
+const PARTNER_HOOKS: &str = "partner-webhook-secret-0123456789abcdefgh";
 
 struct Stack {
     staff: Idp,
@@ -44,6 +46,12 @@ audience = "authgate"
 display_name = "Partner login"
 scopes = ["openid", "profile", "email"]
 
+[providers.partners.webhooks]
+secret = "{PARTNER_HOOKS}"
+
+[webhooks]
+secret = "{STAFF_HOOKS}"
+
 [[routes]]
 name = "staff"
 path = "/staff"
@@ -63,7 +71,7 @@ claims = [{{ claim = "groups", any = ["/staff/wiki-editors"] }}]
 name = "realm-admins"
 path = "/kc-admin"
 upstream = "{e}"
-auth = "api"
+auth = "any"
 providers = "partners"
 claims = [{{ claim = "realm_access.roles", all = ["wiki-admin"] }}]
 
@@ -155,6 +163,8 @@ async fn each_route_takes_the_providers_it_names_and_their_groups_and_roles() {
     let r = b.request("GET", &format!("{}/both/x", s.base), None, &[]).await;
     assert_eq!(r.status, 200);
     assert_eq!(echoed(&r.json(), "x-user-id"), [KIM]);
+    // her realm role holds for her session too
+    assert_eq!(api_status(&mut b, &s.base, "/kc-admin/x").await, 200);
     // on the staff route it is no session: a navigation is sent to the staff provider
     let r = b.request("GET", &format!("{}/staff/x", s.base), None, &[]).await;
     assert_eq!(r.status, 302);
@@ -164,6 +174,16 @@ async fn each_route_takes_the_providers_it_names_and_their_groups_and_roles() {
     assert_eq!(r.status, 401, "not a navigation: 401, and the session cookie stays");
     let r = b.request("GET", &format!("{}/kc-editors/x", s.base), None, &[]).await;
     assert_eq!(r.status, 200, "the partner session still works where it is accepted");
+    // and the other way round: a staff session is no session on a partners-only route, and a
+    // session on the route that accepts both
+    let mut a = Browser::new();
+    let (page, _) = a.navigate(&format!("{}/staff/page", s.base), Some("alice")).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_eq!(api_status(&mut a, &s.base, "/kc-editors/x").await, 401);
+    let r = a.request("GET", &format!("{}/kc-editors/x", s.base), None, &[]).await;
+    assert!(r.location().starts_with(&format!("{}/auth?", s.partners.issuer)), "{}", r.location());
+    let r = a.request("GET", &format!("{}/both/x", s.base), None, &[]).await;
+    assert_eq!(echoed(&r.json(), "x-user-id"), [ALICE]);
 
     // a sign-in started for one provider cannot be completed by the other's answer: the state
     // names the provider, whose issuer must answer
@@ -201,6 +221,54 @@ fn a_real_browser_signs_in_through_the_chooser() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("chooser ok"));
+}
+
+/// A request of a signed-in browser as a script makes it (not a navigation): the status.
+async fn api_status(b: &mut Browser, base: &str, path: &str) -> u16 {
+    let json = [("accept", "application/json"), ("sec-fetch-mode", "cors")];
+    b.request("GET", &format!("{base}{path}"), None, &json).await.status
+}
+
+/// A signed `user.suspended` for `sub`, delivered to `path` signed with `secret`: the status.
+async fn suspend(base: &str, path: &str, secret: &str, sub: &str, id: &str) -> u16 {
+    use hmac::Mac;
+    let now = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    let body = serde_json::to_vec(&serde_json::json!({
+        "id": id, "event": "user.suspended", "timestamp": now, "data": { "userId": sub },
+    }))
+    .unwrap();
+    let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(&body);
+    let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    let resp = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .header("content-type", "application/json")
+        .header("x-webhook-signature", format!("sha256={hex}"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    resp.status().as_u16()
+}
+
+/// Webhooks are per provider: each endpoint has its provider's secret, and an event ends only
+/// that provider's user, even under the same `sub`.
+#[tokio::test]
+async fn each_provider_has_its_own_webhooks() {
+    let s = stack("127.0.0.1", None);
+    let mut b = Browser::new();
+    let (page, _) = b.navigate(&format!("{}/kc-editors/page", s.base), Some("kim")).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_eq!(api_status(&mut b, &s.base, "/kc-editors/x").await, 200);
+    // the staff endpoint refuses the partners' signature, and a staff event naming kim's `sub`
+    // is about a staff user: kim stays signed in
+    assert_eq!(suspend(&s.base, "/oauth2/webhooks", PARTNER_HOOKS, KIM, "e1").await, 401);
+    assert_eq!(suspend(&s.base, "/oauth2/webhooks", STAFF_HOOKS, KIM, "e2").await, 200);
+    assert_eq!(api_status(&mut b, &s.base, "/kc-editors/x").await, 200);
+    // the partners' own endpoint, with their secret, ends her session
+    assert_eq!(suspend(&s.base, "/oauth2/webhooks/partners", STAFF_HOOKS, KIM, "e3").await, 401);
+    assert_eq!(suspend(&s.base, "/oauth2/webhooks/partners", PARTNER_HOOKS, KIM, "e4").await, 200);
+    assert_eq!(api_status(&mut b, &s.base, "/kc-editors/x").await, 401);
 }
 
 #[test]

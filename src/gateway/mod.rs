@@ -11,7 +11,7 @@ mod route;
 use crate::assertion::AssertionSigner;
 use crate::assertion::keys::KeyError;
 use crate::browser::BrowserAuth;
-use crate::config::{AuthMode, Config, RouteConfig};
+use crate::config::{AuthMode, Config, DEFAULT_PROVIDER, RouteConfig};
 use crate::forwarding::{HeaderSpellings, StrippedHeaders};
 use crate::identity::{BadHeaderName, IdentityHeaderNames};
 use crate::jwt::TokenVerifier;
@@ -75,8 +75,8 @@ pub struct Gateway {
     pub browser: Option<Arc<BrowserAuth>>,
     /// Signs identity assertions, when `[assertion] enabled`.
     pub assertion: Option<Arc<AssertionSigner>>,
-    /// The webhook signing key, when `[webhooks]` is configured.
-    pub webhook_key: Option<WebhookKey>,
+    /// The webhook endpoints: `[webhooks]` (the first provider's) and each provider's own.
+    pub webhooks: Vec<WebhookEndpoint>,
     /// The pages people read when the gateway answers (`[pages]`).
     pub pages: Pages,
 }
@@ -113,11 +113,7 @@ impl Gateway {
                 names.iter().map(|(_, name)| *name).chain([config.assertion.header.as_str()]),
             ),
             assertion,
-            webhook_key: config
-                .webhooks
-                .as_ref()
-                .and_then(|w| w.secret.as_ref())
-                .map(|secret| WebhookKey::new(secret.expose().as_bytes())),
+            webhooks: webhook_endpoints(&config),
             pages: Pages::new(&config.pages)?,
             verifiers,
             browser,
@@ -140,6 +136,40 @@ impl Gateway {
     pub fn trusts(&self, peer: Option<IpAddr>) -> bool {
         peer.is_some_and(|ip| self.trusted_proxies.iter().any(|net| net.contains(&ip)))
     }
+}
+
+/// One provider's webhook endpoint.
+#[derive(Debug)]
+pub struct WebhookEndpoint {
+    /// Its path, under `/oauth2/`.
+    pub path: String,
+    /// Its signing key.
+    pub key: WebhookKey,
+    /// Largest body accepted.
+    pub max_body: usize,
+    /// What its users' revocation keys are qualified with (`identity::user_key`).
+    pub namespace: Option<String>,
+}
+
+/// The webhook endpoints of `config`: `[webhooks]` for the first provider (`[provider]` or the
+/// only one), `[providers.<name>.webhooks]` for the others.
+fn webhook_endpoints(config: &Config) -> Vec<WebhookEndpoint> {
+    let first = config.provider_list().first().map(|(name, _)| *name);
+    let namespace = |name: &str| (name != DEFAULT_PROVIDER).then(|| name.to_owned());
+    let top = config.webhooks.iter().map(|w| (w, first.and_then(namespace)));
+    let own =
+        config.providers.iter().filter_map(|(name, p)| p.webhooks.as_ref().map(|w| (w, namespace(name))));
+    top.chain(own)
+        .filter_map(|(w, namespace)| {
+            let secret = w.secret.as_ref()?;
+            Some(WebhookEndpoint {
+                path: w.path.clone(),
+                key: WebhookKey::new(secret.expose().as_bytes()),
+                max_body: w.max_body_size.bytes(),
+                namespace,
+            })
+        })
+        .collect()
 }
 
 /// The assertion a route sends: on every authenticated route when `[assertion] enabled`, unless

@@ -37,8 +37,9 @@ pub struct PendingEndpoint {
 }
 
 enum BodyEndpoint {
-    /// A signed provider webhook (its signature header travels with it).
-    Webhook(http::HeaderMap),
+    /// A signed provider webhook (its signature header travels with it) at the endpoint with
+    /// this index in `Gateway::webhooks`.
+    Webhook(http::HeaderMap, usize),
     /// An OIDC back-channel logout token.
     BackchannelLogout,
     /// `POST /oauth2/sign_out`: the body is read and dropped.
@@ -49,7 +50,7 @@ impl std::fmt::Debug for BodyEndpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // the held headers and cookies carry signatures and session tickets
         f.write_str(match self {
-            BodyEndpoint::Webhook(_) => "Webhook",
+            BodyEndpoint::Webhook(..) => "Webhook",
             BodyEndpoint::BackchannelLogout => "BackchannelLogout",
             BodyEndpoint::SignOut { .. } => "SignOut",
         })
@@ -85,16 +86,14 @@ pub async fn dispatch(
     let Some(auth) = gateway.browser.as_deref() else { return answer(not_found("no_route"), target) };
     let post = facts.method == http::Method::POST;
     // provider-to-gateway events: signed or verified, never proxied, never given identity headers
-    if let Some(webhooks) = &gateway.config.webhooks {
-        if target.path == webhooks.path {
-            return match (post, &gateway.webhook_key) {
-                (true, Some(_)) => {
-                    let limit = webhooks.max_body_size.bytes();
-                    pending(target, limit, BodyEndpoint::Webhook(facts.headers.clone()))
-                }
-                _ => answer(method_not_allowed("POST"), target),
-            };
-        }
+    if let Some(i) = gateway.webhooks.iter().position(|w| w.path == target.path) {
+        return match post {
+            true => {
+                let limit = gateway.webhooks[i].max_body;
+                pending(target, limit, BodyEndpoint::Webhook(facts.headers.clone(), i))
+            }
+            false => answer(method_not_allowed("POST"), target),
+        };
     }
     if target.path == BACKCHANNEL_LOGOUT {
         return match (post, gateway.verifiers.is_empty()) {
@@ -182,13 +181,14 @@ pub async fn finish(gateway: &Gateway, pending: PendingEndpoint, body: &[u8]) ->
         return not_found("no_route");
     };
     match kind {
-        BodyEndpoint::Webhook(headers) => match &gateway.webhook_key {
-            Some(key) => {
-                // events are the first provider's ([provider], or the only one)
-                let namespace = gateway.verifiers.first().and_then(|v| v.namespace());
-                revocation::webhook::handle(auth.revocations(), key, namespace, &headers, body).await
+        // the endpoint of the configuration the body was read under (a reload in between
+        // that removed it: no such endpoint)
+        BodyEndpoint::Webhook(headers, i) => match gateway.webhooks.get(i) {
+            Some(w) => {
+                let namespace = w.namespace.as_deref();
+                revocation::webhook::handle(auth.revocations(), &w.key, namespace, &headers, body).await
             }
-            None => method_not_allowed("POST"),
+            None => not_found("not_found"),
         },
         BodyEndpoint::BackchannelLogout => match gateway.verifiers.is_empty() {
             false => revocation::backchannel::handle(auth.revocations(), &gateway.verifiers, body).await,
@@ -231,7 +231,7 @@ pub async fn read_body(
 ) -> pingora::Result<Result<Vec<u8>, Reply>> {
     let intake = match pending.kind {
         BodyEndpoint::SignOut { .. } => return read_limited(downstream, pending.limit, false).await,
-        BodyEndpoint::Webhook(_) => &*WEBHOOK_INTAKE,
+        BodyEndpoint::Webhook(..) => &*WEBHOOK_INTAKE,
         BodyEndpoint::BackchannelLogout => &*BACKCHANNEL_INTAKE,
     };
     let _admitted = match intake.admit(pending.client) {

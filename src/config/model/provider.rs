@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::one_or_many;
+use super::{WebhookConfig, one_or_many};
 use crate::config::Secret;
 use crate::config::units::{ByteSize, Duration};
 
@@ -75,6 +75,9 @@ pub struct ProviderConfig {
     pub token_endpoint_rate: u32,
     /// How the sign-in chooser names it (default: its name in the config).
     pub display_name: Option<String>,
+    /// This provider's signed webhooks (`[providers.<name>.webhooks]`; `[provider]`'s are the
+    /// top-level `[webhooks]`). Path default: `/oauth2/webhooks/<name>`.
+    pub webhooks: Option<WebhookConfig>,
 }
 
 fn default_token_endpoint_rate() -> u32 {
