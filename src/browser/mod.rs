@@ -2,6 +2,7 @@
 //! sign-out and userinfo here; signing in (`sign_in`) and refreshing tokens (`refresh`) beside.
 //! Each endpoint returns a `Reply`; the proxy only writes it.
 
+mod client;
 pub mod cookies;
 mod login_budget;
 mod pages;
@@ -16,7 +17,6 @@ use std::time::{Duration, Instant};
 use crate::clock::unix_now;
 use crate::http_util::cookie_values;
 use crate::identity::PreparedIdentity;
-use crate::jwt::TokenVerifier;
 use crate::oidc::login::{self, LoginSettings};
 use crate::random::random_token;
 use crate::reply::Reply;
@@ -24,42 +24,12 @@ use crate::revocation::{Revocations, SessionVerdict};
 use crate::session::{
     SealError, Session, SessionKey, SessionSealer, SessionStore, SessionTicket, StoreEvent, StoredSession,
 };
+pub use client::ProviderClient;
 use cookies::CookieSettings;
 pub use pages::userinfo;
 
 /// Longest access-token lifetime believed from `expires_in`.
 const MAX_TOKEN_LIFETIME: u64 = crate::identity::MAX_LIFETIME_SECS;
-
-/// One provider's sign-in: its tokens' verifier, the gateway's client registration there, and
-/// the code exchanges each client network may make at it.
-pub struct ProviderClient {
-    /// Verifies its tokens (and knows its discovery, keys and token-endpoint budget).
-    pub verifier: Arc<TokenVerifier>,
-    /// The client registration and sign-in settings.
-    pub settings: LoginSettings,
-    /// How the sign-in chooser names it.
-    pub display_name: String,
-    /// Code exchanges per client network (made-up codes must not spend its budget).
-    exchange_limiter: login_budget::ExchangeLimiter,
-}
-
-impl ProviderClient {
-    /// A provider's sign-in client.
-    pub fn new(verifier: Arc<TokenVerifier>, settings: LoginSettings, display_name: String) -> Self {
-        let exchange_limiter = login_budget::ExchangeLimiter::new(settings.token_endpoint_rate);
-        Self { verifier, settings, display_name, exchange_limiter }
-    }
-
-    /// Its name in the config.
-    pub fn name(&self) -> &str {
-        self.verifier.name()
-    }
-
-    /// What its users' revocation keys are qualified with.
-    fn namespace(&self) -> Option<&str> {
-        self.verifier.namespace()
-    }
-}
 
 /// The sign-in machinery, shared by every request (it outlives config reloads).
 pub struct BrowserAuth {

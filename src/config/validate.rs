@@ -6,15 +6,17 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 mod pages;
+mod provider;
 mod routes;
 mod session;
+mod webhooks;
 
-use super::{
-    AuthMode, Config, DEFAULT_PROVIDER, Duration, Problem, ProviderConfig, Secret, StoreKind, resolve_path,
-};
+use super::{AuthMode, Config, Duration, Problem, Secret, StoreKind, resolve_path};
 use pages::pages;
+use provider::providers;
 use routes::routes;
 use session::session;
+use webhooks::webhooks;
 
 /// The shortest accepted session secret, in bytes.
 pub const MIN_SECRET_BYTES: usize = 32;
@@ -188,148 +190,6 @@ fn server(config: &mut Config, base_dir: &Path, p: &mut Problems) {
     }
 }
 
-fn providers(config: &mut Config, base_dir: &Path, p: &mut Problems) {
-    if let Some(pr) = config.provider.as_mut() {
-        provider("provider", pr, base_dir, p);
-    }
-    for (name, pr) in config.providers.iter_mut() {
-        let at = format!("providers.{name}");
-        let valid = !name.is_empty()
-            && name.len() <= 32
-            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-        if !valid {
-            p.at(at.clone(), "a provider's name is 1 to 32 lower-case letters, digits, '-' and '_'");
-        }
-        if name == DEFAULT_PROVIDER {
-            p.at(at.clone(), "\"default\" is [provider]'s name: write the table as [provider]");
-        }
-        provider(&at, pr, base_dir, p);
-    }
-    // a token or logout token is routed by its issuer: two providers cannot share one
-    let mut issuers: HashMap<String, String> = HashMap::new();
-    let tables = config.provider.iter().map(|pr| ("provider".to_owned(), pr));
-    for (key, pr) in tables.chain(config.providers.iter().map(|(n, pr)| (format!("providers.{n}"), pr))) {
-        if let Some(first) = issuers.insert(pr.issuer.trim_end_matches('/').to_owned(), key.clone()) {
-            p.at(format!("{key}.issuer"), format!("is already the issuer of [{first}]"));
-        }
-    }
-}
-
-/// Checks one provider, whose keys are under `at`.
-fn provider(at: &str, pr: &mut ProviderConfig, base_dir: &Path, p: &mut Problems) {
-    if pr
-        .display_name
-        .as_ref()
-        .is_some_and(|d| d.is_empty() || d.len() > 100 || d.chars().any(char::is_control))
-    {
-        p.at(format!("{at}.display_name"), "one line of at most 100 characters");
-    }
-    match url::Url::parse(&pr.issuer) {
-        Ok(u) => {
-            // RFC 6761: `*.localhost` is loopback too (the provider client resolves it so itself)
-            let loopback = match u.host() {
-                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-                Some(url::Host::Domain(name)) => crate::http_util::is_localhost_name(name),
-                None => false,
-            };
-            if u.scheme() != "https" && !(u.scheme() == "http" && loopback) {
-                p.at(format!("{at}.issuer"), "must be an https URL (http is allowed only on loopback)");
-            } else if u.query().is_some() || u.fragment().is_some() || !u.username().is_empty() {
-                p.at(format!("{at}.issuer"), "must not have a query, fragment or user info");
-            }
-        }
-        Err(e) => p.at(format!("{at}.issuer"), format!("{:?} is not a URL: {e}", pr.issuer)),
-    }
-    if pr.client_id.trim().is_empty() {
-        p.at(format!("{at}.client_id"), "must not be empty");
-    }
-    // `client_secret = "${SECRET:-}"` with the variable unset means "no secret" (a public client)
-    if pr.client_secret.as_ref().is_some_and(|s| s.expose().is_empty()) {
-        pr.client_secret = None;
-    }
-    secret_from_file(
-        &format!("{at}.client_secret"),
-        &mut pr.client_secret,
-        pr.client_secret_file.as_deref(),
-        base_dir,
-        p,
-    );
-    if !pr.scopes.iter().any(|s| s == "openid") {
-        p.at(format!("{at}.scopes"), "must include \"openid\"");
-    }
-    if let Some(s) = pr.scopes.iter().find(|s| s.is_empty() || s.contains(char::is_whitespace)) {
-        p.at(format!("{at}.scopes"), format!("{s:?} is not a single scope"));
-    }
-    if pr.audience.iter().any(|a| a.trim().is_empty()) {
-        p.at(format!("{at}.audience"), "must not contain an empty audience");
-    }
-    pr.signature_algorithms.clear();
-    for (i, alg) in pr.algorithms.iter().enumerate() {
-        let parsed = alg.parse::<jsonwebtoken::Algorithm>().ok();
-        if let (true, Some(a)) = (SIGNATURE_ALGORITHMS.contains(&alg.as_str()), parsed) {
-            pr.signature_algorithms.push(a);
-        } else {
-            p.at(
-                format!("{at}.algorithms[{i}]"),
-                format!(
-                    "{alg:?} is not accepted; use public-key algorithms: {}",
-                    SIGNATURE_ALGORITHMS.join(", ")
-                ),
-            );
-        }
-    }
-    if pr.algorithms.is_empty() {
-        p.at(format!("{at}.algorithms"), "must list at least one algorithm");
-    }
-    if pr.leeway.get() > std::time::Duration::from_secs(600) {
-        p.at(format!("{at}.leeway"), "must be at most 10m");
-    }
-    if pr.jwks_cooldown.get() < std::time::Duration::from_secs(1) {
-        p.at(
-            format!("{at}.jwks_cooldown"),
-            "must be at least 1s (it protects the provider from unknown-kid floods)",
-        );
-    }
-    if pr.jwks_min_refresh.get() < std::time::Duration::from_secs(1) {
-        p.at(format!("{at}.jwks_min_refresh"), "must be at least 1s");
-    }
-    if pr.jwks_min_refresh > pr.jwks_max_refresh {
-        p.at(format!("{at}.jwks_min_refresh"), "is longer than jwks_max_refresh");
-    }
-    timeout(&format!("{at}.http_timeout"), pr.http_timeout, p);
-    if pr.http_timeout.get() > std::time::Duration::from_secs(60) {
-        p.at(format!("{at}.http_timeout"), "must be at most 60s: requests may wait on it");
-    }
-    if !(1..=100_000).contains(&pr.token_endpoint_rate) {
-        p.at(format!("{at}.token_endpoint_rate"), "must be between 1 and 100000 calls per minute");
-    }
-    if !(1024..=16 * 1024 * 1024).contains(&pr.max_response_size.0) {
-        p.at(format!("{at}.max_response_size"), "must be between 1KiB and 16MiB");
-    }
-    if pr.introspection && pr.client_secret.is_none() {
-        p.at(format!("{at}.introspection"), "needs the client secret (client_secret or client_secret_file)");
-    }
-    timeout(&format!("{at}.introspection_ttl"), pr.introspection_ttl, p);
-    if let Some(u) = &pr.post_logout_redirect_uri {
-        match url::Url::parse(u) {
-            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
-            _ => p.at(format!("{at}.post_logout_redirect_uri"), format!("{u:?} is not an http(s) URL")),
-        }
-    }
-    if pr.token_cache_size == 0 {
-        p.at(format!("{at}.token_cache_size"), "must be at least 1");
-    }
-    for key in pr.extra_authorize_params.keys() {
-        if RESERVED_AUTHORIZE_PARAMS.contains(&key.as_str()) {
-            p.at(
-                format!("{at}.extra_authorize_params.{key}"),
-                "is set by the gateway itself and cannot be overridden",
-            );
-        }
-    }
-}
-
 fn headers(config: &Config, p: &mut Problems) {
     let mut seen: HashMap<String, String> = HashMap::new();
     for (path, name) in config.headers.all() {
@@ -380,84 +240,6 @@ fn timeout(key: &str, d: Duration, p: &mut Problems) {
 fn readable(key: &str, path: &Path, p: &mut Problems) {
     if let Err(e) = std::fs::metadata(path) {
         p.at(key, format!("cannot read {}: {e}", path.display()));
-    }
-}
-
-/// Checks `[webhooks]` and every `[providers.<name>.webhooks]`, reading their secret files.
-fn webhooks(config: &mut Config, base_dir: &Path, p: &mut Problems) {
-    let has_session_secret = config.session.secret.is_some();
-    // events are the first provider's: [provider], or the only one
-    let lone_provider = config.provider.is_some() || config.providers.len() == 1;
-    if let Some(w) = config.webhooks.as_mut() {
-        webhook("webhooks", w, base_dir, p);
-        if !lone_provider {
-            p.at("webhooks", "needs a [provider] section (its events are that provider's); give others [providers.<name>.webhooks]");
-        }
-        if !has_session_secret {
-            p.at("webhooks", "needs session.secret: revocation records are sealed with it");
-        }
-    }
-    if config.provider.as_ref().is_some_and(|pr| pr.webhooks.is_some()) {
-        p.at("provider.webhooks", "[provider]'s webhooks are the top-level [webhooks]");
-    }
-    for (name, pr) in config.providers.iter_mut() {
-        let Some(w) = pr.webhooks.as_mut() else { continue };
-        let at = format!("providers.{name}.webhooks");
-        // the default path, made this provider's own
-        if w.path == "/oauth2/webhooks" {
-            w.path = format!("/oauth2/webhooks/{name}");
-        }
-        webhook(&at, w, base_dir, p);
-        if !has_session_secret {
-            p.at(at, "needs session.secret: revocation records are sealed with it");
-        }
-    }
-    // every endpoint its own path
-    let mut paths: HashMap<String, String> = HashMap::new();
-    let own = config
-        .providers
-        .iter()
-        .filter_map(|(n, pr)| pr.webhooks.as_ref().map(|w| (format!("providers.{n}.webhooks"), w)));
-    for (at, w) in config.webhooks.iter().map(|w| ("webhooks".to_owned(), w)).chain(own) {
-        if let Some(first) = paths.insert(w.path.clone(), at.clone()) {
-            p.at(format!("{at}.path"), format!("{:?} is already the path of [{first}]", w.path));
-        }
-    }
-}
-
-/// Checks one webhook endpoint, whose keys are under `at`, and reads its secret file.
-fn webhook(at: &str, w: &mut crate::config::WebhookConfig, base_dir: &Path, p: &mut Problems) {
-    secret_from_file(&format!("{at}.secret"), &mut w.secret, w.secret_file.as_deref(), base_dir, p);
-    match &w.secret {
-        None => p.at(format!("{at}.secret"), "is required (or give `secret_file`)"),
-        Some(s) if s.expose().len() < MIN_SECRET_BYTES => p.at(
-            format!("{at}.secret"),
-            format!(
-                "is {} bytes; use at least {MIN_SECRET_BYTES} (register the same secret at the provider)",
-                s.expose().len()
-            ),
-        ),
-        Some(_) => {}
-    }
-    let reserved = [
-        "/oauth2/start",
-        "/oauth2/callback",
-        "/oauth2/sign_out",
-        "/oauth2/userinfo",
-        "/oauth2/backchannel-logout",
-    ];
-    if !w.path.starts_with("/oauth2/")
-        || w.path.len() <= "/oauth2/".len()
-        || reserved.contains(&w.path.as_str())
-        || !w.path.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b))
-    {
-        p.at(
-            format!("{at}.path"),
-            "must be a path under /oauth2/ not used by another endpoint (e.g. \"/oauth2/webhooks\")",
-        );
-    }
-    if !(1024..=16 * 1024 * 1024).contains(&w.max_body_size.0) {
-        p.at(format!("{at}.max_body_size"), "must be between 1KiB and 16MiB");
     }
 }
 
