@@ -297,10 +297,7 @@ impl BrowserAuth {
                 return bad_callback(page, "The sign-in could not be verified.");
             }
         };
-        if id_claims["sub"]
-            .as_str()
-            .is_some_and(|sub| self.revocations.is_denied(&self.user_key(provider, sub)))
-        {
+        if id_claims["sub"].as_str().is_some_and(|sub| self.revocations.is_denied(at.namespace(), sub)) {
             tracing::info!("sign-in refused: the user is suspended");
             return Reply::page(StatusCode::FORBIDDEN, "Account disabled", &[ACCOUNT_DISABLED], "");
         }

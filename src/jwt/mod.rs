@@ -219,6 +219,12 @@ impl TokenVerifier {
         &self.provider.issuer
     }
 
+    /// Has it verified `token` (still cached)? Only the provider whose issuer a JWT names
+    /// verifies it, so this tells a token's provider without reading the token.
+    pub fn has_verified(&self, token: &str) -> bool {
+        self.verified.get(&jwt_cache_key(token)).is_some_and(|v| v.is_of(token))
+    }
+
     /// Does it accept opaque tokens (by introspection)?
     pub fn introspects(&self) -> bool {
         self.introspector.is_some()

@@ -11,7 +11,7 @@ use crate::browser::{ActiveSession, SessionLookup};
 use crate::clock::unix_now;
 use crate::config::AuthMode;
 use crate::gateway::{Gateway, Route, RouteProvider};
-use crate::identity::{Identity, PreparedIdentity, add_identity_headers, user_key};
+use crate::identity::{Identity, PreparedIdentity, add_identity_headers};
 use crate::jwt::{TokenError, TokenVerifier, VerifiedToken};
 use crate::pages::{Denied, PageContext, PageUser};
 use crate::policy::{Denial, RoutePolicy};
@@ -212,10 +212,7 @@ pub async fn authenticate(
             let (provider, verifier) = bearer_provider(route, verifiers, token).ok_or_else(invalid_token)?;
             let namespace = verifier.namespace();
             match verifier.verify(token, &provider.audiences).await {
-                Ok(token)
-                    if revocations
-                        .is_some_and(|r| r.is_denied(&user_key(namespace, &token.identity.subject))) =>
-                {
+                Ok(token) if revocations.is_some_and(|r| r.is_denied(namespace, &token.identity.subject)) => {
                     tracing::debug!(route = %route.name, "bearer token of a suspended user refused");
                     Err(invalid_token())
                 }
@@ -269,8 +266,9 @@ fn sign_in_needed(navigation: bool) -> Rejection {
 }
 
 /// The provider that judges a bearer token on `route`: its only one, or among several the one
-/// whose issuer the token names (read before verification only to choose the verifier, which
-/// checks `iss` again); a token naming none of them has none. An opaque token names no issuer:
+/// that verified it before (a cache lookup, no parsing on the hot path), else the one whose
+/// issuer the token names (read before verification only to choose the verifier, which checks
+/// `iss` again); a token naming none of them has none. An opaque token names no issuer:
 /// it goes to the one of the route's providers that introspects, when exactly one does (never
 /// to a provider it may not come from otherwise).
 fn bearer_provider<'a>(
@@ -281,19 +279,35 @@ fn bearer_provider<'a>(
     let of = |p: &'a RouteProvider| verifiers.get(p.index).map(|v| (p, v.as_ref()));
     match route.providers.as_slice() {
         [only] => of(only),
-        several => match crate::oidc::login::access_token_claims(token) {
-            Some(claims) => {
-                let iss = claims.get("iss").and_then(|i| i.as_str())?;
-                several.iter().filter_map(of).find(|(_, v)| v.issuer() == iss)
+        several => {
+            if let Some(known) = several.iter().filter_map(of).find(|(_, v)| v.has_verified(token)) {
+                return Some(known);
             }
-            None => {
-                let mut introspecting = several.iter().filter_map(of).filter(|(_, v)| v.introspects());
-                match (introspecting.next(), introspecting.next()) {
-                    (Some(one), None) => Some(one),
-                    _ => None,
-                }
+            bearer_provider_by_content(several, verifiers, token)
+        }
+    }
+}
+
+/// Among `several` providers, the one a token not yet verified names (`iss`), or for an opaque
+/// token the one that introspects.
+fn bearer_provider_by_content<'a>(
+    several: &'a [RouteProvider],
+    verifiers: &'a [Arc<TokenVerifier>],
+    token: &str,
+) -> Option<(&'a RouteProvider, &'a TokenVerifier)> {
+    let of = |p: &'a RouteProvider| verifiers.get(p.index).map(|v| (p, v.as_ref()));
+    match crate::oidc::login::access_token_claims(token) {
+        Some(claims) => {
+            let iss = claims.get("iss").and_then(|i| i.as_str())?;
+            several.iter().filter_map(of).find(|(_, v)| v.issuer() == iss)
+        }
+        None => {
+            let mut introspecting = several.iter().filter_map(of).filter(|(_, v)| v.introspects());
+            match (introspecting.next(), introspecting.next()) {
+                (Some(one), None) => Some(one),
+                _ => None,
             }
-        },
+        }
     }
 }
 

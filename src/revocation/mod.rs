@@ -152,12 +152,14 @@ impl Revocations {
         self.sealer.user_index(sub)
     }
 
-    /// Is this user (`sub`) on the deny-list? Costs one atomic load while nobody is.
-    pub fn is_denied(&self, sub: &str) -> bool {
+    /// Is this user (`sub` of the provider whose keys are qualified with `namespace`, see
+    /// `identity::user_key`) on the deny-list? Costs one atomic load while nobody is (the key
+    /// is built only past it).
+    pub fn is_denied(&self, namespace: Option<&str>, sub: &str) -> bool {
         if !self.any_denied.load(Ordering::Relaxed) {
             return false;
         }
-        let user = self.user_index(sub);
+        let user = self.user_index(&crate::identity::user_key(namespace, sub));
         let denied = self.denied.read().unwrap_or_else(|e| e.into_inner());
         denied.get(&user).is_some_and(|until| *until > unix_now())
     }

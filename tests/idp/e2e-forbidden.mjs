@@ -5,30 +5,16 @@
 // OTHER_USER (who signs in after), OTHER_SUB (the X-User-Id the app must then see), EXPECT (a
 // JSON array of strings the page must show), SHOT (where to save the screenshot), CHROMIUM.
 // Exits 0 when every check holds; prints what failed otherwise.
-import { chromium } from 'playwright-core';
+import { run, signIn } from './chromium.mjs';
 
 const gate = process.env.GATE_URL;
 const appPath = process.env.APP_PATH;
 const expected = JSON.parse(process.env.EXPECT);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-  headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage'],
-});
-const failures = [];
-const check = (ok, what) => { if (!ok) failures.push(what); };
-const signIn = async (page, user) => {
-  await page.waitForSelector('#username', { timeout: 15000 });
-  await page.fill('#username', user);
-  await page.fill('#password', 'password');
-  await Promise.all([page.waitForURL(`${gate}/**`, { timeout: 15000 }), page.click('#submit')]);
-};
-try {
+await run('forbidden page ok', async (browser, check) => {
   const context = await browser.newContext({ viewport: { width: 900, height: 700 } });
   const page = await context.newPage();
   await page.goto(`${gate}${appPath}`);
-  await signIn(page, process.env.USER);
+  await signIn(page, gate, process.env.USER);
   const response = await page.reload();
   check(response.status() === 403, `status ${response.status()} at ${page.url()}`);
   check(page.url() === `${gate}${appPath}`, `landed on ${page.url()}`);
@@ -40,21 +26,9 @@ try {
 
   // the way out: sign out here and at the IdP, and sign in as someone else
   await Promise.all([page.waitForURL(/\/interaction\//, { timeout: 15000 }), page.click('#sign-out')]);
-  await signIn(page, process.env.OTHER_USER);
+  await signIn(page, gate, process.env.OTHER_USER);
   await page.goto(`${gate}${appPath}`);
   const echo = JSON.parse(await page.locator('body').innerText());
   const seen = echo.headers.filter(([k]) => k.toLowerCase() === 'x-user-id').map(([, v]) => v);
   check(JSON.stringify(seen) === JSON.stringify([process.env.OTHER_SUB]), `after switching, x-user-id ${seen}`);
-} catch (err) {
-  failures.push(`error: ${err.message}`);
-  for (const p of browser.contexts().flatMap((c) => c.pages())) {
-    failures.push(`at ${p.url()}: ${(await p.content().catch(() => '')).slice(0, 600)}`);
-  }
-} finally {
-  await browser.close();
-}
-if (failures.length) {
-  console.log(failures.join('\n'));
-  process.exit(1);
-}
-console.log('forbidden page ok');
+});

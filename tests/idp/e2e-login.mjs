@@ -3,19 +3,11 @@
 // back on the page, and check what the app received. Then sign out.
 // Env: GATE_URL (authgate's public URL), USER_SUB (the expected X-User-Id), CHROMIUM (path).
 // Exits 0 when every check holds; prints what failed otherwise.
-import { chromium } from 'playwright-core';
+import { run } from './chromium.mjs';
 
 const gate = process.env.GATE_URL;
 const expectedSub = process.env.USER_SUB;
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-  headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage'],
-});
-const failures = [];
-const check = (ok, what) => { if (!ok) failures.push(what); };
-try {
+await run('e2e ok', async (browser, check) => {
   const context = await browser.newContext();
   const page = await context.newPage();
   if (process.env.E2E_TRACE) {
@@ -50,16 +42,4 @@ try {
   check(await page.locator('#username').count() === 1, `after sign-out the IdP should ask again, got ${page.url()}`);
   const after = await context.cookies(gate);
   check(!after.some((c) => c.name === 'authgate_session'), 'the session cookie survived sign-out');
-} catch (err) {
-  failures.push(`error: ${err.message}`);
-  for (const p of browser.contexts().flatMap((c) => c.pages())) {
-    failures.push(`at ${p.url()}: ${(await p.content().catch(() => '')).slice(0, 600)}`);
-  }
-} finally {
-  await browser.close();
-}
-if (failures.length) {
-  console.error(`e2e failed:\n- ${failures.join('\n- ')}`);
-  process.exit(1);
-}
-console.log('e2e ok');
+});

@@ -72,6 +72,7 @@ pub(super) fn routes(config: &Config, p: &mut Problems) {
             }
             mode => {
                 let list = config.provider_list();
+                let accepted = config.route_providers(r);
                 for (j, name) in r.providers.iter().enumerate() {
                     if !list.iter().any(|(n, _)| n == name) {
                         let known: Vec<&str> = list.iter().map(|(n, _)| *n).collect();
@@ -83,7 +84,7 @@ pub(super) fn routes(config: &Config, p: &mut Problems) {
                 }
                 if list.is_empty() {
                     p.at(at("auth"), format!("`{}` routes need a [provider] section", mode.as_str()));
-                } else if r.providers.is_empty() && config.route_providers(r).is_empty() {
+                } else if r.providers.is_empty() && accepted.is_empty() {
                     p.at(
                         at("providers"),
                         "several providers are configured and none is [provider]: name the ones this route accepts",
@@ -96,8 +97,7 @@ pub(super) fn routes(config: &Config, p: &mut Problems) {
                     );
                 }
                 let audience_known = !r.audience.is_empty()
-                    || (!config.route_providers(r).is_empty()
-                        && config.route_providers(r).iter().all(|&k| !list[k].1.audience.is_empty()));
+                    || (!accepted.is_empty() && accepted.iter().all(|&k| !list[k].1.audience.is_empty()));
                 if matches!(mode, AuthMode::Api | AuthMode::Any) && !audience_known {
                     p.at(
                         at("audience"),
