@@ -14,6 +14,7 @@ use pingora::protocols::http::ServerSession;
 
 use crate::codec::constant_time_eq;
 use crate::gateway::Gateway;
+use crate::lifecycle::Drain;
 use crate::metrics::METRICS;
 use crate::oidc::OidcProvider;
 use crate::reload::Reloader;
@@ -24,31 +25,39 @@ pub struct AdminApp {
     gateway: Arc<ArcSwap<Gateway>>,
     providers: Vec<Arc<OidcProvider>>,
     reloader: Arc<Reloader>,
+    drain: Drain,
 }
 
 impl AdminApp {
-    /// Admin endpoints over the current gateway state, the provider's documents and reloads.
+    /// Admin endpoints over the current gateway state, the provider's documents, reloads and
+    /// the drain on SIGTERM.
     pub fn new(
         gateway: Arc<ArcSwap<Gateway>>,
         providers: Vec<Arc<OidcProvider>>,
         reloader: Arc<Reloader>,
+        drain: Drain,
     ) -> Self {
-        Self { gateway, providers, reloader }
+        Self { gateway, providers, reloader, drain }
     }
 }
 
-/// The readiness report: one entry per dependency, ready only when all are.
+/// The readiness report: one entry per dependency, ready only when all are and no stop has
+/// begun.
 pub fn readiness(
     gateway: &Gateway,
     providers: &[Arc<OidcProvider>],
     reloads: (u64, u64),
     session_store: Option<Result<(), String>>,
+    draining: bool,
 ) -> (bool, serde_json::Value) {
     let routes = gateway.config.routes.len();
     let mut checks = serde_json::json!({
         "config": { "ready": true, "routes": routes, "reloads": reloads.0, "failed_reloads": reloads.1 },
     });
-    let mut ready = true;
+    let mut ready = !draining;
+    if draining {
+        checks["draining"] = serde_json::json!({ "ready": false });
+    }
     // the first provider under its own keys (as with one provider), every one by issuer; only
     // the first gates readiness: another's outage refuses its own routes' sign-ins, and must not
     // take the gateway out of its load balancer
@@ -182,7 +191,13 @@ impl AdminApp {
                     Some(b) => Some(b.store().ping().await.map_err(|e| e.to_string())),
                     None => None,
                 };
-                let (ready, report) = readiness(&gateway, &self.providers, self.reloader.counts(), store);
+                let (ready, report) = readiness(
+                    &gateway,
+                    &self.providers,
+                    self.reloader.counts(),
+                    store,
+                    self.drain.is_draining(),
+                );
                 let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
                 (status, format!("{report}\n").into_bytes())
             }

@@ -7,7 +7,7 @@
 //!   `clock` (wall and monotonic time), `random` (OS randomness), `codec` (hex, header-value
 //!   encoding), `http_util` (header names, navigation, cookies, queries, return-to, same origin),
 //!   `pem` (key and certificate files), `reply` (replies, rejections, the page shell, messages),
-//!   `metrics` (Prometheus).
+//!   `metrics` (Prometheus), `lifecycle` (draining on SIGTERM).
 //! - plumbing: `routing` (hosts, paths, route tables), `upstream` (backends, balancing, passive
 //!   health), `forwarding` (request header hygiene, `X-Forwarded-*`, the client's address).
 //! - model: `config` (file → validated model), `identity` (who is calling, its headers, prepared
@@ -29,6 +29,7 @@
 pub mod clock;
 pub mod codec;
 pub mod http_util;
+pub mod lifecycle;
 pub mod metrics;
 pub mod pem;
 pub mod random;

@@ -102,6 +102,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Result<(), ReloadError> {
         ("server.tls", a.tls == b.tls),
         ("server.threads", a.threads == b.threads),
         ("server.grace_period", a.grace_period == b.grace_period),
+        ("server.drain_period", a.drain_period == b.drain_period),
         ("server.public_url", a.public_url == b.public_url),
         ("[provider]", old.provider == new.provider),
         ("[providers]", old.providers == new.providers),

@@ -1,5 +1,6 @@
 //! Assembling the Pingora server from a validated config: proxy listeners (plain, h2c, TLS
-//! with HTTP/2), the admin listener, and process settings (threads, graceful shutdown).
+//! with HTTP/2), the admin listener, and process settings (threads, draining and graceful
+//! shutdown).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,8 +8,8 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
-use pingora::server::Server;
 use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
@@ -19,6 +20,7 @@ use crate::config::{Config, DEFAULT_PROVIDER, StoreKind, resolve_path};
 use crate::gateway::{BuildError, Gateway};
 use crate::jwt::introspection::Introspector;
 use crate::jwt::{TokenVerifier, VerifierSettings};
+use crate::lifecycle::{Drain, DrainOnTerm};
 use crate::oidc::login::LoginSettings;
 use crate::oidc::{OidcProvider, ProviderError, ProviderRefresher};
 use crate::proxy::AuthGate;
@@ -162,9 +164,24 @@ fn browser_auth(
     )))
 }
 
+/// The assembled server, ready to run.
+pub struct Gatekeeper {
+    server: Server,
+    shutdown: DrainOnTerm,
+}
+
+impl Gatekeeper {
+    /// Serves until a shutdown signal, then exits the process (destructors do not run: flush
+    /// from a service's shutdown path).
+    pub fn run_forever(self) -> ! {
+        self.server.run(RunArgs { shutdown_signal: Box::new(self.shutdown) });
+        std::process::exit(0)
+    }
+}
+
 /// Builds the server for `config`, read from `config_path` (reloads re-read it; relative paths
 /// in it are resolved against its directory).
-pub fn build(config: Config, config_path: &std::path::Path) -> Result<Server, StartError> {
+pub fn build(config: Config, config_path: &std::path::Path) -> Result<Gatekeeper, StartError> {
     let base_dir = config_path.parent().unwrap_or(std::path::Path::new("."));
     // register every metric now, not on the first request
     std::sync::LazyLock::force(&crate::metrics::METRICS);
@@ -215,9 +232,10 @@ pub fn build(config: Config, config_path: &std::path::Path) -> Result<Server, St
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
+    let drain = Drain::new();
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        AuthGate::new(gateway.clone()),
+        AuthGate::new(gateway.clone(), drain.clone()),
         "authgate",
     );
     if s.h2c {
@@ -252,8 +270,9 @@ pub fn build(config: Config, config_path: &std::path::Path) -> Result<Server, St
     let reloader = Arc::new(Reloader::new(config_path.to_path_buf(), gateway.clone()));
     server.add_service(background_service("reload on SIGHUP", SighupReloader(reloader.clone())));
 
-    let mut admin = Service::new("authgate admin".into(), AdminApp::new(gateway, providers, reloader));
+    let admin_app = AdminApp::new(gateway, providers, reloader, drain.clone());
+    let mut admin = Service::new("authgate admin".into(), admin_app);
     admin.add_tcp(&s.admin_listen);
     server.add_service(admin);
-    Ok(server)
+    Ok(Gatekeeper { server, shutdown: DrainOnTerm::new(drain, s.drain_period.get()) })
 }

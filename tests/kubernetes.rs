@@ -84,12 +84,17 @@ fn check(overlay: &str) -> u64 {
     let service = find(&docs, "Service", "authgate");
     assert_eq!(service["spec"]["ports"][0]["targetPort"], "http");
 
-    // a rolling update drops nothing: the pod is out of the Service before SIGTERM, and
-    // SIGKILL comes after the grace period and Pingora's own 5 s
-    let pause = container["lifecycle"]["preStop"]["sleep"]["seconds"].as_u64().unwrap();
-    let grace = humantime::parse_duration(server["grace_period"].as_str().unwrap()).unwrap().as_secs();
+    // a rolling update drops nothing: authgate stays serving (not ready) while the pod leaves
+    // the Service, and SIGKILL comes after the drain, the grace period and Pingora's own 5 s
+    let seconds = |key: &str| humantime::parse_duration(server[key].as_str().unwrap()).unwrap().as_secs();
+    let (drain, grace) = (seconds("drain_period"), seconds("grace_period"));
+    assert!(drain >= 5, "{overlay}: a drain of {drain} s is shorter than endpoint propagation");
+    let pause = container["lifecycle"]["preStop"]["sleep"]["seconds"].as_u64().unwrap_or(0);
     let termination = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
-    assert!(termination >= pause + grace + 5, "{overlay}: {termination} < {pause} + {grace} + 5");
+    assert!(
+        termination >= pause + drain + grace + 5,
+        "{overlay}: {termination} < {pause} + {drain} + {grace} + 5"
+    );
 
     // hardened: non-root, read-only root, no capabilities, no service account token
     let sc = &container["securityContext"];

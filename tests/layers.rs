@@ -17,6 +17,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("pem", 0),
     ("reply", 0),
     ("metrics", 0),
+    ("lifecycle", 0),
     // plumbing
     ("routing", 1),
     ("upstream", 1),

@@ -111,27 +111,6 @@ fn a_bad_config_is_refused_and_the_running_one_stays() {
     assert_eq!(ready["checks"]["config"]["failed_reloads"], 3);
 }
 
-#[test]
-fn sigterm_lets_requests_in_flight_finish() {
-    let echo = Echo::start("app");
-    let mut gate = Gate::start(&config(&[("/", &echo.url())], "grace_period = \"2s\""));
-    let port = gate.port;
-    let slow = std::thread::spawn(move || {
-        try_raw(port, "GET /__slow?ms=1000 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-    });
-    std::thread::sleep(Duration::from_millis(200));
-    let stopped = Instant::now();
-    gate.signal("TERM");
-    let resp = slow.join().unwrap().unwrap();
-    assert_eq!(resp.status, 200, "the request in flight finished");
-    std::thread::sleep(Duration::from_millis(200));
-    assert!(std::net::TcpStream::connect(("127.0.0.1", gate.port)).is_err(), "new connections are refused");
-    while gate.is_running() {
-        assert!(stopped.elapsed() < Duration::from_secs(15), "did not exit after the grace period");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// A config with browser sign-in; `crm_license` is what the crm route requires, and `extra`
 /// adds routes.
 fn session_config(base: &str, idp: &common::Idp, echo: &Echo, crm_license: &str, extra: &str) -> String {

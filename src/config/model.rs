@@ -206,7 +206,9 @@ pub struct ServerConfig {
     pub threads: usize,
     /// Request limits and upstream timeouts.
     pub limits: LimitsConfig,
-    /// Time to let in-flight requests finish on SIGTERM.
+    /// After SIGTERM: how long readiness is false while the listeners still accept.
+    pub drain_period: Duration,
+    /// Then, once the listeners are closed: time to let in-flight requests finish.
     pub grace_period: Duration,
 }
 
@@ -227,6 +229,7 @@ impl Default for ServerConfig {
             public_origins: Vec::new(),
             threads: 0,
             limits: LimitsConfig::default(),
+            drain_period: Duration::from_secs(5),
             grace_period: Duration::from_secs(10),
         }
     }

@@ -188,6 +188,9 @@ fn server(config: &mut Config, base_dir: &Path, p: &mut Problems) {
     if s.grace_period.get() > std::time::Duration::from_secs(3600) {
         p.at("server.grace_period", "must be at most 1h");
     }
+    if s.drain_period.get() > std::time::Duration::from_secs(3600) {
+        p.at("server.drain_period", "must be at most 1h");
+    }
 }
 
 fn headers(config: &Config, p: &mut Problems) {

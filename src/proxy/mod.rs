@@ -36,18 +36,20 @@ use crate::forwarding::{
 };
 use crate::gateway::{Gateway, Route};
 use crate::http_util::RequestId;
+use crate::lifecycle::Drain;
 use crate::metrics::{METRICS, status_class};
 use crate::reply::Rejection;
 
 /// The gateway's proxy: holds the current `Gateway`, swapped whole on reload.
 pub struct AuthGate {
     gateway: Arc<ArcSwap<Gateway>>,
+    drain: Drain,
 }
 
 impl AuthGate {
-    /// A proxy serving whatever `gateway` currently holds.
-    pub fn new(gateway: Arc<ArcSwap<Gateway>>) -> Self {
-        Self { gateway }
+    /// A proxy serving whatever `gateway` currently holds, until `drain` starts.
+    pub fn new(gateway: Arc<ArcSwap<Gateway>>, drain: Drain) -> Self {
+        Self { gateway, drain }
     }
 }
 
@@ -122,6 +124,10 @@ impl ProxyHttp for AuthGate {
     }
 
     async fn request_filter(&self, downstream: &mut Downstream, ctx: &mut RequestCtx) -> Result<bool> {
+        if self.drain.is_draining() {
+            // `Connection: close` on this answer: the client reconnects to an instance that stays
+            downstream.set_keepalive(None);
+        }
         let gateway = ctx.gateway.clone();
         let req = downstream.req_header();
         ctx.trusted_peer = gateway.trusts(peer_ip(downstream));
