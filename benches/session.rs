@@ -9,7 +9,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 
 use authgate::identity::Identity;
 use authgate::session::{
-    MemoryStore, Session, SessionSealer, SessionStore, SessionTicket, SessionTokens, StoredSession,
+    LastUsed, MemoryStore, Session, SessionSealer, SessionStore, SessionTicket, SessionTokens, StoredSession,
 };
 
 fn session() -> Session {
@@ -57,6 +57,7 @@ fn bench(c: &mut Criterion) {
         expires_at: s.expires_at,
         created_at: s.created_at,
         sid: None,
+        last_used: LastUsed::default(),
     };
     rt.block_on(store.save(&sealer.session_key(&ticket), stored, None)).unwrap();
     let cookie = ticket.encode();

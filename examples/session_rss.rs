@@ -15,7 +15,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use authgate::identity::Identity;
 use authgate::session::{
-    MemoryStore, Session, SessionSealer, SessionStore, SessionTicket, SessionTokens, StoredSession,
+    LastUsed, MemoryStore, Session, SessionSealer, SessionStore, SessionTicket, SessionTokens, StoredSession,
 };
 
 /// Resident set size of this process, KiB.
@@ -83,6 +83,7 @@ fn main() {
             expires_at: s.expires_at,
             created_at: s.created_at,
             sid: Some(sealer.index("authgate provider session", b"sid")),
+            last_used: LastUsed::default(),
         };
         rt.block_on(store.save(&sealer.session_key(&ticket), stored, None)).expect("save");
     }

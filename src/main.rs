@@ -1,4 +1,5 @@
-//! The `authgate` command line: `run`, `check`, `reload`, `keys rotate`, `--version`.
+//! The `authgate` command line: `run`, `check`, `reload`, `keys rotate`, `sessions list|revoke`,
+//! `deny`, `--version`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +44,57 @@ enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// See and end a user's sessions, through the running gateway's admin listener.
+    Sessions {
+        #[command(subcommand)]
+        action: SessionsAction,
+    },
+    /// Refuse a user's bearer tokens for a while (or lift that), on every instance.
+    Deny {
+        #[command(flatten)]
+        target: Target,
+        /// How long, e.g. 30m, 1h, 7d.
+        #[arg(long = "for", required_unless_present = "lift", conflicts_with = "lift")]
+        duration: Option<String>,
+        /// Lift the entry instead.
+        #[arg(long)]
+        lift: bool,
+    },
+}
+
+/// Whom an operator's command is about, and which gateway carries it out.
+#[derive(clap::Args)]
+struct Target {
+    /// The user's `sub`.
+    #[arg(long)]
+    user: String,
+    /// The provider (by name in the config); default: every provider's user of that `sub`.
+    #[arg(long)]
+    provider: Option<String>,
+    /// Configuration file (names the admin listener and, unless AUTHGATE_ADMIN_TOKEN is set,
+    /// the admin token).
+    #[arg(long, short, env = "AUTHGATE_CONFIG")]
+    config: PathBuf,
+    /// Admin listener to ask instead of the config's `admin_listen` (ip:port).
+    #[arg(long)]
+    admin: Option<std::net::SocketAddr>,
+}
+
+#[derive(Subcommand)]
+enum SessionsAction {
+    /// List a user's sessions: id, provider, created, last used, end.
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// End a user's sessions everywhere (or only one with --session).
+    Revoke {
+        #[command(flatten)]
+        target: Target,
+        /// Only this session (an id from `sessions list`).
+        #[arg(long)]
+        session: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -65,6 +117,14 @@ fn main() -> ExitCode {
         Command::Run { config } => run(&config),
         Command::Reload { config } => reload(&config),
         Command::Keys { action: KeysAction::Rotate { config } } => rotate(&config),
+        Command::Sessions { action: SessionsAction::List { target } } => list_sessions(&target),
+        Command::Sessions { action: SessionsAction::Revoke { target, session } } => {
+            let extra = session.map(|s| ("session", s));
+            operate(&target, "POST", "/sessions/revoke", extra).map(|answer| {
+                println!("ended {} session(s) of {}", answer["ended"], target.user);
+            })
+        }
+        Command::Deny { target, duration, lift } => deny(&target, duration, lift),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -95,6 +155,85 @@ fn reload(path: &std::path::Path) -> anyhow::Result<()> {
 /// The admin token `POST /reload` needs, if configured.
 fn token(config: &authgate::config::Config) -> Option<&str> {
     config.server.admin_token.as_ref().map(|t| t.expose())
+}
+
+/// Sends an operator's request about `target` to the admin listener; returns the JSON answer.
+fn operate(
+    target: &Target,
+    method: &str,
+    path: &str,
+    extra: Option<(&str, String)>,
+) -> anyhow::Result<serde_json::Value> {
+    let config = authgate::config::load_file(&target.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let admin = target.admin.or(config.server.admin_addr).context("server.admin_listen")?;
+    let env_token = std::env::var("AUTHGATE_ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
+    let token = env_token.as_deref().or(token(&config));
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    query.append_pair("user", &target.user);
+    if let Some(p) = &target.provider {
+        query.append_pair("provider", p);
+    }
+    if let Some((name, value)) = &extra {
+        query.append_pair(name, value);
+    }
+    let (status, body) =
+        authgate::admin::client::request(admin, method, &format!("{path}?{}", query.finish()), token)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
+    if status != 200 {
+        anyhow::bail!("the gateway at {admin} refused ({status}): {body}");
+    }
+    Ok(answer)
+}
+
+fn list_sessions(target: &Target) -> anyhow::Result<()> {
+    let answer = operate(target, "GET", "/sessions", None)?;
+    let sessions = answer["sessions"].as_array().cloned().unwrap_or_default();
+    println!("{}: {} session(s)", target.user, sessions.len());
+    if sessions.is_empty() {
+        return Ok(());
+    }
+    let time = |v: &serde_json::Value| {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(v.as_u64().unwrap_or(0));
+        humantime::format_rfc3339_seconds(at).to_string()
+    };
+    println!("{:<16}  {:<12}  {:<20}  {:<20}  {:<20}", "ID", "PROVIDER", "CREATED", "LAST USED", "EXPIRES");
+    for s in sessions {
+        println!(
+            "{:<16}  {:<12}  {:<20}  {:<20}  {:<20}",
+            s["id"].as_str().unwrap_or_default(),
+            s["provider"].as_str().unwrap_or_default(),
+            time(&s["created"]),
+            time(&s["last_used"]),
+            time(&s["expires"])
+        );
+    }
+    Ok(())
+}
+
+fn deny(target: &Target, duration: Option<String>, lift: bool) -> anyhow::Result<()> {
+    if lift {
+        let answer = operate(target, "POST", "/deny/lift", None)?;
+        match answer["still_denied_until"].as_u64() {
+            Some(until) => println!(
+                "lifted; {} stays denied until {} (the provider suspended the user)",
+                target.user,
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(until)
+                )
+            ),
+            None => println!("lifted: {}'s bearer tokens are accepted again", target.user),
+        }
+        return Ok(());
+    }
+    let answer = operate(target, "POST", "/deny", duration.map(|d| ("for", d)))?;
+    let until = answer["denied_until"].as_u64().unwrap_or(0);
+    println!(
+        "{}'s bearer tokens are refused until {}",
+        target.user,
+        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(until))
+    );
+    Ok(())
 }
 
 fn rotate(path: &std::path::Path) -> anyhow::Result<()> {
@@ -135,7 +274,9 @@ fn init_logging(log: &authgate::config::LogConfig) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level))
         // Pingora's debug records print whole request headers (cookies, Authorization, the
         // identity assertion): never below info, whatever the level asked for
-        .add_directive(PINGORA_CAP.parse().unwrap_or_default());
+        .add_directive(PINGORA_CAP.parse().unwrap_or_default())
+        // the audit trail of operators' actions is kept whatever the level
+        .add_directive("audit=info".parse().unwrap_or_default());
     // colours only for a person at a terminal, never into files or journald
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder =

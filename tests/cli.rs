@@ -131,6 +131,19 @@ fn bad_configs_name_the_key_and_the_line() {
             "gate.toml:4:1: `server.admin_token`: use at least 32 random bytes",
         ),
         (
+            "named admin tokens that cannot be told apart",
+            format!(
+                "{BASE}\n[server.admin_tokens]\noncall = \"{t}\"\nci = \"{t}\"\n",
+                t = "x".repeat(40)
+            ),
+            "gate.toml:18:1: `server.admin_tokens.oncall`: the same token as another",
+        ),
+        (
+            "an admin token's name the audit log cannot print",
+            format!("{BASE}\n[server.admin_tokens]\n\"on call\" = \"{}\"\n", "x".repeat(40)),
+            "gate.toml:18:1: `server.admin_tokens.on call`: a token's name is 1-64 letters",
+        ),
+        (
             "admin host with a path",
             BASE.replace(
                 "public_url = \"http://127.0.0.1:8080\"",

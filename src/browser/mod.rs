@@ -5,6 +5,7 @@
 mod client;
 pub mod cookies;
 mod login_budget;
+pub mod operators;
 mod pages;
 mod refresh;
 mod sign_in;
@@ -408,6 +409,7 @@ impl BrowserAuth {
             expires_at: session.expires_at,
             created_at: session.created_at,
             sid: session.sid.as_deref().map(|sid| self.sid_index(&self.user_key(provider, sid))),
+            last_used: crate::session::LastUsed::at(unix_now()),
         })
     }
 

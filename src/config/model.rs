@@ -196,6 +196,9 @@ pub struct ServerConfig {
     pub admin_token: Option<Secret>,
     /// The same, read from a file.
     pub admin_token_file: Option<PathBuf>,
+    /// More admin tokens, by the name the audit log gives their holder (`admin_token` is
+    /// "admin").
+    pub admin_tokens: BTreeMap<String, Secret>,
     /// `public_url`s as validation read them: (lower-case host, origin), in order.
     #[serde(skip)]
     pub public_origins: Vec<(String, String)>,
@@ -212,6 +215,27 @@ pub struct ServerConfig {
     pub grace_period: Duration,
 }
 
+impl ServerConfig {
+    /// Is any admin token configured?
+    pub fn has_admin_token(&self) -> bool {
+        self.admin_token.is_some() || !self.admin_tokens.is_empty()
+    }
+
+    /// The name of the admin token `presented` is, if it is one (every token compared in
+    /// constant time, so the answer's timing tells nothing).
+    pub fn admin_caller(&self, presented: &str) -> Option<&str> {
+        let named = self.admin_token.iter().map(|t| (ADMIN_TOKEN_NAME, t));
+        let all = named.chain(self.admin_tokens.iter().map(|(n, t)| (n.as_str(), t)));
+        all.fold(None, |found, (name, token)| {
+            let same = crate::codec::constant_time_eq(presented.as_bytes(), token.expose().as_bytes());
+            found.or(same.then_some(name))
+        })
+    }
+}
+
+/// The audit log's name for `server.admin_token`'s holder.
+pub const ADMIN_TOKEN_NAME: &str = "admin";
+
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
@@ -226,6 +250,7 @@ impl Default for ServerConfig {
             admin_hosts: Vec::new(),
             admin_token: None,
             admin_token_file: None,
+            admin_tokens: BTreeMap::new(),
             public_origins: Vec::new(),
             threads: 0,
             limits: LimitsConfig::default(),

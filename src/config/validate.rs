@@ -139,6 +139,28 @@ fn server(config: &mut Config, base_dir: &Path, p: &mut Problems) {
             format!("use at least {MIN_SECRET_BYTES} random bytes (e.g. `openssl rand -base64 48`)"),
         );
     }
+    for (name, token) in &s.admin_tokens {
+        let key = format!("server.admin_tokens.{name}");
+        let good_name = (1..=64).contains(&name.len())
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !good_name {
+            p.at(key.clone(), "a token's name is 1-64 letters, digits, '-', '_' or '.' (the audit log names its holder by it)");
+        }
+        if name == super::model::ADMIN_TOKEN_NAME && s.admin_token.is_some() {
+            p.at(key.clone(), "\"admin\" is server.admin_token's name: choose another");
+        }
+        if token.expose().len() < MIN_SECRET_BYTES {
+            p.at(
+                key.clone(),
+                format!("use at least {MIN_SECRET_BYTES} random bytes (e.g. `openssl rand -base64 48`)"),
+            );
+        }
+        let others =
+            s.admin_token.iter().chain(s.admin_tokens.iter().filter(|(n, _)| *n != name).map(|(_, t)| t));
+        if others.into_iter().any(|t| t == token) {
+            p.at(key, "the same token as another: the audit log could not tell their holders apart");
+        }
+    }
     if s.listen.is_empty() && s.tls.is_none() {
         p.at("server.listen", "no listener: give at least one `listen` address");
     }

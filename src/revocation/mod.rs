@@ -42,6 +42,9 @@ pub struct RevocationRecord {
     /// The user's identity changed at this time: sessions refresh it on their next request.
     #[serde(default)]
     pub stale_since: Option<u64>,
+    /// An operator put the user's bearer tokens on the deny-list until this time (seconds).
+    #[serde(default)]
+    pub denied_until: Option<u64>,
 }
 
 /// How a session fares against its user's record.
@@ -230,10 +233,8 @@ impl Revocations {
         let horizon = now.saturating_sub(self.keep.as_secs());
         marks.revoked.retain(|(_, at)| *at >= horizon);
         marks.license_at.retain(|(_, at)| *at >= horizon.saturating_mul(1000));
-        let denied_until = marks
-            .suspended_at
-            .map(|at| at.saturating_add(self.deny_for.as_secs()))
-            .filter(|until| *until > now);
+        marks.denied_until = marks.denied_until.filter(|until| *until > now);
+        let denied_until = self.deny_end(&marks, now);
         let sealed = self
             .sealer
             .seal_with("authgate user marks", user, &marks)
@@ -261,13 +262,32 @@ impl Revocations {
         self.any_denied.store(!denied.is_empty(), Ordering::Relaxed);
     }
 
+    /// Until when a user with record `marks` is on the deny-list, if they are at `now`: the
+    /// later of a suspension's (which lasts as long as any token issued before it) and an
+    /// operator's entry.
+    fn deny_end(&self, marks: &RevocationRecord, now: u64) -> Option<u64> {
+        let suspension = marks.suspended_at.map(|at| at.saturating_add(self.deny_for.as_secs()));
+        suspension.max(marks.denied_until).filter(|until| *until > now)
+    }
+
+    /// Puts a user's bearer tokens on the deny-list until `until` (seconds), on every instance
+    /// sharing the store; returns whether that changed anything.
+    pub async fn deny(&self, user: &[u8; 32], until: u64) -> Result<bool, StoreError> {
+        self.update(user, |r| r.denied_until = Some(until)).await
+    }
+
+    /// Lifts an operator's deny-list entry. Returns when the user stays denied anyway (a
+    /// provider's suspension), if they do.
+    pub async fn lift(&self, user: &[u8; 32]) -> Result<Option<u64>, StoreError> {
+        self.update(user, |r| r.denied_until = None).await?;
+        let marks = self.record(user).await?;
+        Ok(marks.and_then(|m| self.deny_end(&m, unix_now())))
+    }
+
     async fn reload_denied(&self, user: &[u8; 32]) {
         match self.record(user).await {
             Ok(marks) => {
-                let until = marks
-                    .and_then(|m| m.suspended_at)
-                    .map(|at| at.saturating_add(self.deny_for.as_secs()))
-                    .filter(|until| *until > unix_now());
+                let until = marks.and_then(|m| self.deny_end(&m, unix_now()));
                 self.set_denied(user, until);
             }
             Err(e) => tracing::warn!(error = %e, "cannot read a user's revocation record"),

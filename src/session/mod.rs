@@ -14,7 +14,9 @@ mod store;
 pub use crypto::{SealError, SessionKey, SessionSealer, SessionTicket};
 pub use model::{LoginState, Session, SessionTokens};
 pub use redis::{RedisSettings, RedisStore};
-pub use store::{MemoryStore, SessionStore, StoreError, StoreEvent, StoreListener, StoredSession};
+pub use store::{
+    LastUsed, MemoryStore, SessionStore, SessionSummary, StoreError, StoreEvent, StoreListener, StoredSession,
+};
 
 #[cfg(test)]
 mod tests {
@@ -67,6 +69,7 @@ mod tests {
             expires_at: session.expires_at,
             created_at: session.created_at,
             sid: None,
+            last_used: LastUsed::default(),
         };
         assert!(store.save(&key, stored, None).await.unwrap());
 

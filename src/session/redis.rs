@@ -21,7 +21,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::SessionKey;
 use super::redis_scripts::Scripts;
-use super::store::{Listeners, SessionStore, StoreError, StoreEvent, StoreListener, StoredSession};
+use super::store::{
+    LastUsed, Listeners, SessionStore, SessionSummary, StoreError, StoreEvent, StoreListener, StoredSession,
+};
 use crate::clock::unix_now;
 use crate::codec::{decode_hex32, hex_lower};
 use crate::config::Secret;
@@ -251,11 +253,12 @@ impl Drop for RedisStore {
 impl SessionStore for RedisStore {
     async fn load(&self, key: &SessionKey) -> Result<Option<Arc<StoredSession>>, StoreError> {
         type Fields = (u64, String, Vec<u8>, u64, Option<u64>, Option<String>);
+        let now = unix_now();
         let found: Option<Fields> = self
             .scripts
             .load
             .key(self.key("s", &key.0))
-            .arg(unix_now())
+            .arg(now)
             .arg(self.idle_ms)
             .invoke_async(&mut self.conn())
             .await
@@ -268,6 +271,7 @@ impl SessionStore for RedisStore {
                 expires_at,
                 created_at: created_at.unwrap_or(0),
                 sid: sid.as_deref().and_then(|s| decode_hex32(s.as_bytes())),
+                last_used: LastUsed::at(now),
             }))
         }))
     }
@@ -313,6 +317,25 @@ impl SessionStore for RedisStore {
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+
+    async fn user_sessions(&self, user: &[u8; 32]) -> Result<Vec<SessionSummary>, StoreError> {
+        let rows: Vec<(String, u64, u64, u64)> = self
+            .scripts
+            .user_sessions
+            .key(self.key("u", user))
+            .arg(unix_now())
+            .arg(format!("{}s:", self.prefix))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(key, created_at, last_used, expires_at)| {
+                let key = SessionKey(decode_hex32(key.as_bytes())?);
+                Some(SessionSummary { key, created_at, last_used, expires_at })
+            })
+            .collect())
     }
 
     async fn delete_user(&self, user: &[u8; 32], before: u64) -> Result<usize, StoreError> {

@@ -9,6 +9,7 @@ pub(super) struct Scripts {
     pub delete: redis::Script,
     pub delete_user: redis::Script,
     pub delete_sid: redis::Script,
+    pub user_sessions: redis::Script,
     pub save_marks: redis::Script,
     pub unlock: redis::Script,
 }
@@ -21,13 +22,14 @@ impl Scripts {
             delete: redis::Script::new(DELETE),
             delete_user: redis::Script::new(DELETE_USER),
             delete_sid: redis::Script::new(DELETE_SID),
+            user_sessions: redis::Script::new(USER_SESSIONS),
             save_marks: redis::Script::new(SAVE_MARKS),
             unlock: redis::Script::new(UNLOCK),
         }
     }
 }
 
-/// Reads a session and slides its idle expiry (never past its absolute end).
+/// Reads a session, slides its idle expiry (never past its absolute end) and notes the use.
 const LOAD: &str = r"
 local v = redis.call('HMGET', KEYS[1], 'v', 'u', 'd', 'e', 'c', 'i')
 if not v[1] then return false end
@@ -36,7 +38,22 @@ if left <= 0 then redis.call('DEL', KEYS[1]) return false end
 local idle = tonumber(ARGV[2])
 if idle < left then left = idle end
 redis.call('PEXPIRE', KEYS[1], left)
+redis.call('HSET', KEYS[1], 't', ARGV[1])
 return v
+";
+
+/// A user's live sessions: for each, its key without the prefix ARGV[2], creation, last use
+/// and end (read only: a stale index entry is skipped here and cleaned by deletions).
+const USER_SESSIONS: &str = r"
+local out = {}
+local now = tonumber(ARGV[1])
+for _, k in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local v = redis.call('HMGET', k, 'c', 't', 'e')
+  if v[3] and tonumber(v[3]) > now then
+    table.insert(out, {string.sub(k, #ARGV[2] + 1), v[1] or '0', v[2] or '0', v[3]})
+  end
+end
+return out
 ";
 
 /// Writes a session if its version is the expected one ('' = must not exist), indexes it by
@@ -50,7 +67,7 @@ elseif cur ~= ARGV[1] then
 end
 local left = (tonumber(ARGV[5]) - tonumber(ARGV[6])) * 1000
 if left <= 0 then return 0 end
-redis.call('HSET', KEYS[1], 'v', ARGV[2], 'u', ARGV[3], 'd', ARGV[4], 'e', ARGV[5], 'c', ARGV[10], 'i', ARGV[11])
+redis.call('HSET', KEYS[1], 'v', ARGV[2], 'u', ARGV[3], 'd', ARGV[4], 'e', ARGV[5], 'c', ARGV[10], 'i', ARGV[11], 't', ARGV[6])
 local idle = tonumber(ARGV[7])
 if idle < left then redis.call('PEXPIRE', KEYS[1], idle) else redis.call('PEXPIRE', KEYS[1], left) end
 redis.call('SADD', KEYS[2], KEYS[1])

@@ -26,6 +26,56 @@ pub struct StoredSession {
     pub created_at: u64,
     /// Keyed hash of the provider's session id (`sid`), for back-channel logout.
     pub sid: Option<[u8; 32]>,
+    /// When the store last read or wrote it (set by the store).
+    pub last_used: LastUsed,
+}
+
+/// Seconds since the epoch of a session's last use: an atomic, because the memory store
+/// updates it on a session it shares (`Arc`) with readers.
+#[derive(Debug, Default)]
+pub struct LastUsed(std::sync::atomic::AtomicU64);
+
+impl LastUsed {
+    /// Used at `at` (seconds).
+    pub fn at(at: u64) -> Self {
+        Self(std::sync::atomic::AtomicU64::new(at))
+    }
+
+    /// The time, seconds since the epoch (0: never recorded).
+    pub fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn set(&self, at: u64) {
+        self.0.store(at, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Clone for LastUsed {
+    fn clone(&self) -> Self {
+        Self::at(self.get())
+    }
+}
+
+impl PartialEq for LastUsed {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Eq for LastUsed {}
+
+/// What an operator may see of one session: times, never its contents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSummary {
+    /// Its store key.
+    pub key: SessionKey,
+    /// Sign-in time (seconds since the epoch).
+    pub created_at: u64,
+    /// Last read or write by any instance (seconds; within the instances' 5 s reuse of a read).
+    pub last_used: u64,
+    /// Absolute end (seconds).
+    pub expires_at: u64,
 }
 
 /// A change to stored sessions that instances holding decrypted copies must drop them for.
@@ -85,6 +135,9 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
 
     /// Ends one session.
     async fn delete(&self, key: &SessionKey) -> Result<(), StoreError>;
+
+    /// The user's live sessions (for session administration; a scan in the memory store).
+    async fn user_sessions(&self, user: &[u8; 32]) -> Result<Vec<SessionSummary>, StoreError>;
 
     /// Ends every session of a user created before `before` (seconds); returns how many.
     async fn delete_user(&self, user: &[u8; 32], before: u64) -> Result<usize, StoreError>;
@@ -271,7 +324,12 @@ impl MemoryStore {
 #[async_trait]
 impl SessionStore for MemoryStore {
     async fn load(&self, key: &SessionKey) -> Result<Option<Arc<StoredSession>>, StoreError> {
-        Ok(self.sessions.get(key).filter(|s| s.expires_at > unix_now()))
+        let now = unix_now();
+        let found = self.sessions.get(key).filter(|s| s.expires_at > now);
+        if let Some(s) = &found {
+            s.last_used.set(now);
+        }
+        Ok(found)
     }
 
     async fn save(
@@ -282,6 +340,7 @@ impl SessionStore for MemoryStore {
     ) -> Result<bool, StoreError> {
         use moka::ops::compute::Op;
         let mut written = false;
+        session.last_used.set(unix_now());
         self.sessions.entry(*key).and_compute_with(|current| {
             let current_version = current.map(|e| e.into_value().version);
             if current_version == expected {
@@ -301,6 +360,22 @@ impl SessionStore for MemoryStore {
         self.sessions.invalidate(key);
         self.tell(StoreEvent::Session(*key));
         Ok(())
+    }
+
+    async fn user_sessions(&self, user: &[u8; 32]) -> Result<Vec<SessionSummary>, StoreError> {
+        // a scan, as for user-wide logout: rare, and only on the admin listener
+        let now = unix_now();
+        Ok(self
+            .sessions
+            .iter()
+            .filter(|(_, s)| &s.user == user && s.expires_at > now)
+            .map(|(k, s)| SessionSummary {
+                key: *k,
+                created_at: s.created_at,
+                last_used: s.last_used.get(),
+                expires_at: s.expires_at,
+            })
+            .collect())
     }
 
     async fn delete_user(&self, user: &[u8; 32], before: u64) -> Result<usize, StoreError> {
@@ -427,6 +502,7 @@ mod tests {
             expires_at: unix_now() + expires_in,
             created_at: unix_now() - 10,
             sid: Some([user; 32]),
+            last_used: LastUsed::default(),
         }
     }
 

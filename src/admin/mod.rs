@@ -1,8 +1,14 @@
 //! The admin listener: `/healthz` (liveness), `/readyz` (readiness, with a JSON body that
-//! names each check), `/metrics`, `POST /reload`. Kept off the public listeners so probes never
-//! pass through routing, and closed to browsers: a request with an `Origin` (a page's form or
-//! fetch) or a `Host` that is not an address or a configured name (DNS rebinding) is refused,
-//! and `POST /reload` needs the admin token when one is configured.
+//! names each check), `/metrics`, `POST /reload`, and session administration (`operators`).
+//! Kept off the public listeners so probes never pass through routing, and closed to browsers:
+//! a request with an `Origin` (a page's form or fetch) or a `Host` that is not an address or a
+//! configured name (DNS rebinding) is refused; `POST /reload` needs an admin token when one is
+//! configured, session administration always does.
+
+pub mod client;
+pub mod operators;
+
+pub use client::request_reload;
 
 use std::sync::Arc;
 
@@ -12,7 +18,6 @@ use http::{Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
-use crate::codec::constant_time_eq;
 use crate::gateway::Gateway;
 use crate::lifecycle::Drain;
 use crate::metrics::METRICS;
@@ -91,30 +96,62 @@ pub fn readiness(
     (ready, serde_json::json!({ "ready": ready, "checks": checks }))
 }
 
-/// Why an admin request is refused before it is served, if it is.
-pub fn refusal(
-    headers: &http::HeaderMap,
-    host: Option<&str>,
-    reload: bool,
-    config: &crate::config::ServerConfig,
-) -> Option<(StatusCode, &'static str)> {
-    if headers.contains_key(http::header::ORIGIN) {
-        return Some((StatusCode::FORBIDDEN, "{\"error\":\"cross_origin\"}\n"));
-    }
-    if !host.is_some_and(|h| allowed_host(h, &config.admin_hosts)) {
-        return Some((StatusCode::MISDIRECTED_REQUEST, "{\"error\":\"unknown_host\"}\n"));
-    }
-    if let (true, Some(token)) = (reload, &config.admin_token) {
-        let given = headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default();
-        if !constant_time_eq(given.as_bytes(), token.expose().as_bytes()) {
-            return Some((StatusCode::UNAUTHORIZED, "{\"error\":\"admin_token_required\"}\n"));
+/// What an admin path needs of its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    /// Probes and scrapers: anyone who reaches the listener.
+    Open,
+    /// `POST /reload`: an admin token when one is configured.
+    Reload,
+    /// Session administration: always an admin token (none configured: nobody).
+    Operator,
+}
+
+impl Guard {
+    /// The guard of `path`.
+    pub fn of(path: &str) -> Self {
+        match path {
+            "/reload" => Self::Reload,
+            p if operators::is_operator_path(p) => Self::Operator,
+            _ => Self::Open,
         }
     }
-    None
+}
+
+/// Admits an admin request, naming its caller (the admin token's name) when it presented one;
+/// or the refusal.
+pub fn admit<'c>(
+    headers: &http::HeaderMap,
+    host: Option<&str>,
+    guard: Guard,
+    config: &'c crate::config::ServerConfig,
+) -> Result<Option<&'c str>, (StatusCode, &'static str)> {
+    if headers.contains_key(http::header::ORIGIN) {
+        return Err((StatusCode::FORBIDDEN, "{\"error\":\"cross_origin\"}\n"));
+    }
+    if !host.is_some_and(|h| allowed_host(h, &config.admin_hosts)) {
+        return Err((StatusCode::MISDIRECTED_REQUEST, "{\"error\":\"unknown_host\"}\n"));
+    }
+    let needs_token = match guard {
+        Guard::Open => return Ok(None),
+        Guard::Reload => config.has_admin_token(),
+        Guard::Operator if !config.has_admin_token() => {
+            return Err((StatusCode::FORBIDDEN, "{\"error\":\"admin_token_not_configured\"}\n"));
+        }
+        Guard::Operator => true,
+    };
+    if !needs_token {
+        return Ok(None);
+    }
+    let given = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    match config.admin_caller(given) {
+        Some(name) => Ok(Some(name)),
+        None => Err((StatusCode::UNAUTHORIZED, "{\"error\":\"admin_token_required\"}\n")),
+    }
 }
 
 /// Is `host` (a `Host` header: name or address, optional port) one the admin listener answers
@@ -144,11 +181,14 @@ impl ServeHttp for AdminApp {
             .authority()
             .map(|a| a.as_str())
             .or_else(|| req.headers.get(http::header::HOST).and_then(|v| v.to_str().ok()));
-        let reload = path == "/reload";
-        let refused = refusal(&req.headers, host, reload, &self.gateway.load().config.server);
-        let (status, body) = match (refused, path.as_str()) {
-            (Some((status, body)), _) => (status, body.as_bytes().to_vec()),
-            (None, path) => self.serve(path, &method).await,
+        let gateway = self.gateway.load_full();
+        let (status, body) = match admit(&req.headers, host, Guard::of(&path), &gateway.config.server) {
+            Err((status, body)) => (status, body.as_bytes().to_vec()),
+            Ok(Some(caller)) => {
+                let query = req.uri.query().unwrap_or_default();
+                operators::serve(gateway.browser.as_deref(), caller, &method, &path, query).await
+            }
+            Ok(None) => self.serve(&path, &method).await,
         };
         self.finish(&path, status, body)
     }
@@ -219,31 +259,6 @@ impl AdminApp {
     }
 }
 
-/// Asks a running gateway to reload its config, through `POST /reload` on its admin listener
-/// (what `authgate reload` does), with the admin token when one is configured. Returns the
-/// answer's body on success.
-pub fn request_reload(admin: std::net::SocketAddr, token: Option<&str>) -> Result<String, String> {
-    use std::io::{Read, Write};
-    let timeout = std::time::Duration::from_secs(30);
-    let mut stream = std::net::TcpStream::connect_timeout(&admin, std::time::Duration::from_secs(5))
-        .map_err(|e| format!("cannot reach the admin listener at {admin}: {e}"))?;
-    stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    stream
-        .write_all(
-            format!(
-                "POST /reload HTTP/1.1\r\nHost: {admin}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n",
-                auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default()
-            )
-            .as_bytes(),
-        )
-        .map_err(|e| e.to_string())?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).map_err(|e| e.to_string())?;
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((answer.as_str(), ""));
-    let ok = head.lines().next().is_some_and(|status| status.split_whitespace().nth(1) == Some("200"));
-    if ok { Ok(body.trim().to_owned()) } else { Err(body.trim().to_owned()) }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,27 +285,40 @@ mod tests {
     }
 
     #[test]
-    fn browsers_and_tokenless_reloads_are_refused() {
+    fn browsers_are_refused_and_tokens_named() {
+        use crate::config::Secret;
         let mut config = crate::config::ServerConfig::default();
         let mut h = http::HeaderMap::new();
-        assert_eq!(refusal(&h, Some("127.0.0.1:9090"), true, &config), None);
-        assert_eq!(refusal(&h, None, false, &config).map(|r| r.0), Some(StatusCode::MISDIRECTED_REQUEST));
-        h.insert(http::header::ORIGIN, http::HeaderValue::from_static("http://evil.example"));
-        assert_eq!(refusal(&h, Some("127.0.0.1"), false, &config).map(|r| r.0), Some(StatusCode::FORBIDDEN));
-        h.clear();
-        config.admin_token = Some(crate::config::Secret::new("t".repeat(40)));
+        let status = |r: Result<Option<&str>, (StatusCode, &str)>| r.err().map(|e| e.0);
+        assert_eq!(admit(&h, Some("127.0.0.1:9090"), Guard::Reload, &config), Ok(None));
+        assert_eq!(status(admit(&h, None, Guard::Open, &config)), Some(StatusCode::MISDIRECTED_REQUEST));
         assert_eq!(
-            refusal(&h, Some("127.0.0.1"), true, &config).map(|r| r.0),
-            Some(StatusCode::UNAUTHORIZED)
+            status(admit(&h, Some("127.0.0.1"), Guard::Operator, &config)),
+            Some(StatusCode::FORBIDDEN),
+            "no token configured: nobody administers sessions"
         );
-        assert_eq!(refusal(&h, Some("127.0.0.1"), false, &config), None, "only /reload needs the token");
+        h.insert(http::header::ORIGIN, http::HeaderValue::from_static("http://evil.example"));
+        assert_eq!(status(admit(&h, Some("127.0.0.1"), Guard::Open, &config)), Some(StatusCode::FORBIDDEN));
+        h.clear();
+        config.admin_token = Some(Secret::new("t".repeat(40)));
+        config.admin_tokens.insert("oncall".into(), Secret::new("o".repeat(40)));
+        for guard in [Guard::Reload, Guard::Operator] {
+            assert_eq!(status(admit(&h, Some("127.0.0.1"), guard, &config)), Some(StatusCode::UNAUTHORIZED));
+        }
+        assert_eq!(admit(&h, Some("127.0.0.1"), Guard::Open, &config), Ok(None), "probes need no token");
         h.insert(http::header::AUTHORIZATION, http::HeaderValue::from_static("Bearer wrong"));
         assert_eq!(
-            refusal(&h, Some("127.0.0.1"), true, &config).map(|r| r.0),
+            status(admit(&h, Some("127.0.0.1"), Guard::Reload, &config)),
             Some(StatusCode::UNAUTHORIZED)
         );
-        let right = http::HeaderValue::from_str(&format!("Bearer {}", "t".repeat(40))).unwrap();
-        h.insert(http::header::AUTHORIZATION, right);
-        assert_eq!(refusal(&h, Some("127.0.0.1"), true, &config), None);
+        for (token, name) in [("t", "admin"), ("o", "oncall")] {
+            let right = http::HeaderValue::from_str(&format!("Bearer {}", token.repeat(40))).unwrap();
+            h.insert(http::header::AUTHORIZATION, right);
+            assert_eq!(admit(&h, Some("127.0.0.1"), Guard::Operator, &config), Ok(Some(name)));
+            assert_eq!(admit(&h, Some("127.0.0.1"), Guard::Reload, &config), Ok(Some(name)));
+        }
+        assert_eq!(Guard::of("/sessions"), Guard::Operator);
+        assert_eq!(Guard::of("/deny/lift"), Guard::Operator);
+        assert_eq!(Guard::of("/readyz"), Guard::Open);
     }
 }
