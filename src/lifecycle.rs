@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pingora::server::{ShutdownSignal, ShutdownSignalWatch, UnixShutdownSignalWatch};
+use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// Whether this instance is draining: shared by the proxy, the admin listener and the signal
@@ -37,8 +37,10 @@ impl Drain {
 }
 
 /// The shutdown signals as Pingora takes them, with a drain before the graceful terminate:
-/// SIGTERM drains then terminates gracefully, SIGINT stops at once (also during a drain),
-/// SIGQUIT is Pingora's graceful upgrade.
+/// SIGTERM drains then terminates gracefully, SIGINT stops at once (also during a drain; once
+/// the listeners are closed Pingora's grace period runs its course), SIGQUIT is Pingora's
+/// graceful upgrade. HTTP/2 clients are not told to leave during the drain (Pingora 0.9 has no
+/// per-connection GOAWAY): they get it when the listeners close.
 #[derive(Debug)]
 pub struct DrainOnTerm {
     drain: Drain,
@@ -58,8 +60,9 @@ impl ShutdownSignalWatch for DrainOnTerm {
         let (quit, term, int) =
             (signal(SignalKind::quit()), signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
         let (Ok(mut quit), Ok(mut term), Ok(mut int)) = (quit, term, int) else {
+            // the signals keep their default action (the process ends, without any grace)
             tracing::error!("cannot watch the shutdown signals; SIGTERM stops without a drain");
-            return UnixShutdownSignalWatch.recv().await;
+            return std::future::pending().await;
         };
         tokio::select! {
             _ = quit.recv() => return ShutdownSignal::GracefulUpgrade,
@@ -76,6 +79,7 @@ impl ShutdownSignalWatch for DrainOnTerm {
             // a second SIGTERM (an impatient operator) ends the drain early
             _ = term.recv() => {}
             _ = int.recv() => return ShutdownSignal::FastShutdown,
+            _ = quit.recv() => return ShutdownSignal::GracefulUpgrade,
         }
         tracing::info!("drain over: closing the listeners, requests in flight may finish");
         ShutdownSignal::GracefulTerminate

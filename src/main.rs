@@ -146,15 +146,17 @@ fn reload(path: &std::path::Path) -> anyhow::Result<()> {
     // validate here first: the running gateway would refuse the same file, less readably
     let config = authgate::config::load_file(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let admin = config.server.admin_addr.context("server.admin_listen")?;
-    let answer = authgate::admin::request_reload(admin, token(&config))
+    let answer = authgate::admin::request_reload(admin, token(&config).as_deref())
         .map_err(|e| anyhow::anyhow!("reload refused: {e}"))?;
     println!("{answer}");
     Ok(())
 }
 
-/// The admin token `POST /reload` needs, if configured.
-fn token(config: &authgate::config::Config) -> Option<&str> {
-    config.server.admin_token.as_ref().map(|t| t.expose())
+/// The admin token to send: `AUTHGATE_ADMIN_TOKEN` (a named token's holder), else the
+/// config's `admin_token`, if any.
+fn token(config: &authgate::config::Config) -> Option<String> {
+    let from_env = std::env::var("AUTHGATE_ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
+    from_env.or_else(|| config.server.admin_token.as_ref().map(|t| t.expose().to_owned()))
 }
 
 /// Sends an operator's request about `target` to the admin listener; returns the JSON answer.
@@ -166,8 +168,7 @@ fn operate(
 ) -> anyhow::Result<serde_json::Value> {
     let config = authgate::config::load_file(&target.config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let admin = target.admin.or(config.server.admin_addr).context("server.admin_listen")?;
-    let env_token = std::env::var("AUTHGATE_ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
-    let token = env_token.as_deref().or(token(&config));
+    let token = token(&config);
     let mut query = url::form_urlencoded::Serializer::new(String::new());
     query.append_pair("user", &target.user);
     if let Some(p) = &target.provider {
@@ -176,9 +177,13 @@ fn operate(
     if let Some((name, value)) = &extra {
         query.append_pair(name, value);
     }
-    let (status, body) =
-        authgate::admin::client::request(admin, method, &format!("{path}?{}", query.finish()), token)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (status, body) = authgate::admin::client::request(
+        admin,
+        method,
+        &format!("{path}?{}", query.finish()),
+        token.as_deref(),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     let answer: serde_json::Value = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
     if status != 200 {
         anyhow::bail!("the gateway at {admin} refused ({status}): {body}");
@@ -247,7 +252,7 @@ fn rotate(path: &std::path::Path) -> anyhow::Result<()> {
     );
     // the running gateway (if any) picks it up now; other instances sharing the file on reload
     if let Some(admin) = config.server.admin_addr {
-        match authgate::admin::request_reload(admin, token(&config)) {
+        match authgate::admin::request_reload(admin, token(&config).as_deref()) {
             Ok(_) => println!("the gateway at {admin} reloaded"),
             Err(e) => println!(
                 "the gateway at {admin} did not reload ({e}); run `authgate reload` on every instance"

@@ -26,7 +26,9 @@ use crate::oidc::{OidcProvider, ProviderError, ProviderRefresher};
 use crate::proxy::AuthGate;
 use crate::reload::{Reloader, SighupReloader};
 use crate::revocation::{DenyListSync, Revocations};
-use crate::session::{MemoryStore, RedisSettings, RedisStore, SessionSealer, SessionStore, StoreError};
+use crate::session::{
+    MemoryStore, RedisSettings, RedisStore, SentinelSettings, SessionSealer, SessionStore, StoreError,
+};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -94,8 +96,20 @@ fn browser_auth(
                 }
                 _ => None,
             };
+            let sentinel = match crate::config::SentinelUrl::parse(url.expose()) {
+                Some(Ok(parsed)) => Some(SentinelSettings {
+                    url: parsed,
+                    username: s.redis_sentinel_username.clone(),
+                    password: s.redis_sentinel_password.clone(),
+                }),
+                // validation refused it already
+                Some(Err(why)) => return Err(StartError::Store(StoreError::Unavailable(why.into()))),
+                None => None,
+            };
             let settings = RedisSettings {
                 url,
+                sentinel,
+                wait_replicas: s.redis_wait_replicas,
                 ca_pem,
                 client_pem,
                 prefix: s.redis_prefix.clone(),

@@ -148,6 +148,14 @@ async fn operators_end_sessions_and_deny_tokens_on_every_instance() {
         );
         assert!(created <= used && used <= now + 1 && now - created < 120 && expires > now + 3000, "{s}");
     }
+    // last use moves with use, past an instance's 5 s reuse of a read
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(with_cookie(&a, &alice_1).await, 200);
+    let (_, later) = admin(&gate_a, "GET", &format!("/sessions?user={ALICE}"), Some(ONCALL_TOKEN));
+    assert!(
+        later["sessions"].as_array().unwrap().iter().any(|s| s["last_used"].as_u64() > s["created"].as_u64()),
+        "{later}"
+    );
     let text = list.to_string();
     for secret in [&alice_1, &alice_2, &bob] {
         assert!(!text.contains(secret.as_str()), "a cookie value in the list");
@@ -195,7 +203,10 @@ async fn operators_end_sessions_and_deny_tokens_on_every_instance() {
     let (code, out) = operator(&gate_a, &["sessions", "revoke", "--user", ALICE, "--session", &one]);
     assert!(code != 0 && out.contains("no_such_session"), "{out}");
 
-    // sign out everywhere, through B: A, which holds her session cached, refuses it within 1 s
+    // sign out everywhere, through B: A, which holds her session cached (used just now),
+    // refuses it within 1 s
+    let still = if with_cookie(&a, &alice_1).await == 200 { &alice_1 } else { &alice_2 };
+    assert_eq!(with_cookie(&a, still).await, 200);
     let (code, out) = operator(&gate_b, &["sessions", "revoke", "--user", ALICE]);
     assert!(code == 0 && out.contains("ended 1 session(s)"), "{out}");
     let took = until_all(&[&a, &b], 401, Duration::from_secs(1), |base| {
@@ -242,14 +253,27 @@ async fn operators_end_sessions_and_deny_tokens_on_every_instance() {
     let log = gate_a.log() + &gate_b.log();
     let audit: Vec<&str> = log.lines().filter(|l| l.contains("audit")).collect();
     assert!(
-        audit
-            .iter()
-            .any(|l| l.contains("oncall") && l.contains("sessions.revoke") && l.contains("sessions=1")),
+        audit.iter().any(|l| l.contains("oncall")
+            && l.contains("sessions.revoke")
+            && l.contains("session=\"*\"")
+            && l.contains("sessions=1")),
+        "{audit:#?}"
+    );
+    assert!(audit.iter().any(|l| l.contains("oncall") && l.contains("sessions.list")), "{audit:#?}");
+    assert!(
+        audit.iter().any(|l| l.contains("admin request refused") && l.contains("status=401")),
         "{audit:#?}"
     );
     assert!(audit.iter().any(|l| l.contains("oncall") && l.contains("action=\"deny\"")), "{audit:#?}");
     assert!(audit.iter().any(|l| l.contains("oncall") && l.contains("deny.lift")), "{audit:#?}");
-    assert!(!log.contains(&token) && !log.contains(&alice_1), "a token or cookie in the log");
+    for secret in [token.as_str(), alice_1.as_str(), ONCALL_TOKEN] {
+        assert!(!log.contains(secret), "a token or cookie in the log");
+    }
+
+    // a named token reloads too (`authgate reload` sends AUTHGATE_ADMIN_TOKEN)
+    let (code, out) = operator(&gate_a, &["reload"]);
+    assert!(code == 0 && out.contains("\"reloaded\":true"), "{out}");
+    assert_eq!(admin(&gate_a, "POST", "/reload?user=x", Some(ONCALL_TOKEN)).0, 200, "a reload is a reload");
 }
 
 /// With the memory store an operator acts on this instance; without any admin token configured

@@ -182,13 +182,22 @@ impl ServeHttp for AdminApp {
             .map(|a| a.as_str())
             .or_else(|| req.headers.get(http::header::HOST).and_then(|v| v.to_str().ok()));
         let gateway = self.gateway.load_full();
-        let (status, body) = match admit(&req.headers, host, Guard::of(&path), &gateway.config.server) {
-            Err((status, body)) => (status, body.as_bytes().to_vec()),
-            Ok(Some(caller)) => {
+        let guard = Guard::of(&path);
+        let (status, body) = match (admit(&req.headers, host, guard, &gateway.config.server), guard) {
+            (Err((status, body)), _) => {
+                if guard != Guard::Open {
+                    // token guessing must show; the header itself is never logged
+                    let peer = session.client_addr().map(|a| a.to_string()).unwrap_or_default();
+                    tracing::warn!(target: "audit", path, peer, status = status.as_u16(), "admin request refused");
+                }
+                (status, body.as_bytes().to_vec())
+            }
+            (Ok(caller), Guard::Operator) => {
                 let query = req.uri.query().unwrap_or_default();
+                let caller = caller.unwrap_or_default();
                 operators::serve(gateway.browser.as_deref(), caller, &method, &path, query).await
             }
-            Ok(None) => self.serve(&path, &method).await,
+            (Ok(_), _) => self.serve(&path, &method).await,
         };
         self.finish(&path, status, body)
     }
@@ -228,6 +237,8 @@ impl AdminApp {
             "/readyz" => {
                 let gateway = self.gateway.load_full();
                 let store = match &gateway.browser {
+                    // draining answers not ready at once, whatever the store
+                    Some(_) if self.drain.is_draining() => None,
                     Some(b) => Some(b.store().ping().await.map_err(|e| e.to_string())),
                     None => None,
                 };

@@ -101,6 +101,8 @@ pub async fn serve(
     let (user, who) = (ask.user.as_str(), caller);
     let result = match path {
         "/sessions" => browser.list_sessions(user, provider).await.map(|sessions| {
+            tracing::info!(target: "audit", who, action = "sessions.list", user, provider = provider.unwrap_or("*"),
+                sessions = sessions.len(), "sessions listed");
             json!({ "user": user, "provider": provider, "count": sessions.len(), "sessions": sessions })
         }),
         "/sessions/revoke" => {
@@ -126,7 +128,7 @@ pub async fn serve(
             }
             denied.map(|()| json!({ "user": user, "provider": provider, "denied_until": until }))
         }
-        _ => {
+        "/deny/lift" => {
             let lifted = browser.lift_bearer(user, provider).await;
             if let Ok(still) = &lifted {
                 tracing::info!(target: "audit", who, action = "deny.lift", user, provider = provider.unwrap_or("*"),
@@ -134,6 +136,7 @@ pub async fn serve(
             }
             lifted.map(|still| json!({ "user": user, "provider": provider, "lifted": true, "still_denied_until": still }))
         }
+        _ => return answer(StatusCode::NOT_FOUND, json!({ "error": "not_found" })),
     };
     match result {
         Ok(body) => answer(StatusCode::OK, body),

@@ -23,7 +23,7 @@ pub use forward_auth::ForwardAuthConfig;
 pub use pages::{PAGE_TEMPLATES, PagesConfig};
 pub use provider::ProviderConfig;
 pub use route::{AuthMode, RouteConfig, RuleAccess, RuleConfig};
-pub use session::{SessionConfig, StoreKind};
+pub use session::{SentinelUrl, SessionConfig, StoreKind};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]

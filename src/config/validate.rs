@@ -11,7 +11,7 @@ mod routes;
 mod session;
 mod webhooks;
 
-use super::{AuthMode, Config, Duration, Problem, Secret, StoreKind, resolve_path};
+use super::{AuthMode, Config, Duration, Problem, Secret, SentinelUrl, StoreKind, resolve_path};
 use pages::pages;
 use provider::providers;
 use routes::routes;

@@ -285,12 +285,31 @@ impl Revocations {
     }
 
     async fn reload_denied(&self, user: &[u8; 32]) {
+        // announcements close together spawn one reload each, in no order: a reload that read
+        // before a later change reads again, so the last word is the latest record's
+        for _ in 0..5 {
+            let generation = self.generation.load(Ordering::SeqCst);
+            if !self.reload_denied_once(user).await {
+                return;
+            }
+            if self.generation.load(Ordering::SeqCst) == generation {
+                return;
+            }
+        }
+    }
+
+    /// One read of the user's record into the deny-list; false when it could not be read.
+    async fn reload_denied_once(&self, user: &[u8; 32]) -> bool {
         match self.record(user).await {
             Ok(marks) => {
                 let until = marks.and_then(|m| self.deny_end(&m, unix_now()));
                 self.set_denied(user, until);
+                true
             }
-            Err(e) => tracing::warn!(error = %e, "cannot read a user's revocation record"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read a user's revocation record");
+                false
+            }
         }
     }
 

@@ -13,7 +13,7 @@ mod store;
 
 pub use crypto::{SealError, SessionKey, SessionSealer, SessionTicket};
 pub use model::{LoginState, Session, SessionTokens};
-pub use redis::{RedisSettings, RedisStore};
+pub use redis::{RedisSettings, RedisStore, SentinelSettings};
 pub use store::{
     LastUsed, MemoryStore, SessionStore, SessionSummary, StoreError, StoreEvent, StoreListener, StoredSession,
 };

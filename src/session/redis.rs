@@ -10,14 +10,20 @@
 //! `k:<hex>` a lock, `d:<hex>` a de-duplication mark; the channel `events` carries `s<hex>` and
 //! `u<hex>` messages. Lua reaches keys it is not given as `KEYS`, so a Redis Cluster
 //! is not supported (a single primary, with replicas or Sentinel in front, is).
+//!
+//! With Sentinel the primary is asked of the sentinels at start, every second, and at once
+//! after a failed command; when it moves, commands go to the new one and the change channel
+//! resubscribes there (dropping every cached copy, as after any lost subscription).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 
 use super::SessionKey;
 use super::redis_scripts::Scripts;
@@ -26,14 +32,18 @@ use super::store::{
 };
 use crate::clock::unix_now;
 use crate::codec::{decode_hex32, hex_lower};
-use crate::config::Secret;
+use crate::config::{Secret, SentinelUrl};
 use crate::random::random_bytes;
 
 /// How to reach Redis.
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
-    /// `redis://` or `rediss://` URL (may hold a password).
+    /// `redis://` or `rediss://` URL (may hold a password); unused with `sentinel`.
     pub url: Secret,
+    /// Reach the primary through Sentinel instead.
+    pub sentinel: Option<SentinelSettings>,
+    /// Session writes wait until this many replicas have them (0: no waiting).
+    pub wait_replicas: u32,
     /// PEM CA certificate(s) a `rediss://` server must chain to, instead of the system's roots.
     pub ca_pem: Option<Vec<u8>>,
     /// PEM client certificate chain and key, for a server that asks for one.
@@ -50,15 +60,58 @@ pub struct RedisSettings {
     pub login_ttl: Duration,
 }
 
+/// The sentinels to ask for the primary.
+#[derive(Debug, Clone)]
+pub struct SentinelSettings {
+    /// Sentinels, primary name, the data nodes' credentials and database.
+    pub url: SentinelUrl,
+    /// The sentinels' own user, if any.
+    pub username: Option<String>,
+    /// The sentinels' own password, if any.
+    pub password: Option<Secret>,
+}
+
+/// The primary commands go to: its client and pooled connections.
+struct Primary {
+    client: redis::Client,
+    connections: Vec<ConnectionManager>,
+}
+
+/// What the store's tasks share: the current primary (none while Sentinel names none) and how
+/// to connect to one.
+struct Shared {
+    primary: ArcSwapOption<Primary>,
+    /// Bumped whenever the primary changes: the change channel follows it.
+    moves: tokio::sync::watch::Sender<u64>,
+    /// Wakes the Sentinel watcher early (a command failed: perhaps a failover).
+    recheck: tokio::sync::Notify,
+    config: ConnectionManagerConfig,
+    connections: usize,
+}
+
+impl Shared {
+    /// Connections (lazily opened) to the primary `client` reaches; must run inside the Redis
+    /// runtime, whose tasks drive them.
+    fn connect(&self, client: redis::Client) -> Result<Primary, redis::RedisError> {
+        let connections = (0..self.connections.max(1))
+            .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), self.config.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Primary { client, connections })
+    }
+}
+
 /// Sessions in Redis.
 pub struct RedisStore {
-    connections: Vec<ConnectionManager>,
+    shared: Arc<Shared>,
     next: AtomicUsize,
+    /// Sentinel mode: failed commands make the watcher look for a new primary at once.
+    sentinel: bool,
+    wait_replicas: u32,
+    wait_ms: u64,
     prefix: String,
     channel: String,
     idle_ms: u64,
     login_ttl_ms: u64,
-    client: redis::Client,
     listeners: Listeners,
     scripts: Scripts,
     /// Redis I/O runs on its own small runtime: the connections' driver tasks must outlive
@@ -77,6 +130,64 @@ fn unavailable(e: redis::RedisError) -> StoreError {
     StoreError::Unavailable(format!("redis: {e}"))
 }
 
+/// How often the sentinels are asked for the primary when nothing fails.
+const SENTINEL_POLL: Duration = Duration::from_secs(1);
+
+/// The least time between two questions to the sentinels (failing commands come in bursts).
+const SENTINEL_BACKOFF: Duration = Duration::from_millis(200);
+
+/// A Sentinel client for `s`, with the TLS settings of the data nodes for the sentinels too.
+fn sentinel_client(
+    s: &SentinelSettings,
+    tls: Option<&redis::TlsCertificates>,
+) -> Result<SentinelClient, redis::RedisError> {
+    let u = &s.url;
+    let addrs = u.sentinels.iter().map(|(host, port)| match u.tls {
+        true => redis::ConnectionAddr::TcpTls {
+            host: host.clone(),
+            port: *port,
+            insecure: false,
+            tls_params: None,
+        },
+        false => redis::ConnectionAddr::Tcp(host.clone(), *port),
+    });
+    let mut b = SentinelClientBuilder::new(addrs, &u.primary, SentinelServerType::Master)?
+        .set_client_to_redis_db(u.db);
+    if let Some(user) = &u.username {
+        b = b.set_client_to_redis_username(user);
+    }
+    if let Some(password) = &u.password {
+        b = b.set_client_to_redis_password(password.expose());
+    }
+    if let Some(user) = &s.username {
+        b = b.set_client_to_sentinel_username(user);
+    }
+    if let Some(password) = &s.password {
+        b = b.set_client_to_sentinel_password(password.expose());
+    }
+    if u.tls {
+        b = b
+            .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
+            .set_client_to_sentinel_tls_mode(redis::TlsMode::Secure);
+        if let Some(certs) = tls {
+            b = b
+                .set_client_to_redis_certificates(clone_certs(certs))
+                .set_client_to_sentinel_certificates(clone_certs(certs));
+        }
+    }
+    b.build()
+}
+
+fn clone_certs(c: &redis::TlsCertificates) -> redis::TlsCertificates {
+    redis::TlsCertificates {
+        client_tls: c.client_tls.as_ref().map(|t| redis::ClientTlsConfig {
+            client_cert: t.client_cert.clone(),
+            client_key: t.client_key.clone(),
+        }),
+        root_cert: c.root_cert.clone(),
+    }
+}
+
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
@@ -90,6 +201,7 @@ impl RedisStore {
         before: u64,
         unbound_only: bool,
     ) -> Result<usize, StoreError> {
+        let mut conn = self.conn()?;
         let n: i64 = self
             .scripts
             .delete_user
@@ -98,9 +210,10 @@ impl RedisStore {
             .arg(format!("u{}", hex_lower(user)))
             .arg(before)
             .arg(if unbound_only { "1" } else { "0" })
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut conn)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.failed(e))?;
+        self.replicated(&mut conn).await?;
         Ok(usize::try_from(n).unwrap_or(0))
     }
 
@@ -112,29 +225,26 @@ impl RedisStore {
             .arg("NX")
             .arg("PX")
             .arg(ms(ttl))
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn()?)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.failed(e))?;
         Ok(set.is_some())
     }
 
     /// Connects lazily (a Redis that is down at start only makes requests that need a session
-    /// fail with 503 until it is back) and starts listening for other instances' changes.
+    /// fail with 503 until it is back) and starts listening for other instances' changes (and,
+    /// with Sentinel, for the primary's moves).
     pub fn new(settings: &RedisSettings) -> Result<Self, StoreError> {
-        let client = match (&settings.ca_pem, &settings.client_pem) {
-            (None, None) => redis::Client::open(settings.url.expose()),
-            (roots, client) => redis::Client::build_with_tls(
-                settings.url.expose(),
-                redis::TlsCertificates {
-                    client_tls: client.as_ref().map(|(cert, key)| redis::ClientTlsConfig {
-                        client_cert: cert.clone(),
-                        client_key: key.expose().as_bytes().to_vec(),
-                    }),
-                    root_cert: roots.clone(),
-                },
-            ),
-        }
-        .map_err(unavailable)?;
+        let tls = match (&settings.ca_pem, &settings.client_pem) {
+            (None, None) => None,
+            (roots, client) => Some(redis::TlsCertificates {
+                client_tls: client.as_ref().map(|(cert, key)| redis::ClientTlsConfig {
+                    client_cert: cert.clone(),
+                    client_key: key.expose().as_bytes().to_vec(),
+                }),
+                root_cert: roots.clone(),
+            }),
+        };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("authgate-redis")
@@ -146,21 +256,39 @@ impl RedisStore {
             .set_response_timeout(Some(settings.timeout))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(1));
-        let connections = {
-            let _inside = runtime.enter();
-            (0..settings.connections.max(1))
-                .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), config.clone()))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(unavailable)?
-        };
+        let shared = Arc::new(Shared {
+            primary: ArcSwapOption::empty(),
+            moves: tokio::sync::watch::Sender::new(0),
+            recheck: tokio::sync::Notify::new(),
+            config,
+            connections: settings.connections,
+        });
+        match &settings.sentinel {
+            None => {
+                let client = match &tls {
+                    None => redis::Client::open(settings.url.expose()),
+                    Some(certs) => redis::Client::build_with_tls(settings.url.expose(), clone_certs(certs)),
+                }
+                .map_err(unavailable)?;
+                let _inside = runtime.enter();
+                shared.primary.store(Some(Arc::new(shared.connect(client).map_err(unavailable)?)));
+            }
+            Some(sentinel) => {
+                let client = sentinel_client(sentinel, tls.as_ref()).map_err(unavailable)?;
+                runtime.spawn(watch_primary(shared.clone(), client, settings.timeout));
+            }
+        }
         let store = Self {
-            connections,
+            shared,
             next: AtomicUsize::new(0),
+            sentinel: settings.sentinel.is_some(),
+            wait_replicas: settings.wait_replicas,
+            // the WAIT answers within the command time limit, so that its answer is read
+            wait_ms: ms(settings.timeout * 3 / 4),
             prefix: settings.prefix.clone(),
             channel: format!("{}events", settings.prefix),
             idle_ms: ms(settings.idle),
             login_ttl_ms: ms(settings.login_ttl),
-            client,
             listeners: Listeners::default(),
             scripts: Scripts::new(),
             runtime: Some(runtime),
@@ -169,9 +297,44 @@ impl RedisStore {
         Ok(store)
     }
 
-    fn conn(&self) -> ConnectionManager {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.connections.len();
-        self.connections[i].clone()
+    /// A connection to the primary (none while Sentinel names none).
+    fn conn(&self) -> Result<ConnectionManager, StoreError> {
+        let Some(primary) = self.shared.primary.load_full() else {
+            self.shared.recheck.notify_one();
+            return Err(StoreError::Unavailable("no Redis primary is known (asking the sentinels)".into()));
+        };
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % primary.connections.len();
+        Ok(primary.connections[i].clone())
+    }
+
+    /// A command failed: with Sentinel, perhaps because the primary moved.
+    fn failed(&self, e: redis::RedisError) -> StoreError {
+        if self.sentinel {
+            self.shared.recheck.notify_one();
+        }
+        unavailable(e)
+    }
+
+    /// With `redis_wait_replicas`, waits until that many replicas have this connection's
+    /// writes; a write they did not confirm in time is reported failed (the user is not told
+    /// about a session a failover could lose).
+    async fn replicated(&self, conn: &mut ConnectionManager) -> Result<(), StoreError> {
+        if self.wait_replicas == 0 {
+            return Ok(());
+        }
+        let acked: i64 = redis::cmd("WAIT")
+            .arg(self.wait_replicas)
+            .arg(self.wait_ms)
+            .query_async(conn)
+            .await
+            .map_err(|e| self.failed(e))?;
+        if acked < i64::from(self.wait_replicas) {
+            return Err(StoreError::Unavailable(format!(
+                "only {acked} of {} Redis replicas confirmed a session write in time",
+                self.wait_replicas
+            )));
+        }
+        Ok(())
     }
 
     fn key(&self, kind: &str, bytes: &[u8]) -> String {
@@ -182,12 +345,18 @@ impl RedisStore {
     /// every (re)connection all cached copies are dropped: messages may have been missed.
     fn subscribe(&self) {
         let Some(runtime) = &self.runtime else { return };
-        let (client, channel, listeners) =
-            (self.client.clone(), self.channel.clone(), self.listeners.clone());
+        let (shared, channel, listeners) =
+            (self.shared.clone(), self.channel.clone(), self.listeners.clone());
         runtime.spawn(async move {
             let tell = |event| listeners.tell(event);
             loop {
-                match client.get_async_pubsub().await {
+                // subscribed where commands go: on the primary, followed when it moves
+                let mut moves = shared.moves.subscribe();
+                let Some(primary) = shared.primary.load_full() else {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), moves.changed()).await;
+                    continue;
+                };
+                match primary.client.get_async_pubsub().await {
                     Ok(mut pubsub) => {
                         if pubsub.subscribe(&channel).await.is_ok() {
                             tell(StoreEvent::Reset);
@@ -211,6 +380,7 @@ impl RedisStore {
                                             break;
                                         }
                                     }
+                                    _ = moves.changed() => break,
                                 }
                             }
                             // changes made meanwhile would go unseen: copies must not outlive them
@@ -228,6 +398,48 @@ impl RedisStore {
 
 /// How often the change channel is checked for life.
 const HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// Follows the primary the sentinels name: asks every `SENTINEL_POLL`, and at once (but not
+/// more often than `SENTINEL_BACKOFF`) when a command failed; a new primary gets new
+/// connections, and the change channel resubscribes. While none is named, commands fail with
+/// "no primary" and readiness says so.
+async fn watch_primary(shared: Arc<Shared>, mut sentinel: SentinelClient, timeout: Duration) {
+    loop {
+        let asked = tokio::time::timeout(timeout * 2, sentinel.async_get_client()).await;
+        match asked {
+            Ok(Ok(client)) => {
+                let current = shared.primary.load();
+                let addr = client.get_connection_info().addr().to_string();
+                let same = current
+                    .as_ref()
+                    .is_some_and(|p| p.client.get_connection_info().addr().to_string() == addr);
+                if !same {
+                    match shared.connect(client) {
+                        Ok(primary) => {
+                            shared.primary.store(Some(Arc::new(primary)));
+                            shared.moves.send_modify(|n| *n += 1);
+                            tracing::warn!(primary = %addr, "the sentinels name a new Redis primary; following it");
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot connect to the new Redis primary"),
+                    }
+                }
+            }
+            failed => {
+                let why = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "the sentinels did not answer in time".to_owned(),
+                };
+                // commands to a primary that is gone would only time out: fail them at once
+                if shared.primary.swap(None).is_some() {
+                    shared.moves.send_modify(|n| *n += 1);
+                    tracing::warn!(error = %why, "no Redis primary is known");
+                }
+            }
+        }
+        tokio::time::sleep(SENTINEL_BACKOFF).await;
+        let _ = tokio::time::timeout(SENTINEL_POLL, shared.recheck.notified()).await;
+    }
+}
 
 fn parse_event(payload: &[u8]) -> Option<StoreEvent> {
     let text = std::str::from_utf8(payload).ok()?;
@@ -260,9 +472,9 @@ impl SessionStore for RedisStore {
             .key(self.key("s", &key.0))
             .arg(now)
             .arg(self.idle_ms)
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut self.conn()?)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.failed(e))?;
         Ok(found.and_then(|(version, user, sealed, expires_at, created_at, sid)| {
             Some(Arc::new(StoredSession {
                 sealed,
@@ -282,6 +494,7 @@ impl SessionStore for RedisStore {
         session: StoredSession,
         expected: Option<u64>,
     ) -> Result<bool, StoreError> {
+        let mut conn = self.conn()?;
         let written: i64 = self
             .scripts
             .save
@@ -299,13 +512,17 @@ impl SessionStore for RedisStore {
             .arg(format!("s{}", hex_lower(&key.0)))
             .arg(session.created_at)
             .arg(session.sid.map(|s| hex_lower(&s)).unwrap_or_default())
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut conn)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.failed(e))?;
+        if written == 1 {
+            self.replicated(&mut conn).await?;
+        }
         Ok(written == 1)
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
         let _: i64 = self
             .scripts
             .delete
@@ -313,10 +530,10 @@ impl SessionStore for RedisStore {
             .arg(&self.channel)
             .arg(format!("s{}", hex_lower(&key.0)))
             .arg(format!("{}u:", self.prefix))
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut conn)
             .await
-            .map_err(unavailable)?;
-        Ok(())
+            .map_err(|e| self.failed(e))?;
+        self.replicated(&mut conn).await
     }
 
     async fn user_sessions(&self, user: &[u8; 32]) -> Result<Vec<SessionSummary>, StoreError> {
@@ -326,9 +543,9 @@ impl SessionStore for RedisStore {
             .key(self.key("u", user))
             .arg(unix_now())
             .arg(format!("{}s:", self.prefix))
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut self.conn()?)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.failed(e))?;
         Ok(rows
             .into_iter()
             .filter_map(|(key, created_at, last_used, expires_at)| {
@@ -347,20 +564,26 @@ impl SessionStore for RedisStore {
     }
 
     async fn delete_sid(&self, sid: &[u8; 32]) -> Result<usize, StoreError> {
+        let mut conn = self.conn()?;
         let n: i64 = self
             .scripts
             .delete_sid
             .key(self.key("i", sid))
             .arg(&self.channel)
             .arg(format!("{}s:", self.prefix))
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut conn)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.failed(e))?;
+        self.replicated(&mut conn).await?;
         Ok(usize::try_from(n).unwrap_or(0))
     }
 
     async fn user_marks(&self, user: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
-        redis::cmd("GET").arg(self.key("m", user)).query_async(&mut self.conn()).await.map_err(unavailable)
+        redis::cmd("GET")
+            .arg(self.key("m", user))
+            .query_async(&mut self.conn()?)
+            .await
+            .map_err(|e| self.failed(e))
     }
 
     async fn save_user_marks(
@@ -370,6 +593,7 @@ impl SessionStore for RedisStore {
         ttl: Duration,
         denied_until: Option<u64>,
     ) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
         let _: i64 = self
             .scripts
             .save_marks
@@ -381,10 +605,10 @@ impl SessionStore for RedisStore {
             .arg(hex_lower(user))
             .arg(unix_now())
             .arg(&self.channel)
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut conn)
             .await
-            .map_err(unavailable)?;
-        Ok(())
+            .map_err(|e| self.failed(e))?;
+        self.replicated(&mut conn).await
     }
 
     async fn denied_users(&self) -> Result<Vec<([u8; 32], u64)>, StoreError> {
@@ -394,9 +618,9 @@ impl SessionStore for RedisStore {
             .arg("+inf")
             .arg("BYSCORE")
             .arg("WITHSCORES")
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn()?)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.failed(e))?;
         Ok(list.into_iter().filter_map(|(u, until)| Some((decode_hex32(u.as_bytes())?, until))).collect())
     }
 
@@ -406,18 +630,26 @@ impl SessionStore for RedisStore {
             .arg(sealed)
             .arg("PX")
             .arg(self.login_ttl_ms)
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn()?)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.failed(e))?;
         Ok(())
     }
 
     async fn peek_login(&self, key: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
-        redis::cmd("GET").arg(self.key("l", key)).query_async(&mut self.conn()).await.map_err(unavailable)
+        redis::cmd("GET")
+            .arg(self.key("l", key))
+            .query_async(&mut self.conn()?)
+            .await
+            .map_err(|e| self.failed(e))
     }
 
     async fn take_login(&self, key: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
-        redis::cmd("GETDEL").arg(self.key("l", key)).query_async(&mut self.conn()).await.map_err(unavailable)
+        redis::cmd("GETDEL")
+            .arg(self.key("l", key))
+            .query_async(&mut self.conn()?)
+            .await
+            .map_err(|e| self.failed(e))
     }
 
     async fn lock(&self, key: &SessionKey, ttl: Duration) -> Result<Option<u64>, StoreError> {
@@ -433,9 +665,9 @@ impl SessionStore for RedisStore {
             .unlock
             .key(self.key("k", &key.0))
             .arg(token)
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut self.conn()?)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.failed(e))?;
         Ok(())
     }
 
@@ -446,9 +678,9 @@ impl SessionStore for RedisStore {
     async fn forget(&self, key: &[u8; 32]) -> Result<(), StoreError> {
         let _: i64 = redis::cmd("DEL")
             .arg(self.key("d", key))
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn()?)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.failed(e))?;
         Ok(())
     }
 
@@ -457,7 +689,8 @@ impl SessionStore for RedisStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let _: String = redis::cmd("PING").query_async(&mut self.conn()).await.map_err(unavailable)?;
+        let _: String =
+            redis::cmd("PING").query_async(&mut self.conn()?).await.map_err(|e| self.failed(e))?;
         Ok(())
     }
 }

@@ -544,6 +544,11 @@ mod tests {
         store.save(&SessionKey([50; 32]), stored(1, 8, 60), None).await.unwrap();
         assert_eq!(store.delete_user(&[9; 32], unix_now() - 20).await.unwrap(), 0, "all newer than that");
         assert_eq!(store.delete_user(&[9; 32], unix_now()).await.unwrap(), 3);
+        // an operator's "everywhere" includes a session begun this very second
+        let fresh = StoredSession { created_at: unix_now(), ..stored(1, 9, 60) };
+        store.save(&SessionKey([40; 32]), fresh, None).await.unwrap();
+        assert_eq!(store.user_sessions(&[9; 32]).await.unwrap().len(), 1);
+        assert_eq!(store.delete_user(&[9; 32], u64::MAX).await.unwrap(), 1);
         assert!(store.load(&SessionKey([50; 32])).await.unwrap().is_some());
         // only the sessions stored without a provider session id
         store.save(&SessionKey([60; 32]), stored(1, 7, 60), None).await.unwrap();

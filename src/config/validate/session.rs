@@ -29,11 +29,16 @@ pub(super) fn session(config: &mut Config, base_dir: &Path, p: &mut Problems) {
     }
     match (s.store, &s.redis_url) {
         (StoreKind::Redis, None) => p.at("session.redis_url", "is required when store = \"redis\""),
+        (StoreKind::Redis, Some(url)) if SentinelUrl::parse(url.expose()).is_some() => {
+            if let Some(Err(why)) = SentinelUrl::parse(url.expose()) {
+                p.at("session.redis_url", format!("is not a usable redis+sentinel:// URL: {why}"));
+            }
+        }
         (StoreKind::Redis, Some(url)) => {
             let scheme = url.expose().split_once("://").map(|(scheme, _)| scheme);
             if !matches!(scheme, Some("redis" | "rediss")) || redis::Client::open(url.expose()).is_err() {
                 // the URL may hold a password: never echo it
-                p.at("session.redis_url", "is not a redis:// or rediss:// URL");
+                p.at("session.redis_url", "is not a redis://, rediss:// or redis+sentinel:// URL");
             } else if url::Url::parse(url.expose()).is_ok_and(|u| u.fragment() == Some("insecure")) {
                 // the parsed fragment, as the Redis client reads it (it drops tabs and newlines)
                 p.at(
@@ -46,6 +51,18 @@ pub(super) fn session(config: &mut Config, base_dir: &Path, p: &mut Problems) {
             p.at("session.redis_url", "is set but store is \"memory\": set store = \"redis\" or remove it")
         }
         (StoreKind::Memory, None) => {}
+    }
+    let sentinel = s.redis_url.as_ref().is_some_and(|u| SentinelUrl::parse(u.expose()).is_some());
+    for (key, set) in [
+        ("session.redis_sentinel_password", s.redis_sentinel_password.is_some()),
+        ("session.redis_sentinel_username", s.redis_sentinel_username.is_some()),
+    ] {
+        if set && !sentinel {
+            p.at(key, "only applies to a redis+sentinel:// redis_url");
+        }
+    }
+    if s.redis_wait_replicas > 16 {
+        p.at("session.redis_wait_replicas", "must be at most 16");
     }
     redis_tls_files(s, base_dir, p);
     if s.redis_prefix.is_empty()
@@ -109,7 +126,10 @@ pub(super) fn session(config: &mut Config, base_dir: &Path, p: &mut Problems) {
 /// what they say (paths are made absolute here).
 fn redis_tls_files(s: &mut crate::config::SessionConfig, base_dir: &Path, p: &mut Problems) {
     use crate::pem::{TlsPem, check_client_pair, check_tls_pem};
-    let tls = s.redis_url.as_ref().is_some_and(|u| u.expose().starts_with("rediss://"));
+    let tls = s
+        .redis_url
+        .as_ref()
+        .is_some_and(|u| u.expose().starts_with("rediss://") || u.expose().starts_with("rediss+sentinel://"));
     let files = [
         ("session.redis_ca_file", &mut s.redis_ca_file, TlsPem::Roots),
         ("session.redis_client_cert_file", &mut s.redis_client_cert_file, TlsPem::ClientCertificate),
