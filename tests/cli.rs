@@ -206,7 +206,23 @@ fn bad_configs_name_the_key_and_the_line() {
                 "[session]\n",
                 "[session]\nstore = \"redis\"\nredis_url = \"http://user:hunter2hunter2@cache:6379\"\n",
             ),
-            "gate.toml:11:1: `session.redis_url`: is not a redis:// or rediss:// URL",
+            "gate.toml:11:1: `session.redis_url`: is not a redis://, rediss:// or redis+sentinel:// URL",
+        ),
+        (
+            "a sentinel URL naming no primary, password not echoed",
+            BASE.replace(
+                "[session]\n",
+                "[session]\nstore = \"redis\"\nredis_url = \"redis+sentinel://:hunter2@s1:26379,s2:26379\"\n",
+            ),
+            "gate.toml:11:1: `session.redis_url`: is not a usable redis+sentinel:// URL: names no primary",
+        ),
+        (
+            "sentinel credentials without sentinels",
+            BASE.replace(
+                "[session]\n",
+                "[session]\nstore = \"redis\"\nredis_url = \"redis://cache:6379\"\nredis_sentinel_password = \"x\"\n",
+            ),
+            "gate.toml:12:1: `session.redis_sentinel_password`: only applies to a redis+sentinel:// redis_url",
         ),
         (
             "redis certificate checks turned off",
