@@ -74,6 +74,12 @@ impl Node {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Sends `signal` (STOP, CONT) to the process.
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        assert!(Command::new("kill").args([&format!("-{signal}"), &pid]).status().unwrap().success());
+    }
+
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill(); // SIGKILL: no goodbye to replicas or sentinels
@@ -161,6 +167,20 @@ async fn a_failover_loses_no_session_and_heals_without_a_restart() {
         assert_eq!(with_cookie(&b, cookie).await, 200);
     }
 
+    // replicas frozen: no sign-in is confirmed, so none is handed out; reads go on meanwhile
+    replica.signal("STOP");
+    replica_2.signal("STOP");
+    assert_eq!(sign_in(&a, "alice").await, None, "a session no replica confirmed was handed out");
+    let started = Instant::now();
+    assert_eq!(with_cookie(&a, &cookies[2]).await, 200);
+    assert!(started.elapsed() < Duration::from_millis(500), "reads waited behind a write's WAIT");
+    replica.signal("CONT");
+    replica_2.signal("CONT");
+    let thawed = Instant::now();
+    while sign_in(&a, "bob").await.is_none() {
+        assert!(thawed.elapsed() < Duration::from_secs(10), "no sign-in after the replicas came back");
+    }
+
     // the primary dies the moment the last user was told about their session
     primary.kill();
     let killed = Instant::now();
@@ -225,6 +245,10 @@ async fn a_failover_loses_no_session_and_heals_without_a_restart() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let promoted = new_primary.lines().nth(1).unwrap_or_default().trim().to_owned();
     let log = gate_a.log();
-    assert!(log.contains("new Redis primary"), "{log}");
+    assert!(
+        log.lines().any(|l| l.contains("new Redis primary") && l.contains(&format!("127.0.0.1:{promoted}"))),
+        "A did not follow the promoted replica ({promoted}):\n{log}"
+    );
 }

@@ -100,6 +100,43 @@ impl Shared {
     }
 }
 
+/// A connection a command goes over: one of the pool, or (writes that `WAIT`) one of its own.
+enum Conn {
+    Pooled(ConnectionManager),
+    /// `WAIT` blocks its connection until replicas answer: on a pooled one, every read queued
+    /// behind it would wait too. And it must follow the write on the very same connection,
+    /// which a pooled one that reconnects in between does not promise.
+    Own(redis::aio::MultiplexedConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Pooled(c) => c.req_packed_command(cmd),
+            Conn::Own(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Pooled(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Own(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Pooled(c) => c.get_db(),
+            Conn::Own(c) => c.get_db(),
+        }
+    }
+}
+
 /// Sessions in Redis.
 pub struct RedisStore {
     shared: Arc<Shared>,
@@ -108,6 +145,7 @@ pub struct RedisStore {
     sentinel: bool,
     wait_replicas: u32,
     wait_ms: u64,
+    timeout: Duration,
     prefix: String,
     channel: String,
     idle_ms: u64,
@@ -201,7 +239,7 @@ impl RedisStore {
         before: u64,
         unbound_only: bool,
     ) -> Result<usize, StoreError> {
-        let mut conn = self.conn()?;
+        let mut conn = self.write_conn().await?;
         let n: i64 = self
             .scripts
             .delete_user
@@ -285,6 +323,7 @@ impl RedisStore {
             wait_replicas: settings.wait_replicas,
             // the WAIT answers within the command time limit, so that its answer is read
             wait_ms: ms(settings.timeout * 3 / 4),
+            timeout: settings.timeout,
             prefix: settings.prefix.clone(),
             channel: format!("{}events", settings.prefix),
             idle_ms: ms(settings.idle),
@@ -307,6 +346,28 @@ impl RedisStore {
         Ok(primary.connections[i].clone())
     }
 
+    /// A connection for a write: pooled, or with `redis_wait_replicas` one of its own (writes
+    /// are sign-ins, refreshes and sign-outs: rare enough to pay a connect each).
+    async fn write_conn(&self) -> Result<Conn, StoreError> {
+        if self.wait_replicas == 0 {
+            return Ok(Conn::Pooled(self.conn()?));
+        }
+        let Some(primary) = self.shared.primary.load_full() else {
+            return Err(StoreError::Unavailable("no Redis primary is known (asking the sentinels)".into()));
+        };
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout));
+        // the connection's driver runs on the Redis runtime, like the pool's
+        let connect =
+            async move { primary.client.get_multiplexed_async_connection_with_config(&config).await };
+        let connected = match &self.runtime {
+            Some(rt) => rt.spawn(connect).await.map_err(|e| StoreError::Unavailable(e.to_string()))?,
+            None => connect.await,
+        };
+        Ok(Conn::Own(connected.map_err(|e| self.failed(e))?))
+    }
+
     /// A command failed: with Sentinel, perhaps because the primary moved.
     fn failed(&self, e: redis::RedisError) -> StoreError {
         if self.sentinel {
@@ -318,7 +379,7 @@ impl RedisStore {
     /// With `redis_wait_replicas`, waits until that many replicas have this connection's
     /// writes; a write they did not confirm in time is reported failed (the user is not told
     /// about a session a failover could lose).
-    async fn replicated(&self, conn: &mut ConnectionManager) -> Result<(), StoreError> {
+    async fn replicated(&self, conn: &mut Conn) -> Result<(), StoreError> {
         if self.wait_replicas == 0 {
             return Ok(());
         }
@@ -401,8 +462,8 @@ const HEARTBEAT: Duration = Duration::from_secs(15);
 
 /// Follows the primary the sentinels name: asks every `SENTINEL_POLL`, and at once (but not
 /// more often than `SENTINEL_BACKOFF`) when a command failed; a new primary gets new
-/// connections, and the change channel resubscribes. While none is named, commands fail with
-/// "no primary" and readiness says so.
+/// connections, and the change channel resubscribes. Until one is first named, commands fail
+/// with "no primary" and readiness says so; a failed question keeps the primary there is.
 async fn watch_primary(shared: Arc<Shared>, mut sentinel: SentinelClient, timeout: Duration) {
     loop {
         let asked = tokio::time::timeout(timeout * 2, sentinel.async_get_client()).await;
@@ -425,15 +486,13 @@ async fn watch_primary(shared: Arc<Shared>, mut sentinel: SentinelClient, timeou
                 }
             }
             failed => {
+                // keep the primary we have: if it is gone, its commands fail by themselves; if
+                // it was demoted, they fail with READONLY and we ask again
                 let why = match failed {
                     Ok(Err(e)) => e.to_string(),
                     _ => "the sentinels did not answer in time".to_owned(),
                 };
-                // commands to a primary that is gone would only time out: fail them at once
-                if shared.primary.swap(None).is_some() {
-                    shared.moves.send_modify(|n| *n += 1);
-                    tracing::warn!(error = %why, "no Redis primary is known");
-                }
+                tracing::debug!(error = %why, "cannot ask the sentinels for the Redis primary");
             }
         }
         tokio::time::sleep(SENTINEL_BACKOFF).await;
@@ -494,7 +553,7 @@ impl SessionStore for RedisStore {
         session: StoredSession,
         expected: Option<u64>,
     ) -> Result<bool, StoreError> {
-        let mut conn = self.conn()?;
+        let mut conn = self.write_conn().await?;
         let written: i64 = self
             .scripts
             .save
@@ -522,7 +581,7 @@ impl SessionStore for RedisStore {
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<(), StoreError> {
-        let mut conn = self.conn()?;
+        let mut conn = self.write_conn().await?;
         let _: i64 = self
             .scripts
             .delete
@@ -564,7 +623,7 @@ impl SessionStore for RedisStore {
     }
 
     async fn delete_sid(&self, sid: &[u8; 32]) -> Result<usize, StoreError> {
-        let mut conn = self.conn()?;
+        let mut conn = self.write_conn().await?;
         let n: i64 = self
             .scripts
             .delete_sid
@@ -593,7 +652,7 @@ impl SessionStore for RedisStore {
         ttl: Duration,
         denied_until: Option<u64>,
     ) -> Result<(), StoreError> {
-        let mut conn = self.conn()?;
+        let mut conn = self.write_conn().await?;
         let _: i64 = self
             .scripts
             .save_marks

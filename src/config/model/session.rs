@@ -71,7 +71,11 @@ impl SentinelUrl {
             let (name, port) = host.rsplit_once(':').ok_or("every sentinel needs host:port")?;
             let port =
                 port.parse::<u16>().ok().filter(|p| *p > 0).ok_or("a sentinel port is not a port number")?;
-            let name = name.trim_start_matches('[').trim_end_matches(']');
+            let name = match name.strip_prefix('[') {
+                Some(v6) => v6.strip_suffix(']').filter(|a| a.parse::<std::net::Ipv6Addr>().is_ok()),
+                None => Some(name).filter(|n| !n.contains([':', '[', ']'])),
+            }
+            .ok_or("an IPv6 sentinel is written [address]:port")?;
             if name.is_empty() || name.contains(['/', '?', '#', '@', ' ']) {
                 return Err("a sentinel host is empty or malformed");
             }
@@ -79,14 +83,12 @@ impl SentinelUrl {
         }
         let mut parts = path.split('/');
         let primary = parts.next().unwrap_or_default();
-        if primary.is_empty() || !primary.bytes().all(|b| b.is_ascii_graphic()) {
+        if primary.is_empty() || !primary.bytes().all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#') {
             return Err("names no primary: add /<primary-name>");
         }
         let db = match parts.next() {
             None | Some("") => 0,
-            Some(db) => {
-                db.parse::<i64>().ok().filter(|d| (0..=15).contains(d)).ok_or("the database is 0-15")?
-            }
+            Some(db) => db.parse::<i64>().ok().filter(|d| *d >= 0).ok_or("the database is a number")?,
         };
         if parts.next().is_some() {
             return Err("has more path than /<primary-name>/<db>");
@@ -97,8 +99,10 @@ impl SentinelUrl {
                 // percent-decoded as in any URL's userinfo
                 let parsed = url::Url::parse(&format!("redis://{info}@sentinel/"))
                     .map_err(|_| "its credentials are malformed")?;
+                // form decoding, with the two characters it would misread escaped first
                 let decode = |s: &str| {
-                    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+                    let escaped = s.replace('+', "%2B").replace('&', "%26");
+                    url::form_urlencoded::parse(format!("x={escaped}").as_bytes())
                         .next()
                         .map(|(_, v)| v.into_owned())
                         .unwrap_or_default()
@@ -209,7 +213,8 @@ mod tests {
         );
         assert_eq!((u.primary.as_str(), u.db, u.tls, u.username.as_deref()), ("mymaster", 2, false, None));
         assert_eq!(u.password.as_ref().map(|p| p.expose()), Some("p@ss"));
-        let u = SentinelUrl::parse("rediss+sentinel://app:pw@h:1/m").unwrap().unwrap();
+        let u = SentinelUrl::parse("rediss+sentinel://app:p&w+x@h:1/m").unwrap().unwrap();
+        assert_eq!(u.password.as_ref().map(|p| p.expose()), Some("p&w+x"), "& and + are the password's");
         assert_eq!((u.tls, u.username.as_deref(), u.db), (true, Some("app"), 0));
         assert!(SentinelUrl::parse("redis://h:6379").is_none(), "not a sentinel URL at all");
         for bad in [
@@ -218,7 +223,10 @@ mod tests {
             "redis+sentinel://h/m",
             "redis+sentinel://h:0/m",
             "redis+sentinel://:26379/m",
-            "redis+sentinel://h:26379/m/99",
+            "redis+sentinel://h:26379/m/-1",
+            "redis+sentinel://fe80::1:26379/m",
+            "redis+sentinel://[zz]:26379/m",
+            "redis+sentinel://h:26379/m?x=1",
             "redis+sentinel://h:26379/m/1/x",
         ] {
             assert!(matches!(SentinelUrl::parse(bad), Some(Err(_))), "{bad}");
