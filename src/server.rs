@@ -96,16 +96,11 @@ fn browser_auth(
                 }
                 _ => None,
             };
-            let sentinel = match crate::config::SentinelUrl::parse(url.expose()) {
-                Some(Ok(parsed)) => Some(SentinelSettings {
-                    url: parsed,
-                    username: s.redis_sentinel_username.clone(),
-                    password: s.redis_sentinel_password.clone(),
-                }),
-                // validation refused it already
-                Some(Err(why)) => return Err(StartError::Store(StoreError::Unavailable(why.into()))),
-                None => None,
-            };
+            let sentinel = s.redis_sentinel.clone().map(|parsed| SentinelSettings {
+                url: parsed,
+                username: s.redis_sentinel_username.clone(),
+                password: s.redis_sentinel_password.clone(),
+            });
             let settings = RedisSettings {
                 url,
                 sentinel,

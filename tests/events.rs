@@ -145,26 +145,11 @@ async fn signed(base: &str, body: Vec<u8>) -> (u16, String) {
 
 /// A session request as a script makes it (no redirects): the status.
 async fn status(base: &str, path: &str, cookie: &str) -> u16 {
-    reqwest::Client::new()
-        .get(format!("{base}{path}"))
-        .header("cookie", format!("authgate_session={cookie}"))
-        .header("accept", "application/json")
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    common::session_status(&format!("{base}{path}"), cookie).await
 }
 
 async fn bearer_status(base: &str, token: &str) -> u16 {
-    reqwest::Client::new()
-        .get(format!("{base}/api/x"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    common::bearer_status(&format!("{base}/api/x"), token).await
 }
 
 async fn sign_in(base: &str) -> String {

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Browser, Echo, Gate, Idp, Redis, free_port, try_raw};
+use common::{Echo, Gate, Idp, Redis, free_port, try_raw};
 
 const ALICE: &str = "a1b2c3d4-0000-4000-8000-00000000a11c";
 const BOB: &str = "b0b0b0b0-0000-4000-8000-000000000b0b";
@@ -38,33 +38,15 @@ auth = "api"
 }
 
 async fn sign_in(base: &str, user: &str) -> String {
-    let mut b = Browser::new();
-    let (page, redirects) = b.navigate(&format!("{base}/app/"), Some(user)).await;
-    assert_eq!(page.status, 200, "{redirects:?} {}", page.body);
-    b.cookie(base, "authgate_session").expect("a session cookie")
+    common::try_sign_in(base, &format!("{base}/app/"), user).await.expect("signed in")
 }
 
 async fn with_cookie(base: &str, cookie: &str) -> u16 {
-    reqwest::Client::new()
-        .get(format!("{base}/app/data"))
-        .header("cookie", format!("authgate_session={cookie}"))
-        .header("accept", "application/json")
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    common::session_status(&format!("{base}/app/data"), cookie).await
 }
 
 async fn with_bearer(base: &str, token: &str) -> u16 {
-    reqwest::Client::new()
-        .get(format!("{base}/api/data"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    common::bearer_status(&format!("{base}/api/data"), token).await
 }
 
 /// `authgate <args> --config <gate's config>` with the on-call token: (exit code, stdout).

@@ -115,20 +115,11 @@ fn config(base: &str, idp: &Idp, echo: &Echo, sentinels: &[Node]) -> String {
 }
 
 async fn sign_in(base: &str, user: &str) -> Option<String> {
-    let mut b = Browser::new();
-    let (page, _) = b.navigate(&format!("{base}/app/"), Some(user)).await;
-    (page.status == 200).then(|| b.cookie(base, "authgate_session")).flatten()
+    common::try_sign_in(base, &format!("{base}/app/"), user).await
 }
 
 async fn with_cookie(base: &str, cookie: &str) -> u16 {
-    let sent = reqwest::Client::new()
-        .get(format!("{base}/app/data"))
-        .header("cookie", format!("authgate_session={cookie}"))
-        .header("accept", "application/json")
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await;
-    sent.map(|r| r.status().as_u16()).unwrap_or(0)
+    common::session_status(&format!("{base}/app/data"), cookie).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

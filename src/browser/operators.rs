@@ -36,8 +36,10 @@ pub enum OperatorError {
     Store(#[from] StoreError),
 }
 
-/// Hex digits of a session's public id (64 bits of its store key: unique among one user's).
-const ID_HEX: usize = 16;
+/// A session's public id: 64 bits of its store key (unique among one user's) in hex.
+fn public_id(key: &crate::session::SessionKey) -> String {
+    hex_lower(&key.0[..8])
+}
 
 impl BrowserAuth {
     /// The providers meant (by name) and the user's keyed hash with each.
@@ -68,7 +70,7 @@ impl BrowserAuth {
         for (name, user) in self.operator_users(sub, provider)? {
             for s in self.store.user_sessions(&user).await? {
                 listed.push(ListedSession {
-                    id: hex_lower(&s.key.0)[..ID_HEX].to_owned(),
+                    id: public_id(&s.key),
                     provider: name.to_owned(),
                     created: s.created_at,
                     last_used: s.last_used,
@@ -94,7 +96,7 @@ impl BrowserAuth {
                 None => ended += self.store.delete_user(&user, u64::MAX).await?,
                 Some(id) => {
                     for s in self.store.user_sessions(&user).await? {
-                        if hex_lower(&s.key.0)[..ID_HEX].eq_ignore_ascii_case(id) {
+                        if public_id(&s.key).eq_ignore_ascii_case(id) {
                             self.store.delete(&s.key).await?;
                             ended += 1;
                         }

@@ -336,12 +336,17 @@ impl RedisStore {
         Ok(store)
     }
 
-    /// A connection to the primary (none while Sentinel names none).
-    fn conn(&self) -> Result<ConnectionManager, StoreError> {
-        let Some(primary) = self.shared.primary.load_full() else {
+    /// The primary (none while Sentinel names none).
+    fn primary(&self) -> Result<Arc<Primary>, StoreError> {
+        self.shared.primary.load_full().ok_or_else(|| {
             self.shared.recheck.notify_one();
-            return Err(StoreError::Unavailable("no Redis primary is known (asking the sentinels)".into()));
-        };
+            StoreError::Unavailable("no Redis primary is known (asking the sentinels)".into())
+        })
+    }
+
+    /// A pooled connection to the primary.
+    fn conn(&self) -> Result<ConnectionManager, StoreError> {
+        let primary = self.primary()?;
         let i = self.next.fetch_add(1, Ordering::Relaxed) % primary.connections.len();
         Ok(primary.connections[i].clone())
     }
@@ -352,9 +357,7 @@ impl RedisStore {
         if self.wait_replicas == 0 {
             return Ok(Conn::Pooled(self.conn()?));
         }
-        let Some(primary) = self.shared.primary.load_full() else {
-            return Err(StoreError::Unavailable("no Redis primary is known (asking the sentinels)".into()));
-        };
+        let primary = self.primary()?;
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(self.timeout));

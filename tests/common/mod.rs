@@ -379,6 +379,38 @@ pub fn authgate(args: &[&str], env: &[(&str, &str)], dir: &Path) -> (i32, String
     )
 }
 
+/// A request to `url` with the session cookie, as a script makes it (JSON, no redirects): its
+/// status, 0 when no answer came (a gateway mid-failover).
+pub async fn session_status(url: &str, cookie: &str) -> u16 {
+    reqwest::Client::new()
+        .get(url)
+        .header("cookie", format!("authgate_session={cookie}"))
+        .header("accept", "application/json")
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map_or(0, |r| r.status().as_u16())
+}
+
+/// A request to `url` with a bearer token: its status, 0 when no answer came.
+pub async fn bearer_status(url: &str, token: &str) -> u16 {
+    reqwest::Client::new()
+        .get(url)
+        .bearer_auth(token)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map_or(0, |r| r.status().as_u16())
+}
+
+/// Signs `user` in by opening `url` (a browser route) in a fresh browser: the session cookie
+/// for `base` when the sign-in ended on the page.
+pub async fn try_sign_in(base: &str, url: &str, user: &str) -> Option<String> {
+    let mut b = Browser::new();
+    let (page, _) = b.navigate(url, Some(user)).await;
+    (page.status == 200).then(|| b.cookie(base, "authgate_session")).flatten()
+}
+
 /// Tokens from the test IdP's token endpoint.
 #[derive(Debug, Clone)]
 pub struct Tokens {

@@ -144,6 +144,9 @@ pub struct SessionConfig {
     pub redis_sentinel_password: Option<Secret>,
     /// Session writes wait (`WAIT`) until this many replicas have them; 0: they do not wait.
     pub redis_wait_replicas: u32,
+    /// `redis_url` as validation read it, when it names sentinels (carried, never parsed again).
+    #[serde(skip)]
+    pub redis_sentinel: Option<SentinelUrl>,
     /// Refresh a session's access token this long before it expires (at most half its lifetime).
     pub refresh_before: Duration,
     /// A session whose access token expired and whose refresh keeps being deferred (provider
@@ -182,6 +185,7 @@ impl Default for SessionConfig {
             redis_sentinel_username: None,
             redis_sentinel_password: None,
             redis_wait_replicas: 0,
+            redis_sentinel: None,
             refresh_before: Duration::from_secs(5 * 60),
             max_stale: Duration::from_secs(15 * 60),
             secret: None,

@@ -27,14 +27,17 @@ pub(super) fn session(config: &mut Config, base_dir: &Path, p: &mut Problems) {
         ),
         _ => {}
     }
-    match (s.store, &s.redis_url) {
-        (StoreKind::Redis, None) => p.at("session.redis_url", "is required when store = \"redis\""),
-        (StoreKind::Redis, Some(url)) if SentinelUrl::parse(url.expose()).is_some() => {
-            if let Some(Err(why)) = SentinelUrl::parse(url.expose()) {
-                p.at("session.redis_url", format!("is not a usable redis+sentinel:// URL: {why}"));
-            }
+    // read once here, carried to the store (never parsed again)
+    let sentinel = s.redis_url.as_ref().and_then(|u| SentinelUrl::parse(u.expose()));
+    let is_sentinel = sentinel.is_some();
+    s.redis_sentinel = None;
+    match (s.store, &s.redis_url, sentinel) {
+        (StoreKind::Redis, None, _) => p.at("session.redis_url", "is required when store = \"redis\""),
+        (StoreKind::Redis, Some(_), Some(Ok(parsed))) => s.redis_sentinel = Some(parsed),
+        (StoreKind::Redis, Some(_), Some(Err(why))) => {
+            p.at("session.redis_url", format!("is not a usable redis+sentinel:// URL: {why}"));
         }
-        (StoreKind::Redis, Some(url)) => {
+        (StoreKind::Redis, Some(url), None) => {
             let scheme = url.expose().split_once("://").map(|(scheme, _)| scheme);
             if !matches!(scheme, Some("redis" | "rediss")) || redis::Client::open(url.expose()).is_err() {
                 // the URL may hold a password: never echo it
@@ -47,17 +50,16 @@ pub(super) fn session(config: &mut Config, base_dir: &Path, p: &mut Problems) {
                 );
             }
         }
-        (StoreKind::Memory, Some(_)) => {
+        (StoreKind::Memory, Some(_), _) => {
             p.at("session.redis_url", "is set but store is \"memory\": set store = \"redis\" or remove it")
         }
-        (StoreKind::Memory, None) => {}
+        (StoreKind::Memory, None, _) => {}
     }
-    let sentinel = s.redis_url.as_ref().is_some_and(|u| SentinelUrl::parse(u.expose()).is_some());
     for (key, set) in [
         ("session.redis_sentinel_password", s.redis_sentinel_password.is_some()),
         ("session.redis_sentinel_username", s.redis_sentinel_username.is_some()),
     ] {
-        if set && !sentinel {
+        if set && !is_sentinel {
             p.at(key, "only applies to a redis+sentinel:// redis_url");
         }
     }
