@@ -6,6 +6,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)] // a test or tool: failing loudly is the point
 
 mod common;
+#[path = "forward_auth/ingress_nginx.rs"]
+mod ingress_nginx;
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -20,6 +22,9 @@ const ALICE: &str = "a1b2c3d4-0000-4000-8000-00000000a11c";
 enum Kind {
     Nginx,
     Caddy,
+    /// ingress-nginx: deploy/kubernetes/overlays/ingress-nginx's Ingresses as the controller
+    /// renders them into nginx's configuration.
+    IngressNginx,
 }
 
 /// A front proxy running its example from examples/forward-auth/ in front of `app`, asking
@@ -42,12 +47,14 @@ impl Front {
     fn start(kind: Kind, host: &str, port: u16, authgate: u16, app: u16) -> Front {
         let dir = tempfile::tempdir().unwrap();
         let runtime = dir.path().to_str().unwrap();
-        let file = match kind {
-            Kind::Nginx => "nginx.conf",
-            Kind::Caddy => "Caddyfile",
+        let (file, example) = match kind {
+            Kind::Nginx | Kind::Caddy => {
+                let file = if kind == Kind::Nginx { "nginx.conf" } else { "Caddyfile" };
+                let path = common::repo().join("examples/forward-auth").join(file);
+                (file, std::fs::read_to_string(path).unwrap())
+            }
+            Kind::IngressNginx => ("nginx.conf", ingress_nginx::conf()),
         };
-        let example =
-            std::fs::read_to_string(common::repo().join("examples/forward-auth").join(file)).unwrap();
         let conf = example
             .replace("__LISTEN__", &format!("127.0.0.1:{port}"))
             .replace("__SITE__", &format!("http://{host}:{port}, http://127.0.0.1:{port}"))
@@ -58,7 +65,7 @@ impl Front {
         std::fs::write(&path, conf).unwrap();
         let path = path.to_str().unwrap();
         let mut cmd = match kind {
-            Kind::Nginx => {
+            Kind::Nginx | Kind::IngressNginx => {
                 let mut c = Command::new("nginx");
                 c.args(["-c", path, "-g", "daemon off;"]);
                 c
@@ -212,6 +219,16 @@ fn a_real_browser_signs_in_through_caddy() {
     real_browser_through(Kind::Caddy);
 }
 
+#[test]
+fn a_real_browser_signs_in_through_ingress_nginx() {
+    real_browser_through(Kind::IngressNginx);
+}
+
+#[tokio::test]
+async fn ingress_nginx_asks_authgate_for_every_decision() {
+    decisions_through(Kind::IngressNginx).await;
+}
+
 #[tokio::test]
 async fn nginx_asks_authgate_for_every_decision() {
     decisions_through(Kind::Nginx).await;
@@ -251,11 +268,28 @@ async fn decisions_through(kind: Kind) {
     assert_eq!(raw.status, 403, "{}", String::from_utf8_lossy(&raw.body));
     let (status, _, body) = get(&format!("{base}/pub/x"), &[]).await;
     assert_eq!(status, 200, "{body}");
+    // the app's own cookies reach it, authgate's never
+    let both = format!("app_pref=dark; {cookie}; app_lang=en");
+    let (status, _, body) = get(&format!("{base}/wiki/x"), &[("cookie", &both)]).await;
+    assert_eq!(status, 200, "{body}");
+    let echo: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(echoed(&echo, "cookie"), ["app_pref=dark; app_lang=en"], "{body}");
 
     // the auth endpoint is the front proxy's alone: a browser script cannot ask it for its own
     // identity headers and token
-    let (status, headers, _) = get(&format!("{base}/oauth2/auth"), &[("cookie", &cookie)]).await;
-    assert_eq!(status, 404, "{headers:?}");
+    let (status, headers, body) = get(&format!("{base}/oauth2/auth"), &[("cookie", &cookie)]).await;
+    match kind {
+        // ingress-nginx routes authgate's browser endpoints by exact path: this one is the
+        // app's, and authgate lets it through as its own path, with no identity
+        Kind::IngressNginx => {
+            assert_eq!(status, 200, "{headers:?}");
+            let echo: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert!(echoed(&echo, "x-user-id").is_empty(), "{body}");
+            assert!(echoed(&echo, "authorization").is_empty(), "{body}");
+            assert!(!echoed(&echo, "cookie").iter().any(|c| c.contains("authgate_session")), "{body}");
+        }
+        _ => assert_eq!(status, 404, "{headers:?}"),
+    }
     // a client's own X-Original-URI cannot change what is judged: /admin/x stays /admin/x
     // (nginx sets its own; behind Caddy the two families together are refused)
     let spoof = [("cookie", cookie.as_str()), ("x-original-uri", "/pub/x"), ("accept", "application/json")];
@@ -307,8 +341,15 @@ async fn decisions_through(kind: Kind) {
     let sign_in = match kind {
         Kind::Nginx => format!("{base}/oauth2/start?rd=%2Fwiki%2F"),
         Kind::Caddy => format!("{}/auth?", s.idp.issuer),
+        // auth-signin, the controller adding the page's whole URL
+        Kind::IngressNginx => format!("{base}/oauth2/start?rd="),
     };
     assert!(after.location().starts_with(&sign_in), "{}", after.location());
+    if kind == Kind::IngressNginx {
+        let url = url::Url::parse(&after.location()).unwrap();
+        let rd = url.query_pairs().find(|(k, _)| k == "rd").map(|(_, v)| v.into_owned());
+        assert_eq!(rd, Some(format!("{base}/wiki/")), "{url}");
+    }
 
     // metrics and the access log name the way in
     let metrics = s.gate.admin_get("/metrics").1;
@@ -378,22 +419,11 @@ async fn auth_requests_from_an_untrusted_peer_are_refused() {
     assert_eq!(resp.status().as_u16(), 404);
 }
 
-/// The identity headers authgate sends with the default configuration: the front proxies'
-/// examples must copy exactly these.
-fn headers_authgate_sends() -> Vec<String> {
-    let defaults = authgate::config::HeaderNames::default();
-    let mut names: Vec<String> = defaults.entries().iter().map(|(_, n)| n.to_ascii_lowercase()).collect();
-    names.push(authgate::config::AssertionConfig::default().header.to_ascii_lowercase());
-    names.push("authorization".into());
-    names.sort();
-    names
-}
-
 /// Traefik and Envoy cannot run here: their examples at least parse, and copy (and strip)
 /// exactly the headers authgate sends.
 #[test]
 fn traefik_and_envoy_examples_copy_the_headers_authgate_sends() {
-    let want = headers_authgate_sends();
+    let want = common::headers_authgate_sends();
     let read = |f: &str| -> serde_yaml::Value {
         let text = std::fs::read_to_string(common::repo().join("examples/forward-auth").join(f)).unwrap();
         serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{f}: {e}"))

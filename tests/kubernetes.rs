@@ -168,6 +168,72 @@ fn the_ha_overlay_shares_sessions_and_survives_disruption() {
     assert_eq!(spread.as_sequence().map(Vec::len), Some(2));
 }
 
+/// ingress-nginx asks authgate for every request to the app (tests/forward_auth.rs runs these
+/// Ingresses in nginx): the app's Ingresses validate, reach authgate's Service at its auth
+/// endpoint and copy every header authgate answers with; authgate's own Ingress exposes its
+/// browser endpoints by exact path and never the auth endpoint.
+#[test]
+fn the_ingress_nginx_overlay_asks_authgate_for_every_request() {
+    assert_eq!(check("ingress-nginx"), 1);
+    let (_, docs) = render("ingress-nginx");
+    let config: toml::Table = toml::from_str(
+        find(&docs, "ConfigMap", "authgate-config")["data"]["authgate.toml"].as_str().unwrap(),
+    )
+    .unwrap();
+    let fa = &config["forward_auth"];
+    assert_eq!(fa["enabled"].as_bool(), Some(true));
+    let default_path = authgate::config::ForwardAuthConfig::default().path;
+    let auth_path = fa.get("path").and_then(|p| p.as_str()).unwrap_or(&default_path);
+    let service = find(&docs, "Service", "authgate");
+    let service_port = &service["spec"]["ports"][0];
+
+    let ours = find(&docs, "Ingress", "authgate");
+    let paths = ours["spec"]["rules"][0]["http"]["paths"].as_sequence().unwrap();
+    let exposed: Vec<&str> = paths.iter().map(|p| p["path"].as_str().unwrap()).collect();
+    assert_eq!(exposed, ["/oauth2/start", "/oauth2/callback", "/oauth2/sign_out", "/oauth2/userinfo"]);
+    for p in paths {
+        assert_eq!(p["pathType"], "Exact", "{p:?}");
+        assert_eq!(p["backend"]["service"]["name"], "authgate");
+        assert_eq!(p["backend"]["service"]["port"]["name"], service_port["name"]);
+    }
+
+    let file = common::repo().join("deploy/kubernetes/overlays/ingress-nginx/app-ingress.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let tool = common::repo().join("target/tools/k8s/bin/kubernetes-validate");
+    let out = Command::new(&tool).arg("--strict").arg(&file).output().unwrap();
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && report.contains("passed for resource ingress/legacy-app"), "{report}");
+    let apps: Vec<Value> =
+        serde_yaml::Deserializer::from_str(&text).map(|d| Value::deserialize(d).unwrap()).collect();
+    assert_eq!(apps.len(), 2);
+    let mut sent = common::headers_authgate_sends();
+    sent.push("cookie".into());
+    sent.sort();
+    for app in &apps {
+        let annotation =
+            |n: &str| app["metadata"]["annotations"][format!("nginx.ingress.kubernetes.io/{n}")].as_str();
+        // the Service's port 80 by its in-cluster name, in the namespace the README installs to
+        assert_eq!(service_port["port"], 80);
+        assert_eq!(
+            annotation("auth-url"),
+            Some(format!("http://authgate.authgate.svc.cluster.local{auth_path}").as_str())
+        );
+        let mut copied: Vec<String> = annotation("auth-response-headers")
+            .unwrap()
+            .split(',')
+            .map(|h| h.trim().to_ascii_lowercase())
+            .collect();
+        copied.sort();
+        assert_eq!(copied, sent, "{:?}", app["metadata"]["name"]);
+        assert_eq!(app["spec"]["rules"][0]["host"], ours["spec"]["rules"][0]["host"], "one host");
+    }
+    // pages sign in through authgate on the app's host; the API gets the 401 and its challenge
+    let signin =
+        |i: usize| apps[i]["metadata"]["annotations"]["nginx.ingress.kubernetes.io/auth-signin"].as_str();
+    assert_eq!(signin(0), Some("https://$http_host/oauth2/start"));
+    assert_eq!(signin(1), None);
+}
+
 #[test]
 fn the_service_monitor_scrapes_the_admin_service() {
     let text = std::fs::read_to_string(common::repo().join("deploy/kubernetes/servicemonitor.yaml")).unwrap();

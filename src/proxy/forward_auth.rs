@@ -16,6 +16,7 @@ use pingora::http::RequestHeader;
 
 use super::decide::{Answer, Decision, FrontProxy, Outcome, RequestFacts, decide};
 use super::pipeline::{RequestTarget, add_caller_headers, target_of};
+use crate::forwarding::strip_cookies;
 use crate::gateway::Gateway;
 use crate::reply::{Rejection, Reply};
 
@@ -66,6 +67,30 @@ fn single<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ()>
     first.to_str().map(Some).map_err(|_| ())
 }
 
+/// An original request that cannot be judged: refused with `why`.
+fn refused(proxy: FrontProxy, why: Rejection) -> Original {
+    Original { method: Method::GET, target: Err(why), tls: false, proxy }
+}
+
+/// Splits an absolute `http(s)` URL into its scheme, authority and raw path with query; `None`
+/// parts when it is not one. By hand rather than with `url::Url`, which would normalise the path
+/// by its own rules: the raw path goes through the same normalisation as an inline request's.
+fn split_url(url: &str) -> (Option<&str>, Option<&str>, &str) {
+    let Some((scheme, rest)) = url.split_once("://") else { return (None, None, "") };
+    let scheme = match scheme {
+        s if s.eq_ignore_ascii_case("https") => "https",
+        s if s.eq_ignore_ascii_case("http") => "http",
+        _ => return (None, None, ""),
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    // user info has no place in what a browser asked for; a path must be origin-form
+    if authority.is_empty() || authority.contains('@') || !path.starts_with('/') {
+        return (Some(scheme), None, path);
+    }
+    (Some(scheme), Some(authority), path)
+}
+
 /// Reads the original request from the auth request `req` (path already normalised to
 /// `auth_path`).
 fn original(req: &RequestHeader, endpoint: AuthEndpoint, auth_path: &str, envoy_prefix: &str) -> Original {
@@ -87,32 +112,52 @@ fn original(req: &RequestHeader, endpoint: AuthEndpoint, auth_path: &str, envoy_
         }
         AuthEndpoint::Headers => {
             // Each front proxy always sets its own family (nginx by the example's
-            // proxy_set_header, Traefik and Caddy by themselves) and passes the client's other
-            // headers on: a request with both families carries one the client wrote, and which
-            // one describes the request served cannot be told, so it is refused.
-            let nginx = h.contains_key("x-original-uri");
+            // proxy_set_header, ingress-nginx its X-Original-URL, Traefik and Caddy by
+            // themselves) and passes the client's other headers on: a request with two families
+            // carries one the client wrote, and which one describes the request served cannot
+            // be told, so it is refused.
+            let url = h.contains_key("x-original-url");
+            let nginx = url || h.contains_key("x-original-uri");
             if nginx && h.contains_key("x-forwarded-uri") {
-                let uri = Err(());
-                let proxy = FrontProxy::Forwarded;
-                return Original {
-                    method: Method::GET,
-                    target: uri.map_err(|()| bad("original URI (both X-Original-URI and X-Forwarded-Uri)")),
-                    tls: false,
-                    proxy,
-                };
+                return refused(
+                    FrontProxy::Forwarded,
+                    bad("original URI (both X-Original-URI/-URL and X-Forwarded-Uri)"),
+                );
             }
-            let (uri_name, method_name) = match nginx {
-                true => ("x-original-uri", "x-original-method"),
-                false => ("x-forwarded-uri", "x-forwarded-method"),
-            };
-            let proxy = if nginx { FrontProxy::Nginx } else { FrontProxy::Forwarded };
-            let uri = single(h, uri_name).map(|u| u.map(str::to_owned));
-            let method = single(h, method_name).map(|m| m.map(str::to_owned));
-            let host = match single(h, "x-forwarded-host") {
-                Ok(None) => single(h, "host"),
-                other => other,
-            };
-            (proxy, uri, method, host, single(h, "x-forwarded-proto"))
+            let method = single(h, if nginx { "x-original-method" } else { "x-forwarded-method" })
+                .map(|m| m.map(str::to_owned));
+            if url {
+                // ingress-nginx: the whole URL, its `Host` naming the auth service
+                let Ok(Some((scheme, authority, path))) =
+                    single(h, "x-original-url").map(|u| u.map(split_url))
+                else {
+                    return refused(FrontProxy::Nginx, bad("original URL (X-Original-URL)"));
+                };
+                let Some((scheme, authority)) = scheme.zip(authority) else {
+                    return refused(FrontProxy::Nginx, bad("original URL (X-Original-URL)"));
+                };
+                // with `auth-method` set, ingress-nginx sends X-Original-URI too: the same path
+                match single(h, "x-original-uri") {
+                    Ok(None) => {}
+                    Ok(Some(uri)) if uri == path => {}
+                    _ => {
+                        return refused(
+                            FrontProxy::Nginx,
+                            bad("original URI (X-Original-URI and X-Original-URL differ)"),
+                        );
+                    }
+                }
+                (FrontProxy::Nginx, Ok(Some(path.to_owned())), method, Ok(Some(authority)), Ok(Some(scheme)))
+            } else {
+                let uri_name = if nginx { "x-original-uri" } else { "x-forwarded-uri" };
+                let proxy = if nginx { FrontProxy::Nginx } else { FrontProxy::Forwarded };
+                let uri = single(h, uri_name).map(|u| u.map(str::to_owned));
+                let host = match single(h, "x-forwarded-host") {
+                    Ok(None) => single(h, "host"),
+                    other => other,
+                };
+                (proxy, uri, method, host, single(h, "x-forwarded-proto"))
+            }
         }
     };
     // the method decides method rules: without a readable one nothing is judged
@@ -220,6 +265,9 @@ pub async fn answer(
                     };
                 }
             }
+            if let Some(cookie) = cookies_for_app(gateway, &req.headers) {
+                reply.header(http::header::COOKIE, cookie);
+            }
             if f.clear_session_cookie {
                 if let Some(auth) = &gateway.browser {
                     reply.header(http::header::SET_COOKIE, auth.cookies().clear_session());
@@ -247,6 +295,36 @@ pub async fn answer(
     }
 }
 
+/// The request's cookies without the gateway's own, for a front proxy to send the app in place
+/// of the client's (ingress-nginx: `auth-response-headers` naming `Cookie`, where no filter of
+/// its own can be configured). `None` when the request has none.
+fn cookies_for_app(gateway: &Gateway, headers: &HeaderMap) -> Option<http::HeaderValue> {
+    let mut cookies = HeaderMap::new();
+    for value in headers.get_all(http::header::COOKIE) {
+        cookies.append(http::header::COOKIE, value.clone());
+    }
+    if cookies.is_empty() {
+        return None;
+    }
+    if let Some(auth) = &gateway.browser {
+        let c = auth.cookies();
+        // only a value that is no header value fails, and such a one was never received
+        strip_cookies(&mut cookies, &[c.session.as_str(), c.login.as_str()]).ok()?;
+    }
+    let mut values = cookies.get_all(http::header::COOKIE).iter();
+    match (values.next(), values.next()) {
+        // none left: an empty value, so that the client's copy is replaced by nothing
+        (None, _) => Some(http::HeaderValue::from_static("")),
+        (Some(one), None) => Some(one.clone()),
+        // HTTP/2 sends one header per cookie: one value, as RFC 9113 §8.2.3 joins them
+        (Some(_), Some(_)) => {
+            let joined: Vec<&str> =
+                cookies.get_all(http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).collect();
+            http::HeaderValue::try_from(joined.join("; ")).ok()
+        }
+    }
+}
+
 /// nginx's `auth_request` treats any status but 2xx, 401 and 403 as an error (500 to the
 /// client): another refusal is sent as 403, keeping its body.
 fn for_proxy(proxy: FrontProxy, mut reply: Reply) -> Reply {
@@ -255,4 +333,73 @@ fn for_proxy(proxy: FrontProxy, mut reply: Reply) -> Reply {
         reply.status = StatusCode::FORBIDDEN;
     }
     reply
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn auth_request(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut req = RequestHeader::build("GET", b"/oauth2/auth", None).unwrap();
+        for (name, value) in headers {
+            req.append_header(name.to_string(), *value).unwrap();
+        }
+        req
+    }
+
+    fn read(headers: &[(&str, &str)]) -> Original {
+        original(&auth_request(headers), AuthEndpoint::Headers, "/oauth2/auth", "")
+    }
+
+    #[test]
+    fn urls_split_into_scheme_authority_and_raw_path() {
+        assert_eq!(
+            split_url("https://app.example.com/a/../b?x=1"),
+            (Some("https"), Some("app.example.com"), "/a/../b?x=1")
+        );
+        assert_eq!(split_url("HTTP://app:8080/"), (Some("http"), Some("app:8080"), "/"));
+        assert_eq!(split_url("http://app?x").1, None, "no path");
+        assert_eq!(split_url("http://user@app/").1, None, "user info");
+        assert_eq!(split_url("http:///x").1, None, "no host");
+        assert_eq!(split_url("ftp://app/"), (None, None, ""));
+        assert_eq!(split_url("/just/a/path"), (None, None, ""));
+    }
+
+    #[test]
+    fn ingress_nginx_describes_the_request_by_its_url() {
+        // its Host names the auth service and X-Forwarded-Proto is blanked: the URL decides
+        let o = read(&[
+            ("host", "authgate.auth.svc.cluster.local"),
+            ("x-forwarded-proto", ""),
+            ("x-forwarded-host", "evil.example"),
+            ("x-original-url", "https://app.example.com/pub/../admin/?x=1"),
+            ("x-original-method", "POST"),
+        ]);
+        let target = o.target.unwrap();
+        assert_eq!(target.authority.host(), "app.example.com");
+        assert_eq!(target.path, "/admin/", "normalised as inline");
+        assert_eq!(target.path_and_query, "/admin/?x=1");
+        assert!(o.tls);
+        assert_eq!(o.method, Method::POST);
+        assert_eq!(o.proxy, FrontProxy::Nginx);
+        // with auth-method, X-Original-URI comes too: accepted when it says the same
+        let same =
+            [("x-original-url", "http://app/p?q"), ("x-original-uri", "/p?q"), ("x-original-method", "GET")];
+        assert!(read(&same).target.is_ok());
+        assert!(!read(&same).tls);
+    }
+
+    #[test]
+    fn a_url_that_cannot_be_judged_is_refused() {
+        let refused = |headers: &[(&str, &str)]| read(headers).target.unwrap_err().status;
+        let m = ("x-original-method", "GET");
+        assert_eq!(refused(&[("x-original-url", "/relative"), m]), 400);
+        assert_eq!(refused(&[("x-original-url", "http://u:p@app/"), m]), 400);
+        assert_eq!(refused(&[("x-original-url", "http://app/"), ("x-original-url", "http://app/"), m]), 400);
+        assert_eq!(refused(&[("x-original-url", "http://app/a"), ("x-original-uri", "/b"), m]), 400);
+        assert_eq!(refused(&[("x-original-url", "http://app/a"), ("x-forwarded-uri", "/a"), m]), 400);
+        assert_eq!(refused(&[("x-original-url", "http://app/a")]), 400, "no method");
+        assert_eq!(refused(&[("x-original-url", "http://ap p/a"), m]), 400, "bad host");
+    }
 }

@@ -1070,3 +1070,15 @@ pub fn es256_verifier(
     };
     (authgate::jwt::TokenVerifier::new(provider, settings), key)
 }
+
+/// The headers (lower case, sorted) authgate answers a forward-auth request with under the
+/// default configuration, for a front proxy to copy: the identity headers, the assertion and
+/// `Authorization` (on pass_access_token routes).
+pub fn headers_authgate_sends() -> Vec<String> {
+    let defaults = authgate::config::HeaderNames::default();
+    let mut names: Vec<String> = defaults.entries().iter().map(|(_, n)| n.to_ascii_lowercase()).collect();
+    names.push(authgate::config::AssertionConfig::default().header.to_ascii_lowercase());
+    names.push("authorization".into());
+    names.sort();
+    names
+}
