@@ -113,7 +113,19 @@ fn check(overlay: &str) -> u64 {
         .flat_map(|r| r["ports"].as_sequence().unwrap().iter())
         .filter_map(|p| p["port"].as_u64())
         .collect();
-    assert_eq!(open, [http_port], "{overlay}: ports open to everyone");
+    // (behind ingress-nginx the proxy port is for its namespace alone)
+    let from_ingress: Vec<u64> = rules
+        .iter()
+        .filter(|r| {
+            r["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] == "ingress-nginx"
+        })
+        .flat_map(|r| r["ports"].as_sequence().unwrap().iter())
+        .filter_map(|p| p["port"].as_u64())
+        .collect();
+    match overlay {
+        "ingress-nginx" => assert_eq!((open, from_ingress), (vec![], vec![http_port]), "{overlay}"),
+        _ => assert_eq!(open, [http_port], "{overlay}: ports open to everyone"),
+    }
 
     // every ${VAR} of the config is set in the pod; the check passes with the Secret's values
     let env_config = find(&docs, "ConfigMap", "authgate-env")["data"].as_mapping().unwrap();
@@ -188,14 +200,31 @@ fn the_ingress_nginx_overlay_asks_authgate_for_every_request() {
     let service_port = &service["spec"]["ports"][0];
 
     let ours = find(&docs, "Ingress", "authgate");
+    assert_eq!(ours["metadata"]["namespace"], "authgate", "the namespace auth-url names");
     let paths = ours["spec"]["rules"][0]["http"]["paths"].as_sequence().unwrap();
-    let exposed: Vec<&str> = paths.iter().map(|p| p["path"].as_str().unwrap()).collect();
-    assert_eq!(exposed, ["/oauth2/start", "/oauth2/callback", "/oauth2/sign_out", "/oauth2/userinfo"]);
+    let exposed: Vec<(&str, &str)> =
+        paths.iter().map(|p| (p["path"].as_str().unwrap(), p["pathType"].as_str().unwrap())).collect();
+    assert_eq!(
+        exposed,
+        [
+            ("/oauth2/start", "Exact"),
+            ("/oauth2/callback", "Exact"),
+            ("/oauth2/sign_out", "Exact"),
+            ("/oauth2/userinfo", "Exact"),
+            ("/.well-known/oauth-protected-resource", "Prefix"),
+            (authgate::assertion::JWKS_PATH, "Exact"),
+        ],
+        "browser endpoints by exact path: never the auth endpoint"
+    );
     for p in paths {
-        assert_eq!(p["pathType"], "Exact", "{p:?}");
         assert_eq!(p["backend"]["service"]["name"], "authgate");
         assert_eq!(p["backend"]["service"]["port"]["name"], service_port["name"]);
     }
+    // the Service's port 80, as auth-url names it (no port)
+    assert_eq!(service_port["port"], 80);
+    let public_url =
+        find(&docs, "ConfigMap", "authgate-env")["data"]["AUTHGATE_PUBLIC_URL"].as_str().unwrap();
+    assert_eq!(format!("https://{}", ours["spec"]["rules"][0]["host"].as_str().unwrap()), public_url);
 
     let file = common::repo().join("deploy/kubernetes/overlays/ingress-nginx/app-ingress.yaml");
     let text = std::fs::read_to_string(&file).unwrap();
@@ -212,12 +241,9 @@ fn the_ingress_nginx_overlay_asks_authgate_for_every_request() {
     for app in &apps {
         let annotation =
             |n: &str| app["metadata"]["annotations"][format!("nginx.ingress.kubernetes.io/{n}")].as_str();
-        // the Service's port 80 by its in-cluster name, in the namespace the README installs to
-        assert_eq!(service_port["port"], 80);
-        assert_eq!(
-            annotation("auth-url"),
-            Some(format!("http://authgate.authgate.svc.cluster.local{auth_path}").as_str())
-        );
+        // the Service by its in-cluster name, naming the host nginx served
+        let url = format!("http://authgate.authgate.svc.cluster.local{auth_path}?host=$host");
+        assert_eq!(annotation("auth-url"), Some(url.as_str()));
         let mut copied: Vec<String> = annotation("auth-response-headers")
             .unwrap()
             .split(',')
@@ -230,7 +256,7 @@ fn the_ingress_nginx_overlay_asks_authgate_for_every_request() {
     // pages sign in through authgate on the app's host; the API gets the 401 and its challenge
     let signin =
         |i: usize| apps[i]["metadata"]["annotations"]["nginx.ingress.kubernetes.io/auth-signin"].as_str();
-    assert_eq!(signin(0), Some("https://$http_host/oauth2/start"));
+    assert_eq!(signin(0), Some(format!("{public_url}/oauth2/start").as_str()));
     assert_eq!(signin(1), None);
 }
 

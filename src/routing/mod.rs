@@ -9,7 +9,9 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use glob::PathGlob;
-pub use path::{PathRejection, normalize_path, normalize_route_path, path_has_prefix, route_key};
+pub use path::{
+    PathRejection, has_dot_segments, normalize_path, normalize_route_path, path_has_prefix, route_key,
+};
 
 /// The host part of a route.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -24,6 +24,9 @@ pub enum PathRejection {
     NonAscii,
     /// `..` above the root.
     AboveRoot,
+    /// A raw `#`: no request-target has a fragment, and a server that cuts the path there
+    /// (nginx, most app frameworks) would serve another path than the one judged.
+    Fragment,
     /// A dot segment with parameters (`..;x`), which servlet containers read as `..`.
     DotSegmentWithParameters,
     /// A segment that is only parameters (`/;x/`), which servlet containers drop.
@@ -39,6 +42,7 @@ impl fmt::Display for PathRejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             PathRejection::NotAbsolute => "the path must start with '/'",
+            PathRejection::Fragment => "the path contains a '#'",
             PathRejection::EncodedSlash => "the path contains an encoded '/'",
             PathRejection::Backslash => "the path contains a backslash",
             PathRejection::ControlCharacter => "the path contains a control character",
@@ -62,6 +66,18 @@ pub fn normalize_path(raw: &[u8]) -> Result<String, PathRejection> {
     }
     let decoded = decode_unreserved(raw)?;
     remove_dot_segments(&decoded)
+}
+
+/// Does the raw path (no query) have a `.` or `..` segment, raw or percent-encoded? A front
+/// proxy passes such a path to its app as it came, and the app may read it differently from
+/// its normal form (`/admin/../pub/x` routed by prefix to the admin pages); browsers never send
+/// one.
+pub fn has_dot_segments(raw: &[u8]) -> bool {
+    match decode_unreserved(raw) {
+        Ok(decoded) => decoded.split('/').any(|seg| seg == "." || seg == ".."),
+        // not a path normalisation accepts either
+        Err(_) => false,
+    }
 }
 
 fn decode_unreserved(raw: &[u8]) -> Result<String, PathRejection> {
@@ -94,6 +110,7 @@ fn decode_unreserved(raw: &[u8]) -> Result<String, PathRejection> {
                 i += 3;
             }
             b'\\' => return Err(PathRejection::Backslash),
+            b'#' => return Err(PathRejection::Fragment),
             0..0x20 | 0x7f => return Err(PathRejection::ControlCharacter),
             0x80.. => return Err(PathRejection::NonAscii),
             _ => {
@@ -283,12 +300,26 @@ mod tests {
             ("admin", Err(NotAbsolute)),
             ("*", Err(NotAbsolute)),
             ("", Err(NotAbsolute)),
+            // nginx picks its location from /admin/, the app serves /admin/: never judged as
+            // /pub/x
+            ("/admin/x#/../../pub/x", Err(Fragment)),
+            ("/a%23b", Ok("/a%23b")),
         ];
         for (raw, want) in cases {
             let got = normalize_path(raw.as_bytes());
             assert_eq!(got.as_deref().map_err(|e| *e), *want, "normalize_path({raw:?})");
         }
         assert!(cases.len() >= 30);
+    }
+
+    #[test]
+    fn dot_segments_are_found_raw_and_encoded() {
+        for dotted in ["/a/../b", "/a/./b", "/a/%2e%2E/b", "/a/.%2e", "/..", "/a/%2E"] {
+            assert!(has_dot_segments(dotted.as_bytes()), "{dotted}");
+        }
+        for plain in ["/a/b", "/a/.b/c..", "/.well-known/x", "/a/...", "/"] {
+            assert!(!has_dot_segments(plain.as_bytes()), "{plain}");
+        }
     }
 
     #[test]

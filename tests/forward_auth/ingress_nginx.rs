@@ -25,12 +25,17 @@ fn annotation<'a>(ingress: &'a Value, name: &str) -> Option<&'a str> {
     ingress["metadata"]["annotations"][format!("nginx.ingress.kubernetes.io/{name}")].as_str()
 }
 
-/// The controller's `buildAuthSignURL`: the page's URL added as `rd` unless the URL names it.
-fn sign_in_url(signin: &str) -> String {
-    let rd = "rd=$pass_access_scheme://$http_host$escaped_request_uri";
+/// The controller's `buildAuthSignURL`: the page's URL added as the redirect parameter (`rd`,
+/// or `auth-signin-redirect-param`) unless the URL names it with a value.
+fn sign_in_url(signin: &str, param: &str) -> String {
+    let rd = format!("{param}=$pass_access_scheme://$http_host$escaped_request_uri");
     match signin.split_once('?') {
         None => format!("{signin}?{rd}"),
-        Some((_, query)) if query.split('&').any(|p| p.starts_with("rd=")) => signin.to_owned(),
+        Some((_, query))
+            if query.split('&').any(|p| p.len() > param.len() + 1 && p.starts_with(&format!("{param}="))) =>
+        {
+            signin.to_owned()
+        }
         Some(_) => format!("{signin}&{rd}"),
     }
 }
@@ -55,6 +60,9 @@ pub fn conf() -> String {
     for ingress in ingresses() {
         let auth_url = annotation(&ingress, "auth-url");
         let signin = annotation(&ingress, "auth-signin");
+        // the controller's default for the auth location's and the app location's buffers
+        let buffer = annotation(&ingress, "proxy-buffer-size").unwrap_or("4k");
+        let redirect_param = annotation(&ingress, "auth-signin-redirect-param").unwrap_or("rd");
         let copied: Vec<&str> = annotation(&ingress, "auth-response-headers")
             .map(|h| h.split(',').map(str::trim).filter(|h| !h.is_empty()).collect())
             .unwrap_or_default();
@@ -87,6 +95,8 @@ pub fn conf() -> String {
     proxy_set_header X-Forwarded-For $remote_addr;
     proxy_set_header X-Auth-Request-Redirect $request_uri;
     proxy_buffering off;
+    proxy_buffer_size {buffer};
+    proxy_buffers 4 {buffer};
     proxy_http_version 1.1;
     proxy_pass_request_headers on;
     # the service name {host} is authgate's address here
@@ -108,8 +118,13 @@ pub fn conf() -> String {
                         ));
                     }
                     if let Some(signin) = signin {
-                        // the test serves plain HTTP
-                        let url = sign_in_url(signin).replacen("https://", "http://", 1);
+                        // the rule's host is the test's origin (plain HTTP on a port)
+                        let host = rule["host"].as_str().unwrap();
+                        let url = sign_in_url(signin, redirect_param).replacen(
+                            &format!("https://{host}"),
+                            "__ORIGIN__",
+                            1,
+                        );
                         server.push_str(&format!(
                             "location @signin-{n} {{\n    internal;\n    add_header Set-Cookie $auth_cookie;\n    return 302 {url};\n}}\n"
                         ));
@@ -129,6 +144,8 @@ pub fn conf() -> String {
     proxy_set_header X-Forwarded-Port $server_port;
     proxy_set_header X-Forwarded-Proto $pass_access_scheme;
     proxy_set_header X-Scheme $pass_access_scheme;
+    proxy_buffer_size {buffer};
+    proxy_buffers 4 {buffer};
     proxy_http_version 1.1;
     proxy_pass http://{upstream};
 "
