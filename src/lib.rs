@@ -9,7 +9,8 @@
 //!   `pem` (key and certificate files), `reply` (replies, rejections, the page shell, messages),
 //!   `metrics` (Prometheus), `lifecycle` (draining on SIGTERM).
 //! - plumbing: `routing` (hosts, paths, route tables), `upstream` (backends, balancing, passive
-//!   health), `forwarding` (request header hygiene, `X-Forwarded-*`, the client's address).
+//!   health), `forwarding` (request header hygiene, `X-Forwarded-*`, the client's address),
+//!   `log_writer` (log lines written off the request path).
 //! - model: `config` (file → validated model), `identity` (who is calling, its headers, prepared
 //!   once), `pages` (what people read when the gateway answers: built in or templates),
 //!   `policy` (what a route requires, its rules).
@@ -36,6 +37,7 @@ pub mod random;
 pub mod reply;
 // plumbing
 pub mod forwarding;
+pub mod log_writer;
 pub mod routing;
 pub mod upstream;
 // model

@@ -264,17 +264,22 @@ fn rotate(path: &std::path::Path) -> anyhow::Result<()> {
 
 fn run(path: &std::path::Path) -> anyhow::Result<()> {
     let config = authgate::config::load_file(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    init_logging(&config.log);
+    let logs = init_logging(&config.log).context("cannot start the log writer")?;
     let listen = config.server.listen.clone();
     let server = authgate::server::build(config, path).context("cannot start")?;
     tracing::info!(version = env!("CARGO_PKG_VERSION"), ?listen, "authgate starting");
-    server.run_forever()
+    server.run();
+    tracing::info!("authgate stopped");
+    // what is queued reaches stderr, unless it stays blocked for longer than this
+    logs.finish(std::time::Duration::from_secs(2));
+    Ok(())
 }
 
 /// The most verbose level Pingora's own records may log at.
 const PINGORA_CAP: &str = "pingora=info";
 
-fn init_logging(log: &authgate::config::LogConfig) {
+/// Starts logging: lines go to stderr from the log writer's thread (never from a request's).
+fn init_logging(log: &authgate::config::LogConfig) -> std::io::Result<authgate::log_writer::LogFlush> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level))
         // Pingora's debug records print whole request headers (cookies, Authorization, the
@@ -284,10 +289,11 @@ fn init_logging(log: &authgate::config::LogConfig) {
         .add_directive("audit=info".parse().unwrap_or_default());
     // colours only for a person at a terminal, never into files or journald
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let (writer, flush) = authgate::log_writer::start(std::io::stderr(), log.buffer_lines)?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
     match log.format {
         authgate::config::LogFormat::Json => builder.json().init(),
         authgate::config::LogFormat::Text => builder.init(),
     }
+    Ok(flush)
 }

@@ -44,6 +44,8 @@ pub struct Metrics {
     pub sessions: IntGauge,
     /// Seconds since the signing keys were last loaded (set when scraped).
     pub jwks_age_seconds: IntGauge,
+    /// Log lines dropped because the log writer's queue was full.
+    pub log_lines_dropped: prometheus::IntCounter,
 }
 
 /// The process-wide metrics.
@@ -125,6 +127,15 @@ impl Metrics {
                 "authgate_jwks_age_seconds",
                 "Seconds since the signing keys were loaded",
             ),
+            log_lines_dropped: {
+                let c = prometheus::IntCounter::new(
+                    "authgate_log_lines_dropped_total",
+                    "Log lines dropped because the writer could not keep up",
+                )
+                .unwrap_or_else(|e| unreachable!("authgate_log_lines_dropped_total: {e}"));
+                let _ = r.register(Box::new(c.clone()));
+                c
+            },
             registry: r,
         }
     }

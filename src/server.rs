@@ -63,15 +63,11 @@ pub enum StartError {
     Tls(#[source] Box<pingora::Error>),
 }
 
-/// Browser sign-in, when the config has a session secret (validation requires one for
-/// `browser` and `any` routes).
-fn browser_auth(
-    config: &Config,
-    verifiers: &[Arc<TokenVerifier>],
-) -> Result<Option<Arc<BrowserAuth>>, StartError> {
+/// The session store `config` asks for (`session.store`): the embedded memory store, or Redis
+/// (directly or through Sentinel).
+pub fn session_store(config: &Config) -> Result<Arc<dyn SessionStore>, StartError> {
     let s = &config.session;
-    let Some(secret) = &s.secret else { return Ok(None) };
-    let store: Arc<dyn SessionStore> = match s.store {
+    Ok(match s.store {
         StoreKind::Memory => {
             Arc::new(MemoryStore::new(s.max_sessions, s.idle_lifetime.get(), s.login_lifetime.get()))
         }
@@ -115,7 +111,18 @@ fn browser_auth(
             };
             Arc::new(RedisStore::new(&settings)?)
         }
-    };
+    })
+}
+
+/// Browser sign-in, when the config has a session secret (validation requires one for
+/// `browser` and `any` routes).
+fn browser_auth(
+    config: &Config,
+    verifiers: &[Arc<TokenVerifier>],
+) -> Result<Option<Arc<BrowserAuth>>, StartError> {
+    let s = &config.session;
+    let Some(secret) = &s.secret else { return Ok(None) };
+    let store = session_store(config)?;
     let all_https = !config.server.public_url.is_empty()
         && config.server.public_url.iter().all(|u| u.starts_with("https://"));
     let list = config.provider_list();
@@ -180,11 +187,9 @@ pub struct Gatekeeper {
 }
 
 impl Gatekeeper {
-    /// Serves until a shutdown signal, then exits the process (destructors do not run: flush
-    /// from a service's shutdown path).
-    pub fn run_forever(self) -> ! {
+    /// Serves until a shutdown signal and returns once the services have stopped.
+    pub fn run(self) {
         self.server.run(RunArgs { shutdown_signal: Box::new(self.shutdown) });
-        std::process::exit(0)
     }
 }
 

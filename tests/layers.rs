@@ -22,6 +22,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("routing", 1),
     ("upstream", 1),
     ("forwarding", 1),
+    ("log_writer", 1),
     // model
     ("config", 2),
     ("identity", 3),

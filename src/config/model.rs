@@ -152,11 +152,13 @@ pub struct LogConfig {
     /// Level filter in `RUST_LOG` syntax (`info`, `authgate=debug,pingora=warn`); the `RUST_LOG`
     /// environment variable wins when set.
     pub level: String,
+    /// Log lines held while stderr does not take them; past it they are dropped and counted.
+    pub buffer_lines: usize,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { format: LogFormat::Text, level: "info".into() }
+        Self { format: LogFormat::Text, level: "info".into(), buffer_lines: crate::log_writer::QUEUE_LINES }
     }
 }
 

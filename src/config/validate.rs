@@ -93,6 +93,9 @@ pub fn validate(config: &mut Config, base_dir: &Path) -> Vec<Problem> {
             format!("{:?} is not a log filter (e.g. \"info\" or \"authgate=debug\")", config.log.level),
         );
     }
+    if !(64..=16 * 1024 * 1024).contains(&config.log.buffer_lines) {
+        p.at("log.buffer_lines", "must be between 64 and 16777216");
+    }
     p.0
 }
 

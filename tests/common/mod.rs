@@ -251,9 +251,22 @@ impl Gate {
         matches!(self.proc.child.try_wait(), Ok(None))
     }
 
-    /// Everything authgate has written.
+    /// Everything authgate has written. Its log lines are written by a thread of their own
+    /// every 10 ms: read once the file has stopped growing for a few of those.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("authgate.log")).unwrap_or_default()
+        let path = self.dir.path().join("authgate.log");
+        let size = || std::fs::metadata(&path).map_or(0, |m| m.len());
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut last = size();
+        loop {
+            std::thread::sleep(Duration::from_millis(30));
+            let now = size();
+            if now == last || Instant::now() > deadline {
+                break;
+            }
+            last = now;
+        }
+        std::fs::read_to_string(&path).unwrap_or_default()
     }
 
     /// Sends a raw HTTP/1.1 request (bytes exactly as given) to the main listener.
