@@ -12,8 +12,8 @@
 //!   at the IdP's token endpoint and sets the session cookie; prints one session-cookie value per
 //!   line. Each comes from its own `X-Forwarded-For` address (the gateway trusts loopback), as
 //!   many users would.
-//! - `tokens TEMPLATE KEY_PEM N`: N access tokens with the claims and header of TEMPLATE (one the
-//!   test IdP issued), each with its own `jti`, signed with the IdP's own RS256 key (KEY_PEM,
+//! - `tokens TEMPLATE KEY_PEM N LABEL`: N access tokens with the claims and header of TEMPLATE (one the
+//!   test IdP issued), each with its own `jti` (LABEL, a random nonce, its number), signed with the IdP's own RS256 key (KEY_PEM,
 //!   from its KEYS_DIR); prints one per line.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)] // a test or tool: failing loudly is the point
 
@@ -28,8 +28,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// A user who signed in a moment ago, with tokens of the test IdP's size.
-fn session(i: usize, now: u64) -> Session {
+/// A user who signed in a moment ago at `provider`, for `lifetime` seconds, with tokens of the
+/// test IdP's size.
+fn session(i: usize, now: u64, provider: &str, lifetime: u64) -> Session {
     let filler = |n: usize, seed: usize| -> String {
         (0..n).map(|k| char::from(b'A' + ((k * 7 + seed) % 26) as u8)).collect()
     };
@@ -46,20 +47,21 @@ fn session(i: usize, now: u64) -> Session {
             licenses: vec!["wiki".into()],
             permissions: vec!["org:users:read".into()],
             scopes: vec!["openid".into(), "profile".into(), "email".into()],
-            expires_at: now + 12 * 3600,
+            expires_at: now + lifetime,
             ..Identity::default()
         },
         tokens: SessionTokens {
             access_token: filler(1200, i),
             refresh_token: Some(filler(800, i + 1)),
             id_token: filler(1100, i + 2),
-            access_expires_at: now + 12 * 3600,
+            // as the IdP's tokens in scripts/load live (a day): never refreshed during a run
+            access_expires_at: now + 24 * 3600,
             access_issued_at: now,
         },
-        sid: None,
+        sid: Some(format!("load-sid-{i}")),
         created_at: now,
-        expires_at: now + 12 * 3600,
-        provider: String::new(),
+        expires_at: now + lifetime,
+        provider: provider.to_owned(),
     }
 }
 
@@ -69,13 +71,19 @@ async fn sessions(config: &str, n: usize) {
     let sealer = Arc::new(SessionSealer::new(secret.expose().as_bytes()));
     let store = authgate::server::session_store(&config).expect("the session store");
     let now = authgate::clock::unix_now();
+    // as sign-in names and indexes them: the provider's name; user and sid keys without a
+    // namespace (one provider)
+    let list = config.provider_list();
+    assert_eq!(list.len(), 1, "one provider");
+    let provider = list[0].0.to_owned();
+    let lifetime = config.session.absolute_lifetime.get().as_secs();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     // 64 writes in flight: the store's pipelined connections, as under many sign-ins
     for chunk in (0..n).collect::<Vec<_>>().chunks(64) {
         let writes = chunk.iter().map(|&i| {
-            let (sealer, store) = (Arc::clone(&sealer), Arc::clone(&store));
+            let (sealer, store, provider) = (Arc::clone(&sealer), Arc::clone(&store), provider.clone());
             tokio::spawn(async move {
-                let s = session(i, now);
+                let s = session(i, now, &provider, lifetime);
                 let ticket = SessionTicket::generate().expect("randomness");
                 let stored = StoredSession {
                     sealed: sealer.seal_session(&ticket, &s).expect("seal"),
@@ -83,7 +91,7 @@ async fn sessions(config: &str, n: usize) {
                     user: sealer.user_index(&s.identity.subject),
                     expires_at: s.expires_at,
                     created_at: s.created_at,
-                    sid: None,
+                    sid: s.sid.as_deref().map(|sid| sealer.sid_index(sid)),
                     last_used: LastUsed::at(now),
                 };
                 let saved = store.save(&sealer.session_key(&ticket), stored, None).await.expect("saved");
@@ -156,7 +164,7 @@ async fn signins(gateway: &str, idp_cookies: &str, n: usize) {
     }
 }
 
-fn tokens(template: &str, key_pem: &str, n: usize) {
+fn tokens(template: &str, key_pem: &str, n: usize, label: &str) {
     let template = std::fs::read_to_string(template).expect("TEMPLATE").trim().to_owned();
     let mut parts = template.split('.');
     let header: jsonwebtoken::Header = serde_json::from_slice(
@@ -171,17 +179,19 @@ fn tokens(template: &str, key_pem: &str, n: usize) {
     let key =
         jsonwebtoken::EncodingKey::from_rsa_pem(&std::fs::read(key_pem).expect("KEY_PEM")).expect("RSA key");
     let now = authgate::clock::unix_now();
+    // distinct from every other set minted, in this second or any other
+    let nonce = authgate::codec::hex_lower(&authgate::random::random_bytes::<8>().expect("randomness"));
     let threads = std::thread::available_parallelism().map_or(1, |p| p.get());
     let per = n.div_ceil(threads);
     let minted: Vec<Vec<String>> = std::thread::scope(|scope| {
         let jobs: Vec<_> = (0..threads)
             .map(|t| {
-                let (header, claims, key) = (&header, &claims, &key);
+                let (header, claims, key, nonce) = (&header, &claims, &key, &nonce);
                 scope.spawn(move || {
                     (t * per..((t + 1) * per).min(n))
                         .map(|i| {
                             let mut c = claims.clone();
-                            c.insert("jti".into(), format!("load-{now}-{i}").into());
+                            c.insert("jti".into(), format!("load-{label}-{nonce}-{i}").into());
                             c.insert("iat".into(), now.into());
                             c.insert("exp".into(), (now + 3600).into());
                             jsonwebtoken::encode(header, &c, key).expect("signed")
@@ -210,9 +220,9 @@ fn main() {
             let rt = tokio::runtime::Runtime::new().expect("runtime");
             rt.block_on(signins(gateway, cookies, n.parse().expect("N")));
         }
-        [_, "tokens", template, key, n] => tokens(template, key, n.parse().expect("N")),
+        [_, "tokens", template, key, n, label] => tokens(template, key, n.parse().expect("N"), label),
         _ => panic!(
-            "usage: load_credentials sessions CONFIG N | signins GATEWAY IDP_COOKIES N | tokens TEMPLATE KEY_PEM N"
+            "usage: load_credentials sessions CONFIG N | signins GATEWAY IDP_COOKIES N | tokens TEMPLATE KEY_PEM N LABEL"
         ),
     }
 }

@@ -93,8 +93,8 @@ pub fn validate(config: &mut Config, base_dir: &Path) -> Vec<Problem> {
             format!("{:?} is not a log filter (e.g. \"info\" or \"authgate=debug\")", config.log.level),
         );
     }
-    if !(64..=16 * 1024 * 1024).contains(&config.log.buffer_lines) {
-        p.at("log.buffer_lines", "must be between 64 and 16777216");
+    if !(64..=1024 * 1024).contains(&config.log.buffer_lines) {
+        p.at("log.buffer_lines", "must be between 64 and 1048576");
     }
     p.0
 }

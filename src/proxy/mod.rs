@@ -441,7 +441,7 @@ impl ProxyHttp for AuthGate {
             request_id = %RequestId::of(&req.headers, ctx.serial, ctx.trusted_peer),
             route,
             method = %req.method,
-            path = ctx.target.as_ref().map_or("-", |t| t.path.as_str()),
+            path = ctx.target.as_ref().map_or("-", |t| logged_path(&t.path)),
             status,
             decision = ctx.outcome.label(),
             mode = ctx.mode,
@@ -450,6 +450,14 @@ impl ProxyHttp for AuthGate {
             upstream_us = ctx.upstream_elapsed.map_or(0, micros),
         );
     }
+}
+
+/// Longest path the access log writes: a request line may be a megabyte long.
+const LOGGED_PATH: usize = 1024;
+
+/// The path as the access log writes it: cut at `LOGGED_PATH` bytes (a normalised path is ASCII).
+fn logged_path(path: &str) -> &str {
+    path.get(..LOGGED_PATH).unwrap_or(path)
 }
 
 /// Room reserved in the upstream header map for what the gateway adds (forwarding, identity,

@@ -252,18 +252,16 @@ impl Gate {
     }
 
     /// Everything authgate has written. Its log lines are written by a thread of their own
-    /// every 10 ms: read once the file has stopped growing for a few of those.
+    /// every 10 ms: read once the file has not grown for two windows of 50 ms (at most 2 s).
     pub fn log(&self) -> String {
         let path = self.dir.path().join("authgate.log");
         let size = || std::fs::metadata(&path).map_or(0, |m| m.len());
         let deadline = Instant::now() + Duration::from_secs(2);
-        let mut last = size();
-        loop {
-            std::thread::sleep(Duration::from_millis(30));
+        let (mut last, mut still) = (size(), 0);
+        while still < 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
             let now = size();
-            if now == last || Instant::now() > deadline {
-                break;
-            }
+            still = if now == last { still + 1 } else { 0 };
             last = now;
         }
         std::fs::read_to_string(&path).unwrap_or_default()
