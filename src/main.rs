@@ -290,6 +290,8 @@ fn init_logging(log: &authgate::config::LogConfig) -> std::io::Result<authgate::
     // colours only for a person at a terminal, never into files or journald
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let (writer, flush) = authgate::log_writer::start_stderr(log.buffer_lines)?;
+    let json = log.format == authgate::config::LogFormat::Json;
+    authgate::log_writer::install_access_log(writer.clone(), json);
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
     match log.format {
         authgate::config::LogFormat::Json => builder.json().init(),

@@ -436,19 +436,41 @@ impl ProxyHttp for AuthGate {
                 _ => id.subject.as_str(),
             });
         let micros = |d: std::time::Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        tracing::info!(
-            target: "authgate::access",
-            request_id = %RequestId::of(&req.headers, ctx.serial, ctx.trusted_peer),
-            route,
-            method = %req.method,
-            path = ctx.target.as_ref().map_or("-", |t| logged_path(&t.path)),
-            status,
-            decision = ctx.outcome.label(),
-            mode = ctx.mode,
-            user = who.unwrap_or("-"),
-            duration_us = micros(total),
-            upstream_us = ctx.upstream_elapsed.map_or(0, micros),
-        );
+        let request_id = RequestId::of(&req.headers, ctx.serial, ctx.trusted_peer);
+        let path = ctx.target.as_ref().map_or("-", |t| logged_path(&t.path));
+        let (user, duration_us, upstream_us) =
+            (who.unwrap_or("-"), micros(total), ctx.upstream_elapsed.map_or(0, micros));
+        match crate::log_writer::access_log() {
+            // the same line, formatted straight into the log writer's queue (see log_writer)
+            Some(log) if tracing::enabled!(target: "authgate::access", tracing::Level::INFO) => {
+                let mut line = log.line();
+                line.word("request_id", request_id)
+                    .text("route", route)
+                    .word("method", &req.method)
+                    .text("path", path)
+                    .number("status", u64::from(status))
+                    .text("decision", ctx.outcome.label())
+                    .text("mode", ctx.mode)
+                    .text("user", user)
+                    .number("duration_us", duration_us)
+                    .number("upstream_us", upstream_us);
+                log.write(line);
+            }
+            Some(_) => {}
+            None => tracing::info!(
+                target: "authgate::access",
+                request_id = %request_id,
+                route,
+                method = %req.method,
+                path,
+                status,
+                decision = ctx.outcome.label(),
+                mode = ctx.mode,
+                user,
+                duration_us,
+                upstream_us,
+            ),
+        }
     }
 }
 

@@ -21,6 +21,9 @@ use std::time::Duration;
 
 use crate::metrics::METRICS;
 
+mod access;
+pub use access::{AccessLine, access_log, install_access_log};
+
 /// Lines the queue holds: at 40 000 lines per second, several seconds of a stalled sink.
 pub const QUEUE_LINES: usize = 131_072;
 
