@@ -80,6 +80,24 @@ pub struct RefreshSettings {
 /// How long an opened session is reused before the store is asked again.
 const SESSION_CACHE_TTL: Duration = Duration::from_secs(5);
 
+/// Bytes of opened sessions kept (by their tokens' and cookie's size, plus what every entry
+/// holds besides): bounded in bytes, not entries, so that many users with Keycloak-sized tokens
+/// cannot grow the process by hundreds of MiB (a session is read again from the store, and
+/// decrypted, when it is not here).
+const SESSION_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+
+/// What one opened session weighs in `SESSION_CACHE_BYTES`.
+fn opened_weight(cookie: &str, active: &ActiveSession) -> u32 {
+    let t = &active.session.tokens;
+    let bytes = cookie.len()
+        + t.access_token.len()
+        + t.refresh_token.as_ref().map_or(0, String::len)
+        + t.id_token.len()
+        // identity, prepared header values, the entry itself
+        + 2048;
+    u32::try_from(bytes).unwrap_or(u32::MAX)
+}
+
 impl std::fmt::Debug for BrowserAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BrowserAuth").field("cookies", &self.cookies).finish_non_exhaustive()
@@ -181,7 +199,12 @@ impl BrowserAuth {
                 .time_to_live(SESSION_CACHE_TTL)
                 .build()
         }
-        let opened: moka::sync::Cache<String, Arc<ActiveSession>> = cache();
+        let opened: moka::sync::Cache<String, Arc<ActiveSession>> = moka::sync::Cache::builder()
+            .max_capacity(SESSION_CACHE_BYTES)
+            .weigher(|cookie: &String, active: &Arc<ActiveSession>| opened_weight(cookie, active))
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
+            .time_to_live(SESSION_CACHE_TTL)
+            .build();
         let opened_by_key: moka::sync::Cache<SessionKey, String> = cache();
         let (cached, by_key) = (opened.clone(), opened_by_key.clone());
         let generation = Arc::new(AtomicU64::new(0));
