@@ -84,17 +84,15 @@ const SESSION_CACHE_TTL: Duration = Duration::from_secs(5);
 /// holds besides): bounded in bytes, not entries, so that many users with Keycloak-sized tokens
 /// cannot grow the process by hundreds of MiB (a session is read again from the store, and
 /// decrypted, when it is not here).
-const SESSION_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+const SESSION_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// What one opened session weighs in `SESSION_CACHE_BYTES`.
 fn opened_weight(cookie: &str, active: &ActiveSession) -> u32 {
     let t = &active.session.tokens;
-    let bytes = cookie.len()
-        + t.access_token.len()
-        + t.refresh_token.as_ref().map_or(0, String::len)
-        + t.id_token.len()
-        // identity, prepared header values, the entry itself
-        + 2048;
+    let tokens = t.access_token.len() + t.refresh_token.as_ref().map_or(0, String::len) + t.id_token.len();
+    // twice the tokens: their claims, parsed when a claim rule asks, and the identity and its
+    // prepared header values grow with them; plus the entry, the signed assertion, the maps
+    let bytes = cookie.len() + 2 * tokens + 4096;
     u32::try_from(bytes).unwrap_or(u32::MAX)
 }
 
@@ -188,24 +186,17 @@ impl BrowserAuth {
         refresh: RefreshSettings,
         revocations: Arc<Revocations>,
     ) -> Arc<Self> {
-        fn cache<K, V>() -> moka::sync::Cache<K, V>
-        where
-            K: std::hash::Hash + Eq + Send + Sync + 'static,
-            V: Clone + Send + Sync + 'static,
-        {
-            moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .eviction_policy(moka::policy::EvictionPolicy::lru())
-                .time_to_live(SESSION_CACHE_TTL)
-                .build()
-        }
         let opened: moka::sync::Cache<String, Arc<ActiveSession>> = moka::sync::Cache::builder()
             .max_capacity(SESSION_CACHE_BYTES)
             .weigher(|cookie: &String, active: &Arc<ActiveSession>| opened_weight(cookie, active))
             .eviction_policy(moka::policy::EvictionPolicy::lru())
             .time_to_live(SESSION_CACHE_TTL)
             .build();
-        let opened_by_key: moka::sync::Cache<SessionKey, String> = cache();
+        // at least as many as `opened` can hold (its entries weigh 4 KiB or more)
+        let opened_by_key: moka::sync::Cache<SessionKey, String> = moka::sync::Cache::builder()
+            .max_capacity(SESSION_CACHE_BYTES / 1024)
+            .time_to_live(SESSION_CACHE_TTL)
+            .build();
         let (cached, by_key) = (opened.clone(), opened_by_key.clone());
         let generation = Arc::new(AtomicU64::new(0));
         let bump = generation.clone();

@@ -139,18 +139,16 @@ impl AccessLine {
     /// `value` in double quotes, escaped as JSON (and as `tracing`'s `Debug` of a `&str` writes
     /// the same characters in text lines).
     fn quoted(&mut self, value: &str) {
-        self.buf.push(b'"');
-        if value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f) {
+        if value.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\') {
+            self.buf.push(b'"');
             self.buf.extend_from_slice(value.as_bytes());
+            self.buf.push(b'"');
         } else if self.json {
-            // serde_json's escaping; the quotes it adds are already there
-            let escaped = serde_json::to_string(value).unwrap_or_default();
-            self.buf.extend_from_slice(escaped.trim_matches('"').as_bytes());
+            // serde_json's escaping, with its own quotes
+            let _ = serde_json::to_writer(&mut self.buf, value);
         } else {
-            let debug = format!("{value:?}");
-            self.buf.extend_from_slice(debug.trim_matches('"').as_bytes());
+            let _ = write!(self.buf, "{value:?}");
         }
-        self.buf.push(b'"');
     }
 }
 
@@ -225,6 +223,27 @@ mod tests {
             rest,
             r#"  INFO authgate::access: request_id=2aa3c06f-1 route="pub" method=GET path="/a\"b\\c" status=200 user="-""#
         );
+    }
+
+    #[test]
+    fn awkward_values_keep_their_quotes() {
+        for value in ["\"", "a\"", "\\", "x\ny", "é", "\u{200b}", "\"\""] {
+            let (writer, _flush) = super::super::start(std::io::sink(), 64).unwrap();
+            for json in [false, true] {
+                let log = AccessLog { writer: writer.clone(), json };
+                let mut line = log.line();
+                line.text("path", value).number("status", 200);
+                let text = String::from_utf8(line.buf).unwrap();
+                if json {
+                    let v: serde_json::Value =
+                        serde_json::from_str(&format!("{}}}}}", &text[text.find('{').unwrap()..])).unwrap();
+                    assert_eq!(v["fields"]["path"], value);
+                    assert_eq!(v["fields"]["status"], 200);
+                } else {
+                    assert!(text.ends_with(&format!(" path={value:?} status=200")), "{text}");
+                }
+            }
+        }
     }
 
     #[test]
