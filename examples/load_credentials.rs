@@ -20,50 +20,16 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use authgate::identity::Identity;
-use authgate::session::{LastUsed, Session, SessionSealer, SessionTicket, SessionTokens, StoredSession};
+use authgate::session::{LastUsed, SessionSealer, SessionTicket, StoredSession};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
+#[path = "support/sample_session.rs"]
+mod sample;
+use sample::sample_session;
+
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// A user who signed in a moment ago at `provider`, for `lifetime` seconds, with tokens of the
-/// test IdP's size.
-fn session(i: usize, now: u64, provider: &str, lifetime: u64) -> Session {
-    let filler = |n: usize, seed: usize| -> String {
-        (0..n).map(|k| char::from(b'A' + ((k * 7 + seed) % 26) as u8)).collect()
-    };
-    Session {
-        identity: Identity {
-            subject: format!("10ad0000-0000-4000-8000-{i:012}"),
-            client_id: Some("authgate".into()),
-            email: Some(format!("user{i}@acme.test")),
-            name: Some(format!("Load User {i}")),
-            given_name: Some("Load".into()),
-            family_name: Some(format!("User {i}")),
-            organization_id: Some("5f0c8a52-1d8e-4a43-9a54-6f1f5c0d2a11".into()),
-            user_type: Some("customer_user".into()),
-            licenses: vec!["wiki".into()],
-            permissions: vec!["org:users:read".into()],
-            scopes: vec!["openid".into(), "profile".into(), "email".into()],
-            expires_at: now + lifetime,
-            ..Identity::default()
-        },
-        tokens: SessionTokens {
-            access_token: filler(1200, i),
-            refresh_token: Some(filler(800, i + 1)),
-            id_token: filler(1100, i + 2),
-            // as the IdP's tokens in scripts/load live (a day): never refreshed during a run
-            access_expires_at: now + 24 * 3600,
-            access_issued_at: now,
-        },
-        sid: Some(format!("load-sid-{i}")),
-        created_at: now,
-        expires_at: now + lifetime,
-        provider: provider.to_owned(),
-    }
-}
 
 async fn sessions(config: &str, n: usize) {
     let config = authgate::config::load_file(std::path::Path::new(config)).expect("the gateway's config");
@@ -83,7 +49,7 @@ async fn sessions(config: &str, n: usize) {
         let writes = chunk.iter().map(|&i| {
             let (sealer, store, provider) = (Arc::clone(&sealer), Arc::clone(&store), provider.clone());
             tokio::spawn(async move {
-                let s = session(i, now, &provider, lifetime);
+                let s = sample_session(i, now, &provider, lifetime);
                 let ticket = SessionTicket::generate().expect("randomness");
                 let stored = StoredSession {
                     sealed: sealer.seal_session(&ticket, &s).expect("seal"),

@@ -13,10 +13,11 @@ use std::time::Duration;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use authgate::identity::Identity;
-use authgate::session::{
-    LastUsed, MemoryStore, Session, SessionSealer, SessionStore, SessionTicket, SessionTokens, StoredSession,
-};
+use authgate::session::{LastUsed, MemoryStore, SessionSealer, SessionStore, SessionTicket, StoredSession};
+
+#[path = "support/sample_session.rs"]
+mod sample;
+use sample::sample_session;
 
 /// Resident set size of this process, KiB.
 fn rss_kib() -> u64 {
@@ -25,42 +26,6 @@ fn rss_kib() -> u64 {
         .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_owned))
         .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         .unwrap_or(0)
-}
-
-/// A signed-in user as the test IdP's tokens make them, with token sizes typical of Keycloak
-/// (access token ~1.2 KB, refresh token ~0.8 KB, id_token ~1.1 KB).
-fn session(i: usize, now: u64) -> Session {
-    let filler = |n: usize, seed: usize| -> String {
-        (0..n).map(|k| char::from(b'A' + ((k * 7 + seed) % 26) as u8)).collect()
-    };
-    Session {
-        identity: Identity {
-            subject: format!("a1b2c3d4-0000-4000-8000-{i:012}"),
-            client_id: Some("authgate".into()),
-            email: Some(format!("user{i}@acme.test")),
-            name: Some(format!("User Number {i}")),
-            given_name: Some("User".into()),
-            family_name: Some(format!("Number {i}")),
-            organization_id: Some("5f0c8a52-1d8e-4a43-9a54-6f1f5c0d2a11".into()),
-            user_type: Some("customer_user".into()),
-            licenses: vec!["wiki".into(), "crm".into()],
-            permissions: vec!["org:users:read".into()],
-            scopes: vec!["openid".into(), "profile".into(), "email".into()],
-            expires_at: now + 12 * 3600,
-            ..Identity::default()
-        },
-        tokens: SessionTokens {
-            access_token: filler(1200, i),
-            refresh_token: Some(filler(800, i + 1)),
-            id_token: filler(1100, i + 2),
-            access_expires_at: now + 900,
-            access_issued_at: now,
-        },
-        sid: Some(format!("sid-{i}")),
-        created_at: now,
-        expires_at: now + 12 * 3600,
-        provider: String::new(),
-    }
 }
 
 fn main() {
@@ -72,7 +37,7 @@ fn main() {
     let before = rss_kib();
     let mut sealed_bytes = 0usize;
     for i in 0..n {
-        let s = session(i, now);
+        let s = sample_session(i, now, "", 12 * 3600);
         let ticket = SessionTicket::generate().expect("randomness");
         let sealed = sealer.seal_session(&ticket, &s).expect("seal");
         sealed_bytes += sealed.len();

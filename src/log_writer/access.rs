@@ -116,12 +116,7 @@ impl AccessLine {
     pub fn word(&mut self, key: &str, value: impl std::fmt::Display) -> &mut Self {
         self.key(key);
         if self.json {
-            let start = self.buf.len();
-            let _ = write!(self.buf, "{value}");
-            // a JSON string: escaped as a whole once written
-            let written = String::from_utf8_lossy(&self.buf[start..]).into_owned();
-            self.buf.truncate(start);
-            self.quoted(&written);
+            self.quoted(&value.to_string());
         } else {
             let _ = write!(self.buf, "{value}");
         }

@@ -244,6 +244,10 @@ impl LogFlush {
     /// Writes what is queued and stops the writer thread, waiting at most `limit` for a sink
     /// that does not take it.
     pub fn finish(mut self, limit: Duration) {
+        self.stop_within(limit);
+    }
+
+    fn stop_within(&mut self, limit: Duration) {
         self.stop.store(true, Ordering::Release);
         let Some(thread) = self.thread.take() else { return };
         thread.thread().unpark();
@@ -259,10 +263,8 @@ impl LogFlush {
 
 impl Drop for LogFlush {
     fn drop(&mut self) {
-        if self.thread.is_some() {
-            let flush = LogFlush { stop: Arc::clone(&self.stop), thread: self.thread.take() };
-            flush.finish(Duration::from_secs(2));
-        }
+        // a no-op after `finish`
+        self.stop_within(Duration::from_secs(2));
     }
 }
 
